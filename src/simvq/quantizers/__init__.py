@@ -1,0 +1,17 @@
+"""Quantizers, one per file, all behind ``build_quantizer``. Importing this package registers them."""
+
+from .base import CodebookQuantizer, FlatOutput, Quantizer, QuantizerOutput, straight_through
+from .registry import build_quantizer, list_quantizers, register_quantizer
+from .simvq import SimVQ
+
+__all__ = [
+    "CodebookQuantizer",
+    "FlatOutput",
+    "Quantizer",
+    "QuantizerOutput",
+    "SimVQ",
+    "build_quantizer",
+    "list_quantizers",
+    "register_quantizer",
+    "straight_through",
+]

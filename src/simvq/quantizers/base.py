@@ -1,0 +1,322 @@
+"""Shared mechanics of every quantizer: the result type, input checks, straight-through, losses, usage.
+
+Every quantizer in simvq subclasses :class:`Quantizer` and returns a :class:`QuantizerOutput`, so a
+training loop never special-cases a method. Subclasses implement ``quantize`` on a flat ``(N, dim)``
+batch; the base class handles layouts (any leading shape, ``channel_first``), validation and the
+per-batch ``usage``/``perplexity`` metrics.
+
+Codebook methods (an explicit ``(K, dim)`` table searched by nearest neighbour) subclass
+:class:`CodebookQuantizer`, which owns the search, the VQ-VAE losses and the straight-through once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..search import nearest
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def exists(value) -> bool:
+    return value is not None
+
+
+def default(value, fallback):
+    return value if value is not None else fallback
+
+
+def fp32(device_type: str):
+    """Context that switches autocast off, so distances and losses are computed in float32."""
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
+def straight_through(z: Tensor, q: Tensor, *, rotation_trick: bool = False) -> Tensor:
+    """Forward value ``q``, gradient passed to ``z``.
+
+    Plain: ``z + sg(q - z)`` (van den Oord et al. 2017), the gradient is copied unchanged.
+    Rotation trick (Fifty et al. 2024, "Restructuring Vector Quantization with the Rotation
+    Trick"): ``q = sg(lambda * R) z`` with ``R`` the rotation taking ``z/|z|`` onto ``q/|q|`` and
+    ``lambda = |q|/|z|``; the gradient to ``z`` is rotated and scaled instead of copied, so it
+    carries the angle between encoder output and code. Shapes: ``z, q: (..., dim)``.
+    """
+    if not rotation_trick:
+        return z + (q - z).detach()
+    eps = torch.finfo(torch.float32).eps
+    z_norm = z.norm(dim=-1, keepdim=True).clamp_min(eps)
+    q_norm = q.norm(dim=-1, keepdim=True).clamp_min(eps)
+    z_unit = (z / z_norm).detach()
+    q_unit = (q / q_norm).detach()
+    # Householder form of the rotation in the plane of z and q: R = I - 2 r r^T + 2 q_unit z_unit^T
+    # with r = normalize(z_unit + q_unit); it never builds a (dim, dim) matrix.
+    r = F.normalize(z_unit + q_unit, dim=-1, eps=eps).detach()
+    rotated = (
+        z
+        - 2 * r * (r * z).sum(-1, keepdim=True)
+        + 2 * q_unit * (z_unit * z).sum(-1, keepdim=True)
+    )
+    scale = (q_norm / z_norm).detach()
+    # the straight-through residual makes the forward value exactly q despite rounding
+    out = scale * rotated
+    return out + (q - out).detach()
+
+
+def commitment_losses(z: Tensor, q: Tensor, *, beta: float) -> dict[str, Tensor]:
+    """VQ-VAE auxiliary terms, mean squared error over all elements, in float32.
+
+    ``commitment = beta * ||z - sg(q)||^2`` pulls the encoder towards its code;
+    ``codebook = ||sg(z) - q||^2`` pulls the code (or whatever parameterises it) towards the encoder.
+    """
+    z32, q32 = z.float(), q.float()
+    return {
+        "commitment": beta * F.mse_loss(z32, q32.detach()),
+        "codebook": F.mse_loss(q32, z32.detach()),
+    }
+
+
+def code_statistics(counts: Tensor) -> dict[str, Tensor]:
+    """Usage (fraction of codes with count > 0) and perplexity (exp of the entropy) of a histogram."""
+    counts = counts.float()
+    total = counts.sum().clamp_min(1.0)
+    probs = counts / total
+    entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum()
+    return {
+        "usage": (counts > 0).float().mean(),
+        "perplexity": entropy.exp(),
+    }
+
+
+def code_counts(codes: Tensor, codebook_size: int) -> Tensor:
+    """Histogram of integer ``codes`` (any shape) over ``codebook_size`` bins."""
+    return torch.bincount(codes.reshape(-1), minlength=codebook_size)
+
+
+# ----------------------------------------------------------------------------- result type
+
+
+@dataclass
+class QuantizerOutput:
+    """What every quantizer returns.
+
+    quantized: same shape and layout as the input; gradients reach the input (straight-through).
+    codes:     int64 indices, the input's shape without the channel dimension
+               (``(..., num_codebooks)`` for multi-stage quantizers).
+    loss:      scalar auxiliary loss to add to the task loss (sum of ``losses``).
+    losses:    the named terms that make up ``loss``.
+    metrics:   detached diagnostics; always holds ``usage`` and ``perplexity`` of this batch.
+    """
+
+    quantized: Tensor
+    codes: Tensor
+    loss: Tensor
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class FlatOutput:
+    """What a subclass's ``quantize`` returns on a flat ``(N, dim)`` batch."""
+
+    quantized: Tensor  # (N, dim)
+    codes: Tensor  # (N,) or (N, num_codebooks)
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- base classes
+
+
+class Quantizer(nn.Module):
+    """Base class: input validation, layout handling and usage metrics around ``quantize``.
+
+    Subclasses implement ``quantize(x: (N, dim)) -> FlatOutput``, ``encode_flat(x) -> codes`` and
+    ``decode_flat(codes) -> (N, dim)``. ``codebook_size`` is the number of distinct codes (per stage
+    for multi-stage quantizers).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        *,
+        channel_first: bool = False,
+        check_finite: bool = True,  # one device sync per call; switch off in tight GPU loops
+    ):
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or codebook_size < 2:
+            raise ValueError(f"codebook_size must be an integer >= 2, got {codebook_size!r}")
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.channel_first = channel_first
+        self.check_finite = check_finite
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def _flatten(self, z: Tensor, name: str = "z") -> tuple[Tensor, tuple[int, ...]]:
+        """Validate ``z`` and return ``((N, dim) view, leading shape)``."""
+        if not isinstance(z, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
+        if not z.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor (float32/float16/bfloat16/float64), got {z.dtype}")
+        layout = "(B, dim, ...)" if self.channel_first else "(..., dim)"
+        if z.ndim < 2:
+            raise ValueError(f"{name} must have at least 2 dimensions {layout}, got shape {tuple(z.shape)}")
+        if self.channel_first:
+            z = rearrange(z, "b d ... -> b ... d")
+        if z.shape[-1] != self.dim:
+            raise ValueError(
+                f"{name} must have {self.dim} channels in its {'second' if self.channel_first else 'last'} "
+                f"dimension {layout}, got shape {tuple(z.shape)}"
+            )
+        if z.numel() == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(z.shape)}); need at least one vector")
+        if self.check_finite and not torch.isfinite(z).all():
+            raise ValueError(f"{name} contains NaN or Inf values")
+        return z.reshape(-1, self.dim), tuple(z.shape[:-1])
+
+    def _unflatten(self, flat: Tensor, leading: tuple[int, ...]) -> Tensor:
+        out = flat.reshape(*leading, flat.shape[-1])
+        if self.channel_first:
+            out = rearrange(out, "b ... d -> b d ...")
+        return out
+
+    def _check_codes(self, codes: Tensor) -> Tensor:
+        if not isinstance(codes, Tensor):
+            raise TypeError(f"codes must be a torch.Tensor, got {type(codes).__name__}")
+        if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
+            raise TypeError(f"codes must be an integer tensor (int64), got {codes.dtype}")
+        if codes.numel() == 0:
+            raise ValueError(f"codes is empty (shape {tuple(codes.shape)})")
+        low, high = int(codes.min()), int(codes.max())
+        if low < 0 or high >= self.codebook_size:
+            raise ValueError(
+                f"codes must lie in [0, {self.codebook_size - 1}] (codebook_size={self.codebook_size}), "
+                f"got values in [{low}, {high}]"
+            )
+        return codes.long()
+
+    # -- public API -------------------------------------------------------------------------
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        flat, leading = self._flatten(z)
+        result = self.quantize(flat)
+        codes = result.codes.reshape(*leading, *result.codes.shape[1:])
+        loss = sum(result.losses.values()) if result.losses else flat.new_zeros((), dtype=torch.float32)
+        metrics = {**self.batch_metrics(result.codes), **result.metrics}
+        return QuantizerOutput(
+            quantized=self._unflatten(result.quantized.to(z.dtype), leading),
+            codes=codes,
+            loss=loss,
+            losses=result.losses,
+            metrics={k: v.detach() for k, v in metrics.items()},
+        )
+
+    @torch.no_grad()
+    def encode(self, z: Tensor) -> Tensor:
+        """Codes only, no graph: ``(..., dim) -> (...)`` (channel dim removed when ``channel_first``)."""
+        flat, leading = self._flatten(z)
+        codes = self.encode_flat(flat)
+        return codes.reshape(*leading, *codes.shape[1:])
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """Code vectors for integer ``codes``: ``(...) -> (..., dim)`` (or ``(B, dim, ...)``)."""
+        codes = self._check_codes(codes)
+        leading = tuple(codes.shape[: codes.ndim - self.code_ndim])
+        flat_codes = codes.reshape(-1, *codes.shape[codes.ndim - self.code_ndim :])
+        return self._unflatten(self.decode_flat(flat_codes), leading)
+
+    def batch_metrics(self, codes: Tensor) -> dict[str, Tensor]:
+        return code_statistics(code_counts(codes.detach(), self.codebook_size))
+
+    # number of trailing dimensions a single vector's code has (0: a scalar index; 1: per stage)
+    code_ndim: int = 0
+
+    # -- to implement -------------------------------------------------------------------------
+
+    def quantize(self, x: Tensor) -> FlatOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode_flat(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decode_flat(self, codes: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, codebook_size={self.codebook_size}, channel_first={self.channel_first}"
+
+
+class CodebookQuantizer(Quantizer):
+    """A quantizer with an explicit codebook: nearest search, VQ-VAE losses, straight-through.
+
+    Subclasses provide ``codebook() -> (K, dim)`` (the table searched, no graph needed) and may
+    override ``lookup(codes) -> (N, dim)`` when the gradient to the codebook's parameters should
+    flow through the selected rows only (SimVQ does). ``beta`` weights the commitment term.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        *,
+        beta: float = 0.25,
+        rotation_trick: bool = False,
+        chunk_size: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(dim, codebook_size, **kwargs)
+        self.beta = beta
+        self.rotation_trick = rotation_trick
+        self.chunk_size = chunk_size
+
+    def codebook(self) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def lookup(self, codes: Tensor) -> Tensor:
+        """Code vectors with a graph to the codebook's parameters; default: rows of ``codebook()``."""
+        return F.embedding(codes, self.codebook())
+
+    def search(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(indices, squared distances)`` of the nearest codes to ``x: (N, dim)``."""
+        with torch.no_grad():
+            return nearest(x.detach(), self.codebook().detach(), chunk_size=self.chunk_size)
+
+    def quantize(self, x: Tensor) -> FlatOutput:
+        codes, _ = self.search(x)
+        with fp32(x.device.type):
+            q = self.lookup(codes).float()
+            losses = commitment_losses(x, q, beta=self.beta)
+            quantized = straight_through(x.float(), q, rotation_trick=self.rotation_trick)
+        return FlatOutput(quantized=quantized, codes=codes, losses=losses)
+
+    def encode_flat(self, x: Tensor) -> Tensor:
+        return self.search(x)[0]
+
+    def decode_flat(self, codes: Tensor) -> Tensor:
+        with fp32(codes.device.type):
+            return self.lookup(codes).float()
+
+
+Factory = Callable[..., Quantizer]
+
+__all__ = [
+    "CodebookQuantizer",
+    "FlatOutput",
+    "Quantizer",
+    "QuantizerOutput",
+    "code_counts",
+    "code_statistics",
+    "commitment_losses",
+    "default",
+    "exists",
+    "fp32",
+    "straight_through",
+]

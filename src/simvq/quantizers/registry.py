@@ -1,0 +1,30 @@
+"""One registry for every quantizer: ``build_quantizer(name, **options)``, ``list_quantizers()``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+_REGISTRY: dict[str, Callable] = {}
+
+
+def register_quantizer(name: str):
+    """Class decorator registering a quantizer (or factory) under ``name``."""
+
+    def wrap(factory):
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"quantizer name {name!r} is already registered to {_REGISTRY[name]!r}")
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def build_quantizer(name: str, **options):
+    """Build the quantizer registered as ``name`` with keyword ``options``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown quantizer {name!r}; registered: {', '.join(list_quantizers())}")
+    return _REGISTRY[name](**options)
+
+
+def list_quantizers() -> list[str]:
+    return sorted(_REGISTRY)

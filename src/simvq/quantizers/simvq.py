@@ -1,0 +1,148 @@
+"""SimVQ (Zhu et al. 2024, "Addressing Representation Collapse in Vector Quantized Models with One
+Linear Layer"): the codebook is ``W(C)`` with ``C`` frozen at random init and only the linear map
+``W`` learned, so every step moves every code and none is left behind to die.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import CodebookQuantizer, fp32
+from .registry import register_quantizer
+
+C_INITS = ("gaussian", "uniform", "orthogonal")
+
+
+def frozen_basis(codebook_size: int, dim: int, *, init: str = "gaussian", seed: int | None = None) -> Tensor:
+    """The fixed basis ``C: (K, dim)``. Gaussian ``N(0, 1/dim)`` is the official init; the others
+    (same per-entry variance) exist for the ablation."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator().manual_seed(seed)
+    if init == "gaussian":
+        return torch.randn(codebook_size, dim, generator=generator) * dim**-0.5
+    if init == "uniform":
+        # U(-a, a) has variance a^2/3: a = sqrt(3/dim) matches the gaussian's 1/dim
+        bound = (3.0 / dim) ** 0.5
+        return (torch.rand(codebook_size, dim, generator=generator) * 2 - 1) * bound
+    if init == "orthogonal":
+        # rows orthogonal where K <= dim, columns orthogonal otherwise; scaled to the same row norm ~1
+        basis = torch.empty(codebook_size, dim)
+        if generator is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                nn.init.orthogonal_(basis)
+        else:
+            nn.init.orthogonal_(basis)
+        return basis * (codebook_size / dim) ** 0.5 if codebook_size > dim else basis
+    raise ValueError(f"init must be one of {C_INITS}, got {init!r}")
+
+
+@register_quantizer("simvq")
+class SimVQ(CodebookQuantizer):
+    """SimVQ quantizer.
+
+    Args:
+        dim: latent dimension ``d``.
+        codebook_size: number of codes ``K``.
+        beta: commitment weight (0.25, the official default).
+        bias: whether ``W`` has a bias (the official code uses ``nn.Linear(d, d)``, with bias).
+        channel_first: inputs laid out ``(B, dim, ...)`` instead of ``(..., dim)``.
+        seed: seed of the frozen basis ``C`` and of ``W``'s init (``None``: the global RNG).
+        train_codebook: also train ``C`` ("Remark 4.1" ablation; off in the paper's method).
+        rotation_trick: rotation-trick gradient instead of the plain straight-through.
+        init: distribution of ``C``: "gaussian" (official), "uniform" or "orthogonal".
+        chunk_size: codes per search tile (see ``simvq.search.nearest``).
+
+    The effective codebook ``W(C)`` is recomputed for every training forward and cached in eval
+    mode; the cache is keyed on the parameters' versions, so an optimiser step, ``load_state_dict``
+    or ``train()`` invalidates it.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        *,
+        beta: float = 0.25,
+        bias: bool = True,
+        channel_first: bool = False,
+        seed: int | None = None,
+        train_codebook: bool = False,
+        rotation_trick: bool = False,
+        init: str = "gaussian",
+        chunk_size: int | None = None,
+        check_finite: bool = True,
+    ):
+        super().__init__(
+            dim,
+            codebook_size,
+            beta=beta,
+            rotation_trick=rotation_trick,
+            chunk_size=chunk_size,
+            channel_first=channel_first,
+            check_finite=check_finite,
+        )
+        basis = frozen_basis(codebook_size, dim, init=init, seed=seed)
+        self.train_codebook = train_codebook
+        self.init = init
+        if train_codebook:
+            self.basis = nn.Parameter(basis)
+        else:
+            self.register_buffer("basis", basis)
+        # with a seed the whole module (C and W's init) is reproducible, not just C
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed + 1)
+            self.proj = nn.Linear(dim, dim, bias=bias)
+        self._cache: tuple[tuple, Tensor] | None = None
+
+    # -- the effective codebook ---------------------------------------------------------------
+
+    def _version_key(self) -> tuple:
+        tensors = [self.basis, *self.proj.parameters()]
+        return tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in tensors)
+
+    def codebook(self) -> Tensor:
+        """Effective codebook ``W(C): (K, dim)``, float32.
+
+        Training mode: recomputed on every call (differentiable). Eval mode: computed once without
+        a graph and cached until the parameters change; gradients still reach ``W`` through
+        ``lookup``, which never uses this table.
+        """
+        if self.training:
+            self._cache = None
+            with fp32(self.basis.device.type):
+                return self.proj(self.basis.float())
+        key = self._version_key()
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad(), fp32(self.basis.device.type):
+                self._cache = (key, self.proj(self.basis.float()))
+        return self._cache[1]
+
+    def search(self, x: Tensor):
+        # the search needs no graph: build W(C) once without autograd (or take the eval cache)
+        with torch.no_grad():
+            return super().search(x)
+
+    def lookup(self, codes: Tensor) -> Tensor:
+        # W(C[codes]) == W(C)[codes]; going through the selected rows keeps the backward at
+        # O(N d^2) instead of O(K d^2), and decode never skips W (the official code's bug).
+        with fp32(self.basis.device.type):
+            return F.linear(self.basis[codes].float(), self.proj.weight.float(), None if self.proj.bias is None else self.proj.bias.float())
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, beta={self.beta}, bias={self.proj.bias is not None}, "
+            f"train_codebook={self.train_codebook}, init={self.init!r}, rotation_trick={self.rotation_trick}"
+        )
