@@ -1,30 +1,32 @@
-"""`simvq` console script. Subcommands are added by the recipes (train, eval, bench, toy, report)."""
+"""`simvq` console script.
+
+Each subcommand lives beside the code it drives, in a module exposing ``add_parser(subparsers)``
+that registers itself with ``set_defaults(func=...)``; ``func(args) -> int`` is the exit code.
+Heavy imports (Lightning, matplotlib) happen inside ``func`` so ``simvq --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-
-def _demo(args: argparse.Namespace) -> int:
-    from .experiments.demo import run_demo
-
-    run_demo(out_dir=args.out)
-    return 0
+COMMAND_MODULES = [
+    "simvq.experiments.demo",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="simvq", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="SimVQ vs plain VQ, a few minutes on CPU")
-    demo.add_argument("--out", default="runs/demo")
-    demo.set_defaults(func=_demo)
+    parser = argparse.ArgumentParser(prog="simvq", description="SimVQ tokenizers, baselines and benchmarks")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

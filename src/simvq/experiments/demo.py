@@ -41,3 +41,9 @@ def run_demo(out_dir: str = "runs/demo") -> dict:
     path.mkdir(parents=True, exist_ok=True)
     (path / "metrics.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("demo", help="SimVQ vs a collapsing codebook, a few minutes on CPU")
+    parser.add_argument("--out", default="runs/demo", help="run directory for the report")
+    parser.set_defaults(func=lambda args: run_demo(out_dir=args.out) and 0)

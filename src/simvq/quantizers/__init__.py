@@ -3,6 +3,7 @@
 from .base import CodebookQuantizer, FlatOutput, Quantizer, QuantizerOutput, straight_through
 from .registry import build_quantizer, list_quantizers, register_quantizer
 from .simvq import SimVQ
+from .vq import VQ
 
 __all__ = [
     "CodebookQuantizer",
@@ -10,6 +11,7 @@ __all__ = [
     "Quantizer",
     "QuantizerOutput",
     "SimVQ",
+    "VQ",
     "build_quantizer",
     "list_quantizers",
     "register_quantizer",
