@@ -31,6 +31,43 @@ def test_nearest_matches_brute_force(chunk_size, dtype):
     torch.testing.assert_close(distances.double(), ref_distances, rtol=1e-4, atol=1e-4)
 
 
+SCREEN_CASES = {
+    "random": lambda g: (torch.randn(700, 64, generator=g) * 3, torch.randn(5000, 64, generator=g) * 0.1),
+    "near_codes": lambda g: _near_codes(g, 700, 4500, 32, noise=0.01),
+    "near_ties": lambda g: _near_codes(g, 600, 4097, 16, noise=1e-4),
+    "tiny_scale": lambda g: (torch.randn(500, 24, generator=g) * 1e-6, torch.randn(4200, 24, generator=g) * 1e-6),
+    "huge_scale": lambda g: (torch.randn(500, 8, generator=g) * 1e6, torch.randn(4100, 8, generator=g) * 1e5),
+    "duplicate_codes": lambda g: (torch.randn(400, 16, generator=g), torch.randn(64, 16, generator=g).repeat(70, 1)),
+}
+
+
+def _near_codes(generator, num_tokens, num_codes, dim, noise):
+    codebook = torch.randn(num_codes, dim, generator=generator)
+    picks = torch.randint(0, num_codes, (num_tokens,), generator=generator)
+    return codebook[picks] + noise * torch.randn(num_tokens, dim, generator=generator), codebook
+
+
+@pytest.mark.parametrize("case", sorted(SCREEN_CASES))
+@pytest.mark.parametrize("chunk_size", [None, 300])
+def test_screened_search_equals_fp32_search(case, chunk_size):
+    """The bf16 screen must never change the float32 answer: its pruning rests on an error bound."""
+    x, codebook = SCREEN_CASES[case](torch.Generator().manual_seed(3))
+    exact, exact_distances = nearest(x, codebook, chunk_size=chunk_size, method="fp32")
+    screened, screened_distances = nearest(x, codebook, chunk_size=chunk_size, method="screened")
+    ref, _ = brute_force(x, codebook)
+    same = screened == exact
+    # ties aside: a differing index must be at the same float32 distance
+    torch.testing.assert_close(screened_distances[~same], exact_distances[~same], rtol=1e-6, atol=0)
+    if case != "duplicate_codes":
+        assert same.float().mean() > 0.999
+        assert (exact == ref).float().mean() > 0.99
+
+
+def test_nearest_method_argument():
+    with pytest.raises(ValueError, match="method must be one of"):
+        nearest(torch.randn(3, 3), torch.randn(4, 3), method="approx")
+
+
 def test_nearest_many_token_tiles():
     # more tokens than one token tile holds at chunk_size=4096 (2M / 4096 = 512 tokens per tile)
     generator = torch.Generator().manual_seed(1)
@@ -256,6 +293,14 @@ def test_bf16_autocast_forward_distances_in_fp32():
         out = quantizer(z)
     assert torch.equal(out.codes, ref.codes)
     assert out.loss.dtype == torch.float32
+
+
+def test_float64_module_and_input():
+    quantizer = make().double()
+    z = torch.randn(30, 16, dtype=torch.float64)
+    out = quantizer(z)
+    assert out.quantized.dtype == torch.float64
+    assert torch.equal(out.codes, quantizer.encode(z))
 
 
 def test_bf16_input():

@@ -1,23 +1,47 @@
 """Nearest-code search: exact squared-L2 argmin, float32, memory-bounded. The only search in simvq.
 
-The distance matrix ``||x||^2 - 2 x.c + ||c||^2`` is never materialised: tokens and codes are
-walked in tiles whose size bounds the extra memory (a few MiB), and a running minimum is kept per
-token. Whatever the input dtype (bf16 under autocast included), distances are computed in float32,
-so the argmin is that of the float32 distances.
+``nearest(x, codebook)`` returns the argmin over codes of the float32 squared distance, whatever
+the input dtype (bf16 under autocast included). The ``N x K`` distance matrix is never
+materialised: tokens and codes are walked in tiles of a few MiB.
+
+Two exact strategies, chosen by ``method``:
+
+``"fp32"``: one float32 GEMM per tile, ``score = ||c||^2 - 2 x.c``. Per tile only the *values* of
+    the row minimum are taken (a vectorised reduction, ~20x cheaper than min-with-index on CPU);
+    the index is recovered only for the rows whose running best improved, which after the first
+    few tiles is a small fraction (about ``ln(tiles) / tiles`` of all rows).
+
+``"screened"``: a bfloat16 GEMM screens the codebook, then float32 decides. Every bf16 score
+    carries a rounding error with a rigorous bound ``E`` (input rounding, split norms, float32
+    accumulation, output rounding; see ``_screen_bounds``). A tile of codes whose screened minimum,
+    lowered by its bound, exceeds the screened global minimum raised by its bound cannot hold the
+    float32 argmin and is skipped; the remaining (token, tile) pairs -- typically 1-3 tiles per
+    token -- are rescored in float32. The result equals the ``"fp32"`` strategy's (ties aside)
+    at roughly the cost of the bf16 GEMM. Used by ``"auto"`` on CPUs with native bf16 dot
+    products; CUDA keeps ``"fp32"`` because cuBLAS may reduce bf16 products in reduced precision,
+    which would void the bound.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-# Tile sizes measured on a 2-core AVX-512 CPU (benchmarks/search.py): a (token_chunk x code_chunk)
-# float32 tile of 8 MiB keeps the GEMM near its peak while the running minimum stays cheap.
+# Tile shapes measured on a 2-core AVX-512 CPU (benchmarks/search.py): float32 tiles of
+# 2048 x 1024 (8 MiB) keep the GEMM near peak; larger tiles spill the 2 MiB L2 without gain.
 DEFAULT_CODE_CHUNK = 1024
 DEFAULT_TILE_ELEMENTS = 2048 * 1024
+SCREEN_MIN_CODES = 4096  # below this the screen's bookkeeping costs more than it saves
+SCREEN_GROUP = 256  # codes per screened minimum: finer groups leave fewer codes to rescore
+METHODS = ("auto", "fp32", "screened")
+
+_BF16_UNIT_ROUNDOFF = 2.0**-8  # 8 significant bits
+_FP32_UNIT_ROUNDOFF = 2.0**-24
 
 
-def _check(x: Tensor, codebook: Tensor, chunk_size: int | None) -> None:
+def _check(x: Tensor, codebook: Tensor, chunk_size: int | None, method: str) -> None:
     if not isinstance(x, Tensor) or not isinstance(codebook, Tensor):
         raise TypeError("x and codebook must be torch.Tensors")
     if x.ndim != 2:
@@ -32,56 +56,223 @@ def _check(x: Tensor, codebook: Tensor, chunk_size: int | None) -> None:
         raise TypeError(f"x and codebook must be floating point, got {x.dtype} and {codebook.dtype}")
     if codebook.shape[0] < 1:
         raise ValueError("codebook must hold at least one code")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+    if x.device != codebook.device:
+        raise ValueError(f"x and codebook must be on the same device, got {x.device} and {codebook.device}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def _cpu_has_fast_bf16() -> bool:
+    probe = getattr(torch.backends.cpu, "get_cpu_capability", None)
+    capability = probe() if probe else ""
+    # AVX512 (with BF16 dot products on current builds) or AMX: the bf16 GEMM runs ~2x float32
+    return capability in ("AVX512", "AVX512_BF16", "AMX")
+
+
+_BF16_GEMM_SOUND: bool | None = None
+
+
+def _bf16_gemm_is_sound() -> bool:
+    """Check once per process that this CPU's bf16 GEMM accumulates in float32 and rounds its
+    output to nearest -- the two facts the screen's error bound rests on."""
+    global _BF16_GEMM_SOUND
+    if _BF16_GEMM_SOUND is None:
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randn(64, 68, generator=generator).bfloat16()
+        b = (torch.randn(68, 512, generator=generator) * 10.0 ** torch.randint(-3, 4, (1, 512), generator=generator)).bfloat16()
+        exact = a.double() @ b.double()
+        magnitude = a.double().abs() @ b.double().abs()
+        error = (torch.mm(a, b).double() - exact).abs()
+        _BF16_GEMM_SOUND = bool((error <= _BF16_UNIT_ROUNDOFF * exact.abs() + 80 * _FP32_UNIT_ROUNDOFF * magnitude).all())
+    return _BF16_GEMM_SOUND
+
+
+def _resolve_method(method: str, x: Tensor, num_codes: int) -> str:
+    if method != "auto":
+        return method
+    if (
+        x.device.type == "cpu"
+        and num_codes >= SCREEN_MIN_CODES
+        and x.shape[0] >= 256
+        and _cpu_has_fast_bf16()
+        and _bf16_gemm_is_sound()
+    ):
+        return "screened"
+    return "fp32"
+
+
+def _tiles(num_tokens: int, num_codes: int, chunk_size: int | None) -> tuple[int, int]:
+    code_chunk = min(chunk_size or DEFAULT_CODE_CHUNK, num_codes)
+    token_chunk = max(1, min(num_tokens, DEFAULT_TILE_ELEMENTS // code_chunk))
+    return token_chunk, code_chunk
+
+
+def _fp32_scores(x_block: Tensor, codes_t: Tensor, code_norms: Tensor, out: Tensor | None = None) -> Tensor:
+    """``||c||^2 - 2 x.c`` for a tile: x_block (n, d), codes_t (d, m), code_norms (m,)."""
+    return torch.addmm(code_norms, x_block, codes_t, alpha=-2.0, out=out)
+
+
+def _update_best(scores: Tensor, offset: int, best_score: Tensor, best_index: Tensor, rows: Tensor | None = None) -> None:
+    """Fold one tile of exact scores into the running (value, index) minimum, in place.
+
+    ``rows`` maps the tile's rows to positions in ``best_*`` (all rows when None). Strict ``<``
+    keeps the first index on ties, like ``argmin``.
+    """
+    tile_min = scores.amin(dim=1)
+    current = best_score if rows is None else best_score[rows]
+    improved = tile_min < current
+    if not bool(improved.any()):
+        return
+    if rows is None and bool(improved.all()):  # first tile: every row improves
+        best_score.copy_(tile_min)
+        best_index.copy_(scores.argmin(dim=1) + offset)
+        return
+    improved_rows = improved.nonzero().squeeze(1)
+    tile_index = scores.index_select(0, improved_rows).argmin(dim=1) + offset
+    target = improved_rows if rows is None else rows[improved_rows]
+    best_score[target] = tile_min[improved_rows]
+    best_index[target] = tile_index
+
+
+def _search_fp32(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
+    num_tokens, num_codes = x.shape[0], codebook.shape[0]
+    token_chunk, code_chunk = _tiles(num_tokens, num_codes, chunk_size)
+    code_norms = codebook.pow(2).sum(1)
+    codebook_t = codebook.t()
+    best_index = torch.zeros(num_tokens, dtype=torch.long, device=x.device)
+    best_score = torch.full((num_tokens,), math.inf, device=x.device)
+    tile = torch.empty(token_chunk, code_chunk, device=x.device)
+    for start in range(0, num_tokens, token_chunk):
+        x_block = x[start : start + token_chunk]
+        n = x_block.shape[0]
+        block_score, block_index = best_score[start : start + n], best_index[start : start + n]
+        for code_start in range(0, num_codes, code_chunk):
+            m = min(code_chunk, num_codes - code_start)
+            # a full tile reuses one buffer; ragged edge tiles get their own (out= needs contiguity)
+            out = tile if (n, m) == tuple(tile.shape) else None
+            scores = _fp32_scores(x_block, codebook_t[:, code_start : code_start + m], code_norms[code_start : code_start + m], out)
+            _update_best(scores, code_start, block_score, block_index)
+    return best_index
+
+
+def _split_bf16(values: Tensor) -> tuple[Tensor, Tensor]:
+    """``values ~= hi + lo`` with both parts bf16; the pair carries ~16 significant bits."""
+    hi = values.bfloat16()
+    lo = (values - hi.float()).bfloat16()
+    return hi, lo
+
+
+def _group_amin(tile: Tensor, group: int) -> Tensor:
+    """Row minima of each run of ``group`` columns of a positive bf16 tile, via its int16 bits."""
+    bits = tile.view(torch.int16)
+    n, m = bits.shape
+    full = m // group * group
+    parts = [bits[:, :full].reshape(n, m // group, group).amin(dim=2)] if full else []
+    if full < m:
+        parts.append(bits[:, full:].amin(dim=1, keepdim=True))
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
+    num_tokens, num_codes = x.shape[0], codebook.shape[0]
+    dim = x.shape[1]
+    token_chunk, code_chunk = _tiles(num_tokens, num_codes, chunk_size)
+    group = min(SCREEN_GROUP, code_chunk)
+    groups_per_chunk = math.ceil(code_chunk / group)
+    num_groups = sum(math.ceil(min(code_chunk, num_codes - s) / group) for s in range(0, num_codes, code_chunk))
+    u, u32 = _BF16_UNIT_ROUNDOFF, _FP32_UNIT_ROUNDOFF
+
+    # bf16 operands and their actual rounding residuals: the bound uses the residuals' norms,
+    # which are ~2.5x tighter than the worst case u * |v| and still rigorous
+    scaled_codes = -2 * codebook
+    codes_bf16 = scaled_codes.bfloat16()
+    x_bf16 = x.bfloat16()
+    code_residual = (scaled_codes - codes_bf16.float()).norm(dim=1).max()
+    x_residual = (x - x_bf16.float()).norm(dim=1)
+    code_norm_sq = codebook.pow(2).sum(1)
+    code_norm = code_norm_sq.sqrt()
+    x_norm = x.norm(dim=1)
+    max_code_norm, min_code_norm = code_norm.max(), code_norm.min()
+    max_bf16_code_norm = codes_bf16.float().norm(dim=1).max()
+
+    # x.(-2c) - x~.c~ = x.dc + dx.c~ exactly, so |error| <= |x| max|dc| + |dx| max|c~|
+    dot_error = x_norm * code_residual + x_residual * max_bf16_code_norm
+    # scores ||c||^2 - 2 x.c are >= min over r in [min|c|, max|c|] of r^2 - 2 |x| r
+    radius = x_norm.clamp(min_code_norm, max_code_norm)
+    score_floor = radius.pow(2) - 2 * x_norm * radius
+    magnitude = 2 * x_norm * max_code_norm + max_code_norm.pow(2)
+    accumulation_error = (2 * dim + 8) * u32 * 2 * (magnitude - score_floor + 1e-30)  # GEMM and fp32 reference
+    input_error = 1.1 * (dot_error + u * u * (max_code_norm.pow(2) + magnitude) + accumulation_error) + 1e-30
+    # the offset lifts every screened value above zero, so its int16 bits order like the value
+    offset = -score_floor + 2 * input_error
+
+    # augmented operands: [x, 1, 1, off_hi, off_lo] . [-2c, n_hi, n_lo, 1, 1] = ||c||^2 - 2 x.c + off
+    norm_hi, norm_lo = _split_bf16(code_norm_sq)
+    off_hi, off_lo = _split_bf16(offset)
+    ones = torch.ones(1, 2, dtype=torch.bfloat16, device=x.device)
+    codes_aug = torch.cat([codes_bf16, norm_hi[:, None], norm_lo[:, None], ones.expand(num_codes, 2)], 1).t()
+    x_aug = torch.cat([x_bf16, ones.expand(num_tokens, 2), off_hi[:, None], off_lo[:, None]], 1)
+
+    # pass 1 (bf16): screened minimum of every (token, group of codes) pair
+    group_min = torch.empty(num_tokens, num_groups, dtype=torch.int16, device=x.device)
+    tile = torch.empty(token_chunk, code_chunk, dtype=torch.bfloat16, device=x.device)
+    for start in range(0, num_tokens, token_chunk):
+        x_block = x_aug[start : start + token_chunk]
+        n = x_block.shape[0]
+        for chunk, code_start in enumerate(range(0, num_codes, code_chunk)):
+            m = min(code_chunk, num_codes - code_start)
+            out = tile if (n, m) == tuple(tile.shape) else None
+            screened = torch.mm(x_block, codes_aug[:, code_start : code_start + m], out=out)
+            first = chunk * groups_per_chunk
+            group_min[start : start + n, first : first + math.ceil(m / group)] = _group_amin(screened, group)
+
+    # a group can hold the float32 argmin only if the lower bound of its exact minimum is below
+    # the upper bound of the best screened code's exact score (bf16 output: round to nearest)
+    screened_min = group_min.view(torch.bfloat16).float()
+    upper = screened_min.amin(dim=1) / (1 - u) + input_error
+    lower = screened_min / (1 + u) - input_error[:, None]
+    candidates = (lower <= upper[:, None]).t().contiguous()  # (groups, tokens)
+
+    # pass 2 (float32): exact scores on the candidate (token, group) pairs only
+    best_index = torch.zeros(num_tokens, dtype=torch.long, device=x.device)
+    best_score = torch.full((num_tokens,), math.inf, device=x.device)
+    codebook_t = codebook.t()
+    for group_index in range(num_groups):
+        chunk, within = divmod(group_index, groups_per_chunk)
+        code_start = chunk * code_chunk + within * group
+        m = min(group, num_codes - code_start)
+        rows = candidates[group_index].nonzero().squeeze(1)
+        for row_start in range(0, rows.numel(), token_chunk):
+            row_block = rows[row_start : row_start + token_chunk]
+            scores = _fp32_scores(x.index_select(0, row_block), codebook_t[:, code_start : code_start + m], code_norm_sq[code_start : code_start + m])
+            _update_best(scores, code_start, best_score, best_index, rows=row_block)
+    return best_index
 
 
 @torch.no_grad()
-def nearest(x: Tensor, codebook: Tensor, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+def nearest(x: Tensor, codebook: Tensor, chunk_size: int | None = None, *, method: str = "auto") -> tuple[Tensor, Tensor]:
     """Index of the nearest code to each row of ``x`` and its squared distance.
 
     x: (N, dim), codebook: (K, dim), any floating dtype (computed in float32).
-    chunk_size: codes per tile (default 1024); tokens per tile are chosen so a tile holds
-    about 2M distances (8 MiB).
+    chunk_size: codes per tile (default 1024); tokens per tile are chosen so a tile holds about
+        2M scores (8 MiB in float32).
+    method: "auto" (default), "fp32" or "screened" (see the module docstring); all exact.
     Returns ``indices: (N,) int64`` and ``squared_distances: (N,) float32``.
     """
-    _check(x, codebook, chunk_size)
+    _check(x, codebook, chunk_size, method)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x32 = x.float()
-        codebook32 = codebook.float()
-        num_tokens, num_codes = x32.shape[0], codebook32.shape[0]
-        code_chunk = min(chunk_size or DEFAULT_CODE_CHUNK, num_codes)
-        token_chunk = max(1, min(num_tokens, DEFAULT_TILE_ELEMENTS // code_chunk))
-
-        # score(x, c) = ||c||^2 - 2 x.c ; ||x||^2 is constant per token and added back at the end
-        code_norms = codebook32.pow(2).sum(1)
-        codebook_t = codebook32.t()
-        indices = torch.empty(num_tokens, dtype=torch.long, device=x.device)
-        tile = torch.empty(token_chunk, code_chunk, device=x.device)
-        for start in range(0, num_tokens, token_chunk):
-            x_block = x32[start : start + token_chunk]
-            n = x_block.shape[0]
-            best_score = torch.full((n,), float("inf"), device=x.device)
-            best_index = torch.zeros(n, dtype=torch.long, device=x.device)
-            for code_start in range(0, num_codes, code_chunk):
-                m = min(code_chunk, num_codes - code_start)
-                # a full tile reuses one buffer; ragged edge tiles get their own (out= needs contiguity)
-                scores = tile if (n, m) == tuple(tile.shape) else None
-                scores = torch.addmm(
-                    code_norms[code_start : code_start + m],
-                    x_block,
-                    codebook_t[:, code_start : code_start + m],
-                    alpha=-2.0,
-                    out=scores,
-                )
-                block_score, block_index = scores.min(dim=1)
-                better = block_score < best_score
-                best_score = torch.where(better, block_score, best_score)
-                best_index = torch.where(better, block_index + code_start, best_index)
-            indices[start : start + n] = best_index
-        # recompute the winners' distances directly: no cancellation error from the expansion
-        squared_distances = (x32 - codebook32[indices]).pow(2).sum(1)
+        x32 = x.float().contiguous()
+        codebook32 = codebook.float().contiguous()
+        resolved = _resolve_method(method, x32, codebook32.shape[0])
+        if resolved == "screened":
+            indices = _search_screened(x32, codebook32, chunk_size)
+        else:
+            indices = _search_fp32(x32, codebook32, chunk_size)
+        # the winners' distances computed directly: no cancellation error from the expansion
+        squared_distances = (x32 - codebook32.index_select(0, indices)).pow(2).sum(1)
     return indices, squared_distances
 
 
-__all__ = ["nearest"]
+__all__ = ["METHODS", "nearest"]

@@ -114,13 +114,18 @@ class SimVQ(CodebookQuantizer):
         """
         if self.training:
             self._cache = None
-            with fp32(self.basis.device.type):
-                return self.proj(self.basis.float())
+            return self._project(self.basis)
         key = self._version_key()
         if self._cache is None or self._cache[0] != key:
-            with torch.no_grad(), fp32(self.basis.device.type):
-                self._cache = (key, self.proj(self.basis.float()))
+            with torch.no_grad():
+                self._cache = (key, self._project(self.basis))
         return self._cache[1]
+
+    def _project(self, rows: Tensor) -> Tensor:
+        """``W(rows)`` in float32 whatever the module's dtype or autocast state."""
+        bias = None if self.proj.bias is None else self.proj.bias.float()
+        with fp32(rows.device.type):
+            return F.linear(rows.float(), self.proj.weight.float(), bias)
 
     def search(self, x: Tensor):
         # the search needs no graph: build W(C) once without autograd (or take the eval cache)
@@ -130,8 +135,7 @@ class SimVQ(CodebookQuantizer):
     def lookup(self, codes: Tensor) -> Tensor:
         # W(C[codes]) == W(C)[codes]; going through the selected rows keeps the backward at
         # O(N d^2) instead of O(K d^2), and decode never skips W (the official code's bug).
-        with fp32(self.basis.device.type):
-            return F.linear(self.basis[codes].float(), self.proj.weight.float(), None if self.proj.bias is None else self.proj.bias.float())
+        return self._project(self.basis[codes])
 
     def train(self, mode: bool = True):
         self._cache = None
