@@ -270,13 +270,15 @@ def test_sqvae_variance_is_learned_and_anneals():
 
 
 def test_sqvae_chunked_training_forward_equals_one_tile(monkeypatch):
-    # deterministic noise so the two paths are comparable; the chunked path runs under checkpoint
-    monkeypatch.setattr(sqvae_module, "gumbel_noise", lambda shape, device: torch.linspace(0, 1, shape[-1]).expand(shape))
+    # On CPU, uniforms drawn chunk by chunk continue one stream, so under the same seed the chunked
+    # path sees the same Gumbel noise as one tile; its backward recomputes each chunk under
+    # checkpoint and must replay that noise too, or the gradients would differ.
     z = torch.randn(40, DIM, generator=torch.Generator().manual_seed(4))
     results = []
     for tile in (10**9, 3 * CODEBOOK_SIZE):  # one tile, then chunks of 3 tokens
         monkeypatch.setattr(sqvae_module, "TILE_ELEMENTS", tile)
         quantizer = SQVAE(DIM, CODEBOOK_SIZE, seed=0)
+        torch.manual_seed(5)
         z_leaf = z.clone().requires_grad_()
         out = quantizer(z_leaf)
         (out.quantized.pow(2).sum() + out.loss).backward()
