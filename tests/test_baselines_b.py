@@ -405,3 +405,29 @@ def test_rotation_trick_same_forward_values_rotated_gradient(name):
         z = torch.randn(16, DIM, generator=torch.Generator().manual_seed(1))
         ratio = rotated.quantized.detach().norm(dim=-1) / z.norm(dim=-1)
         torch.testing.assert_close(rotated_grad.norm(dim=-1), ratio * upstream.norm(dim=-1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("inner", ["vq", "simvq", "fsq", "lfq", "sqvae"])
+def test_residual_over_any_inner_quantizer_keeps_the_contract(inner):
+    torch.manual_seed(0)
+    quantizer = build_quantizer("residual", dim=DIM, codebook_size=CODEBOOK_SIZE, inner=inner, num_quantizers=3).eval()
+    z = torch.randn(5, 7, DIM)
+    out = quantizer(z)
+    assert out.codes.shape == (5, 7, 3)
+    assert torch.equal(quantizer.encode(z), out.codes)
+    torch.testing.assert_close(quantizer.decode(out.codes), out.quantized, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_autocast_codes_are_the_float32_codes(name):
+    quantizer = build(name)
+    z = torch.randn(64, DIM).bfloat16()  # what a bf16 encoder hands over
+    reference = quantizer(z.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = quantizer(z)
+    assert out.quantized.dtype == torch.bfloat16
+    assert torch.equal(out.codes, reference.codes)
+    assert out.loss.dtype == torch.float32
