@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from simvq import build_quantizer
 from simvq.quantizers import sqvae as sqvae_module
