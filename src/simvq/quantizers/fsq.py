@@ -1,0 +1,146 @@
+"""FSQ (Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple"): no codebook at all.
+
+Each of ``len(levels)`` channels is squashed into a bounded range and rounded to one of ``L_i``
+integer levels; the implicit codebook is the grid of ``prod(levels)`` points, so every code is
+reachable by construction. ``dim`` is projected down to ``len(levels)`` channels and back up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .base import FlatOutput, Quantizer, fp32, straight_through
+from .registry import register_quantizer
+
+# Mentzer et al. 2023, Table 1: recommended levels for a target codebook size. Note the products
+# only approximate the target (e.g. 2^10 -> 8*5*5*5 = 1000 codes): the paper prefers L_i >= 5.
+RECOMMENDED_LEVELS: dict[int, list[int]] = {
+    2**8: [8, 6, 5],
+    2**10: [8, 5, 5, 5],
+    2**12: [7, 5, 5, 5, 5],
+    2**14: [8, 8, 8, 6, 5],
+    2**16: [8, 8, 8, 5, 5, 5],
+}
+
+
+def levels_for(codebook_size: int) -> list[int]:
+    """Levels for a target ``codebook_size``.
+
+    The paper's table where it has an entry. Any other power of two ``2^n`` gets an exact
+    factorisation into as few channels as possible: ``n // 3`` levels of 8, then a 4 (n % 3 == 2)
+    or one 8 swapped for 4, 4 (n % 3 == 1; n = 1 gives [2], n = 4 gives [4, 4]). That keeps
+    ``prod(levels) == codebook_size`` and L_i >= 4 wherever possible. Anything else: ValueError.
+    """
+    if codebook_size in RECOMMENDED_LEVELS:
+        return list(RECOMMENDED_LEVELS[codebook_size])
+    if codebook_size < 2 or codebook_size & (codebook_size - 1):
+        raise ValueError(
+            f"fsq: no recommended levels for codebook_size={codebook_size}; the paper's table covers "
+            f"{sorted(RECOMMENDED_LEVELS)} and other powers of two get an exact rule. "
+            "Pass levels=[...] explicitly (codebook_size = prod(levels))."
+        )
+    bits = codebook_size.bit_length() - 1
+    eights, rest = divmod(bits, 3)
+    if rest == 0:
+        return [8] * eights
+    if rest == 2:
+        return [8] * eights + [4]
+    if eights == 0:  # 2^1
+        return [2]
+    return [8] * (eights - 1) + [4, 4]
+
+
+@register_quantizer("fsq")
+class FSQ(Quantizer):
+    """Finite scalar quantization.
+
+    Args:
+        dim: input/output dimension.
+        codebook_size: target number of codes; used only when ``levels`` is not given (see
+            :func:`levels_for`). The built quantizer's ``codebook_size`` is always ``prod(levels)``,
+            which may differ from the target (the paper's table is approximate).
+        levels: number of levels per channel, e.g. ``[8, 5, 5, 5]``.
+        eps: shrinks the tanh bound slightly so the outermost levels are reached (the reference code's 1e-3).
+
+    Codes are mixed-radix integers: channel ``i``'s level index (0..L_i-1) times ``prod(levels[:i])``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int | None = None,
+        *,
+        levels: list[int] | tuple[int, ...] | None = None,
+        eps: float = 1e-3,
+        channel_first: bool = False,
+        check_finite: bool = True,
+    ):
+        if levels is None:
+            if codebook_size is None:
+                raise ValueError("fsq needs levels=[...] or codebook_size")
+            levels = levels_for(codebook_size)
+        levels = list(levels)
+        if not levels or any(isinstance(level, bool) or not isinstance(level, int) or level < 2 for level in levels):
+            raise ValueError(f"levels must be a non-empty list of integers >= 2, got {levels!r}")
+        super().__init__(dim, math.prod(levels), channel_first=channel_first, check_finite=check_finite)
+        self.levels = levels
+        self.eps = eps
+        num_channels = len(levels)
+        self.register_buffer("_levels", torch.tensor(levels, dtype=torch.long), persistent=False)
+        # mixed-radix place values: code = sum_i index_i * prod(levels[:i])
+        radix = torch.cumprod(torch.tensor([1] + levels[:-1], dtype=torch.long), dim=0)
+        self.register_buffer("_radix", radix, persistent=False)
+        needs_projection = dim != num_channels
+        self.project_in = nn.Linear(dim, num_channels) if needs_projection else nn.Identity()
+        self.project_out = nn.Linear(num_channels, dim) if needs_projection else nn.Identity()
+
+    # -- the scalar grid ------------------------------------------------------------------------
+
+    def bound(self, z: Tensor) -> Tensor:
+        """Squash each channel into ``(-L/2, L/2)`` (odd L: symmetric; even L: shifted by 1/2) so
+        that rounding yields exactly L integers."""
+        levels = self._levels.float()
+        half_width = (levels - 1) * (1 + self.eps) / 2
+        offset = (self._levels % 2 == 0).float() * 0.5
+        shift = torch.atanh(offset / half_width)
+        return torch.tanh(z + shift) * half_width - offset
+
+    def _half(self) -> Tensor:
+        return (self._levels // 2).float()
+
+    def grid_to_codes(self, rounded: Tensor) -> Tensor:
+        """Integer grid points ``(N, C)`` (centred) -> codes ``(N,)``."""
+        indices = (rounded + self._half()).round().long()
+        return (indices * self._radix).sum(-1)
+
+    def codes_to_grid(self, codes: Tensor) -> Tensor:
+        """Codes ``(N,)`` -> normalised grid points ``(N, C)`` in ``[-1, 1]``."""
+        indices = (codes.unsqueeze(-1) // self._radix) % self._levels
+        return (indices.float() - self._half()) / self._half()
+
+    # -- Quantizer interface ----------------------------------------------------------------------
+
+    def _round(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        bounded = self.bound(self.project_in(x.float()))
+        return bounded, bounded.round()
+
+    def quantize(self, x: Tensor) -> FlatOutput:
+        with fp32(x.device.type):
+            bounded, rounded = self._round(x)
+            grid = straight_through(bounded, rounded) / self._half()
+            quantized = self.project_out(grid)
+        return FlatOutput(quantized=quantized, codes=self.grid_to_codes(rounded.detach()))
+
+    def encode_flat(self, x: Tensor) -> Tensor:
+        with fp32(x.device.type):
+            return self.grid_to_codes(self._round(x)[1])
+
+    def decode_flat(self, codes: Tensor) -> Tensor:
+        with fp32(codes.device.type):
+            return self.project_out(self.codes_to_grid(codes))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, levels={self.levels}"

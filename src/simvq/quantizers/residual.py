@@ -1,0 +1,140 @@
+"""Residual quantization (Zeghidour et al. 2021, SoundStream; Lee et al. 2022, RQ-VAE).
+
+Stage ``i`` quantizes what the stages before it left over, ``r_i = x - sum_{j<i} q_j``, and the
+output is the sum of the stages, so each stage refines the previous ones' error. Codes have one
+entry per stage: ``(..., num_quantizers)``.
+
+``residual``: any registered quantizer as the stage (``inner="vq"`` by default).
+``residual_simvq``: SimVQ stages that share ONE frozen basis ``C`` and learn a ``W`` per stage.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .base import FlatOutput, Quantizer
+from .registry import build_quantizer, register_quantizer
+
+
+@register_quantizer("residual")
+class ResidualQuantizer(Quantizer):
+    """Residual quantizer over ``num_quantizers`` stages of the registered quantizer ``inner``.
+
+    Args:
+        dim, codebook_size: per stage (the built ``codebook_size`` is the stages', e.g. FSQ's prod(levels)).
+        num_quantizers: number of stages.
+        inner: registry name of the stage quantizer ("vq", "simvq", "fsq", ...).
+        **inner_options: passed to every stage (``beta``, ``rotation_trick``, ...). A ``seed``
+            becomes ``seed + stage`` so stages do not start as copies of each other.
+
+    Gradient: as in SoundStream/EnCodec the residual is not detached, so with straight-through
+    stages the task gradient reaches the input exactly once (through stage 0), not once per stage.
+    Losses: the stages' terms, summed name by name over the stages.
+    """
+
+    code_ndim = 1
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        *,
+        num_quantizers: int = 4,
+        inner: str = "vq",
+        channel_first: bool = False,
+        check_finite: bool = True,
+        **inner_options,
+    ):
+        if isinstance(num_quantizers, bool) or not isinstance(num_quantizers, int) or num_quantizers < 1:
+            raise ValueError(f"num_quantizers must be a positive integer, got {num_quantizers!r}")
+        if inner in ("residual", "residual_simvq"):
+            raise ValueError(f"inner must be a single-stage quantizer, got {inner!r}")
+        stages = [self._build_stage(inner, dim, codebook_size, stage, inner_options) for stage in range(num_quantizers)]
+        super().__init__(dim, stages[0].codebook_size, channel_first=channel_first, check_finite=check_finite)
+        self.inner = inner
+        self.num_quantizers = num_quantizers
+        self.stages = nn.ModuleList(stages)
+
+    @staticmethod
+    def _build_stage(inner: str, dim: int, codebook_size: int, stage: int, options: dict) -> Quantizer:
+        options = dict(options)
+        if options.get("seed") is not None:
+            options["seed"] = options["seed"] + stage
+        # the wrapper owns layout and input checks; stages see flat (N, dim) residuals
+        quantizer = build_quantizer(inner, dim=dim, codebook_size=codebook_size, check_finite=False, **options)
+        if quantizer.code_ndim != 0:
+            raise ValueError(f"inner quantizer {inner!r} must produce one code per vector")
+        return quantizer
+
+    def quantize(self, x: Tensor) -> FlatOutput:
+        residual = x
+        quantized = 0
+        codes, losses, metrics = [], {}, {}
+        for index, stage in enumerate(self.stages):
+            out = stage.quantize(residual)
+            metrics[f"residual_rms_{index}"] = residual.detach().float().pow(2).mean().sqrt()
+            residual = residual - out.quantized
+            quantized = quantized + out.quantized
+            codes.append(out.codes)
+            for name, value in out.losses.items():
+                losses[name] = losses[name] + value if name in losses else value
+        metrics[f"residual_rms_{len(self.stages)}"] = residual.detach().float().pow(2).mean().sqrt()
+        return FlatOutput(quantized=quantized, codes=torch.stack(codes, dim=-1), losses=losses, metrics=metrics)
+
+    def encode_flat(self, x: Tensor) -> Tensor:
+        residual = x.float()
+        codes = []
+        for stage in self.stages:
+            stage_codes = stage.encode_flat(residual)
+            residual = residual - stage.decode_flat(stage_codes)
+            codes.append(stage_codes)
+        return torch.stack(codes, dim=-1)
+
+    def decode_flat(self, codes: Tensor) -> Tensor:
+        if codes.shape[-1] != self.num_quantizers:
+            raise ValueError(
+                f"codes must have shape (..., num_quantizers={self.num_quantizers}), got {tuple(codes.shape)}"
+            )
+        return sum(stage.decode_flat(codes[:, index]) for index, stage in enumerate(self.stages))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_quantizers={self.num_quantizers}, inner={self.inner!r}"
+
+
+@register_quantizer("residual_simvq")
+class ResidualSimVQ(ResidualQuantizer):
+    """Residual SimVQ: every stage is ``W_i(C)`` with the SAME frozen basis ``C``.
+
+    One ``C`` keeps memory at one ``(K, dim)`` table however many stages there are; a ``W`` per
+    stage (rather than one shared ``W``) lets each stage scale and rotate the codebook to the
+    shrinking residual: with a shared ``W`` all stages would search the same codebook, which fits
+    the first residual's scale and not the later, smaller ones.
+    Options are SimVQ's (``seed``, ``bias``, ``init``, ``rotation_trick``, ...).
+    """
+
+    def __init__(self, dim: int, codebook_size: int, *, num_quantizers: int = 4, **options):
+        if "inner" in options:
+            raise ValueError("residual_simvq always uses simvq stages; use 'residual' with inner=... for others")
+        if options.get("train_codebook"):
+            raise ValueError("residual_simvq shares one frozen basis C; train_codebook=True is not supported")
+        super().__init__(dim, codebook_size, num_quantizers=num_quantizers, inner="simvq", **options)
+        self._tie_basis()
+
+    def _tie_basis(self) -> None:
+        shared = self.stages[0].basis
+        for stage in self.stages[1:]:
+            stage.basis = shared  # same tensor object: one C in memory
+
+    @property
+    def basis(self) -> Tensor:
+        return self.stages[0].basis
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.half() convert each stage's buffer separately; tie them back to one tensor
+        result = super()._apply(fn, *args, **kwargs)
+        self._tie_basis()
+        return result
+
+
+__all__ = ["ResidualQuantizer", "ResidualSimVQ"]
