@@ -30,6 +30,14 @@ def all_reduce_sum_(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def all_reduce_mean_(tensor: Tensor) -> Tensor:
+    """Average ``tensor`` over processes in place (no-op without torch.distributed)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor.div_(dist.get_world_size())
+    return tensor
+
+
 def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
     """Overwrite ``tensor`` with rank ``src``'s copy (no-op without torch.distributed)."""
     if is_distributed():
@@ -97,6 +105,7 @@ def kmeans(
 
 
 __all__ = [
+    "all_reduce_mean_",
     "all_reduce_sum_",
     "broadcast_",
     "cluster_sums",
