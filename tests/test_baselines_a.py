@@ -78,6 +78,18 @@ def test_channel_first_matches_channel_last(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_bf16_autocast_searches_and_losses_in_fp32(name):
+    quantizer = warmed_up(name)
+    z = torch.randn(40, 8)
+    ref = quantizer(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = quantizer(z)
+    assert torch.equal(out.codes, ref.codes)
+    assert out.loss.dtype == torch.float32 and out.quantized.dtype == z.dtype
+    torch.testing.assert_close(out.quantized, ref.quantized)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_state_dict_carries_everything_needed_to_resume(name):
     quantizer = build(name)
     for step in range(3):

@@ -65,7 +65,9 @@ def sample_rows(x: Tensor, num_rows: int, *, generator: torch.Generator | None =
     """``num_rows`` random rows of ``x: (N, dim)``, float32, identical on every process.
 
     Without replacement when ``N >= num_rows`` (distinct rows), with replacement otherwise (Jukebox
-    tiles the batch for the same reason: a batch may hold fewer vectors than the codebook).
+    tiles the batch for the same reason: a batch may hold fewer vectors than the codebook; it also
+    jitters the repeats with noise of std 0.01/sqrt(dim), which we leave out so a restarted code is
+    exactly an encoder output).
     """
     n = x.shape[0]
     if n >= num_rows:

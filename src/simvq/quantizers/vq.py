@@ -283,8 +283,11 @@ class KMeansVQ(VQ):
 @register_quantizer("vq_l2")
 class FactorizedVQ(VQ):
     """ViT-VQGAN's factorised codes (Yu et al. 2022): Linear(dim, 32) -> l2-normalise -> nearest
-    code on the unit sphere -> Linear(32, dim). 32 is the lookup dimension the paper settles on
-    (it reports 8-32 improving usage over 256); losses are taken in the normalised space."""
+    code on the unit sphere -> Linear(32, dim). 32-d is the lookup space ViT-VQGAN uses (it reports
+    that shrinking the lookup space from 256-d improves reconstruction and usage; pass
+    ``codebook_dim=8`` for the smaller setting). Losses are taken in the normalised space. With
+    ``dim <= 32`` the "projection" does not reduce the dimension, but it is kept so the preset
+    means the same thing at every ``dim``."""
 
     def __init__(self, dim: int, codebook_size: int, *, codebook_dim: int = 32, l2_normalize: bool = True, **options):
         super().__init__(dim, codebook_size, codebook_dim=codebook_dim, l2_normalize=l2_normalize, **options)
