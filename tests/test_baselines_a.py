@@ -103,6 +103,15 @@ def test_state_dict_carries_everything_needed_to_resume(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_eval_mode_never_updates_state(name):
+    quantizer = warmed_up(name)
+    before = {key: value.clone() for key, value in quantizer.state_dict().items()}
+    quantizer(torch.randn(200, 8) + 2.0)
+    for key, value in quantizer.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_seed_reproduces_the_quantizer(name):
     z = torch.randn(64, 8, generator=torch.Generator().manual_seed(9))
     first, second = build(name), build(name)

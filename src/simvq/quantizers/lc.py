@@ -30,7 +30,9 @@ class LCVQ(SimVQ):
             ``Linear(feature_dim, dim)``, as in VQGAN-LC.
             If ``None``, the table is the k-means centres of the first training batch of encoder
             outputs (the offline stand-in when no pre-trained feature extractor exists) and the
-            projector starts as the identity, so the first codebook *is* those centres.
+            projector starts as the identity, so the first codebook *is* those centres. Until that
+            first training batch the table is SimVQ's Gaussian basis (eval before training has
+            nothing to cluster).
         kmeans_iters: Lloyd iterations of that init (10).
         beta: commitment weight (0.25; VQGAN-LC keeps taming's VQ loss).
         bias: whether the projector has a bias.
