@@ -443,21 +443,32 @@ def test_affine_sync_update_gradient_matches_direct_computation():
     assert quantizer.scale_param.grad.abs().sum() > 0 and quantizer.shift_param.grad.abs().sum() > 0
 
 
-def test_affine_alternating_step_updates_the_codebook_in_place():
-    lr = 0.5
-    quantizer = AffineVQ(6, 20, seed=0, alternating_lr=lr)
-    z = torch.randn(30, 6)
-    codes = brute_force_codes(z, quantizer.codebook().detach())
-    params = [p.detach().clone().requires_grad_() for p in (quantizer.embedding, quantizer.scale_param, quantizer.shift_param)]
-    q = params[0][codes] * (1 + 10 * params[1]) + 10 * params[2]
-    grads = torch.autograd.grad((q - z).pow(2).mean(), params)
-    out = quantizer(z)
-    assert torch.equal(out.codes, codes) and "codebook" not in out.losses
-    for param, start, grad in zip((quantizer.embedding, quantizer.scale_param, quantizer.shift_param), params, grads):
-        torch.testing.assert_close(param.detach(), start.detach() - lr * grad)
-    # the output is recomputed with the updated codes
-    torch.testing.assert_close(out.quantized, quantizer.codebook()[codes].detach())
+def test_affine_alternating_step_updates_the_codes_in_place():
+    lr, momentum = 5.0, 0.9
+    quantizer = AffineVQ(6, 20, seed=0, alternating_lr=lr, alternating_momentum=momentum)
+    with torch.no_grad():
+        quantizer.scale_param.fill_(0.02), quantizer.shift_param.fill_(0.01)
+    scale, shift = 1 + 10 * quantizer.scale_param.detach(), 10 * quantizer.shift_param.detach()
+    velocity = torch.zeros(20, 6)
+    for step in range(2):
+        z = torch.randn(30, 6, generator=torch.Generator().manual_seed(step))
+        embedding = quantizer.embedding.detach().clone().requires_grad_()
+        codes = brute_force_codes(z, (embedding * scale + shift).detach())
+        (grad,) = torch.autograd.grad((embedding[codes] * scale + shift - z).pow(2).mean(), [embedding])
+        velocity = momentum * velocity + grad
+        out = quantizer(z)
+        assert torch.equal(out.codes, codes)
+        torch.testing.assert_close(quantizer.embedding.detach(), embedding.detach() - lr * velocity)
+        torch.testing.assert_close(quantizer.alternating_velocity, velocity)
+        # the output is recomputed with the updated codes; affine parameters untouched in place
+        torch.testing.assert_close(out.quantized, quantizer.codebook()[codes].detach())
+        torch.testing.assert_close(quantizer.scale_param.detach(), torch.full((6,), 0.02))
     assert quantizer.embedding.grad is None  # the in-place step leaves .grad alone
+    # the codebook term left in the loss trains the affine parameters, not E
+    out = quantizer(torch.randn(30, 6))
+    out.losses["codebook"].backward()
+    assert quantizer.embedding.grad is None or quantizer.embedding.grad.abs().sum() == 0
+    assert quantizer.scale_param.grad.abs().sum() > 0
 
 
 # ----------------------------------------------------------------------------- DDP code paths

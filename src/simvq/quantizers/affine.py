@@ -8,9 +8,9 @@ code: minyoungg/vqtorch ``VectorQuant``).
   ``s, b`` start at 0) or matched to running statistics of the inputs and of ``E``.
 * Synchronised update: the task gradient reaching the quantized output is also applied to the
   selected codes, scaled by ``sync_nu``: ``out = z + sg(q - z) + nu * q - sg(nu * q)``.
-* Alternating optimisation (option): the codebook takes its own SGD step on the codebook loss
-  inside the forward, and the output is recomputed with the updated codes (vqtorch's
-  ``inplace_optimizer``).
+* Alternating optimisation (option): the code vectors take their own SGD step (with momentum) on
+  the codebook loss inside the forward, and the output is recomputed with the updated codes
+  (vqtorch's ``inplace_optimizer``, which its example runs as SGD lr 50, momentum 0.9).
 """
 
 from __future__ import annotations
@@ -42,9 +42,12 @@ class AffineVQ(CodebookQuantizer):
         affine_lr: learning-rate multiplier of the learned scale and shift (10.0, vqtorch README).
         affine_momentum: momentum of the running statistics (0.1, vqtorch).
         sync_nu: weight of the synchronised update (0.2, vqtorch README; 0 switches it off).
-        alternating_lr: if set, take an in-place SGD step of this size on the codebook loss
-            (codebook and affine parameters only) inside each training forward; the codebook
-            term is then left out of ``out.losses`` since it has already been applied.
+        alternating_lr: if set, the code vectors ``E`` take an in-place SGD step of this size on
+            the codebook loss inside each training forward (vqtorch's example: 50). As in vqtorch
+            only ``E`` steps in place; the ``codebook`` term in ``out.losses`` then reaches the
+            affine parameters only (``E`` detached there), so nothing is applied twice.
+        alternating_momentum: momentum of that SGD (0.9, vqtorch's example); its buffer is a
+            registered buffer, so a resumed run continues the same trajectory.
         init_scale: codes start ``N(0, init_scale**2)``; default ``dim**-0.5`` (as :class:`VQ`).
         seed, channel_first, rotation_trick, chunk_size, check_finite: as elsewhere.
     """
@@ -60,6 +63,7 @@ class AffineVQ(CodebookQuantizer):
         affine_momentum: float = 0.1,
         sync_nu: float = 0.2,
         alternating_lr: float | None = None,
+        alternating_momentum: float = 0.9,
         init_scale: float | None = None,
         seed: int | None = None,
         rotation_trick: bool = False,
@@ -87,6 +91,7 @@ class AffineVQ(CodebookQuantizer):
         self.affine_momentum = affine_momentum
         self.sync_nu = sync_nu
         self.alternating_lr = alternating_lr
+        self.alternating_momentum = alternating_momentum
         scale = init_scale if init_scale is not None else dim**-0.5
         self.embedding = nn.Parameter(torch.randn(codebook_size, dim, generator=seeded_generator(seed)) * scale)
         if affine == "learned":
@@ -98,6 +103,8 @@ class AffineVQ(CodebookQuantizer):
             self.register_buffer("input_var", torch.ones(dim))
             self.register_buffer("code_mean", torch.zeros(dim))
             self.register_buffer("code_var", torch.ones(dim))
+        if alternating_lr is not None:
+            self.register_buffer("alternating_velocity", torch.zeros(codebook_size, dim))
 
     # -- the reparameterised codebook -----------------------------------------------------------
 
@@ -115,10 +122,11 @@ class AffineVQ(CodebookQuantizer):
         scale, shift = self.affine_params()
         return self.embedding * scale + shift
 
-    def lookup(self, codes: Tensor) -> Tensor:
+    def lookup(self, codes: Tensor, *, detach_codes: bool = False) -> Tensor:
         # only the selected rows: the graph to E, scale and shift costs O(N d), not O(K d)
         scale, shift = self.affine_params()
-        return F.embedding(codes, self.embedding) * scale + shift
+        embedding = self.embedding.detach() if detach_codes else self.embedding
+        return F.embedding(codes, embedding) * scale + shift
 
     @torch.no_grad()
     def _update_running_statistics(self, x: Tensor) -> None:
@@ -141,12 +149,6 @@ class AffineVQ(CodebookQuantizer):
             buffer.mul_(momentum).add_(value, alpha=1.0 - momentum)
         self.stats_ready.fill_(True)
 
-    def codebook_parameters(self) -> list[nn.Parameter]:
-        params = [self.embedding]
-        if self.affine == "learned":
-            params += [self.scale_param, self.shift_param]
-        return params
-
     # -- forward --------------------------------------------------------------------------------
 
     def quantize(self, x: Tensor) -> FlatOutput:
@@ -159,7 +161,8 @@ class AffineVQ(CodebookQuantizer):
             q = self.lookup(codes).float()
             losses = commitment_losses(x, q, beta=self.beta)
             if self.training and self.alternating_lr is not None:
-                del losses["codebook"]  # already applied in place
+                # E already stepped on this term: let it train the affine parameters only
+                losses["codebook"] = F.mse_loss(self.lookup(codes, detach_codes=True).float(), x.detach().float())
             quantized = straight_through(x.float(), q, rotation_trick=self.rotation_trick)
             if self.sync_nu > 0:
                 # forward value unchanged; the task gradient also reaches q, scaled by nu
@@ -167,16 +170,16 @@ class AffineVQ(CodebookQuantizer):
         return FlatOutput(quantized=quantized, codes=codes, losses=losses)
 
     def _alternating_step(self, x: Tensor, codes: Tensor) -> None:
-        """One in-place SGD step of the codebook loss on the codebook's parameters only; the codes
-        are kept (vqtorch assumes they do not change within the step, to save a search)."""
-        params = self.codebook_parameters()
+        """One in-place SGD-with-momentum step of the codebook loss on ``E``; the codes are kept
+        (vqtorch assumes they do not change within the step, to save a search). ``.grad`` of the
+        parameters is left alone, so the outer optimiser never sees this step."""
         with torch.enable_grad(), fp32(x.device.type):
             codebook_loss = F.mse_loss(self.lookup(codes).float(), x.detach().float())
-            grads = torch.autograd.grad(codebook_loss, params)
+            (grad,) = torch.autograd.grad(codebook_loss, [self.embedding])
         with torch.no_grad():
-            for param, grad in zip(params, grads):
-                all_reduce_mean_(grad)  # every process takes the same step
-                param.sub_(self.alternating_lr * grad)
+            all_reduce_mean_(grad)  # every process takes the same step
+            self.alternating_velocity.mul_(self.alternating_momentum).add_(grad)
+            self.embedding.sub_(self.alternating_lr * self.alternating_velocity)
 
     def extra_repr(self) -> str:
         return (
