@@ -1,7 +1,6 @@
 """Codebook baselines (vq family, vq_lc, cvq, affine): the shared contract, then each method's
 defining update checked against an independent computation (hand formulas, brute-force argmin)."""
 
-
 import pytest
 import torch
 import torch.nn.functional as F
