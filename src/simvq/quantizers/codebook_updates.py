@@ -1,0 +1,118 @@
+"""Shared in-place codebook mechanics: EMA sums, k-means, row sampling, DDP reductions.
+
+Used by the codebook baselines (``vq.py``, ``lc.py``, ``cvq.py``, ``affine.py``) so that each of
+them reads as its paper's update rule and none carries a private copy of these steps. Everything
+here runs under ``torch.no_grad`` and in float32; the nearest-code step is always
+``simvq.search.nearest``.
+
+DDP: when ``torch.distributed`` is initialised (checked at call time, never cached), statistics
+are summed over processes and randomly drawn rows are broadcast from rank 0, so every process
+holds the same codebook after an update.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ..search import nearest
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_reduce_sum_(tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` over processes in place (no-op without torch.distributed)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean_(tensor: Tensor) -> Tensor:
+    """Average ``tensor`` over processes in place (no-op without torch.distributed)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor.div_(dist.get_world_size())
+    return tensor
+
+
+def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
+    """Overwrite ``tensor`` with rank ``src``'s copy (no-op without torch.distributed)."""
+    if is_distributed():
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
+def ema_(average: Tensor, value: Tensor, decay: float) -> Tensor:
+    """``average <- decay * average + (1 - decay) * value`` in place."""
+    return average.mul_(decay).add_(value, alpha=1.0 - decay)
+
+
+@torch.no_grad()
+def cluster_sums(x: Tensor, codes: Tensor, num_clusters: int) -> tuple[Tensor, Tensor]:
+    """Per-cluster ``(counts: (K,), sums: (K, dim))`` of ``x: (N, dim)`` assigned by ``codes: (N,)``,
+    float32 and summed over processes."""
+    x32 = x.float()
+    counts = torch.zeros(num_clusters, device=x.device).index_add_(0, codes, torch.ones_like(codes, dtype=torch.float32))
+    sums = torch.zeros(num_clusters, x.shape[1], device=x.device).index_add_(0, codes, x32)
+    return all_reduce_sum_(counts), all_reduce_sum_(sums)
+
+
+@torch.no_grad()
+def sample_rows(x: Tensor, num_rows: int, *, generator: torch.Generator | None = None) -> Tensor:
+    """``num_rows`` random rows of ``x: (N, dim)``, float32, identical on every process.
+
+    Without replacement when ``N >= num_rows`` (distinct rows), with replacement otherwise (Jukebox
+    tiles the batch for the same reason: a batch may hold fewer vectors than the codebook; it also
+    jitters the repeats with noise of std 0.01/sqrt(dim), which we leave out so a restarted code is
+    exactly an encoder output).
+    """
+    n = x.shape[0]
+    if n >= num_rows:
+        index = torch.randperm(n, generator=generator)[:num_rows]
+    else:
+        index = torch.randint(n, (num_rows,), generator=generator)
+    rows = x.detach().float()[index.to(x.device)].contiguous()
+    return broadcast_(rows)
+
+
+@torch.no_grad()
+def kmeans(
+    x: Tensor,
+    num_clusters: int,
+    *,
+    iters: int = 10,
+    chunk_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means on ``x: (N, dim)``: ``(centroids: (K, dim) float32, counts: (K,))``.
+
+    Centroids start at random rows of ``x`` (Forgy init, as lucidrains and SoundStream do); each
+    iteration assigns every row to its nearest centroid with ``nearest`` and moves each centroid to
+    its members' mean. A cluster left empty keeps its centroid (no division by zero, no NaN).
+    Under DDP the start is rank 0's rows and the means are over all processes' rows.
+    """
+    if iters < 0:
+        raise ValueError(f"iters must be >= 0, got {iters}")
+    centroids = sample_rows(x, num_clusters, generator=generator)
+    counts = torch.zeros(num_clusters, device=x.device)
+    for _ in range(iters):
+        codes, _ = nearest(x, centroids, chunk_size=chunk_size)
+        counts, sums = cluster_sums(x, codes, num_clusters)
+        filled = counts > 0
+        centroids = torch.where(filled[:, None], sums / counts.clamp_min(1.0)[:, None], centroids)
+    return centroids, counts
+
+
+__all__ = [
+    "all_reduce_mean_",
+    "all_reduce_sum_",
+    "broadcast_",
+    "cluster_sums",
+    "ema_",
+    "is_distributed",
+    "kmeans",
+    "sample_rows",
+]

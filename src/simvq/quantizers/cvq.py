@@ -1,0 +1,150 @@
+"""CVQ-VAE (Zheng & Vedaldi 2023, "Online Clustered Codebook"): codes that are rarely chosen are
+pulled towards anchors sampled from the current encoder features, at a rate that decays with the
+code's running average usage. Faithful to the official ``VectorQuantiser`` (lyndonzheng/CVQ-VAE):
+cosine search, usage EMA decay 0.99, ``alpha = exp(-10 K p / (1 - 0.99) - 1e-3)``, closest-feature
+anchors, optional contrastive term with temperature 0.07.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..search import nearest
+from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, straight_through
+from .codebook_updates import all_reduce_sum_, broadcast_, ema_, sample_rows
+from .registry import register_quantizer
+from .vq import seeded_generator
+
+DISTANCES = ("cos", "l2")
+ANCHORS = ("closest", "random")
+
+
+@register_quantizer("cvq")
+class CVQ(CodebookQuantizer):
+    """Online clustered codebook.
+
+    Args:
+        dim, codebook_size: latent dimension and number of codes.
+        beta: commitment weight (0.25, the official configs).
+        distance: "cos" (official default: nearest by cosine similarity, the code vector itself
+            stays unnormalised) or "l2".
+        anchor: "closest" (each code's anchor is the batch feature nearest to it, the paper's best
+            variant) or "random" (uniform random batch features; a simplification of the official
+            feature pool, which keeps a history of features).
+        usage_decay: decay of the running average usage ``p`` (0.99, official).
+        contrastive: add the official contrastive term (costs an ``(N, K)`` similarity matrix).
+        temperature: temperature of that term (0.07, official).
+        init_scale: codes start uniform in ``[-init_scale, init_scale]``; default ``1/K`` (official).
+        seed, channel_first, rotation_trick, chunk_size, check_finite: as elsewhere.
+
+    Under DDP the usage counts are summed over processes and the anchors are rank 0's (one
+    broadcast), so every process applies the same update.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        *,
+        beta: float = 0.25,
+        distance: str = "cos",
+        anchor: str = "closest",
+        usage_decay: float = 0.99,
+        contrastive: bool = False,
+        temperature: float = 0.07,
+        init_scale: float | None = None,
+        seed: int | None = None,
+        rotation_trick: bool = False,
+        chunk_size: int | None = None,
+        channel_first: bool = False,
+        check_finite: bool = True,
+    ):
+        super().__init__(
+            dim,
+            codebook_size,
+            beta=beta,
+            rotation_trick=rotation_trick,
+            chunk_size=chunk_size,
+            channel_first=channel_first,
+            check_finite=check_finite,
+        )
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+        if not 0.0 < usage_decay < 1.0:
+            raise ValueError(f"usage_decay must lie in (0, 1), got {usage_decay!r}")
+        self.distance = distance
+        self.anchor = anchor
+        self.usage_decay = usage_decay
+        self.contrastive = contrastive
+        self.temperature = temperature
+        self._generator = seeded_generator(seed, offset=2)
+        bound = init_scale if init_scale is not None else 1.0 / codebook_size
+        initial = (torch.rand(codebook_size, dim, generator=seeded_generator(seed)) * 2 - 1) * bound
+        self.embedding = nn.Parameter(initial)
+        # running average of each code's share of the tokens (sums to ~1); resumes with the model
+        self.register_buffer("usage", torch.zeros(codebook_size))
+
+    def codebook(self) -> Tensor:
+        return self.embedding
+
+    def _search_space(self, t: Tensor) -> Tensor:
+        return F.normalize(t.detach().float(), dim=-1) if self.distance == "cos" else t.detach()
+
+    def search(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return nearest(self._search_space(x), self._search_space(self.embedding), chunk_size=self.chunk_size)
+
+    def quantize(self, x: Tensor) -> FlatOutput:
+        codes, _ = self.search(x)
+        with fp32(x.device.type):
+            q = self.lookup(codes).float()
+            losses = commitment_losses(x, q, beta=self.beta)
+            quantized = straight_through(x.float(), q, rotation_trick=self.rotation_trick)
+            if self.training and self.contrastive:
+                losses["contrastive"] = self._contrastive_loss(x)
+        if self.training:
+            self._reanchor(x.detach(), codes)
+        return FlatOutput(quantized=quantized, codes=codes, losses=losses)
+
+    @torch.no_grad()
+    def _reanchor(self, x: Tensor, codes: Tensor) -> None:
+        """``e <- (1 - alpha) e + alpha anchor`` with ``alpha = exp(-10 K p / (1 - decay) - 1e-3)``:
+        alpha ~ 1 for a code nobody uses, ~0 as soon as a code takes a noticeable share."""
+        counts = all_reduce_sum_(torch.bincount(codes, minlength=self.codebook_size).float())
+        ema_(self.usage, counts / counts.sum().clamp_min(1.0), self.usage_decay)
+        if self.anchor == "closest":
+            # nearest feature to each code: the same search with the roles swapped
+            feature_index, _ = nearest(self._search_space(self.embedding), self._search_space(x), chunk_size=self.chunk_size)
+            anchors = broadcast_(x.float()[feature_index].contiguous())
+        else:
+            anchors = sample_rows(x, self.codebook_size, generator=self._generator)
+        alpha = torch.exp(-(self.usage * self.codebook_size * 10.0) / (1.0 - self.usage_decay) - 1e-3)[:, None]
+        self.embedding.data.mul_(1.0 - alpha).add_(alpha * anchors)
+
+    def _similarity(self, x: Tensor) -> Tensor:
+        """``(N, K)`` similarity with a graph to the codes: cosine, or minus the squared distance."""
+        codebook = self.embedding.float()
+        features = x.detach().float()
+        if self.distance == "cos":
+            return F.normalize(features, dim=-1) @ F.normalize(codebook, dim=-1).t()
+        return -torch.cdist(features, codebook).pow(2)
+
+    def _contrastive_loss(self, x: Tensor) -> Tensor:
+        """Official term: for each code, the mean similarity of its N/K most similar features is the
+        positive, its N/2 least similar features the negatives; InfoNCE at temperature 0.07."""
+        similarity = self._similarity(x)  # (N, K)
+        num_tokens = similarity.shape[0]
+        positive = similarity.topk(max(1, num_tokens // self.codebook_size), dim=0).values.mean(0, keepdim=True)
+        negative = similarity.topk(max(1, num_tokens // 2), dim=0, largest=False).values
+        logits = torch.cat([positive, negative], dim=0).t() / self.temperature  # (K, 1 + N/2)
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, target)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, beta={self.beta}, distance={self.distance!r}, anchor={self.anchor!r}, "
+            f"usage_decay={self.usage_decay}, contrastive={self.contrastive}"
+        )

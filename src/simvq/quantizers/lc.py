@@ -1,0 +1,107 @@
+"""VQGAN-LC (Zhu et al. 2024, "Scaling the Codebook Size of VQGAN to 100,000 with a Utilization
+Rate of 99%"): a large codebook of frozen feature vectors (k-means centres of pre-trained features)
+mapped into the latent space by a trainable projector; only the projector learns.
+
+Structurally this is SimVQ with a different frozen table — features from data instead of Gaussian
+noise, and a projector ``Linear(feature_dim, dim)`` — so it reuses SimVQ's search, lookup and eval
+cache unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .base import FlatOutput
+from .codebook_updates import kmeans
+from .registry import register_quantizer
+from .simvq import SimVQ
+from .vq import seeded_generator
+
+
+@register_quantizer("vq_lc")
+class LCVQ(SimVQ):
+    """Frozen feature codebook + trainable linear projector.
+
+    Args:
+        dim, codebook_size: latent dimension and number of codes.
+        features: ``(codebook_size, feature_dim)`` frozen code features (VQGAN-LC: 100k k-means
+            centres of CLIP/ViT patch features). The projector is then a default-initialised
+            ``Linear(feature_dim, dim)``, as in VQGAN-LC.
+            If ``None``, the table is the k-means centres of the first training batch of encoder
+            outputs (the offline stand-in when no pre-trained feature extractor exists) and the
+            projector starts as the identity, so the first codebook *is* those centres. Until that
+            first training batch the table is SimVQ's Gaussian basis (eval before training has
+            nothing to cluster).
+        kmeans_iters: Lloyd iterations of that init (10).
+        beta: commitment weight (0.25; VQGAN-LC keeps taming's VQ loss).
+        bias: whether the projector has a bias.
+        seed, channel_first, rotation_trick, chunk_size, check_finite: as in :class:`SimVQ`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        *,
+        features: Tensor | None = None,
+        kmeans_iters: int = 10,
+        beta: float = 0.25,
+        bias: bool = True,
+        seed: int | None = None,
+        channel_first: bool = False,
+        rotation_trick: bool = False,
+        chunk_size: int | None = None,
+        check_finite: bool = True,
+    ):
+        super().__init__(
+            dim,
+            codebook_size,
+            beta=beta,
+            bias=bias,
+            seed=seed,
+            channel_first=channel_first,
+            rotation_trick=rotation_trick,
+            chunk_size=chunk_size,
+            check_finite=check_finite,
+        )
+        self.kmeans_iters = kmeans_iters
+        self._generator = seeded_generator(seed, offset=2)
+        if features is not None:
+            if not isinstance(features, Tensor) or not features.is_floating_point():
+                raise TypeError("features must be a floating-point torch.Tensor of shape (codebook_size, feature_dim)")
+            if features.ndim != 2 or features.shape[0] != codebook_size:
+                raise ValueError(
+                    f"features must have shape (codebook_size={codebook_size}, feature_dim), got {tuple(features.shape)}"
+                )
+            self.basis = features.detach().float().clone()
+            with torch.random.fork_rng(devices=[], enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed + 1)
+                self.proj = nn.Linear(features.shape[1], dim, bias=bias)
+        else:
+            with torch.no_grad():
+                self.proj.weight.copy_(torch.eye(dim))
+                if self.proj.bias is not None:
+                    self.proj.bias.zero_()
+        self.register_buffer("features_ready", torch.tensor(features is not None))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.basis.shape[1]
+
+    def quantize(self, x: Tensor) -> FlatOutput:
+        if self.training and not bool(self.features_ready):
+            with torch.no_grad():
+                centroids, _ = kmeans(
+                    x.detach(), self.codebook_size, iters=self.kmeans_iters, chunk_size=self.chunk_size, generator=self._generator
+                )
+                self.basis.copy_(centroids)
+                self.features_ready.fill_(True)
+        return super().quantize(x)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, codebook_size={self.codebook_size}, feature_dim={self.feature_dim}, "
+            f"channel_first={self.channel_first}, beta={self.beta}, bias={self.proj.bias is not None}"
+        )
