@@ -1,0 +1,163 @@
+"""`simvq toy {2d,cluster,analysis}`: the small experiments behind docs/toy.md and docs/analysis.md.
+
+Each subcommand writes PNG (and GIF) figures plus one JSON of the measured numbers into ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    # atomic: a reader never sees half a file
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w") as file:
+        json.dump(payload, file, indent=2)
+    os.replace(temporary, path)
+
+
+def _save(figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def run_2d(args) -> int:
+    import torch
+
+    from .toy import DATASETS, animate_toy, compare_toy, plot_toy
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    datasets = DATASETS if args.dataset == "all" else (args.dataset,)
+    report = {}
+    for dataset in datasets:
+        results = compare_toy(
+            dataset, steps=args.steps, seed=args.seed, codebook_size=args.codebook_size,
+            data_scale=args.data_scale, snapshot_every=max(1, args.steps // 40), progress=True,
+        )
+        _save(plot_toy(results), out / f"toy_{dataset}.png")
+        if args.gif:
+            animate_toy(results, out / f"toy_{dataset}.gif")
+        report[dataset] = {method: result.summary() for method, result in results.items()}
+        line = ", ".join(f"{m} {r.summary()['final_used_codes']}/{args.codebook_size}" for m, r in results.items())
+        print(f"{dataset}: codes used — {line}")
+    _write_json(out / "toy.json", report)
+    return 0
+
+
+def run_cluster(args) -> int:
+    import torch
+
+    from .clustering import compare_clustering, gaussian_mixture, load_fashion_mnist_pixels, pca_features, plot_clustering
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    experiments = {}
+    # separable mixtures, standardised: low-dim with K = modes, low-dim with K >> modes, high-dim
+    for name, modes, dim, size in (("mixture2d_k8", 8, 2, 8), ("mixture2d_k64", 8, 2, 64), ("mixture16d_k8", 8, 16, 8)):
+        points, _ = gaussian_mixture(4000, num_modes=modes, dim=dim, separation=4.0 if dim > 2 else 4.0, std=0.3 if dim == 2 else 0.5, seed=args.seed)
+        experiments[name] = ((points - points.mean(0)) / points.std(), size)
+    pixels = load_fashion_mnist_pixels("test", limit=args.fmnist_samples)
+    features = pca_features(pixels, args.pca_dim)
+    for size in args.fmnist_codebook_sizes:
+        experiments[f"fmnist_pca{args.pca_dim}_k{size}"] = (features, size)
+    report = {}
+    for name, (data, size) in experiments.items():
+        fits = compare_clustering(data, size, steps=args.steps, seed=args.seed)
+        reference = fits["kmeans"].distortion
+        report[name] = {
+            "num_points": len(data), "dim": data.shape[1], "codebook_size": size,
+            **{method: {**fit.summary(), "distortion_over_kmeans": fit.distortion / reference} for method, fit in fits.items()},
+        }
+        _save(plot_clustering(fits, data, title=name), out / f"cluster_{name}.png")
+        line = ", ".join(f"{m} {f.distortion / reference:.2f}x/{f.usage:.0%}" for m, f in fits.items())
+        print(f"{name}: distortion vs KMeans / usage — {line}")
+    _write_json(out / "clustering.json", report)
+    return 0
+
+
+def run_analysis(args) -> int:
+    import torch
+
+    from .analysis import SpectrumTracker, code_movement, index_correspondence, plot_code_movement, plot_index_correspondence
+    from .clustering import fit_quantizer, load_fashion_mnist_pixels, pca_features
+    from .toy import build_toy_quantizer
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    features = pca_features(load_fashion_mnist_pixels("test", limit=args.fmnist_samples), args.pca_dim)
+    features = features / features.std()
+    report: dict = {}
+
+    # 1. spectrum of W while SimVQ is fitted to Fashion-MNIST PCA features
+    tracker = SpectrumTracker(every=max(1, args.steps // 50))
+    tracker(0, build_toy_quantizer("simvq", args.codebook_size, dim=args.pca_dim, seed=args.seed))
+    fit = fit_quantizer(features, "simvq", args.codebook_size, steps=args.steps, seed=args.seed, callback=tracker)
+    _save(tracker.figure(), out / "spectrum.png")
+    report["spectrum"] = {**tracker.as_dict(), "final_usage": fit.usage, "final_distortion": fit.distortion}
+    print(f"effective rank of W: start {tracker.effective_ranks[0]:.2f}, end {tracker.effective_ranks[-1]:.2f} (max {args.pca_dim})")
+
+    # 2. index i of C is code i of W(C), on the SimVQ just fitted
+    correspondence = index_correspondence(fit.quantizer.eval(), features)
+    _save(plot_index_correspondence(correspondence), out / "index_correspondence.png")
+    report["index_correspondence"] = {k: v for k, v in correspondence.items() if not k.startswith("counts_")}
+    print(f"index correspondence: counts equal {correspondence['counts_equal']}, usage via codes {correspondence['usage_codes']:.3f}, "
+          f"via C alone {correspondence['usage_basis_only']:.3f}, max |decode - W(C)| {correspondence['max_decode_error']:.2e}")
+
+    # 3. who moves after one SGD step on the codebook loss, at initialisation
+    batch = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(args.seed))[: args.batch_size]]
+    movements = {
+        method: code_movement(build_toy_quantizer(method, args.codebook_size, dim=args.pca_dim, seed=args.seed), batch, lr=args.lr)
+        for method in ("vq", "simvq")
+    }
+    _save(plot_code_movement(movements), out / "code_movement.png")
+    report["code_movement"] = {m: {k: v for k, v in r.items() if k.startswith(("fraction", "mean"))} for m, r in movements.items()}
+    for method, result in movements.items():
+        print(f"{method}: {result['fraction_selected']:.1%} selected, {result['fraction_moved']:.1%} moved after one step")
+    _write_json(out / "analysis.json", report)
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("toy", help="2-D toy, clustering and analysis experiments (figures + JSON)")
+    commands = parser.add_subparsers(dest="toy_command", required=True)
+
+    def common(sub, default_out):
+        sub.add_argument("--out", default=default_out, help="directory for PNG/GIF/JSON")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--threads", type=int, default=1, help="torch threads (keep it low on shared machines)")
+
+    toy2d = commands.add_parser("2d", help="plain VQ vs SimVQ vs SimVQ with C trained on 2-D data")
+    common(toy2d, "runs/toy")
+    toy2d.add_argument("--dataset", default="all", choices=["all", "square", "ring", "mixture"])
+    toy2d.add_argument("--steps", type=int, default=1000)
+    toy2d.add_argument("--codebook-size", type=int, default=64)
+    toy2d.add_argument("--data-scale", type=float, default=0.2)
+    toy2d.add_argument("--no-gif", dest="gif", action="store_false", help="skip the animated GIF")
+    toy2d.set_defaults(func=run_2d)
+
+    cluster = commands.add_parser("cluster", help="quantizers as clustering vs scikit-learn KMeans")
+    common(cluster, "runs/toy")
+    cluster.add_argument("--steps", type=int, default=1500)
+    cluster.add_argument("--fmnist-samples", type=int, default=5000)
+    cluster.add_argument("--pca-dim", type=int, default=32)
+    cluster.add_argument("--fmnist-codebook-sizes", type=int, nargs="+", default=[16, 256])
+    cluster.set_defaults(func=run_cluster)
+
+    analysis = commands.add_parser("analysis", help="spectrum of W, code indices, per-code movement")
+    common(analysis, "runs/toy")
+    analysis.add_argument("--steps", type=int, default=1000)
+    analysis.add_argument("--fmnist-samples", type=int, default=5000)
+    analysis.add_argument("--pca-dim", type=int, default=32)
+    analysis.add_argument("--codebook-size", type=int, default=256)
+    analysis.add_argument("--batch-size", type=int, default=64)
+    analysis.add_argument("--lr", type=float, default=0.1)
+    analysis.set_defaults(func=run_analysis)
