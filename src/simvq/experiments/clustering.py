@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..quantizers.base import code_counts, code_statistics
 from ..search import nearest
-from .toy import build_toy_quantizer
+from .toy import DATA_SEED_OFFSET, build_toy_quantizer
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -44,7 +44,7 @@ def gaussian_mixture(
 ) -> tuple[Tensor, Tensor]:
     """``(points (N, dim), labels (N,))``: equal-weight isotropic Gaussians whose means are drawn
     ``N(0, separation^2 / 2)`` per coordinate (expected mean distance ``separation * sqrt(dim)``)."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + DATA_SEED_OFFSET)
     means = torch.randn(num_modes, dim, generator=generator) * separation / math.sqrt(2)
     labels = torch.randint(0, num_modes, (num_samples,), generator=generator)
     points = means[labels] + std * torch.randn(num_samples, dim, generator=generator)
@@ -145,7 +145,7 @@ def fit_quantizer(
     torch.manual_seed(seed)
     quantizer = build_toy_quantizer(method, codebook_size, dim=data.shape[1], seed=seed)
     optimizer = torch.optim.Adam([p for p in quantizer.parameters() if p.requires_grad], lr=lr)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + DATA_SEED_OFFSET)
     history: dict[str, list] = {"step": [], "usage": [], "distortion": []}
 
     def record(step: int) -> None:

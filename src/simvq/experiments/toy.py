@@ -25,6 +25,10 @@ from ..quantizers.base import code_counts, code_statistics
 
 DATASETS = ("square", "ring", "mixture")
 METHODS = ("vq", "simvq", "simvq_train_c")
+# Data streams are seeded apart from the quantizers: SimVQ(seed=s) draws C with randn from seed s,
+# and data drawn from the same seed would be C itself, up to scale (it happened; docs/analysis.md).
+DATA_SEED_OFFSET = 1_000_003
+
 METHOD_LABELS = {"vq": "plain VQ", "simvq": "SimVQ (C frozen)", "simvq_train_c": "SimVQ, C trained"}
 
 
@@ -134,8 +138,9 @@ def train_toy(config: ToyConfig = ToyConfig(), *, progress: bool = False) -> Toy
     quantizer = build_toy_quantizer(config.method, config.codebook_size, seed=config.seed)
     encoder, decoder = mlp(config.hidden), mlp(config.hidden)
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters(), *quantizer.parameters()], lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    eval_points = toy_data(config.dataset, config.eval_samples, generator=torch.Generator().manual_seed(config.seed + 10_000), scale=config.data_scale)
+    generator = torch.Generator().manual_seed(config.seed + DATA_SEED_OFFSET)
+    eval_generator = torch.Generator().manual_seed(config.seed + 2 * DATA_SEED_OFFSET)
+    eval_points = toy_data(config.dataset, config.eval_samples, generator=eval_generator, scale=config.data_scale)
     shown = eval_points[: config.shown_latents]
 
     snapshots: dict[str, list] = {k: [] for k in ("steps", "codebooks", "counts", "latents", "usage", "perplexity", "mse")}
@@ -284,6 +289,7 @@ def animate_toy(results: dict[str, ToyResult], path, *, fps: int = 6, dpi: int =
 
 __all__ = [
     "DATASETS",
+    "DATA_SEED_OFFSET",
     "METHODS",
     "ToyConfig",
     "ToyResult",

@@ -16,6 +16,7 @@ def _write_json(path: Path, payload: dict) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(handle, "w") as file:
         json.dump(payload, file, indent=2)
+    os.chmod(temporary, 0o644)  # mkstemp creates 0600; results are meant to be shared
     os.replace(temporary, path)
 
 
@@ -35,20 +36,31 @@ def run_2d(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
-    report = {}
+    report: dict = {}
     for dataset in datasets:
-        results = compare_toy(
-            dataset, steps=args.steps, seed=args.seed, codebook_size=args.codebook_size,
-            data_scale=args.data_scale, snapshot_every=max(1, args.steps // 40), progress=True,
-        )
-        _save(plot_toy(results), out / f"toy_{dataset}.png")
-        if args.gif:
-            animate_toy(results, out / f"toy_{dataset}.gif")
-        report[dataset] = {method: result.summary() for method, result in results.items()}
-        line = ", ".join(f"{m} {r.summary()['final_used_codes']}/{args.codebook_size}" for m, r in results.items())
-        print(f"{dataset}: codes used — {line}")
+        report[dataset] = {"usage_by_seed": {}, "runs": {}}
+        for seed in args.seeds:
+            results = compare_toy(
+                dataset, steps=args.steps, seed=seed, codebook_size=args.codebook_size,
+                data_scale=args.data_scale, snapshot_every=max(1, args.steps // 40), progress=args.progress,
+            )
+            if seed == args.seeds[0]:  # figures for the first seed; numbers for all
+                _save(plot_toy(results), out / f"toy_{dataset}.png")
+                if args.gif:
+                    animate_toy(results, out / f"toy_{dataset}.gif")
+            report[dataset]["runs"][f"seed{seed}"] = {method: result.summary() for method, result in results.items()}
+            for method, result in results.items():
+                report[dataset]["usage_by_seed"].setdefault(method, []).append(float(result.usage[-1]))
+            line = ", ".join(f"{m} {r.summary()['final_used_codes']}/{args.codebook_size}" for m, r in results.items())
+            print(f"{dataset} seed {seed}: codes used - {line}")
     _write_json(out / "toy.json", report)
     return 0
+
+
+def standardise(x):
+    """Centre and divide by one global std (keeps the geometry; puts every data set at unit scale)."""
+    x = x - x.mean(0)
+    return x / x.std()
 
 
 def run_cluster(args) -> int:
@@ -59,26 +71,37 @@ def run_cluster(args) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    experiments = {}
-    # separable mixtures, standardised: low-dim with K = modes, low-dim with K >> modes, high-dim
-    for name, modes, dim, size in (("mixture2d_k8", 8, 2, 8), ("mixture2d_k64", 8, 2, 64), ("mixture16d_k8", 8, 16, 8)):
-        points, _ = gaussian_mixture(4000, num_modes=modes, dim=dim, separation=4.0 if dim > 2 else 4.0, std=0.3 if dim == 2 else 0.5, seed=args.seed)
-        experiments[name] = ((points - points.mean(0)) / points.std(), size)
-    pixels = load_fashion_mnist_pixels("test", limit=args.fmnist_samples)
-    features = pca_features(pixels, args.pca_dim)
+    # name -> (data for a seed, codebook size). Separable mixtures: K <= dim + 1 (an affine W(C) can
+    # place every code anywhere), K = modes > dim + 1 in 2-D (it cannot), high-dim, and K >> modes.
+    mixtures = {
+        "mixture2d_3modes_k3": (3, 2, 3), "mixture2d_8modes_k8": (8, 2, 8),
+        "mixture16d_8modes_k8": (8, 16, 8), "mixture16d_8modes_k64": (8, 16, 64),
+    }
+    features = standardise(pca_features(load_fashion_mnist_pixels("test", limit=args.fmnist_samples), args.pca_dim))
+    experiments = {
+        name: (lambda seed, m=modes, d=dim: standardise(gaussian_mixture(3000, num_modes=m, dim=d, separation=4.0, std=0.3 if d == 2 else 0.5, seed=seed)[0]), size)
+        for name, (modes, dim, size) in mixtures.items()
+    }
     for size in args.fmnist_codebook_sizes:
-        experiments[f"fmnist_pca{args.pca_dim}_k{size}"] = (features, size)
-    report = {}
-    for name, (data, size) in experiments.items():
-        fits = compare_clustering(data, size, steps=args.steps, seed=args.seed)
-        reference = fits["kmeans"].distortion
-        report[name] = {
-            "num_points": len(data), "dim": data.shape[1], "codebook_size": size,
-            **{method: {**fit.summary(), "distortion_over_kmeans": fit.distortion / reference} for method, fit in fits.items()},
-        }
-        _save(plot_clustering(fits, data, title=name), out / f"cluster_{name}.png")
-        line = ", ".join(f"{m} {f.distortion / reference:.2f}x/{f.usage:.0%}" for m, f in fits.items())
-        print(f"{name}: distortion vs KMeans / usage — {line}")
+        experiments[f"fmnist_pca{args.pca_dim}_k{size}"] = (lambda seed: features, size)
+    report: dict = {}
+    for name, (make_data, size) in experiments.items():
+        report[name] = {"codebook_size": size, "runs": {}, "distortion_over_kmeans_by_seed": {}, "usage_by_seed": {}}
+        for seed in args.seeds:
+            data = make_data(seed)
+            fits = compare_clustering(data, size, steps=args.steps, seed=seed)
+            reference = fits["kmeans"].distortion
+            report[name]["num_points"], report[name]["dim"] = len(data), data.shape[1]
+            report[name]["runs"][f"seed{seed}"] = {
+                method: {**fit.summary(), "distortion_over_kmeans": fit.distortion / reference} for method, fit in fits.items()
+            }
+            for method, fit in fits.items():
+                report[name]["distortion_over_kmeans_by_seed"].setdefault(method, []).append(fit.distortion / reference)
+                report[name]["usage_by_seed"].setdefault(method, []).append(fit.usage)
+            if seed == args.seeds[0]:
+                _save(plot_clustering(fits, data, title=f"{name}, seed {seed}"), out / f"cluster_{name}.png")
+            line = ", ".join(f"{m} {f.distortion / reference:.2f}x/{f.usage:.0%}" for m, f in fits.items())
+            print(f"{name} seed {seed}: distortion vs KMeans / usage - {line}")
     _write_json(out / "clustering.json", report)
     return 0
 
@@ -93,14 +116,13 @@ def run_analysis(args) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    features = pca_features(load_fashion_mnist_pixels("test", limit=args.fmnist_samples), args.pca_dim)
-    features = features / features.std()
+    features = standardise(pca_features(load_fashion_mnist_pixels("test", limit=args.fmnist_samples), args.pca_dim))
     report: dict = {}
 
     # 1. spectrum of W while SimVQ is fitted to Fashion-MNIST PCA features
     tracker = SpectrumTracker(every=max(1, args.steps // 50))
-    tracker(0, build_toy_quantizer("simvq", args.codebook_size, dim=args.pca_dim, seed=args.seed))
-    fit = fit_quantizer(features, "simvq", args.codebook_size, steps=args.steps, seed=args.seed, callback=tracker)
+    tracker(0, build_toy_quantizer("simvq", args.codebook_size, dim=args.pca_dim, seed=args.seeds[0]))
+    fit = fit_quantizer(features, "simvq", args.codebook_size, steps=args.steps, seed=args.seeds[0], callback=tracker)
     _save(tracker.figure(), out / "spectrum.png")
     report["spectrum"] = {**tracker.as_dict(), "final_usage": fit.usage, "final_distortion": fit.distortion}
     print(f"effective rank of W: start {tracker.effective_ranks[0]:.2f}, end {tracker.effective_ranks[-1]:.2f} (max {args.pca_dim})")
@@ -108,14 +130,14 @@ def run_analysis(args) -> int:
     # 2. index i of C is code i of W(C), on the SimVQ just fitted
     correspondence = index_correspondence(fit.quantizer.eval(), features)
     _save(plot_index_correspondence(correspondence), out / "index_correspondence.png")
-    report["index_correspondence"] = {k: v for k, v in correspondence.items() if not k.startswith("counts_")}
+    report["index_correspondence"] = {k: v for k, v in correspondence.items() if not isinstance(v, torch.Tensor)}
     print(f"index correspondence: counts equal {correspondence['counts_equal']}, usage via codes {correspondence['usage_codes']:.3f}, "
           f"via C alone {correspondence['usage_basis_only']:.3f}, max |decode - W(C)| {correspondence['max_decode_error']:.2e}")
 
     # 3. who moves after one SGD step on the codebook loss, at initialisation
-    batch = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(args.seed))[: args.batch_size]]
+    batch = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(args.seeds[0]))[: args.batch_size]]
     movements = {
-        method: code_movement(build_toy_quantizer(method, args.codebook_size, dim=args.pca_dim, seed=args.seed), batch, lr=args.lr)
+        method: code_movement(build_toy_quantizer(method, args.codebook_size, dim=args.pca_dim, seed=args.seeds[0]), batch, lr=args.lr)
         for method in ("vq", "simvq")
     }
     _save(plot_code_movement(movements), out / "code_movement.png")
@@ -132,7 +154,7 @@ def add_parser(subparsers) -> None:
 
     def common(sub, default_out):
         sub.add_argument("--out", default=default_out, help="directory for PNG/GIF/JSON")
-        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--seeds", type=int, nargs="+", default=[0], help="figures use the first; JSON has all")
         sub.add_argument("--threads", type=int, default=1, help="torch threads (keep it low on shared machines)")
 
     toy2d = commands.add_parser("2d", help="plain VQ vs SimVQ vs SimVQ with C trained on 2-D data")
@@ -142,6 +164,7 @@ def add_parser(subparsers) -> None:
     toy2d.add_argument("--codebook-size", type=int, default=64)
     toy2d.add_argument("--data-scale", type=float, default=0.2)
     toy2d.add_argument("--no-gif", dest="gif", action="store_false", help="skip the animated GIF")
+    toy2d.add_argument("--progress", action="store_true", help="tqdm bars per run")
     toy2d.set_defaults(func=run_2d)
 
     cluster = commands.add_parser("cluster", help="quantizers as clustering vs scikit-learn KMeans")
