@@ -130,8 +130,11 @@ class ToyResult:
         }
 
 
-def train_toy(config: ToyConfig = ToyConfig(), *, progress: bool = False) -> ToyResult:
-    """Train the toy autoencoder of ``config`` and record the quantizer's state every few steps."""
+def train_toy(config: ToyConfig = ToyConfig(), *, progress: bool = False, callback=None) -> ToyResult:
+    """Train the toy autoencoder of ``config`` and record the quantizer's state every few steps.
+
+    ``callback(step, quantizer)`` runs after every optimiser step (e.g. an analysis.SpectrumTracker).
+    """
     if config.dataset not in DATASETS:
         raise ValueError(f"config.dataset must be one of {DATASETS}, got {config.dataset!r}")
     torch.manual_seed(config.seed)
@@ -173,6 +176,8 @@ def train_toy(config: ToyConfig = ToyConfig(), *, progress: bool = False) -> Toy
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if callback is not None:
+            callback(step, quantizer)
         if step % config.snapshot_every == 0 or step == config.steps:
             snapshot(step)
 

@@ -109,9 +109,16 @@ def run_cluster(args) -> int:
 def run_analysis(args) -> int:
     import torch
 
-    from .analysis import SpectrumTracker, code_movement, index_correspondence, plot_code_movement, plot_index_correspondence
+    from .analysis import (
+        SpectrumTracker,
+        code_movement,
+        effective_rank,
+        index_correspondence,
+        plot_code_movement,
+        plot_index_correspondence,
+    )
     from .clustering import fit_quantizer, load_fashion_mnist_pixels, pca_features
-    from .toy import build_toy_quantizer
+    from .toy import ToyConfig, build_toy_quantizer, train_toy
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -124,8 +131,25 @@ def run_analysis(args) -> int:
     tracker(0, build_toy_quantizer("simvq", args.codebook_size, dim=args.pca_dim, seed=args.seeds[0]))
     fit = fit_quantizer(features, "simvq", args.codebook_size, steps=args.steps, seed=args.seeds[0], callback=tracker)
     _save(tracker.figure(), out / "spectrum.png")
-    report["spectrum"] = {**tracker.as_dict(), "final_usage": fit.usage, "final_distortion": fit.distortion}
-    print(f"effective rank of W: start {tracker.effective_ranks[0]:.2f}, end {tracker.effective_ranks[-1]:.2f} (max {args.pca_dim})")
+    # W stretches the unit-variance cloud C towards the data: compare its singular values with the
+    # standard deviations of the features (PCA features are uncorrelated, so these are the axes)
+    feature_std = features.std(0).sort(descending=True).values.double()
+    final_values = tracker.singular_values[-1]
+    log_correlation = torch.corrcoef(torch.stack([final_values.log(), feature_std.log()]))[0, 1]
+    report["spectrum"] = {
+        **tracker.as_dict(), "final_usage": fit.usage, "final_distortion": fit.distortion,
+        "feature_std_sorted": feature_std.tolist(), "log_correlation_singular_values_vs_feature_std": float(log_correlation),
+        "feature_std_effective_rank": effective_rank(feature_std),
+    }
+    print(f"effective rank of W: start {tracker.effective_ranks[0]:.2f}, end {tracker.effective_ranks[-1]:.2f} (max {args.pca_dim}); "
+          f"of the feature stds {effective_rank(feature_std):.2f}; corr(log s_W, log std) {float(log_correlation):.3f}")
+
+    # the same on the 2-D toy, where W is 2 x 2 and the encoder adapts too
+    toy_tracker = SpectrumTracker(every=10)
+    toy = train_toy(ToyConfig(dataset="square", method="simvq", seed=args.seeds[0], snapshot_every=1000), callback=toy_tracker)
+    report["toy_spectrum"] = {**toy_tracker.as_dict(), "final_usage": float(toy.usage[-1])}
+    print(f"toy square SimVQ: effective rank of W at step {toy_tracker.steps[0]} {toy_tracker.effective_ranks[0]:.3f} -> {toy_tracker.effective_ranks[-1]:.3f} (max 2), "
+          f"singular values {[round(v, 3) for v in toy_tracker.singular_values[-1].tolist()]}")
 
     # 2. index i of C is code i of W(C), on the SimVQ just fitted
     correspondence = index_correspondence(fit.quantizer.eval(), features)
