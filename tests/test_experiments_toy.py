@@ -59,7 +59,8 @@ def test_plain_vq_collapses_and_simvq_does_not(square_runs):
 
 
 def test_mixture_usage_is_reported_not_asserted_full():
-    # 8 modes, 64 codes: usage is bounded by the geometry of the data, not a collapse; report it
+    # 8 modes, 64 codes: usage is bounded by the geometry of the data, not a collapse; report it.
+    # (>= 8 codes: at this seed every mode has its own code; a weak check, not a bound)
     result = train_toy(ToyConfig(dataset="mixture", method="simvq", steps=200, snapshot_every=100))
     summary = result.summary()
     assert 0 < summary["final_usage"] <= 1 and summary["final_used_codes"] >= 8
@@ -169,6 +170,8 @@ def test_index_of_c_is_code_of_effective_codebook():
     assert result["counts_equal"] and result["max_decode_error"] < 1e-5
     assert int(result["counts_codes"].sum()) == 2000
     assert not torch.equal(result["counts_codes"], result["counts_basis_only"])
+    with pytest.raises(TypeError, match="SimVQ"):
+        index_correspondence(build_quantizer("vq", dim=3, codebook_size=8), z)
 
 
 def test_one_step_moves_only_selected_codes_for_vq_and_all_codes_for_simvq():
@@ -204,7 +207,6 @@ def test_cli_toy_2d_writes_files(tmp_path):
     assert len(usage) == 2 and usage[0] == report["square"]["runs"]["seed0"]["vq"]["final_usage"]
 
 
-@pytest.mark.slow
 def test_cli_cluster_and_analysis_write_files(tmp_path):
     args = ["--steps", "30", "--fmnist-samples", "600", "--pca-dim", "8", "--out", str(tmp_path)]
     assert main(["toy", "cluster", *args, "--fmnist-codebook-sizes", "8"]) == 0

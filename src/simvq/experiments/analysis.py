@@ -117,7 +117,7 @@ def index_correspondence(quantizer, z: Tensor) -> dict:
     ``decode(i)`` and ``W(C_i)``, and, for contrast, the counts one gets by searching ``C`` alone
     (what decoding or searching "through C", the official code's bug, would count).
     """
-    weight, bias = quantizer.proj.weight.double(), quantizer.proj.bias
+    weight, bias = _linear_weight(quantizer).double(), quantizer.proj.bias
     basis = quantizer.basis.double()
     effective = F.linear(basis, weight, None if bias is None else bias.double())
     flat = z.reshape(-1, z.shape[-1]).double()
