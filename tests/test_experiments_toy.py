@@ -10,6 +10,7 @@ import torch
 from simvq import SimVQ, build_quantizer
 from simvq.cli import main
 from simvq.experiments.analysis import (
+    MovementTracker,
     SpectrumTracker,
     code_movement,
     effective_rank,
@@ -216,3 +217,23 @@ def test_cli_cluster_and_analysis_write_files(tmp_path):
     report = json.loads((tmp_path / "analysis.json").read_text())
     assert report["index_correspondence"]["counts_equal"] is True
     assert report["code_movement"]["simvq"]["fraction_moved"] == 1.0
+
+
+def test_movement_tracker_counts_codes_that_move_between_calls():
+    quantizer = build_quantizer("vq", dim=2, codebook_size=4, seed=0)
+    tracker = MovementTracker()
+    tracker(0, quantizer)
+    with torch.no_grad():
+        quantizer.embedding[1] += 0.5  # one of four codes moves
+    tracker(1, quantizer)
+    tracker(2, quantizer)  # nothing moves
+    assert tracker.steps == [1, 2]
+    assert tracker.fraction_moved == [0.25, 0.0]
+    assert tracker.fraction_never_moved == [0.75, 0.75]
+    # in a real fit, plain VQ leaves never-selected codes untouched while SimVQ moves all of them
+    points, _ = gaussian_mixture(400, num_modes=2, dim=4, seed=0)
+    trackers = {m: MovementTracker() for m in ("vq", "simvq")}
+    for method, t in trackers.items():
+        fit_quantizer(points, method, 32, steps=30, seed=0, callback=t)
+    assert trackers["simvq"].fraction_never_moved[-1] == 0.0
+    assert trackers["vq"].fraction_never_moved[-1] > 0.5

@@ -191,14 +191,47 @@ def code_movement(quantizer, z: Tensor, *, lr: float = 0.1) -> dict:
     }
 
 
-def plot_code_movement(results: dict[str, dict]):
-    """Per-code displacement after one step, selected codes first, one panel per method."""
+class MovementTracker:
+    """Callback ``(step, quantizer)``: per step, the fraction of codes of the effective codebook that
+    moved since the previous call, and the fraction that have never moved since the first call.
+
+    Call it after every optimiser step (``fit_quantizer(..., callback=tracker)``). With Adam, a VQ
+    code keeps moving for a while after its last selection (momentum), so "moved this step" counts
+    codes selected recently, not only in this batch; "never moved" counts codes never selected.
+    """
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.fraction_moved: list[float] = []
+        self.fraction_never_moved: list[float] = []
+        self._previous: Tensor | None = None
+        self._ever_moved: Tensor | None = None
+
+    @torch.no_grad()
+    def __call__(self, step: int, quantizer) -> None:
+        codebook = quantizer.codebook().detach().double().clone()
+        if self._previous is not None:
+            moved = (codebook - self._previous).norm(dim=1) > 1e-12 * float(self._previous.norm(dim=1).max())
+            self._ever_moved = moved if self._ever_moved is None else self._ever_moved | moved
+            self.steps.append(step)
+            self.fraction_moved.append(float(moved.double().mean()))
+            self.fraction_never_moved.append(1.0 - float(self._ever_moved.double().mean()))
+        self._previous = codebook
+
+    def as_dict(self) -> dict:
+        return {"steps": self.steps, "fraction_moved": self.fraction_moved, "fraction_never_moved": self.fraction_never_moved}
+
+
+def plot_code_movement(results: dict[str, dict], trackers: dict[str, MovementTracker] | None = None):
+    """Per-code displacement after one step, selected codes first, one panel per method; with
+    ``trackers``, one more panel: fraction of codes moving per step over a whole fit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 2.6), squeeze=False)
+    panels = len(results) + (1 if trackers else 0)
+    figure, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 2.6), squeeze=False)
     for ax, (name, result) in zip(axes[0], results.items()):
         order = torch.argsort(result["selected"].int(), descending=True, stable=True)
         movement = result["movement"][order].numpy()
@@ -211,11 +244,23 @@ def plot_code_movement(results: dict[str, dict]):
         ax.set_xlabel("code (selected first)", fontsize=7)
         ax.set_ylabel("|change of code| after one step", fontsize=7)
         ax.tick_params(labelsize=6)
+    if trackers:
+        ax = axes[0][-1]
+        for name, tracker in trackers.items():
+            line = ax.plot(tracker.steps, tracker.fraction_moved, linewidth=0.8, label=f"{name}: moved this step")[0]
+            ax.plot(tracker.steps, tracker.fraction_never_moved, ":", color=line.get_color(), label=f"{name}: never moved yet")
+        ax.set_ylim(-0.02, 1.05)
+        ax.set_xscale("log")
+        ax.set_xlabel("step (Adam)", fontsize=7)
+        ax.set_title("fraction of codes, over a fit", fontsize=7)
+        ax.legend(fontsize=5)
+        ax.tick_params(labelsize=6)
     figure.tight_layout()
     return figure
 
 
 __all__ = [
+    "MovementTracker",
     "SpectrumTracker",
     "code_movement",
     "effective_rank",

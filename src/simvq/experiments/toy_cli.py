@@ -110,6 +110,7 @@ def run_analysis(args) -> int:
     import torch
 
     from .analysis import (
+        MovementTracker,
         SpectrumTracker,
         code_movement,
         effective_rank,
@@ -164,7 +165,22 @@ def run_analysis(args) -> int:
         method: code_movement(build_toy_quantizer(method, args.codebook_size, dim=args.pca_dim, seed=args.seeds[0]), batch, lr=args.lr)
         for method in ("vq", "simvq")
     }
-    _save(plot_code_movement(movements), out / "code_movement.png")
+    # and over a whole fit: how many codes move per step, how many never move (Adam, as in section 1)
+    trackers = {method: MovementTracker() for method in ("vq", "simvq")}
+    for method, tracker_ in trackers.items():
+        tracker_(0, build_toy_quantizer(method, args.codebook_size, dim=args.pca_dim, seed=args.seeds[0]))
+        fit_quantizer(features, method, args.codebook_size, steps=args.steps, seed=args.seeds[0], callback=tracker_)
+    report["movement_over_training"] = {
+        method: {
+            "mean_fraction_moved_per_step": sum(t.fraction_moved) / len(t.fraction_moved),
+            "fraction_never_moved_at_end": t.fraction_never_moved[-1],
+            "fraction_moved_at_steps": {s: t.fraction_moved[s - 1] for s in (1, 10, 100, args.steps) if s <= len(t.fraction_moved)},
+        }
+        for method, t in trackers.items()
+    }
+    for method, tracker_ in trackers.items():
+        print(f"{method} over {args.steps} steps: {report['movement_over_training'][method]}")
+    _save(plot_code_movement(movements, trackers), out / "code_movement.png")
     report["code_movement"] = {m: {k: v for k, v in r.items() if k.startswith(("fraction", "mean"))} for m, r in movements.items()}
     for method, result in movements.items():
         print(f"{method}: {result['fraction_selected']:.1%} selected, {result['fraction_moved']:.1%} moved after one step")
