@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = [
     "simvq.experiments.demo",
     "simvq.experiments.sweep",
+    "simvq.experiments.toy_cli",
 ]
 
 
