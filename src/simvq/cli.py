@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = [
     "simvq.experiments.demo",
+    "simvq.train.commands",
 ]
 
 
