@@ -34,7 +34,7 @@ def test_overrides_are_coerced_to_field_types():
     assert config.loss.discriminator is True
     assert config.trainer.devices == 2
     # options are YAML-parsed and passed as they are: only these keys reach build_quantizer
-    assert config.quantizer.options == {"beta": 0.5, "seed": 3, "rotation_trick": "yes"}
+    assert config.quantizer.options == {"beta": 0.5, "seed": 3, "rotation_trick": True}  # YAML 1.1: yes -> true
     # untouched values come from the YAML file, not the dataclass defaults
     assert config.out_dir == "runs/fmnist" and config.trainer.max_steps == 5000
 

@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,9 @@ class InceptionFeatures:
         self.device = torch.device(device or "cpu")
         key = str(self.device)
         if key not in self._loaded:
-            model = torch.jit.load(str(inception_weights_path()), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load: the file is TorchScript
+                model = torch.jit.load(str(inception_weights_path()), map_location="cpu")
             self._loaded[key] = model.eval().to(self.device)
         self.model = self._loaded[key]
 
@@ -108,7 +111,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    with warnings.catch_warnings():
+        # small sets have singular covariances; the eps fallback below handles the non-finite case
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
     if isinstance(covmean, tuple):  # older scipy returned (sqrtm, error)
         covmean = covmean[0]
     if not np.isfinite(covmean).all():

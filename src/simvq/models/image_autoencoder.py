@@ -182,7 +182,9 @@ class ImageAutoencoder(nn.Module):
                             + (f" of dtype {images.dtype}" if isinstance(images, Tensor) else ""))
         factor = 2**self.downsamplings
         if images.ndim != 4 or images.shape[1] != self.in_channels:
-            raise ValueError(f"images must have shape (B, {self.in_channels}, H, W), got {tuple(images.shape)}")
+            raise ValueError(
+                f"images must have shape (B, {self.in_channels}, H, W) ({self.in_channels} channel(s)), got {tuple(images.shape)}"
+            )
         if images.shape[2] % factor or images.shape[3] % factor:
             raise ValueError(f"image height and width must be multiples of {factor}, got {tuple(images.shape[2:])}")
 

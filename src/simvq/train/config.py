@@ -165,7 +165,8 @@ def coerce(value, hint, *, where: str):
             value = _parse_yaml(value)
         if not isinstance(value, dict):
             raise TypeError(f"{where} must be a mapping, got {value!r}")
-        return dict(value)
+        value_hint = args[1] if len(args) == 2 else Any
+        return {key: coerce(item, value_hint, where=f"{where}.{key}") for key, item in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
