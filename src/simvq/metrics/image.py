@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..quantizers.base import code_statistics
 from ..utils import atomic_write_bytes
 from .usage import CodebookUsage
 
@@ -193,8 +194,8 @@ def evaluate_reconstructions(
     num_images = len(dataset) if max_images is None else min(max_images, len(dataset))
     if num_images < 1:
         raise ValueError("the evaluation set is empty")
-    psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean").to(device)
-    ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
+    psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean", sync_on_compute=False).to(device)
+    ssim = StructuralSimilarityIndexMeasure(data_range=1.0, sync_on_compute=False).to(device)
     usage = CodebookUsage(model.quantizer.codebook_size, device=device)
     indices = np.arange(num_images)
     batches = _batches(dataset, indices, batch_size)
@@ -205,12 +206,24 @@ def evaluate_reconstructions(
         psnr.update(reconstruction, images)
         ssim.update(reconstruction, images)
         usage.update(out.codes)
-    metrics = {**usage.compute(), "psnr": psnr.compute().item(), "ssim": ssim.compute().item(), "images": num_images}
+    # this process saw the whole set: count locally (usage.compute() would all-reduce, and hang when
+    # only rank 0 evaluates after a DDP run)
+    counts = usage.counts
+    stats = code_statistics(counts)
+    metrics = {
+        "usage": stats["usage"].item(),
+        "perplexity": stats["perplexity"].item(),
+        "dead_fraction": 1.0 - stats["usage"].item(),
+        "tokens": int(counts.sum()),
+        "psnr": psnr.compute().item(),
+        "ssim": ssim.compute().item(),
+        "images": num_images,
+    }
     if fid_images:
         metrics.update(reconstruction_fid(model, dataset, num_images=min(fid_images, num_images), batch_size=min(batch_size, 50),
                                           cache_dir=fid_cache_dir, device=device, progress=progress))
     model.train(was_training)
-    return metrics, usage.histogram().cpu()
+    return metrics, counts.cpu()
 
 
 @torch.no_grad()

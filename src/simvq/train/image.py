@@ -15,6 +15,7 @@ from the last checkpoint; raising ``trainer.max_steps`` continues a finished run
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import math
@@ -99,6 +100,7 @@ class ImageTokenizerModule(pl.LightningModule):
             loss = loss + loss_config.discriminator_weight * generator_loss
             logs["train/generator"] = generator_loss.detach()
 
+        logs["train/lr"] = torch.tensor(scheduler.get_last_lr()[0])  # the rate this step uses
         generator_opt = optimizers[0]
         generator_opt.zero_grad()
         self.manual_backward(loss)
@@ -122,7 +124,6 @@ class ImageTokenizerModule(pl.LightningModule):
         self.steps_this_session += 1
         self.window_usage.update(out.codes.detach())
         logs.update({f"train/batch_{k}": v for k, v in out.metrics.items() if v.numel() == 1 and k != "usage"})
-        logs["train/lr"] = torch.tensor(scheduler.get_last_lr()[0])
         self.log("train/loss", loss.detach(), prog_bar=True)
         self.log("train/batch_usage", out.metrics["usage"], prog_bar=True)
         self.log_dict(logs)
@@ -202,7 +203,59 @@ class PeriodicCheckpoint(pl.Callback):
 
     def on_exception(self, trainer, module, exception) -> None:
         if trainer.global_step > 0:
-            trainer.save_checkpoint(self.path, weights_only=False)
+            self._mid_batch = True
+            try:
+                trainer.save_checkpoint(self.path, weights_only=False)
+            finally:
+                self._mid_batch = False
+
+    _mid_batch = False
+
+    def on_save_checkpoint(self, trainer, module, checkpoint) -> None:
+        # Lightning assumes checkpoints are saved at train_batch_end, before the logging-step counter
+        # advances, and adds one on restore; a checkpoint saved mid-batch already counts the finished
+        # batches, so take that one back to keep the logged steps contiguous after resuming.
+        if self._mid_batch:
+            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+
+
+class _ResumingCSVWriter(pl.loggers.csv_logs.ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; this one keeps it across resumed
+    sessions, dropping rows at or after the resume step (logged after the last checkpoint of a run
+    that was killed, and about to be redone)."""
+
+    resume_step = 0
+
+    def _check_log_dir_exists(self) -> None:
+        import csv
+
+        if not os.path.isfile(self.metrics_file_path):
+            return
+        with open(self.metrics_file_path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            keys, rows = list(reader.fieldnames or []), [r for r in reader if int(r["step"]) < self.resume_step]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.metrics_file_path, buffer.getvalue())
+        self.metrics_keys = keys
+
+
+class ResumableCSVLogger(pl.loggers.CSVLogger):
+    def __init__(self, *args, resume_step: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resume_step = resume_step
+
+    @property
+    def experiment(self):
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            writer = _ResumingCSVWriter.__new__(_ResumingCSVWriter)
+            writer.resume_step = self.resume_step
+            writer.__init__(log_dir=self.log_dir)
+            self._experiment = writer
+        return self._experiment
 
 
 # ----------------------------------------------------------------------------- train / evaluate
@@ -255,8 +308,9 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
         strategy = "ddp_find_unused_parameters_true"  # the discriminator sits idle before its start step
     if config.loss.discriminator and config.trainer.precision.startswith("16"):
         raise ValueError("trainer.precision=16-mixed is not supported with the discriminator; use bf16-mixed or 32-true")
+    start_step = _checkpoint_step(checkpoint_path)
     loggers = [
-        pl.loggers.CSVLogger(run_dir / "logs", name="csv", version=0),
+        ResumableCSVLogger(run_dir / "logs", name="csv", version=0, resume_step=start_step),
         pl.loggers.TensorBoardLogger(run_dir / "logs", name="tensorboard", version=0, default_hp_metric=False),
     ]
     trainer = pl.Trainer(
@@ -277,7 +331,6 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
         limit_val_batches=0,
         default_root_dir=run_dir,
     )
-    start_step = _checkpoint_step(checkpoint_path)
     started = time.time()
     _quiet_lightning()
     trainer.fit(module, _data_loader(config), ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
