@@ -62,5 +62,10 @@ def test_cli_parses_train_and_eval():
     args = build_parser().parse_args(["train", "configs/fmnist.yaml", "quantizer.name=vq_ema", "quantizer.codebook_size=65536"])
     assert args.config == "configs/fmnist.yaml"
     assert args.overrides == ["quantizer.name=vq_ema", "quantizer.codebook_size=65536"]
+    from simvq.train.commands import _split_flags
+
+    args = build_parser().parse_args(["train", "configs/fmnist.yaml", "--out", "runs/y", "a.b=1", "--no-eval", "c.d=2"])
+    _split_flags(args)
+    assert (args.out, args.no_eval, args.overrides) == ("runs/y", True, ["a.b=1", "c.d=2"])
     args = build_parser().parse_args(["eval", "runs/x", "--fid-images", "0"])
     assert args.run == "runs/x" and args.fid_images == 0

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+
+
+def _split_flags(args) -> None:
+    """Options may also come after the overrides (argparse stops at the first positional list)."""
+    rest = []
+    items = iter(args.overrides)
+    for item in items:
+        if item == "--no-eval":
+            args.no_eval = True
+        elif item == "--out":
+            args.out = next(items, None)
+        elif item.startswith("--out="):
+            args.out = item.split("=", 1)[1]
+        elif item.startswith("-"):
+            raise SystemExit(f"simvq train: unknown option {item!r}")
+        else:
+            rest.append(item)
+    args.overrides = rest
 
 
 def _train(args) -> int:
     from .config import load_config
     from .image import train_tokenizer
 
+    _split_flags(args)
     config = load_config(args.config, args.overrides)
     if args.out is not None:
         config.out_dir = args.out
@@ -43,7 +63,7 @@ def add_parser(subparsers) -> None:
         "simvq train configs/fmnist.yaml quantizer.name=vq_ema quantizer.codebook_size=65536",
     )
     train.add_argument("config", help="YAML recipe, e.g. configs/fmnist.yaml")
-    train.add_argument("overrides", nargs="*", help="dotted overrides: section.key=value (quantizer.options.beta=0.5)")
+    train.add_argument("overrides", nargs=argparse.REMAINDER, help="dotted overrides: section.key=value (quantizer.options.beta=0.5)")
     train.add_argument("--out", default=None, help="run directory (overrides out_dir)")
     train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
     train.set_defaults(func=_train)
