@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "simvq.experiments.demo",
     "simvq.experiments.sweep",
     "simvq.experiments.toy_cli",
+    "simvq.train.commands",
 ]
 
 

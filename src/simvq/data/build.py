@@ -1,0 +1,54 @@
+"""``build_image_dataset(data_config, split)``: the data set a recipe names."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from .fashion_mnist import FashionMNIST
+from .image_folder import ImageFolder, list_images
+from .photos import SamplePhotoCrops
+
+DATASETS = ("fashion_mnist", "image_folder", "photos")
+
+
+def build_image_dataset(config, split: str, *, seed: int = 0):
+    """``config``: a :class:`simvq.train.config.DataConfig`; ``split``: "train" or "test"."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if config.name == "fashion_mnist":
+        if (config.image_size, config.channels) != (28, 1):
+            raise ValueError("fashion_mnist images are 28x28 grayscale: set data.image_size=28 data.channels=1")
+        return FashionMNIST(split, root=config.root)
+    if config.name == "photos":
+        return SamplePhotoCrops(
+            split,
+            image_size=config.image_size,
+            channels=config.channels,
+            num_crops=config.train_crops if split == "train" else config.test_crops,
+            seed=seed,
+        )
+    if config.name == "image_folder":
+        if config.root is None:
+            raise ValueError("data.root must name a directory of images for data.name=image_folder")
+        crop = config.crop if split == "train" else "center"
+        if config.test_root is not None:
+            root = config.root if split == "train" else config.test_root
+            return ImageFolder(root, image_size=config.image_size, channels=config.channels, crop=crop, seed=seed)
+        # no separate test folder: hold out a fixed, seeded fraction of the files
+        files = list_images(Path(config.root))
+        if len(files) < 2:
+            raise ValueError(f"need at least 2 images under {config.root} to split train/test, found {len(files)}")
+        order = list(range(len(files)))
+        random.Random(12345).shuffle(order)
+        num_test = max(1, round(config.test_fraction * len(files)))
+        chosen = order[:num_test] if split == "test" else order[num_test:]
+        return ImageFolder(
+            config.root,
+            image_size=config.image_size,
+            channels=config.channels,
+            crop=crop,
+            files=[files[i] for i in sorted(chosen)],
+            seed=seed,
+        )
+    raise ValueError(f"data.name must be one of {DATASETS}, got {config.name!r}")

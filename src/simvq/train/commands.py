@@ -1,0 +1,78 @@
+"""``simvq train CONFIG [section.key=value ...]`` and ``simvq eval RUN_DIR|CHECKPOINT``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _split_flags(args) -> None:
+    """Options may also come after the overrides (argparse stops at the first positional list)."""
+    rest = []
+    items = iter(args.overrides)
+    for item in items:
+        if item == "--no-eval":
+            args.no_eval = True
+        elif item == "--out":
+            args.out = next(items, None)
+        elif item.startswith("--out="):
+            args.out = item.split("=", 1)[1]
+        elif item.startswith("-"):
+            raise SystemExit(f"simvq train: unknown option {item!r}")
+        else:
+            rest.append(item)
+    args.overrides = rest
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .image import train_tokenizer
+
+    _split_flags(args)
+    config = load_config(args.config, args.overrides)
+    if args.out is not None:
+        config.out_dir = args.out
+    run_dir = train_tokenizer(config, evaluate=not args.no_eval)
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file():
+        print(json.dumps(json.loads(metrics_file.read_text()), indent=2))
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _eval(args) -> int:
+    from .image import evaluate_run
+
+    metrics = evaluate_run(
+        args.run,
+        fid_images=args.fid_images,
+        max_images=args.max_images,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train an image tokenizer from a YAML recipe",
+        description="Train (or resume) an image tokenizer. Example: "
+        "simvq train configs/fmnist.yaml quantizer.name=vq_ema quantizer.codebook_size=65536",
+    )
+    train.add_argument("config", help="YAML recipe, e.g. configs/fmnist.yaml")
+    train.add_argument("overrides", nargs=argparse.REMAINDER, help="dotted overrides: section.key=value (quantizer.options.beta=0.5)")
+    train.add_argument("--out", default=None, help="run directory (overrides out_dir)")
+    train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
+    train.set_defaults(func=_train)
+
+    evaluate = subparsers.add_parser("eval", help="evaluate a run directory (or .safetensors/.ckpt) on its test split")
+    evaluate.add_argument("run", help="run directory, or its model.safetensors / checkpoints/last.ckpt")
+    evaluate.add_argument("--fid-images", type=int, default=None, help="rFID subset size (0 skips rFID)")
+    evaluate.add_argument("--max-images", type=int, default=None, help="evaluate only the first N test images")
+    evaluate.add_argument("--batch-size", type=int, default=None)
+    evaluate.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: cpu)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=_eval)

@@ -1,0 +1,266 @@
+"""Recipe configuration as plain dataclasses (nanoGPT style), YAML files and dotted overrides.
+
+    config = load_config("configs/fmnist.yaml", ["quantizer.name=vq", "trainer.max_steps=200"])
+
+Overrides are coerced to the type of the field they set (``"65536"`` -> int, ``"[1,2,2]"`` -> tuple,
+``"null"`` -> None); ``quantizer.options.<key>=<value>`` passes a keyword option to the quantizer,
+parsed as YAML (``0.5`` -> float, ``true`` -> bool). This module imports no training framework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"  # fashion_mnist | image_folder | photos
+    root: str | None = None  # data directory (fashion_mnist: IDX files; image_folder: the images)
+    test_root: str | None = None  # image_folder: held-out images; None: a fixed fraction of root
+    test_fraction: float = 0.05  # image_folder without test_root
+    image_size: int = 28
+    channels: int = 1  # 1 grayscale, 3 RGB
+    crop: str = "random"  # image_folder training crops: random | center (eval always center)
+    train_crops: int = 20_000  # photos: crops in the training set
+    test_crops: int = 1_000  # photos: crops in the test set
+    batch_size: int = 64
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    channels: int = 64  # width of the first level
+    channel_multipliers: tuple[int, ...] = (1, 2, 2)  # width per level, relative to channels
+    downsamplings: int = 2  # stride-2 convolutions; levels = downsamplings + 1
+    num_res_blocks: int = 1  # residual blocks per level
+    norm_groups: int = 8  # GroupNorm groups (must divide every level's width)
+    dim: int = 64  # latent (code) dimension d
+
+
+@dataclass
+class QuantizerConfig:
+    name: str = "simvq"  # any name from simvq.list_quantizers()
+    codebook_size: int = 8192
+    options: dict[str, Any] = field(default_factory=dict)  # passed as-is: build_quantizer(name, **options)
+
+
+@dataclass
+class LossConfig:
+    reconstruction: str = "l1"  # l1 | l2
+    quantizer_weight: float = 1.0  # weight of the quantizer's auxiliary loss
+    discriminator: bool = False  # PatchGAN (Isola et al. 2017) with hinge loss, as in VQGAN
+    discriminator_start: int = 10_000  # step the adversarial loss switches on (VQGAN's disc_start)
+    discriminator_weight: float = 0.1
+    discriminator_channels: int = 64
+    discriminator_layers: int = 3
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    grad_clip: float | None = 1.0  # max global gradient norm; None: off
+    ema_decay: float | None = None  # e.g. 0.999: keep an EMA of the weights and export it
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1500
+    seed: int = 0
+    log_every: int = 50  # steps between logged rows and usage-curve points
+    checkpoint_every: int = 250  # steps between resumable checkpoints
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"  # e.g. ddp
+    precision: str = "32-true"  # e.g. bf16-mixed
+    progress_bar: bool = True
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+    max_images: int | None = None  # None: the whole test split
+    fid_images: int = 1000  # rFID subset size (Inception runs ~6 img/s on 2 CPU cores); 0: skip
+    fid_cache_dir: str | None = None  # reference statistics; default ~/.cache/simvq/fid
+    grid_images: int = 32
+
+
+@dataclass
+class TokenizerConfig:
+    out_dir: str = "runs/tokenizer"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------- (de)serialisation
+
+
+def to_dict(config) -> dict:
+    """A plain dict (tuples as lists) fit for JSON/YAML."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls, values: dict, *, where: str = ""):
+    """Build dataclass ``cls`` from nested ``values``, coercing each leaf to its field's type."""
+    if not isinstance(values, dict):
+        raise TypeError(f"{where or cls.__name__} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in {where or cls.__name__}; expected some of {sorted(names)}")
+    kwargs = {}
+    for name, value in values.items():
+        path = f"{where}.{name}" if where else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value, where=path)
+        else:
+            kwargs[name] = coerce(value, hint, where=path)
+    return cls(**kwargs)
+
+
+def coerce(value, hint, *, where: str):
+    """``value`` (possibly a string from the command line) as type ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return _parse_yaml(value) if isinstance(value, str) else value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~")):
+            if type(None) in args:
+                return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, option, where=where)
+            except (TypeError, ValueError) as error:
+                errors.append(str(error))
+        raise ValueError(f"{where}: cannot read {value!r} as {hint}: {'; '.join(errors)}")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = _parse_yaml(value)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{where} must be a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ValueError(f"{where} must have {len(args)} items, got {len(value)}")
+            items = [coerce(v, a, where=where) for v, a in zip(value, args)]
+        else:
+            items = [coerce(v, args[0] if args else Any, where=where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if isinstance(value, str):
+            value = _parse_yaml(value)
+        if not isinstance(value, dict):
+            raise TypeError(f"{where} must be a mapping, got {value!r}")
+        value_hint = args[1] if len(args) == 2 else Any
+        return {key: coerce(item, value_hint, where=f"{where}.{key}") for key, item in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.strip().lower() in ("true", "yes", "on", "1")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"{where} must be a boolean (true/false), got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise TypeError(f"{where} must be an integer, got {value!r}")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                raise ValueError(f"{where} must be an integer, got {value!r}") from None
+        if isinstance(value, int):
+            return value
+        raise TypeError(f"{where} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise TypeError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where} must be a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise TypeError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"{where}: unsupported field type {hint}")
+
+
+def _parse_yaml(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Set ``a.b.c=value`` entries in the nested dict ``values`` (a copy is returned)."""
+    values = json.loads(json.dumps(values))
+    for override in overrides:
+        if "=" not in override:
+            raise ValueError(f"override {override!r} must look like section.key=value")
+        key, raw = override.split("=", 1)
+        parts = key.strip().split(".")
+        node = values
+        for part in parts[:-1]:
+            if not isinstance(node.get(part, {}), dict):
+                raise ValueError(f"override {override!r}: {part!r} is not a section")
+            node = node.setdefault(part, {})
+        node[parts[-1]] = raw  # a string: from_dict coerces it to the field's type
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TokenizerConfig:
+    """Defaults, then the YAML (or JSON) file at ``path``, then ``overrides`` (``section.key=value``)."""
+    values = to_dict(TokenizerConfig())
+    if path is not None:
+        text = Path(path).read_text()
+        loaded = json.loads(text) if str(path).endswith(".json") else (_parse_yaml(text) or {})
+        values = _merge(values, loaded)
+    values = apply_overrides(values, overrides or [])
+    return from_dict(TokenizerConfig, values)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def save_config(config: TokenizerConfig, directory: str | Path) -> None:
+    """``config.yaml`` and ``config.json`` in ``directory``, each written atomically."""
+    import yaml
+
+    from ..utils import atomic_write_text
+
+    values = to_dict(config)
+    atomic_write_text(Path(directory) / "config.json", json.dumps(values, indent=2) + "\n")
+    atomic_write_text(Path(directory) / "config.yaml", yaml.safe_dump(values, sort_keys=False))
+
+
+def read_run_config(run_dir: str | Path) -> TokenizerConfig:
+    """The config a run was trained with (``config.json``, else ``config.yaml``)."""
+    run_dir = Path(run_dir)
+    for name in ("config.json", "config.yaml"):
+        if (run_dir / name).is_file():
+            return load_config(run_dir / name)
+    raise FileNotFoundError(f"{run_dir} holds no config.json or config.yaml; is it a simvq run directory?")

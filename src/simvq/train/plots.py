@@ -1,0 +1,86 @@
+"""The PNGs of a run directory (matplotlib, Agg backend; written atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..utils import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    _pyplot().close(figure)
+
+
+@torch.no_grad()
+def reconstruction_grid(tokenizer, dataset, path: Path, *, num_images: int = 32, per_row: int = 8) -> None:
+    """Rows of originals, each followed by a row of their reconstructions."""
+    from PIL import Image
+
+    num_images = min(num_images, len(dataset))
+    images = torch.stack([dataset[i] for i in range(num_images)])
+    reconstructions = tokenizer.reconstruct(images).cpu()
+    rows = []
+    for start in range(0, num_images, per_row):
+        for batch in (images[start : start + per_row], reconstructions[start : start + per_row]):
+            pad = per_row - batch.shape[0]
+            if pad:
+                batch = torch.cat([batch, torch.ones(pad, *batch.shape[1:])])
+            rows.append(torch.cat(list(batch), dim=2))  # (C, H, W * per_row)
+    grid = torch.cat(rows, dim=1)  # (C, rows * H, W * per_row)
+    array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+    scale = max(1, 256 // images.shape[-1])  # small images are enlarged so a person can see them
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def code_usage_histogram(counts: torch.Tensor, path: Path, *, title: str = "") -> None:
+    """Counts per code index, and the same counts sorted (log scale) to show how skewed use is."""
+    plt = _pyplot()
+    counts = counts.cpu().numpy().astype(np.float64)
+    used = (counts > 0).mean()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    left.bar(np.arange(len(counts)), counts, width=1.0, color="tab:blue")
+    left.set_xlabel("code index")
+    left.set_ylabel("tokens")
+    left.set_title(f"{title}: {used:.1%} of codes used")
+    ordered = np.sort(counts)[::-1]
+    right.plot(np.arange(1, len(ordered) + 1), np.maximum(ordered, 0.5), color="tab:orange")
+    right.set_yscale("log")
+    right.set_xlabel("code rank")
+    right.set_ylabel("tokens (log)")
+    right.set_title("codes sorted by use")
+    _save(figure, path)
+
+
+def usage_over_steps(histories: dict[str, list[dict]], path: Path) -> None:
+    """Usage and perplexity of the codes hit in each logging window, one line per run."""
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    for name, history in histories.items():
+        steps = [point["step"] for point in history]
+        left.plot(steps, [point["usage"] for point in history], marker=".", label=name)
+        right.plot(steps, [point["perplexity"] for point in history], marker=".", label=name)
+    left.set_ylabel("codebook usage (per logging window)")
+    right.set_ylabel("perplexity (per logging window)")
+    right.set_yscale("log")
+    for axis in (left, right):
+        axis.set_xlabel("step")
+        axis.legend()
+        axis.grid(alpha=0.3)
+    _save(figure, path)

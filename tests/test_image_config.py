@@ -1,0 +1,71 @@
+"""Recipe configs: YAML + dotted overrides, coerced to the fields' types."""
+
+from pathlib import Path
+
+import pytest
+
+from simvq.cli import build_parser
+from simvq.train.config import TokenizerConfig, load_config, read_run_config, save_config, to_dict
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_overrides_are_coerced_to_field_types():
+    config = load_config(CONFIGS / "fmnist.yaml", [
+        "quantizer.name=vq_ema",
+        "quantizer.codebook_size=65536",
+        "optim.lr=3e-4",
+        "optim.grad_clip=null",
+        "optim.betas=[0.5,0.9]",
+        "model.channel_multipliers=[1,2,2,4]",
+        "model.downsamplings=3",
+        "loss.discriminator=true",
+        "trainer.devices=2",
+        "quantizer.options.beta=0.5",
+        "quantizer.options.seed=3",
+        "quantizer.options.rotation_trick=yes",
+    ])
+    assert config.quantizer.name == "vq_ema"
+    assert config.quantizer.codebook_size == 65536 and type(config.quantizer.codebook_size) is int
+    assert config.optim.lr == 3e-4 and type(config.optim.lr) is float
+    assert config.optim.grad_clip is None
+    assert config.optim.betas == (0.5, 0.9)
+    assert config.model.channel_multipliers == (1, 2, 2, 4)
+    assert config.loss.discriminator is True
+    assert config.trainer.devices == 2
+    # options are YAML-parsed and passed as they are: only these keys reach build_quantizer
+    assert config.quantizer.options == {"beta": 0.5, "seed": 3, "rotation_trick": True}  # YAML 1.1: yes -> true
+    # untouched values come from the YAML file, not the dataclass defaults
+    assert config.out_dir == "runs/fmnist" and config.trainer.max_steps == 5000
+
+
+def test_bad_overrides_name_the_key():
+    with pytest.raises(ValueError, match="codebook_sise"):
+        load_config(None, ["quantizer.codebook_sise=3"])
+    with pytest.raises(ValueError, match="quantizer.codebook_size"):
+        load_config(None, ["quantizer.codebook_size=lots"])
+    with pytest.raises(ValueError, match="loss.discriminator"):
+        load_config(None, ["loss.discriminator=maybe"])
+    with pytest.raises(ValueError, match="section.key=value"):
+        load_config(None, ["quantizer.codebook_size"])
+
+
+def test_every_recipe_loads_and_round_trips(tmp_path):
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        config = load_config(path)
+        save_config(config, tmp_path)
+        assert to_dict(read_run_config(tmp_path)) == to_dict(config), path.name
+    assert to_dict(load_config(None)) == to_dict(TokenizerConfig())
+
+
+def test_cli_parses_train_and_eval():
+    args = build_parser().parse_args(["train", "configs/fmnist.yaml", "quantizer.name=vq_ema", "quantizer.codebook_size=65536"])
+    assert args.config == "configs/fmnist.yaml"
+    assert args.overrides == ["quantizer.name=vq_ema", "quantizer.codebook_size=65536"]
+    from simvq.train.commands import _split_flags
+
+    args = build_parser().parse_args(["train", "configs/fmnist.yaml", "--out", "runs/y", "a.b=1", "--no-eval", "c.d=2"])
+    _split_flags(args)
+    assert (args.out, args.no_eval, args.overrides) == ("runs/y", True, ["a.b=1", "c.d=2"])
+    args = build_parser().parse_args(["eval", "runs/x", "--fid-images", "0"])
+    assert args.run == "runs/x" and args.fid_images == 0
