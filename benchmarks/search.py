@@ -210,7 +210,7 @@ def write_docs(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 8192, 65536, 262144])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1024, 8192, 65536, 262144], help="sizes timed in full")
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[1_048_576], help="sizes measured for memory only")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

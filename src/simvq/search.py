@@ -185,17 +185,23 @@ def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Ten
     u, u32 = _BF16_UNIT_ROUNDOFF, _FP32_UNIT_ROUNDOFF
 
     # bf16 operands and their actual rounding residuals: the bound uses the residuals' norms,
-    # which are ~2.5x tighter than the worst case u * |v| and still rigorous
-    scaled_codes = -2 * codebook
-    codes_bf16 = scaled_codes.bfloat16()
-    x_bf16 = x.bfloat16()
-    code_residual = (scaled_codes - codes_bf16.float()).norm(dim=1).max()
-    x_residual = (x - x_bf16.float()).norm(dim=1)
+    # which are ~2.5x tighter than the worst case u * |v| and still rigorous. Built a chunk of
+    # codes at a time so no (K, dim) float32 temporary exists beside the codebook.
+    codes_aug = torch.empty(num_codes, dim + 4, dtype=torch.bfloat16, device=x.device)
     code_norm_sq = codebook.pow(2).sum(1)
+    code_residual = x.new_zeros(())
+    max_bf16_code_norm = x.new_zeros(())
+    for code_start in range(0, num_codes, code_chunk):
+        scaled = -2 * codebook[code_start : code_start + code_chunk]
+        rounded = scaled.bfloat16()
+        codes_aug[code_start : code_start + code_chunk, :dim] = rounded
+        code_residual = torch.maximum(code_residual, (scaled - rounded.float()).norm(dim=1).max())
+        max_bf16_code_norm = torch.maximum(max_bf16_code_norm, rounded.float().norm(dim=1).max())
+    x_bf16 = x.bfloat16()
+    x_residual = (x - x_bf16.float()).norm(dim=1)
     code_norm = code_norm_sq.sqrt()
     x_norm = x.norm(dim=1)
     max_code_norm, min_code_norm = code_norm.max(), code_norm.min()
-    max_bf16_code_norm = codes_bf16.float().norm(dim=1).max()
 
     # x.(-2c) - x~.c~ = x.dc + dx.c~ exactly, so |error| <= |x| max|dc| + |dx| max|c~|
     dot_error = x_norm * code_residual + x_residual * max_bf16_code_norm
@@ -212,11 +218,18 @@ def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Ten
     norm_hi, norm_lo = _split_bf16(code_norm_sq)
     off_hi, off_lo = _split_bf16(offset)
     ones = torch.ones(1, 2, dtype=torch.bfloat16, device=x.device)
-    codes_aug = torch.cat([codes_bf16, norm_hi[:, None], norm_lo[:, None], ones.expand(num_codes, 2)], 1).t()
+    codes_aug[:, dim] = norm_hi
+    codes_aug[:, dim + 1] = norm_lo
+    codes_aug[:, dim + 2 :] = 1
+    codes_aug = codes_aug.t()
     x_aug = torch.cat([x_bf16, ones.expand(num_tokens, 2), off_hi[:, None], off_lo[:, None]], 1)
 
-    # pass 1 (bf16): screened minimum of every (token, group of codes) pair
-    group_min = torch.empty(num_tokens, num_groups, dtype=torch.int16, device=x.device)
+    # pass 1 (bf16): screened minimum of every (token, group of codes) pair; per token block, as
+    # soon as its minima are known, keep only which groups can hold the float32 argmin: the lower
+    # bound of a group's exact minimum must not exceed the upper bound of the best screened code's
+    # exact score (bf16 output rounds to nearest: relative error <= u)
+    candidates = torch.empty(num_groups, num_tokens, dtype=torch.bool, device=x.device)  # (groups, tokens)
+    group_min = torch.empty(token_chunk, num_groups, dtype=torch.int16, device=x.device)
     tile = torch.empty(token_chunk, code_chunk, dtype=torch.bfloat16, device=x.device)
     for start in range(0, num_tokens, token_chunk):
         x_block = x_aug[start : start + token_chunk]
@@ -226,14 +239,12 @@ def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Ten
             out = tile if (n, m) == tuple(tile.shape) else None
             screened = torch.mm(x_block, codes_aug[:, code_start : code_start + m], out=out)
             first = chunk * groups_per_chunk
-            group_min[start : start + n, first : first + math.ceil(m / group)] = _group_amin(screened, group)
-
-    # a group can hold the float32 argmin only if the lower bound of its exact minimum is below
-    # the upper bound of the best screened code's exact score (bf16 output: round to nearest)
-    screened_min = group_min.view(torch.bfloat16).float()
-    upper = screened_min.amin(dim=1) / (1 - u) + input_error
-    lower = screened_min / (1 + u) - input_error[:, None]
-    candidates = (lower <= upper[:, None]).t().contiguous()  # (groups, tokens)
+            group_min[:n, first : first + math.ceil(m / group)] = _group_amin(screened, group)
+        screened_min = group_min[:n].view(torch.bfloat16).float()
+        block_error = input_error[start : start + n]
+        upper = screened_min.amin(dim=1) / (1 - u) + block_error
+        lower = screened_min / (1 + u) - block_error[:, None]
+        candidates[:, start : start + n] = (lower <= upper[:, None]).t()
 
     # pass 2 (float32): exact scores on the candidate (token, group) pairs only
     best_index = torch.zeros(num_tokens, dtype=torch.long, device=x.device)
