@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..search import nearest
-from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, straight_through
+from .base import CodebookQuantizer, FlatOutput, fp32
 from .codebook_updates import all_reduce_sum_, broadcast_, ema_, sample_rows
 from .registry import register_quantizer
 from .vq import seeded_generator
@@ -98,16 +98,13 @@ class CVQ(CodebookQuantizer):
         return nearest(self._search_space(x), self._search_space(self.embedding), chunk_size=self.chunk_size)
 
     def quantize(self, x: Tensor) -> FlatOutput:
-        codes, _ = self.search(x)
-        with fp32(x.device.type):
-            q = self.lookup(codes).float()
-            losses = commitment_losses(x, q, beta=self.beta)
-            quantized = straight_through(x.float(), q, rotation_trick=self.rotation_trick)
-            if self.training and self.contrastive:
-                losses["contrastive"] = self._contrastive_loss(x)
+        result = super().quantize(x)  # search, losses and straight-through against the codes as searched
         if self.training:
-            self._reanchor(x.detach(), codes)
-        return FlatOutput(quantized=quantized, codes=codes, losses=losses)
+            if self.contrastive:
+                with fp32(x.device.type):
+                    result.losses["contrastive"] = self._contrastive_loss(x)
+            self._reanchor(x.detach(), result.codes)
+        return result
 
     @torch.no_grad()
     def _reanchor(self, x: Tensor, codes: Tensor) -> None:
