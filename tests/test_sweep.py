@@ -95,6 +95,8 @@ def test_ablation_runs_cover_the_variants():
     assert variants == set(sweep.ABLATIONS)
     assert {run.method for run in runs if run.variant == "train C and W"} == {"simvq"}
     assert {run.method for run in runs if run.variant == "lr x10"} == {"simvq", "vq"}
+    narrowed = sweep.ablation_runs(sweep.SweepSpec(sizes=[1024], seeds=[0], methods=["simvq"]))
+    assert {run.method for run in narrowed} == {"simvq"} and len(narrowed) == len(sweep.ABLATIONS)
     with pytest.raises(ValueError, match="unknown ablation"):
         sweep.ablation_runs(spec, ["nope"])
 

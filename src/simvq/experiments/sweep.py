@@ -110,6 +110,7 @@ def ablation_runs(spec: SweepSpec, variants: list[str] | None = None) -> list[Ru
         if variant not in ABLATIONS:
             raise ValueError(f"unknown ablation {variant!r}; known: {', '.join(ABLATIONS)}")
         methods = ["simvq", "vq"] if variant in ABLATIONS_FOR_VQ else ["simvq"]
+        methods = [m for m in methods if not spec.methods or m in spec.methods]  # --methods narrows
         for method, size, seed in itertools.product(methods, spec.sizes, spec.seeds):
             runs.append(RunSpec(variant, method, size, seed, ABLATIONS[variant]))
     return runs
