@@ -68,21 +68,28 @@ def level_widths(channels: int, channel_multipliers, downsamplings: int) -> list
     return [channels * m for m in multipliers]
 
 
+def _add_levels(layers: list[nn.Module], widths: list[int], width: int, *, num_res_blocks: int, groups: int, resample) -> int:
+    """Append the per-level stack shared by encoder and decoder (residual blocks, then a width
+    change and ``resample`` between levels); returns the final width."""
+    for level, level_width in enumerate(widths):
+        for _ in range(num_res_blocks):
+            layers.append(ResBlock(width, level_width, groups=groups))
+            width = level_width
+        if level < len(widths) - 1:
+            if width != widths[level + 1] and num_res_blocks == 0:
+                layers.append(nn.Conv2d(width, widths[level + 1], 1))
+                width = widths[level + 1]
+            layers.append(resample(width))
+    return width
+
+
 class Encoder(nn.Module):
     def __init__(self, *, in_channels, channels, channel_multipliers, downsamplings, num_res_blocks, groups, dim):
         super().__init__()
         widths = level_widths(channels, channel_multipliers, downsamplings)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
         width = widths[0]
-        for level, level_width in enumerate(widths):
-            for _ in range(num_res_blocks):
-                layers.append(ResBlock(width, level_width, groups=groups))
-                width = level_width
-            if level < downsamplings:
-                if width != widths[level + 1] and num_res_blocks == 0:
-                    layers.append(nn.Conv2d(width, widths[level + 1], 1))
-                    width = widths[level + 1]
-                layers.append(Downsample(width))
+        width = _add_levels(layers, widths, width, num_res_blocks=num_res_blocks, groups=groups, resample=Downsample)
         layers += [ResBlock(width, width, groups=groups)] if num_res_blocks else []
         layers += [norm(width, groups), nn.SiLU(), nn.Conv2d(width, dim, 3, padding=1)]
         self.layers = nn.Sequential(*layers)
@@ -98,15 +105,7 @@ class Decoder(nn.Module):
         width = widths[0]
         layers: list[nn.Module] = [nn.Conv2d(dim, width, 3, padding=1)]
         layers += [ResBlock(width, width, groups=groups)] if num_res_blocks else []
-        for level, level_width in enumerate(widths):
-            for _ in range(num_res_blocks):
-                layers.append(ResBlock(width, level_width, groups=groups))
-                width = level_width
-            if level < downsamplings:
-                if width != widths[level + 1] and num_res_blocks == 0:
-                    layers.append(nn.Conv2d(width, widths[level + 1], 1))
-                    width = widths[level + 1]
-                layers.append(Upsample(width))
+        width = _add_levels(layers, widths, width, num_res_blocks=num_res_blocks, groups=groups, resample=Upsample)
         layers += [norm(width, groups), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1)]
         self.layers = nn.Sequential(*layers)
 
