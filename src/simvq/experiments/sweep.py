@@ -14,12 +14,14 @@ own checkpoint (``train_tokenizer`` does that), so a killed sweep picks up where
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..utils import atomic_write_text
 
 # quantizers whose codes are not one index per token into a K-code book; left out by default
 NOT_COMPARABLE = ("residual", "residual_simvq")
@@ -30,17 +32,26 @@ RESULT_FIELDS = [
     "codebook_size",
     "codes",
     "seed",
-    "steps",
-    "usage",
-    "usage_cap",
+    "steps",  # steps actually trained
+    "max_steps",  # the step cap (the budget)
+    "plateau",  # true: stopped by the plateau criterion; false: reached the cap (or ran without it)
+    "usage",  # fraction of codes used over `tokens` tokens (the recipe's eval.usage_splits)
+    "tokens",
+    "tokens_per_code",
+    "usage_test",
+    "tokens_test",
+    "usage_chao1",
+    "coverage",
+    "usage_reference",
     "perplexity",
     "dead_fraction",
-    "tokens",
     "psnr",
     "ssim",
     "rfid",
     "rfid_images",
     "train_seconds",
+    "seconds_per_step",
+    "device",
     "run_dir",
 ]
 
@@ -67,11 +78,19 @@ class SweepSpec:
     methods: list[str] = field(default_factory=list)  # empty: every comparable registered quantizer
     sizes: list[int] = field(default_factory=lambda: [1024, 8192, 65536, 262144])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    budget: int = 1500  # training steps per run
+    budget: int = 1500  # training steps per run (the cap with until_plateau)
+    until_plateau: bool = False  # stop each run when usage and PSNR stop improving (the recipe's `plateau:`)
     fid_images: int = 2000  # rFID subset of the test split (fixed, seeded)
     out: str = "runs/bench"
     results: str = "results.csv"
+    workers: int = 1  # runs trained side by side (processes); each gets cores // workers threads
     overrides: list[str] = field(default_factory=list)
+
+    @property
+    def curves(self) -> Path:
+        """Per-run usage/PSNR-over-steps points, beside the results file."""
+        path = Path(self.results)
+        return path.with_name(path.stem + "_curves.json")
 
 
 @dataclass
@@ -84,6 +103,11 @@ class RunSpec:
 
     def key(self, budget: int) -> tuple:
         return (self.variant, self.method, str(self.codebook_size), str(self.seed), str(budget))
+
+    @property
+    def name(self) -> str:
+        """The run's key in the curves file."""
+        return f"{self.variant}/{self.method}/K{self.codebook_size}/seed{self.seed}"
 
     def directory(self, root: str | Path, budget: int) -> Path:
         slug = self.variant.replace(" ", "_").replace("=", "-")
@@ -129,29 +153,43 @@ def read_results(path: str | Path) -> list[dict]:
 
 def append_result(path: str | Path, row: dict) -> None:
     """Append one row; the file is rewritten through a temp file so a kill never leaves half a row."""
-    path = Path(path)
     rows = read_results(path) + [{name: row.get(name, "") for name in RESULT_FIELDS}]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def finished_keys(path: str | Path) -> set[tuple]:
-    return {(r["variant"], r["method"], r["codebook_size"], r["seed"], r["steps"]) for r in read_results(path)}
+    # the budget is `max_steps` (rows of plateau runs stop earlier); older rows only had `steps`
+    return {(r["variant"], r["method"], r["codebook_size"], r["seed"], r.get("max_steps") or r["steps"]) for r in read_results(path)}
+
+
+def read_curves(path: str | Path) -> dict[str, list[dict]]:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def add_curve(path: str | Path, name: str, points: list[dict]) -> None:
+    curves = read_curves(path)
+    curves[name] = points
+    atomic_write_text(path, json.dumps(curves, indent=0, sort_keys=True) + "\n")
 
 
 # ----------------------------------------------------------------------------- running
 
 
-def run_one(spec: SweepSpec, run: RunSpec) -> dict:
-    """Train + evaluate one configuration and return its result row."""
+def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[dict, list[dict]]:
+    """Train + evaluate one configuration; returns its result row and its usage/PSNR curve."""
+    import torch
+
     from ..train.config import load_config
     from ..train.image import evaluate_run, train_tokenizer
+    from ..train.plateau import PLATEAU_FILE
 
+    if threads:
+        torch.set_num_threads(threads)
     run_dir = run.directory(spec.out, spec.budget)
     overrides = [
         *spec.overrides,
@@ -160,39 +198,77 @@ def run_one(spec: SweepSpec, run: RunSpec) -> dict:
         f"trainer.seed={run.seed}",
         f"trainer.max_steps={spec.budget}",
         f"eval.fid_images={spec.fid_images}",
+        f"plateau.enabled={str(spec.until_plateau).lower()}",
         *run.overrides,
     ]
     config = load_config(spec.recipe, overrides)
     config.out_dir = str(run_dir)
     train_tokenizer(config, evaluate=False, progress=False)
     metrics = evaluate_run(run_dir, progress=False)
-    return {
+    plateau_file = run_dir / PLATEAU_FILE
+    plateau = json.loads(plateau_file.read_text()) if plateau_file.is_file() else {"plateau": False, "history": []}
+    steps = metrics.get("global_step", spec.budget)
+    row = {
         "variant": run.variant,
         "method": run.method,
         "codebook_size": run.codebook_size,
         "codes": metrics.get("codebook_size", run.codebook_size),
         "seed": run.seed,
-        "steps": spec.budget,
+        "steps": steps,
+        "max_steps": spec.budget,
+        "plateau": str(plateau["plateau"]).lower(),
+        "seconds_per_step": round(metrics["train_seconds"] / max(1, steps), 4) if "train_seconds" in metrics else "",
+        "device": _device_name(),
         "run_dir": str(run_dir),
-        **{name: metrics.get(name, "") for name in RESULT_FIELDS if name in metrics and name != "codebook_size"},
+        **{name: metrics[name] for name in RESULT_FIELDS if name in metrics and name not in ("codebook_size", "steps")},
     }
+    curve = [{k: p[k] for k in ("step", "usage", "psnr", "perplexity") if k in p} for p in plateau["history"]]
+    return row, curve
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+
+
+def _record(spec: SweepSpec, run: RunSpec, row: dict, curve: list[dict]) -> None:
+    append_result(spec.results, row)
+    if curve:
+        add_curve(spec.curves, run.name, curve)
 
 
 def run_sweep(spec: SweepSpec, runs: list[RunSpec], *, progress: bool = True) -> list[dict]:
-    """Run every configuration not yet in ``spec.results``; returns the rows added."""
+    """Run every configuration not yet in ``spec.results``, ``spec.workers`` at a time; every
+    finished run's row is written at once. Returns the rows added."""
     from tqdm.auto import tqdm
 
     done = finished_keys(spec.results)
     todo = [run for run in runs if run.key(spec.budget) not in done]
     added = []
-    bar = tqdm(todo, desc="sweep", unit="run", disable=not progress)
-    for run in bar:
-        bar.set_postfix_str(f"{run.variant} {run.method} K={run.codebook_size} seed={run.seed}")
-        started = time.time()
-        row = run_one(spec, run)
-        row.setdefault("train_seconds", round(time.time() - started, 1))
-        append_result(spec.results, row)
-        added.append(row)
+    bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
+    if spec.workers <= 1:
+        for run in todo:
+            bar.set_postfix_str(f"{run.variant} {run.method} K={run.codebook_size} seed={run.seed}")
+            row, curve = run_one(spec, run)
+            _record(spec, run, row, curve)
+            added.append(row)
+            bar.update()
+        return added
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // spec.workers)
+    # "spawn": a forked worker would inherit the parent's threads and CUDA state
+    with ProcessPoolExecutor(spec.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_one, spec, run, threads): run for run in todo}
+        for future in as_completed(futures):
+            run = futures[future]
+            row, curve = future.result()
+            _record(spec, run, row, curve)
+            added.append(row)
+            bar.set_postfix_str(f"done {run.name}")
+            bar.update()
     return added
 
 
@@ -205,7 +281,7 @@ def _spec_from_args(args) -> SweepSpec:
     if sweep_file.get("recipe"):
         spec.recipe = sweep_file["recipe"]
     bench = sweep_file.get("bench", {}) or {}
-    for name in ("methods", "sizes", "seeds", "budget", "fid_images"):
+    for name in ("methods", "sizes", "seeds", "budget", "fid_images", "until_plateau", "workers"):
         value = getattr(args, name)
         if value is None:
             value = bench.get(name)
@@ -253,6 +329,9 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--seeds", nargs="+", type=int, default=None)
     bench.add_argument("--budget", type=int, default=None, help="training steps per run")
     bench.add_argument("--fid-images", type=int, default=None, help="rFID subset size (0: skip rFID)")
+    bench.add_argument("--until-plateau", action="store_const", const=True, default=None,
+                       help="stop each run once usage and PSNR stop improving (criterion: the recipe's `plateau:` section); --budget is the cap")
+    bench.add_argument("--workers", type=int, default=None, help="runs trained side by side (default 1)")
     bench.add_argument("--variants", nargs="+", default=None, help=f"ablations to run (default all): {', '.join(ABLATIONS)}")
     bench.add_argument("--out", default="runs/bench", help="where the run directories go")
     bench.add_argument("--results", default="results.csv", help="the CSV every finished run is appended to")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..data.in_memory import to_unit_float, uint8_images
 from ..quantizers.base import code_statistics
 from ..utils import atomic_write_bytes
 from .usage import CodebookUsage
@@ -157,8 +158,13 @@ def inception_tag() -> str:
 
 
 def _batches(dataset, indices, batch_size):
+    images = uint8_images(dataset)  # in-memory sets: one index op per batch, not one call per image
     for start in range(0, len(indices), batch_size):
-        yield torch.stack([dataset[int(i)] for i in indices[start : start + batch_size]])
+        chunk = indices[start : start + batch_size]
+        if images is not None:
+            yield to_unit_float(images[torch.as_tensor(chunk, dtype=torch.long)])
+        else:
+            yield torch.stack([dataset[int(i)] for i in chunk])
 
 
 def subset_indices(num_items: int, size: int, *, seed: int = 0) -> np.ndarray:
@@ -227,6 +233,22 @@ def evaluate_reconstructions(
 
 
 @torch.no_grad()
+def code_histogram(model, dataset, *, batch_size: int = 256, device=None, progress: bool = True) -> Tensor:
+    """``(K,)`` counts of the codes ``model`` (an ``ImageAutoencoder``) gives every token of ``dataset``."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device or next(model.parameters()).device)
+    was_training = model.training
+    model.eval().to(device)
+    usage = CodebookUsage(model.quantizer.codebook_size, device=device)
+    batches = _batches(dataset, np.arange(len(dataset)), batch_size)
+    for images in tqdm(batches, total=-(-len(dataset) // batch_size), desc="codes", disable=not progress, leave=False):
+        usage.update(model.encode(images.to(device)), check=False)
+    model.train(was_training)
+    return usage.counts.cpu()
+
+
+@torch.no_grad()
 def reconstruction_fid(model, dataset, *, num_images: int, batch_size: int = 50, cache_dir=None, device=None, progress=True) -> dict:
     """rFID between a fixed subset of ``dataset`` and its reconstructions (reference cached on disk)."""
     from tqdm.auto import tqdm
@@ -254,6 +276,7 @@ def reconstruction_fid(model, dataset, *, num_images: int, batch_size: int = 50,
 __all__ = [
     "InceptionFeatures",
     "cached_reference_statistics",
+    "code_histogram",
     "evaluate_reconstructions",
     "feature_statistics",
     "frechet_distance",

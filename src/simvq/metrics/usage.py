@@ -28,15 +28,20 @@ class CodebookUsage:
         self.counts.zero_()
 
     @torch.no_grad()
-    def update(self, codes: Tensor) -> None:
-        """Add integer ``codes`` of any shape (values in ``[0, codebook_size)``)."""
+    def update(self, codes: Tensor, *, check: bool = True) -> None:
+        """Add integer ``codes`` of any shape (values in ``[0, codebook_size)``).
+
+        ``check=False`` skips the range check, which reads the codes back to the host (a device
+        synchronisation per call); only for codes a quantizer produced.
+        """
         if codes.dtype.is_floating_point or codes.dtype == torch.bool:
             raise TypeError(f"codes must be an integer tensor, got {codes.dtype}")
         if codes.numel() == 0:
             return
-        low, high = int(codes.min()), int(codes.max())
-        if low < 0 or high >= self.codebook_size:
-            raise ValueError(f"codes must lie in [0, {self.codebook_size - 1}], got values in [{low}, {high}]")
+        if check:
+            low, high = int(codes.min()), int(codes.max())
+            if low < 0 or high >= self.codebook_size:
+                raise ValueError(f"codes must lie in [0, {self.codebook_size - 1}], got values in [{low}, {high}]")
         if self.counts.device != codes.device:
             self.counts = self.counts.to(codes.device)
         self.counts += code_counts(codes, self.codebook_size)

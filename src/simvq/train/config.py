@@ -30,6 +30,7 @@ class DataConfig:
     test_crops: int = 1_000  # photos: crops in the test set
     batch_size: int = 64
     num_workers: int = 0
+    in_memory: bool = True  # data sets held as one uint8 tensor are batched by indexing it (no DataLoader workers)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class QuantizerConfig:
 @dataclass
 class LossConfig:
     reconstruction: str = "l1"  # l1 | l2
+    reconstruction_range: str = "[0, 1]"  # pixels the loss compares: "[0, 1]" or "[-1, 1]" (the official code's, 2x the L1)
     quantizer_weight: float = 1.0  # weight of the quantizer's auxiliary loss
     discriminator: bool = False  # PatchGAN (Isola et al. 2017) with hinge loss, as in VQGAN
     discriminator_start: int = 10_000  # step the adversarial loss switches on (VQGAN's disc_start)
@@ -79,8 +81,27 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"  # e.g. ddp
-    precision: str = "32-true"  # e.g. bf16-mixed
+    precision: str = "auto"  # auto: bf16-mixed on CUDA and on CPUs with fast bf16, else 32-true; or any Lightning precision
+    channels_last: bool = True  # NHWC convolutions (faster in oneDNN and cuDNN)
+    compile: bool = False  # torch.compile the encoder and decoder (pays on long runs; ~1 min to compile on CPU)
     progress_bar: bool = True
+
+
+@dataclass
+class PlateauConfig:
+    """Train until usage and PSNR stop improving: every ``check_every`` steps the model (its EMA copy
+    when there is one) is measured on ``eval_images`` test images; a check improves when usage rises
+    by more than ``usage_tolerance`` (absolute fraction) or PSNR by more than ``psnr_tolerance`` dB over
+    the best so far. Training stops after ``patience`` checks in a row without improvement (and not
+    before ``min_steps``); ``trainer.max_steps`` stays the cap."""
+
+    enabled: bool = False
+    check_every: int = 1000
+    patience: int = 3
+    usage_tolerance: float = 0.002
+    psnr_tolerance: float = 0.05
+    min_steps: int = 2000
+    eval_images: int = 10_000
 
 
 @dataclass
@@ -90,6 +111,7 @@ class EvalConfig:
     fid_images: int = 1000  # rFID subset size (Inception runs ~6 img/s on 2 CPU cores); 0: skip
     fid_cache_dir: str | None = None  # reference statistics; default ~/.cache/simvq/fid
     grid_images: int = 32
+    usage_splits: tuple[str, ...] = ("test",)  # splits whose tokens the reported usage counts, e.g. [train, test]
 
 
 @dataclass
@@ -102,6 +124,7 @@ class TokenizerConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    plateau: PlateauConfig = field(default_factory=PlateauConfig)
 
 
 # ----------------------------------------------------------------------------- (de)serialisation

@@ -30,14 +30,17 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from ..data import build_image_dataset
+from ..data.in_memory import ShuffledBatches, to_unit_float, uint8_images
 from ..metrics import CodebookUsage
 from ..models import ImageAutoencoder, PatchDiscriminator
 from ..models.discriminator import hinge_discriminator_loss, hinge_generator_loss
 from ..tokenizer import CHECKPOINT_FILE, WEIGHTS_FILE, Tokenizer, save_weights
 from ..utils import atomic_write_bytes, atomic_write_text
 from .config import TokenizerConfig, read_run_config, save_config, to_dict
+from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
 
 RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
+RECONSTRUCTION_RANGES = ("[0, 1]", "[-1, 1]")
 
 
 # ----------------------------------------------------------------------------- Lightning module
@@ -45,12 +48,19 @@ RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 
 class ImageTokenizerModule(pl.LightningModule):
     """The training recipe. Manual optimisation: one generator step per batch (plus a
-    discriminator step once the GAN is on), so ``global_step`` counts batches."""
+    discriminator step once the GAN is on), so ``global_step`` counts batches.
+
+    The hot path holds no host synchronisation: batch statistics are logged (and the usage window
+    is read) only every ``trainer.log_every`` steps, the code histogram is accumulated on the device
+    without validation (the quantizer's codes are in range by construction), and the weight EMA is
+    one fused ``_foreach_lerp_``."""
 
     def __init__(self, config: TokenizerConfig):
         super().__init__()
         if config.loss.reconstruction not in RECONSTRUCTION_LOSSES:
             raise ValueError(f"loss.reconstruction must be one of {sorted(RECONSTRUCTION_LOSSES)}, got {config.loss.reconstruction!r}")
+        if config.loss.reconstruction_range not in RECONSTRUCTION_RANGES:
+            raise ValueError(f"loss.reconstruction_range must be one of {RECONSTRUCTION_RANGES}, got {config.loss.reconstruction_range!r}")
         self.config = config
         self.automatic_optimization = False
         self.model = ImageAutoencoder.from_config(config)
@@ -62,6 +72,12 @@ class ImageTokenizerModule(pl.LightningModule):
         self.ema_model = None
         if config.optim.ema_decay:
             self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
+        if config.trainer.channels_last:
+            self.to(memory_format=torch.channels_last)
+        if config.trainer.compile:
+            # in place: the state_dict keys stay those of the plain modules
+            for part in (self.model.encoder, self.model.decoder):
+                part.compile()
         self.window_usage = CodebookUsage(self.model.quantizer.codebook_size)
         self.usage_history: list[dict] = []  # one point per trainer.log_every steps
         self.steps_this_session = 0
@@ -84,23 +100,35 @@ class ImageTokenizerModule(pl.LightningModule):
 
     # -- one step -----------------------------------------------------------------------------
 
-    def training_step(self, images, batch_idx):
+    def prepare_images(self, batch) -> torch.Tensor:
+        """A loader batch (uint8 or float ``(B, C, H, W)``) as float ``[0, 1]`` in the model's layout."""
+        images = to_unit_float(batch)
+        return images.contiguous(memory_format=torch.channels_last) if self.config.trainer.channels_last else images
+
+    def generator_loss(self, images: torch.Tensor):
+        """``(loss, reconstruction, quantizer output, logs)`` of the autoencoder on ``images``."""
+        loss_config = self.config.loss
+        reconstruction, out = self.model(images)
+        reconstruction_loss = reconstruction_error(reconstruction, images, loss_config)
+        loss = reconstruction_loss + loss_config.quantizer_weight * out.loss
+        logs = {"train/reconstruction": reconstruction_loss, "train/quantizer": out.loss}
+        if self.discriminator is not None and self.global_step >= loss_config.discriminator_start:
+            generator_loss = hinge_generator_loss(self.discriminator(reconstruction))
+            loss = loss + loss_config.discriminator_weight * generator_loss
+            logs["train/generator"] = generator_loss
+        return loss, reconstruction, out, logs
+
+    def training_step(self, batch, batch_idx):
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         scheduler = self.lr_schedulers()
-        loss_config = self.config.loss
+        images = self.prepare_images(batch)
+        loss, reconstruction, out, logs = self.generator_loss(images)
+        gan_on = "train/generator" in logs
+        logging = self._logging_step()
+        if logging:
+            logs["train/lr"] = torch.tensor(scheduler.get_last_lr()[0])  # the rate this step uses
 
-        reconstruction, out = self.model(images)
-        reconstruction_loss = RECONSTRUCTION_LOSSES[loss_config.reconstruction](reconstruction.float(), images.float())
-        loss = reconstruction_loss + loss_config.quantizer_weight * out.loss
-        gan_on = self.discriminator is not None and self.global_step >= loss_config.discriminator_start
-        logs = {"train/reconstruction": reconstruction_loss.detach(), "train/quantizer": out.loss.detach()}
-        if gan_on:
-            generator_loss = hinge_generator_loss(self.discriminator(reconstruction))
-            loss = loss + loss_config.discriminator_weight * generator_loss
-            logs["train/generator"] = generator_loss.detach()
-
-        logs["train/lr"] = torch.tensor(scheduler.get_last_lr()[0])  # the rate this step uses
         generator_opt = optimizers[0]
         generator_opt.zero_grad()
         self.manual_backward(loss)
@@ -118,17 +146,22 @@ class ImageTokenizerModule(pl.LightningModule):
             self._clip(discriminator_opt)
             # the raw torch optimiser, so the discriminator's step does not count as a training step
             discriminator_opt.optimizer.step()
-            logs["train/discriminator"] = discriminator_loss.detach()
+            logs["train/discriminator"] = discriminator_loss
 
         self._update_ema()
         self.steps_this_session += 1
-        self.window_usage.update(out.codes.detach())
-        logs.update({f"train/batch_{k}": v for k, v in out.metrics.items() if v.numel() == 1 and k != "usage"})
-        self.log("train/loss", loss.detach(), prog_bar=True)
-        self.log("train/batch_usage", out.metrics["usage"], prog_bar=True)
-        self.log_dict(logs)
+        self.window_usage.update(out.codes.detach(), check=False)
+        if logging:
+            logs.update({f"train/batch_{k}": v for k, v in out.metrics.items() if v.numel() == 1})
+            self.log("train/loss", loss.detach(), prog_bar=True)
+            self.log_dict({k: v.detach() for k, v in logs.items()})
         self._record_usage_point()
         return loss.detach()
+
+    def _logging_step(self) -> bool:
+        # ``global_step`` counts finished steps: this batch is step global_step + 1
+        step = self.global_step + 1
+        return step % self.config.trainer.log_every == 0 or step == self.trainer.max_steps
 
     def _clip(self, optimizer) -> None:
         if self.config.optim.grad_clip:
@@ -136,13 +169,8 @@ class ImageTokenizerModule(pl.LightningModule):
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        if self.ema_model is None:
-            return
-        decay = self.config.optim.ema_decay
-        for ema, live in zip(self.ema_model.parameters(), self.model.parameters()):
-            ema.lerp_(live.detach(), 1.0 - decay)
-        for ema, live in zip(self.ema_model.buffers(), self.model.buffers()):
-            ema.copy_(live)  # buffers (frozen bases, EMA codebook statistics) are copied, not averaged
+        if self.ema_model is not None:
+            update_ema(self.ema_model, self.model, self.config.optim.ema_decay)
 
     def _record_usage_point(self) -> None:
         # ``global_step`` has already advanced past this batch
@@ -153,6 +181,10 @@ class ImageTokenizerModule(pl.LightningModule):
         self.window_usage.reset()
         self.usage_history.append({"step": step, **stats})
         self.log_dict({"train/window_usage": stats["usage"], "train/window_perplexity": stats["perplexity"]})
+
+    def eval_model(self) -> ImageAutoencoder:
+        """The weights evaluation and export use: the EMA copy when there is one."""
+        return self.ema_model if self.ema_model is not None else self.model
 
     # -- state that is not a parameter --------------------------------------------------------
 
@@ -167,6 +199,24 @@ class ImageTokenizerModule(pl.LightningModule):
         self.usage_history = json.loads(state.get("usage_history", "[]"))
         if "window_counts" in state:
             self.window_usage.counts = state["window_counts"].clone()
+
+
+def reconstruction_error(reconstruction: torch.Tensor, images: torch.Tensor, loss_config) -> torch.Tensor:
+    """The configured pixel loss in float32, on ``[0, 1]`` or (as the official code) ``[-1, 1]``."""
+    reconstruction, images = reconstruction.float(), images.float()
+    if loss_config.reconstruction_range == "[-1, 1]":
+        reconstruction, images = reconstruction * 2 - 1, images * 2 - 1
+    return RECONSTRUCTION_LOSSES[loss_config.reconstruction](reconstruction, images)
+
+
+@torch.no_grad()
+def update_ema(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """Parameters: ``ema += (1 - decay) (live - ema)`` in one fused call; buffers (frozen bases,
+    EMA codebook statistics) are copied, not averaged."""
+    torch._foreach_lerp_(list(ema_model.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
+    ema_buffers, live_buffers = list(ema_model.buffers()), list(model.buffers())
+    if ema_buffers:
+        torch._foreach_copy_(ema_buffers, live_buffers)
 
 
 # ----------------------------------------------------------------------------- checkpoint I/O
@@ -276,6 +326,10 @@ def _data_loader(config: TokenizerConfig) -> DataLoader:
     dataset = build_image_dataset(config.data, "train", seed=config.trainer.seed)
     if len(dataset) < config.data.batch_size:
         raise ValueError(f"the training set has {len(dataset)} images, fewer than data.batch_size={config.data.batch_size}")
+    images = uint8_images(dataset) if config.data.in_memory else None
+    if images is not None:
+        # whole uint8 batches by one index op; ``batch_size=None``: the data set yields batches
+        return DataLoader(ShuffledBatches(images, config.data.batch_size, seed=config.trainer.seed), batch_size=None)
     return DataLoader(
         dataset,
         batch_size=config.data.batch_size,
@@ -284,6 +338,26 @@ def _data_loader(config: TokenizerConfig) -> DataLoader:
         num_workers=config.data.num_workers,
         persistent_workers=config.data.num_workers > 0,
     )
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Native bf16 dot products (AVX512-BF16 or AMX): bf16 convolutions beat float32 there only."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``trainer.precision``; "auto" is bf16-mixed where bf16 is fast (CUDA with bf16, CPUs with
+    native bf16), else 32-true. The quantizer's search and losses run in float32 either way."""
+    if precision != "auto":
+        return precision
+    on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if on_cuda:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if accelerator in ("auto", "cpu") and cpu_has_fast_bf16() else "32-true"
 
 
 def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress: bool | None = None) -> Path:
@@ -306,7 +380,8 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
     strategy = config.trainer.strategy
     if strategy == "ddp" and config.loss.discriminator:
         strategy = "ddp_find_unused_parameters_true"  # the discriminator sits idle before its start step
-    if config.loss.discriminator and config.trainer.precision.startswith("16"):
+    precision = resolve_precision(config.trainer.precision, config.trainer.accelerator)
+    if config.loss.discriminator and precision.startswith("16"):
         raise ValueError("trainer.precision=16-mixed is not supported with the discriminator; use bf16-mixed or 32-true")
     start_step = _checkpoint_step(checkpoint_path)
     loggers = [
@@ -319,11 +394,11 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
         accelerator=config.trainer.accelerator,
         devices=config.trainer.devices,
         strategy=strategy,
-        precision=config.trainer.precision,
+        precision=precision,
         logger=loggers,
         log_every_n_steps=config.trainer.log_every,
         enable_checkpointing=False,
-        callbacks=[PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every)],
+        callbacks=[*plateau_callbacks(config), PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every)],  # plateau first: its state is checkpointed
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=show_progress,
         enable_model_summary=False,
@@ -338,7 +413,10 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
     if trainer.is_global_zero:
         _append_progress(run_dir, start_step, trainer.global_step, module.steps_this_session, time.time() - started)
         atomic_write_text(run_dir / "usage_history.json", json.dumps(module.usage_history, indent=1) + "\n")
-        save_weights(module.ema_model if module.ema_model is not None else module.model, run_dir / WEIGHTS_FILE)
+        save_weights(module.eval_model(), run_dir / WEIGHTS_FILE)
+        plateau = next((c for c in trainer.callbacks if isinstance(c, PlateauStop)), None)
+        if plateau is not None:
+            atomic_write_text(run_dir / PLATEAU_FILE, json.dumps(plateau.summary(trainer.global_step), indent=1) + "\n")
     if evaluate and trainer.is_global_zero:
         evaluate_run(run_dir, progress=show_progress)
     return run_dir
@@ -383,7 +461,9 @@ def evaluate_run(
     subset of ``fid_images`` (default ``config.eval.fid_images``; 0 skips it). Arguments left as
     None take the run's ``eval`` config. ``run_dir`` may also be a ``.safetensors``/``.ckpt`` file.
     """
-    from ..metrics.image import evaluate_reconstructions
+    from ..metrics.coverage import coverage_summary
+    from ..metrics.image import code_histogram, evaluate_reconstructions
+    from ..quantizers.base import code_statistics
     from . import plots
 
     path = Path(run_dir)
@@ -403,8 +483,15 @@ def evaluate_run(
         device=device,
         progress=progress,
     )
-    # a uniform quantizer hits only 1 - exp(-N/K) of K codes in N tokens (DESIGN.md §5)
-    metrics["usage_cap"] = 1.0 - math.exp(-metrics["tokens"] / tokenizer.codebook_size)
+    metrics["usage_test"], metrics["tokens_test"] = metrics["usage"], metrics["tokens"]
+    for split in eval_config.usage_splits:
+        if split != "test":  # more tokens per code: usage counted over every listed split
+            counts = counts + code_histogram(tokenizer.model, build_image_dataset(config.data, split, seed=config.trainer.seed),
+                                             batch_size=batch_size or eval_config.batch_size, device=device, progress=progress)
+    metrics.update(coverage_summary(counts, dim=tokenizer.model.quantizer.dim))
+    metrics["perplexity"] = code_statistics(counts)["perplexity"].item()
+    metrics["dead_fraction"] = 1.0 - metrics["usage"]
+    metrics["usage_splits"] = list(eval_config.usage_splits)
     metrics.update(
         quantizer=config.quantizer.name,
         codebook_size=tokenizer.codebook_size,
