@@ -1,4 +1,4 @@
-"""The comparison sweep's plumbing on a tiny slice (seconds): rows, resumability, the report."""
+"""The comparison sweep's plumbing on a tiny slice (seconds): rows, resumability (the report: test_report.py)."""
 
 import csv
 from pathlib import Path
@@ -8,7 +8,6 @@ import pytest
 pytest.importorskip("lightning")
 
 from simvq.experiments import sweep
-from simvq.experiments.report import aggregate, findings, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -59,33 +58,6 @@ def test_sweep_never_recomputes_a_finished_row(tiny_sweep):
     again = sweep.run_sweep(spec, sweep.image_runs(spec), progress=False)
     assert again == []
     assert len(sweep.read_results(spec.results)) == 2
-
-
-def test_report_writes_table_findings_and_plots(tiny_sweep, tmp_path):
-    spec, _ = tiny_sweep
-    out = tmp_path / "results.md"
-    out.write_text("# Results\n\nhand-written intro stays\n")
-    write_report(spec.results, out, figures_dir=tmp_path / "figures")
-    text = out.read_text()
-    assert "hand-written intro stays" in text
-    assert "| simvq |" in text and "| vq |" in text and "K=32" in text
-    assert "SimVQ at K=32" in text
-    assert (tmp_path / "figures" / "sweep_usage_vs_k.png").stat().st_size > 1000
-    # a second report replaces its block instead of appending another
-    write_report(spec.results, out, figures_dir=tmp_path / "figures")
-    assert out.read_text().count("sweep-report:begin") == 1
-
-
-def test_aggregate_mean_and_std_over_seeds():
-    rows = [
-        {"variant": "main", "method": "simvq", "codebook_size": "8", "steps": "10", "seed": str(seed), "usage": str(u), "psnr": str(p)}
-        for seed, u, p in [(0, 0.5, 20.0), (1, 0.7, 22.0), (2, 0.9, 24.0)]
-    ]
-    stats = aggregate(rows)[("main", "simvq", 8)]
-    assert stats["usage"][0] == pytest.approx(0.7) and stats["usage"][1] == pytest.approx(0.2) and stats["usage"][2] == 3
-    assert stats["psnr"][0] == pytest.approx(22.0)
-    notes = findings(aggregate(rows))
-    assert any("does NOT keep" in note for note in notes)
 
 
 def test_ablation_runs_cover_the_variants():

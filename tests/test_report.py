@@ -1,0 +1,196 @@
+"""``simvq report`` on a hand-built results CSV + curves JSON with known numbers (no training).
+
+Layout: K in {1024, 8192}; simvq and vq with 3 seeds, vq_reset and cvq with seed 0 only; one
+simvq seed at K=8192 hit the step cap; ablations at K=1024. The numbers are chosen so that the
+seed-0 PSNR ranking differs from a ranking of means (the report must use seed 0).
+"""
+
+import csv
+import json
+
+import pytest
+
+from simvq.experiments.report import aggregate, findings, write_report
+
+TOKENS, TOKENS_TEST = 70_000, 10_000
+FIELDS = [
+    "variant", "method", "codebook_size", "codes", "seed", "steps", "max_steps", "plateau", "usage", "tokens",
+    "tokens_per_code", "usage_test", "tokens_test", "usage_chao1", "coverage", "usage_reference", "perplexity",
+    "dead_fraction", "psnr", "ssim", "rfid", "rfid_images", "train_seconds", "seconds_per_step", "device", "run_dir",
+]
+REFERENCE = {1024: 1.0, 8192: 0.9998}
+
+
+def run(method, k, seed, usage, psnr, variant="main", plateau="true", steps=1000):
+    return {
+        "variant": variant, "method": method, "codebook_size": k, "codes": k, "seed": seed, "steps": steps,
+        "max_steps": 2000, "plateau": plateau, "usage": usage, "tokens": TOKENS, "tokens_per_code": TOKENS / k,
+        "usage_test": usage, "tokens_test": TOKENS_TEST, "usage_chao1": min(1.0, usage + 0.004), "coverage": 0.999,
+        "usage_reference": REFERENCE[k], "perplexity": usage * k / 2, "dead_fraction": 1 - usage, "psnr": psnr,
+        "ssim": 0.7, "rfid": "", "rfid_images": "", "train_seconds": 100, "seconds_per_step": 0.1, "device": "cpu",
+        "run_dir": "",
+    }
+
+
+ROWS = [
+    *[run("simvq", 1024, s, u, p) for s, u, p in [(0, 0.990, 20.0), (1, 0.995, 20.2), (2, 1.000, 20.4)]],
+    *[run("vq", 1024, s, u, p) for s, u, p in [(0, 0.30, 19.0), (1, 0.35, 19.1), (2, 0.40, 19.2)]],
+    run("vq_reset", 1024, 0, 0.98, 21.0),
+    run("cvq", 1024, 0, 0.60, 20.1),
+    *[run("simvq", 8192, s, u, p, plateau=f, steps=st) for s, u, p, f, st in
+      [(0, 0.78, 21.0, "true", 1500), (1, 0.79, 21.5, "true", 1600), (2, 0.80, 22.0, "false", 2000)]],
+    *[run("vq", 8192, s, u, p) for s, u, p in [(0, 0.05, 19.5), (1, 0.06, 19.6), (2, 0.07, 19.7)]],
+    run("vq_reset", 8192, 0, 0.40, 20.5),
+    run("cvq", 8192, 0, 0.50, 20.9),
+    run("simvq", 1024, 0, 0.97, 20.9, variant="train C and W"),
+    run("vq", 1024, 0, 0.36, 19.05, variant="dim=8"),
+    run("vq_reset", 1024, 0, 0.99, 21.1, variant="lr x10"),
+]
+
+
+def curve(usage, psnr, steps=(100, 200, 300)):
+    return [{"step": s, "usage": usage * s / steps[-1], "psnr": psnr, "perplexity": 10.0} for s in steps]
+
+
+CURVES = {
+    **{f"main/simvq/K1024/seed{s}": curve(0.99, 20.0) for s in range(3)},
+    "main/vq/K1024/seed0": curve(0.3, 19.0),
+    "main/simvq/K8192/seed0": curve(0.78, 21.0),
+}
+
+
+def write_csv(path, rows, fields=FIELDS):
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    results = write_csv(root / "results.csv", ROWS)
+    (root / "results_curves.json").write_text(json.dumps(CURVES))  # the default curves path
+    out = root / "results.md"
+    out.write_text("# Results\n\nhand-written intro stays\n")
+    write_report(results, out, figures_dir=root / "figures")
+    return root, out.read_text()
+
+
+def section(text, title):
+    return text.split(f"### {title}", 1)[1].split("\n### ", 1)[0]
+
+
+def table(text, title):
+    """The lines of the markdown table that follows the bold ``title``."""
+    block = text.split(f"**{title}", 1)[1].split("\n\n", 2)[1]
+    return {line.split(" | ")[0].strip("| "): line for line in block.splitlines()}
+
+
+def test_tables_show_mean_std_and_seed_counts(report):
+    _, text = report
+    usage = table(text, "Usage %")
+    assert "| 99.5 ± 0.5 (3) | 79.0 ± 1.0 (3)† |" in usage["simvq"]  # dagger: seed 2 hit the cap
+    assert "| 35.0 ± 5.0 (3) | 6.0 ± 1.0 (3) |" in usage["vq"]
+    assert "| 98.0 (1) | 40.0 (1) |" in usage["vq_reset"]
+    assert "| 100.0 | 100.0 |" in usage["*untrained reference (Gaussian)*"]
+    assert "| 68.4 | 8.5 |" in usage["*tokens / code*"]
+    assert "| 20.20 ± 0.20 (3) | 21.50 ± 0.50 (3)† |" in table(text, "PSNR")["simvq"]
+    assert "1,000 ± 0 (3) | 1,700 ± 265 (3)†" in table(text, "Steps trained")["simvq"]
+    assert "| 99.8 ± 0.3 (3) | 79.4 ± 1.0 (3)† |" in table(text, "Chao1")["simvq"]  # min(1, usage + 0.004)
+    assert "**rFID" not in text  # no rFID in these rows: no empty table
+    assert "hand-written intro stays" in text and text.count("sweep-report:begin") == 1
+
+
+def test_header_states_runs_seeds_caps_plateaus_and_tokens(report):
+    _, text = report
+    head = text.split("sweep-report:begin -->", 1)[1].split("###", 1)[0]
+    assert "rFID" not in head  # none computed: nothing to state
+    assert f"Runs: {len(ROWS)}" in head
+    assert "3 seeds: simvq, vq; 1 seed: cvq, vq_reset" in head
+    assert "step cap(s) 2,000" in head and "Devices: cpu" in head
+    assert f"{len(ROWS) - 1} stopped at the plateau, 1 hit the step cap" in head
+    assert "N = 70,000 tokens" in head and "68.4 at K=1,024, 8.5 at K=8,192" in head
+
+
+def test_rankings_use_seed_zero_only(report):
+    _, text = report
+    psnr = table(text, "PSNR rank")
+    # seed 0: vq_reset 21.0 > cvq 20.1 > simvq 20.0; a ranking of means would put simvq (20.2) above cvq
+    assert psnr["1"].startswith("| 1 | vq_reset 21.00 | simvq 21.00 |")
+    assert "| 2 | cvq 20.10 |" in psnr["2"] and "| 3 | simvq 20.00 |" in psnr["3"]
+    multi = section(text, "Rankings").split("Methods with ≥ 3 seeds", 1)[1]
+    assert "simvq 99.5 ± 0.5 (3)" in multi and "vq 35.0 ± 5.0 (3)" in multi
+    assert "vq_reset" not in multi and "cvq" not in multi  # single runs never enter the mean comparison
+    assert "| K=1,024 | usage % | simvq 99.5 ± 0.5 (3) | vq 35.0 ± 5.0 (3) | +64.5 | 10.0 | yes |" in multi
+
+
+def test_findings_state_the_verdicts(report):
+    _, text = report
+    notes = section(text, "Findings")
+    assert "SimVQ at K=1,024: 99.5% ± 0.5 (3 seeds)" in notes and "keeps ~100% usage" in notes
+    assert "N = 70,000 tokens (N/K = 68.4)" in notes
+    assert "SimVQ at K=8,192: 79.0% ± 1.0 (3 seeds)" in notes
+    assert "does NOT keep ~100% usage: 20.0 percentage points short of 99%" in notes
+    assert "An untrained quantizer at the same N/K uses 100.0%" in notes
+    assert "1 of 3 hit the 2,000-step cap" in notes
+    assert "collapsed (< 10% of codes) at K=8,192" in notes
+    assert "SimVQ ranks 3 of 4" in notes and "SimVQ ranks 1 of 4" in notes
+    assert "margin over the best other method (vq_reset): -1.00 dB" in notes
+    assert "margin over the best of them grows with K: -1.00 dB at K=1,024, +0.10 dB at K=8,192" in notes
+    assert "main/simvq K=8,192 (1 of 3)" in notes
+
+
+def test_ablations_sit_under_their_baseline_with_spread_verdicts(report):
+    _, text = report
+    rows = [line for line in section(text, "Ablations").splitlines() if line.startswith("| ")]
+    joint = next(line for line in rows if line.startswith("| train C and W"))
+    # usage 97.0 vs 99.5 ± 0.5: -2.5 beyond 2σ = 1.0; PSNR 20.9 vs 20.2 ± 0.2: +0.70 beyond 0.40
+    assert "| -2.5 (beyond 2σ = 1.0) | +0.70 (beyond 2σ = 0.40) |" in joint
+    assert "| 97.0 (1) | 496.6 (1) | 20.90 (1) |" in joint  # perplexity and PSNR beside usage
+    dim8 = next(line for line in rows if line.startswith("| dim=8"))
+    assert "+1.0 (within 2σ = 10.0)" in dim8
+    assert "n/a (1 seed)" in next(line for line in rows if line.startswith("| lr x10"))
+    assert rows.index(joint) == rows.index(next(line for line in rows if line.startswith("| main (baseline) | simvq | 1,024"))) + 1
+
+
+def test_figures_one_per_k_and_no_mixed_curve(report):
+    root, text = report
+    figures = root / "figures"
+    for name in ["sweep_usage_vs_k", "sweep_psnr_vs_k", "sweep_usage_over_steps_K1024", "sweep_usage_over_steps_K8192",
+                 "sweep_psnr_over_steps_K1024"]:
+        assert (figures / f"{name}.png").stat().st_size > 1000
+        assert f"figures/{name}.png" in text
+    assert not (figures / "sweep_usage_over_steps.png").exists()
+
+
+def test_old_schema_rows_do_not_crash(tmp_path):
+    old = ["variant", "method", "codebook_size", "codes", "seed", "steps", "usage", "usage_cap", "perplexity", "psnr", "ssim", "run_dir"]
+    rows = [{**run("simvq", 1024, s, 0.85 + s / 100, 18.6), "usage_cap": 1.0, "steps": 300} for s in range(2)]
+    rows.append({**run("vq", 1024, 0, 0.35, 18.5), "steps": 300})
+    results = write_csv(tmp_path / "old.csv", rows, fields=old)
+    out = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures")
+    text = out.read_text()
+    assert "| 85.5 ± 0.7 (2) |" in table(text, "Usage %")["simvq"]
+    assert "| – |" in table(text, "Usage %")["*untrained reference (Gaussian)*"]
+    assert "plateau not recorded (older rows)" in text and "step cap(s) 300" in text
+    assert "Chao1 estimate –" in text
+    assert (tmp_path / "figures" / "sweep_usage_vs_k.png").is_file()
+
+
+def test_aggregate_keeps_the_largest_cap_and_the_last_row_per_seed():
+    rows = [run("simvq", 1024, 0, 0.1, 10.0) | {"max_steps": 100}, run("simvq", 1024, 0, 0.5, 20.0), run("simvq", 1024, 0, 0.7, 22.0)]
+    group = aggregate(rows)[("main", "simvq", 1024)]
+    assert len(group.rows) == 1 and group.stat("usage").mean == pytest.approx(0.7)
+    assert any("does NOT keep" in note for note in findings(aggregate(rows)))
+
+
+def test_a_second_report_replaces_its_block(report, tmp_path):
+    root, _ = report
+    out = tmp_path / "results.md"
+    out.write_text((root / "results.md").read_text())
+    write_report(root / "results.csv", out, figures_dir=tmp_path / "figures", curves=tmp_path / "none.json")
+    text = out.read_text()
+    assert text.count("sweep-report:begin") == 1 and "hand-written intro stays" in text
+    assert "over_steps" not in text  # no curves file: no over-steps figures, no crash
