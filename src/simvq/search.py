@@ -33,6 +33,7 @@ from torch import Tensor
 # 2048 x 1024 (8 MiB) keep the GEMM near peak; larger tiles spill the 2 MiB L2 without gain.
 DEFAULT_CODE_CHUNK = 1024
 DEFAULT_TILE_ELEMENTS = 2048 * 1024
+DEVICE_TILE_ELEMENTS = 2**26  # accelerators: 256 MiB float32 tiles, few launches
 SCREEN_MIN_CODES = 4096  # below this the screen's bookkeeping costs more than it saves
 SCREEN_GROUP = 256  # codes per screened minimum: finer groups leave fewer codes to rescore
 METHODS = ("auto", "fp32", "screened")
@@ -154,6 +155,32 @@ def _search_fp32(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
             out = tile if (n, m) == tuple(tile.shape) else None
             scores = _fp32_scores(x_block, codebook_t[:, code_start : code_start + m], code_norms[code_start : code_start + m], out)
             _update_best(scores, code_start, block_score, block_index)
+    return best_index
+
+
+def _search_fp32_device(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
+    """The float32 search on an accelerator: large tiles and a running (value, index) minimum kept
+    with ``torch.where``, so the whole search is queued without one host synchronisation (the CPU
+    path's per-tile ``any()`` would stall a GPU on every tile)."""
+    num_tokens, num_codes = x.shape[0], codebook.shape[0]
+    token_chunk = max(1, min(num_tokens, DEVICE_TILE_ELEMENTS // min(num_codes, chunk_size or num_codes)))
+    code_chunk = max(1, min(num_codes, chunk_size or DEVICE_TILE_ELEMENTS // token_chunk))
+    code_norms = codebook.pow(2).sum(1)
+    codebook_t = codebook.t()
+    best_index = torch.empty(num_tokens, dtype=torch.long, device=x.device)
+    for start in range(0, num_tokens, token_chunk):
+        x_block = x[start : start + token_chunk]
+        best_value = block_index = None
+        for code_start in range(0, num_codes, code_chunk):
+            stop = min(num_codes, code_start + code_chunk)
+            values, index = _fp32_scores(x_block, codebook_t[:, code_start:stop], code_norms[code_start:stop]).min(dim=1)
+            if best_value is None:
+                best_value, block_index = values, index + code_start
+            else:
+                better = values < best_value  # strict: the first index wins ties, like argmin
+                best_value = torch.where(better, values, best_value)
+                block_index = torch.where(better, index + code_start, block_index)
+        best_index[start : start + x_block.shape[0]] = block_index
     return best_index
 
 
@@ -279,6 +306,8 @@ def nearest(x: Tensor, codebook: Tensor, chunk_size: int | None = None, *, metho
         resolved = _resolve_method(method, x32, codebook32.shape[0])
         if resolved == "screened":
             indices = _search_screened(x32, codebook32, chunk_size)
+        elif x32.device.type != "cpu":
+            indices = _search_fp32_device(x32, codebook32, chunk_size)
         else:
             indices = _search_fp32(x32, codebook32, chunk_size)
         # the winners' distances computed directly: no cancellation error from the expansion

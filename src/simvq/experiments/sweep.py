@@ -174,7 +174,8 @@ def read_curves(path: str | Path) -> dict[str, list[dict]]:
 def add_curve(path: str | Path, name: str, points: list[dict]) -> None:
     curves = read_curves(path)
     curves[name] = points
-    atomic_write_text(path, json.dumps(curves, indent=0, sort_keys=True) + "\n")
+    lines = [f"{json.dumps(key)}: {json.dumps(curves[key])}" for key in sorted(curves)]  # one run per line
+    atomic_write_text(path, "{\n" + ",\n".join(lines) + "\n}\n")
 
 
 # ----------------------------------------------------------------------------- running
