@@ -1,5 +1,7 @@
-"""Metrics. ``CodebookUsage`` depends on torch only; image/audio metrics import their libraries lazily."""
+"""Metrics. ``CodebookUsage`` and the coverage statistics depend on torch only; image/audio metrics
+import their libraries lazily."""
 
+from .coverage import chao1, coverage_summary, gaussian_reference_usage, sample_coverage
 from .usage import CodebookUsage
 
-__all__ = ["CodebookUsage"]
+__all__ = ["CodebookUsage", "chao1", "coverage_summary", "gaussian_reference_usage", "sample_coverage"]
