@@ -78,6 +78,7 @@ class SweepSpec:
     methods: list[str] = field(default_factory=list)  # empty: every comparable registered quantizer
     sizes: list[int] = field(default_factory=lambda: [1024, 8192, 65536, 262144])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    replicate: list[str] = field(default_factory=list)  # methods run at every seed; the rest at the first seed only (empty: all)
     budget: int = 1500  # training steps per run (the cap with until_plateau)
     until_plateau: bool = False  # stop each run when usage and PSNR stop improving (the recipe's `plateau:`)
     fid_images: int = 2000  # rFID subset of the test split (fixed, seeded)
@@ -125,6 +126,7 @@ def image_runs(spec: SweepSpec) -> list[RunSpec]:
     return [
         RunSpec("main", method, size, seed, [])
         for method, size, seed in itertools.product(methods, spec.sizes, spec.seeds)
+        if not spec.replicate or method in spec.replicate or seed == spec.seeds[0]
     ]
 
 
@@ -245,7 +247,8 @@ def run_sweep(spec: SweepSpec, runs: list[RunSpec], *, progress: bool = True) ->
     from tqdm.auto import tqdm
 
     done = finished_keys(spec.results)
-    todo = [run for run in runs if run.key(spec.budget) not in done]
+    # every method's first seed before any replicate; within a seed the largest (slowest) K first
+    todo = sorted((run for run in runs if run.key(spec.budget) not in done), key=lambda r: (r.seed, -r.codebook_size))
     added = []
     bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
     if spec.workers <= 1:
@@ -282,7 +285,7 @@ def _spec_from_args(args) -> SweepSpec:
     if sweep_file.get("recipe"):
         spec.recipe = sweep_file["recipe"]
     bench = sweep_file.get("bench", {}) or {}
-    for name in ("methods", "sizes", "seeds", "budget", "fid_images", "until_plateau", "workers"):
+    for name in ("methods", "sizes", "seeds", "replicate", "budget", "fid_images", "until_plateau", "workers"):
         value = getattr(args, name)
         if value is None:
             value = bench.get(name)
@@ -328,6 +331,7 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--methods", nargs="+", default=None, help="quantizer names (default: the config's list)")
     bench.add_argument("--sizes", nargs="+", type=int, default=None, help="codebook sizes")
     bench.add_argument("--seeds", nargs="+", type=int, default=None)
+    bench.add_argument("--replicate", nargs="+", default=None, help="methods run at every seed (the rest: the first seed only)")
     bench.add_argument("--budget", type=int, default=None, help="training steps per run")
     bench.add_argument("--fid-images", type=int, default=None, help="rFID subset size (0: skip rFID)")
     bench.add_argument("--until-plateau", action="store_const", const=True, default=None,
