@@ -262,7 +262,8 @@ def run_sweep(spec: SweepSpec, runs: list[RunSpec], *, progress: bool = True) ->
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    threads = max(1, (os.cpu_count() or 1) // spec.workers)
+    # an explicit OMP_NUM_THREADS wins (e.g. one per worker when a GPU does the work)
+    threads = None if os.environ.get("OMP_NUM_THREADS") else max(1, (os.cpu_count() or 1) // spec.workers)
     # "spawn": a forked worker would inherit the parent's threads and CUDA state
     with ProcessPoolExecutor(spec.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(run_one, spec, run, threads): run for run in todo}
