@@ -6,10 +6,12 @@ materialised: tokens and codes are walked in tiles of a few MiB.
 
 Two exact strategies, chosen by ``method``:
 
-``"fp32"``: one float32 GEMM per tile, ``score = ||c||^2 - 2 x.c``. Per tile only the *values* of
-    the row minimum are taken (a vectorised reduction, ~20x cheaper than min-with-index on CPU);
-    the index is recovered only for the rows whose running best improved, which after the first
-    few tiles is a small fraction (about ``ln(tiles) / tiles`` of all rows).
+``"fp32"``: one float32 GEMM per tile, ``score = ||c||^2 - 2 x.c``. A token block's first tile of
+    codes sets its running minimum; on later tiles only the *values* of the row minimum are taken
+    (a vectorised reduction, ~20x cheaper than min-with-index on CPU) and the index is recovered
+    only for the rows whose running best improved, which after the first few tiles is a small
+    fraction (about ``ln(tiles) / tiles`` of all rows). Indices come from ``_row_min``: the
+    vectorised minima of groups of 64 codes, then the index within each row's winning group.
 
 ``"screened"``: a bfloat16 GEMM screens the codebook, then float32 decides. Every bf16 score
     carries a rounding error with a rigorous bound ``E`` (input rounding, split norms, float32
@@ -36,6 +38,7 @@ DEFAULT_TILE_ELEMENTS = 2048 * 1024
 DEVICE_TILE_ELEMENTS = 2**26  # accelerators: 256 MiB float32 tiles, few launches
 SCREEN_MIN_CODES = 4096  # below this the screen's bookkeeping costs more than it saves
 SCREEN_GROUP = 256  # codes per screened minimum: finer groups leave fewer codes to rescore
+ROW_MIN_GROUP = 64  # columns per vectorised minimum in _row_min (narrower groups reduce slower)
 METHODS = ("auto", "fp32", "screened")
 
 _BF16_UNIT_ROUNDOFF = 2.0**-8  # 8 significant bits
@@ -115,6 +118,19 @@ def _fp32_scores(x_block: Tensor, codes_t: Tensor, code_norms: Tensor, out: Tens
     return torch.addmm(code_norms, x_block, codes_t, alpha=-2.0, out=out)
 
 
+def _row_min(scores: Tensor) -> tuple[Tensor, Tensor]:
+    """``scores.min(dim=1)`` (values, first index on ties), ~2.5x faster on CPU, where the
+    index-tracking reduction is not vectorised: the vectorised minima of groups of ``ROW_MIN_GROUP``
+    columns pick each row's first winning group, and only that group is searched for the index."""
+    n, m = scores.shape
+    group = ROW_MIN_GROUP
+    if not scores.is_cpu or m % group or not scores.is_contiguous():
+        return scores.min(dim=1)
+    values, winner = scores.view(n, m // group, group).amin(dim=2).min(dim=1)
+    within = scores.view(n, m // group, group)[torch.arange(n, device=scores.device), winner].argmin(dim=1)
+    return values, winner * group + within
+
+
 def _update_best(scores: Tensor, offset: int, best_score: Tensor, best_index: Tensor, rows: Tensor | None = None) -> None:
     """Fold one tile of exact scores into the running (value, index) minimum, in place.
 
@@ -126,15 +142,11 @@ def _update_best(scores: Tensor, offset: int, best_score: Tensor, best_index: Te
     improved = tile_min < current
     if not bool(improved.any()):
         return
-    if rows is None and bool(improved.all()):  # first tile: every row improves
-        best_score.copy_(tile_min)
-        best_index.copy_(scores.argmin(dim=1) + offset)
-        return
     improved_rows = improved.nonzero().squeeze(1)
-    tile_index = scores.index_select(0, improved_rows).argmin(dim=1) + offset
+    _, tile_index = _row_min(scores.index_select(0, improved_rows))
     target = improved_rows if rows is None else rows[improved_rows]
     best_score[target] = tile_min[improved_rows]
-    best_index[target] = tile_index
+    best_index[target] = tile_index + offset
 
 
 def _search_fp32(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
@@ -142,8 +154,8 @@ def _search_fp32(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
     token_chunk, code_chunk = _tiles(num_tokens, num_codes, chunk_size)
     code_norms = codebook.pow(2).sum(1)
     codebook_t = codebook.t()
-    best_index = torch.zeros(num_tokens, dtype=torch.long, device=x.device)
-    best_score = torch.full((num_tokens,), math.inf, device=x.device)
+    best_index = torch.empty(num_tokens, dtype=torch.long, device=x.device)
+    best_score = torch.empty(num_tokens, device=x.device)
     tile = torch.empty(token_chunk, code_chunk, device=x.device)
     for start in range(0, num_tokens, token_chunk):
         x_block = x[start : start + token_chunk]
@@ -154,7 +166,12 @@ def _search_fp32(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
             # a full tile reuses one buffer; ragged edge tiles get their own (out= needs contiguity)
             out = tile if (n, m) == tuple(tile.shape) else None
             scores = _fp32_scores(x_block, codebook_t[:, code_start : code_start + m], code_norms[code_start : code_start + m], out)
-            _update_best(scores, code_start, block_score, block_index)
+            if code_start == 0:
+                values, index = _row_min(scores)
+                block_score.copy_(values)
+                block_index.copy_(index)
+            else:
+                _update_best(scores, code_start, block_score, block_index)
     return best_index
 
 
@@ -290,14 +307,17 @@ def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Ten
 
 
 @torch.no_grad()
-def nearest(x: Tensor, codebook: Tensor, chunk_size: int | None = None, *, method: str = "auto") -> tuple[Tensor, Tensor]:
+def nearest(
+    x: Tensor, codebook: Tensor, chunk_size: int | None = None, *, method: str = "auto", return_distances: bool = True
+) -> tuple[Tensor, Tensor] | Tensor:
     """Index of the nearest code to each row of ``x`` and its squared distance.
 
     x: (N, dim), codebook: (K, dim), any floating dtype (computed in float32).
     chunk_size: codes per tile (default 1024); tokens per tile are chosen so a tile holds about
         2M scores (8 MiB in float32).
     method: "auto" (default), "fp32" or "screened" (see the module docstring); all exact.
-    Returns ``indices: (N,) int64`` and ``squared_distances: (N,) float32``.
+    Returns ``indices: (N,) int64`` and ``squared_distances: (N,) float32``; the indices alone
+    when ``return_distances`` is False (the quantizers' case: it saves four passes over ``x``).
     """
     _check(x, codebook, chunk_size, method)
     with torch.autocast(device_type=x.device.type, enabled=False):
@@ -310,6 +330,8 @@ def nearest(x: Tensor, codebook: Tensor, chunk_size: int | None = None, *, metho
             indices = _search_fp32_device(x32, codebook32, chunk_size)
         else:
             indices = _search_fp32(x32, codebook32, chunk_size)
+        if not return_distances:
+            return indices
         # the winners' distances computed directly: no cancellation error from the expansion
         squared_distances = (x32 - codebook32.index_select(0, indices)).pow(2).sum(1)
     return indices, squared_distances

@@ -154,7 +154,7 @@ class AffineVQ(CodebookQuantizer):
     def quantize(self, x: Tensor) -> FlatOutput:
         if self.training and self.affine == "running":
             self._update_running_statistics(x)
-        codes, _ = self.search(x)
+        codes = self.search(x)
         if self.training and self.alternating_lr is not None:
             self._alternating_step(x, codes)
         with fp32(x.device.type):

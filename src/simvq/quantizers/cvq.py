@@ -94,8 +94,8 @@ class CVQ(CodebookQuantizer):
     def _search_space(self, t: Tensor) -> Tensor:
         return F.normalize(t.detach().float(), dim=-1) if self.distance == "cos" else t.detach()
 
-    def search(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return nearest(self._search_space(x), self._search_space(self.embedding), chunk_size=self.chunk_size)
+    def search(self, x: Tensor) -> Tensor:
+        return nearest(self._search_space(x), self._search_space(self.embedding), chunk_size=self.chunk_size, return_distances=False)
 
     def quantize(self, x: Tensor) -> FlatOutput:
         result = super().quantize(x)  # search, losses and straight-through against the codes as searched

@@ -127,15 +127,18 @@ class SimVQ(CodebookQuantizer):
         with fp32(rows.device.type):
             return F.linear(rows.float(), self.proj.weight.float(), bias)
 
-    def search(self, x: Tensor):
+    def search(self, x: Tensor) -> Tensor:
         # the search needs no graph: build W(C) once without autograd (or take the eval cache)
         with torch.no_grad():
             return super().search(x)
 
     def lookup(self, codes: Tensor) -> Tensor:
-        # W(C[codes]) == W(C)[codes]; going through the selected rows keeps the backward at
-        # O(N d^2) instead of O(K d^2), and decode never skips W (the official code's bug).
-        return self._project(self.basis[codes])
+        # W(C[codes]) == W(C)[codes] (bit for bit): project whichever is smaller, the selected rows
+        # or the whole table, so forward and backward cost O(min(N, K) d^2); decode never skips W
+        # (the official code's bug).
+        if codes.numel() < self.codebook_size:
+            return self._project(self.basis[codes])
+        return F.embedding(codes, self._project(self.basis))
 
     def train(self, mode: bool = True):
         self._cache = None

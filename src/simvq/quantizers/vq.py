@@ -159,7 +159,7 @@ class VQ(CodebookQuantizer):
         latent = self.to_latent(x)
         if self.training and self.kmeans_init and not bool(self.kmeans_done):
             self._initialise_by_kmeans(latent.detach())
-        codes, _ = self.search(latent)
+        codes = self.search(latent)
         with fp32(x.device.type):
             q = self.lookup(codes).float()
             losses = commitment_losses(latent, q, beta=self.beta)
@@ -171,7 +171,7 @@ class VQ(CodebookQuantizer):
         return FlatOutput(quantized=quantized, codes=codes, losses=losses)
 
     def encode_flat(self, x: Tensor) -> Tensor:
-        return self.search(self.to_latent(x))[0]
+        return self.search(self.to_latent(x))
 
     def decode_flat(self, codes: Tensor) -> Tensor:
         with fp32(codes.device.type):
