@@ -63,6 +63,20 @@ def test_screened_search_equals_fp32_search(case, chunk_size):
         assert (exact == ref).float().mean() > 0.99
 
 
+@pytest.mark.parametrize("case", sorted(SCREEN_CASES))
+@pytest.mark.parametrize("chunk_size", [None, 300])
+def test_accelerator_search_path_equals_the_cpu_path(case, chunk_size, monkeypatch):
+    """The sync-free path GPUs take (large tiles, running minimum by ``torch.where``), run on CPU
+    with tiles small enough to walk several token blocks and code chunks."""
+    from simvq import search
+
+    monkeypatch.setattr(search, "DEVICE_TILE_ELEMENTS", 100_000)
+    x, codebook = SCREEN_CASES[case](torch.Generator().manual_seed(3))
+    expected, _ = nearest(x, codebook, chunk_size=chunk_size, method="fp32")
+    got = search._search_fp32_device(x.float(), codebook.float(), chunk_size)
+    assert torch.equal(got, expected)
+
+
 def test_nearest_method_argument():
     with pytest.raises(ValueError, match="method must be one of"):
         nearest(torch.randn(3, 3), torch.randn(4, 3), method="approx")

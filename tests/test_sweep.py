@@ -18,6 +18,13 @@ TINY = [
     "eval.batch_size=64",
     "trainer.log_every=2",
     "trainer.checkpoint_every=2",
+    # a plateau check every 2 steps that never sees an improvement after the first: stops at step 4
+    "plateau.check_every=2",
+    "plateau.patience=1",
+    "plateau.min_steps=4",
+    "plateau.usage_tolerance=1.0",
+    "plateau.psnr_tolerance=1000",
+    "plateau.eval_images=32",
 ]
 
 
@@ -30,7 +37,8 @@ def tiny_sweep(tmp_path_factory):
         methods=["simvq", "vq"],
         sizes=[32],
         seeds=[0],
-        budget=4,
+        budget=6,
+        until_plateau=True,
         fid_images=0,
         out=str(root / "runs"),
         results=str(root / "results.csv"),
@@ -47,10 +55,17 @@ def test_sweep_appends_one_row_per_run(tiny_sweep):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2
     for row in rows:
-        assert row["codebook_size"] == "32" and row["steps"] == "4" and row["seed"] == "0"
-        assert 0 < float(row["usage"]) <= 1
+        assert row["codebook_size"] == "32" and row["seed"] == "0"
+        assert (row["steps"], row["max_steps"], row["plateau"]) == ("4", "6", "true")
+        assert 0 < float(row["usage"]) <= 1 and 0 < float(row["usage_test"]) <= 1
+        # usage counts the train split and the evaluated test images (recipe eval.usage_splits)
+        assert int(row["tokens"]) == (60_000 + 64) * 49 and int(row["tokens_test"]) == 64 * 49
+        assert float(row["tokens_per_code"]) == (60_000 + 64) * 49 / 32
+        assert 0 < float(row["usage_reference"]) <= 1 and float(row["usage_chao1"]) >= float(row["usage"])
         assert float(row["psnr"]) > 0
         assert Path(row["run_dir"], "model.safetensors").is_file()
+    curves = sweep.read_curves(spec.curves)
+    assert [point["step"] for point in curves["main/simvq/K32/seed0"]] == [2, 4]
 
 
 def test_sweep_never_recomputes_a_finished_row(tiny_sweep):
@@ -58,6 +73,15 @@ def test_sweep_never_recomputes_a_finished_row(tiny_sweep):
     again = sweep.run_sweep(spec, sweep.image_runs(spec), progress=False)
     assert again == []
     assert len(sweep.read_results(spec.results)) == 2
+
+
+def test_replicate_runs_every_seed_for_named_methods_only():
+    spec = sweep.SweepSpec(methods=["simvq", "vq", "fsq"], sizes=[1024, 8192], seeds=[0, 1, 2], replicate=["simvq", "vq"])
+    runs = sweep.image_runs(spec)
+    assert sorted({run.seed for run in runs if run.method == "fsq"}) == [0]
+    assert sorted({run.seed for run in runs if run.method == "vq"}) == [0, 1, 2]
+    assert len(runs) == 2 * 2 * 3 + 2
+    assert len(sweep.image_runs(sweep.SweepSpec(methods=["fsq"], sizes=[1024], seeds=[0, 1]))) == 2  # empty: all seeds
 
 
 def test_ablation_runs_cover_the_variants():

@@ -32,12 +32,12 @@ DEMO_OVERRIDES = [
 
 
 def format_table(results: dict[str, dict]) -> str:
-    header = f"{'method':8s} {'usage':>7s} {'cap':>6s} {'perplexity':>10s} {'PSNR dB':>8s} {'SSIM':>6s} {'rFID':>7s} {'steps':>6s} {'train s':>7s}"
+    header = f"{'method':8s} {'usage':>7s} {'ref':>6s} {'perplexity':>10s} {'PSNR dB':>8s} {'SSIM':>6s} {'rFID':>7s} {'steps':>6s} {'train s':>7s}"
     lines = [header, "-" * len(header)]
     for name, m in results.items():
         rfid = f"{m['rfid']:7.1f}" if "rfid" in m else f"{'-':>7s}"
         lines.append(
-            f"{name:8s} {m['usage']:7.1%} {m['usage_cap']:6.1%} {m['perplexity']:10.1f} {m['psnr']:8.2f} "
+            f"{name:8s} {m['usage']:7.1%} {m['usage_reference']:6.1%} {m['perplexity']:10.1f} {m['psnr']:8.2f} "
             f"{m['ssim']:6.3f} {rfid} {m.get('global_step', 0):6d} {m.get('train_seconds', 0):7.0f}"
         )
     return "\n".join(lines)

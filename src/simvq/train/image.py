@@ -18,7 +18,6 @@ import copy
 import io
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -454,12 +453,17 @@ def evaluate_run(
 ) -> dict:
     """Measure a run on its data set's test split; returns (and writes to ``metrics.json``)::
 
-        {"usage", "perplexity", "dead_fraction", "tokens", "psnr", "ssim", "images",
+        {"usage", "tokens", "tokens_per_code", "usage_chao1", "coverage", "usage_reference",
+         "usage_test", "tokens_test", "perplexity", "dead_fraction", "psnr", "ssim", "images",
          "rfid", "rfid_images", "codebook_size", "quantizer", "global_step", ...}
 
-    Usage and perplexity are over every token of the evaluated images; rFID over a fixed random
-    subset of ``fid_images`` (default ``config.eval.fid_images``; 0 skips it). Arguments left as
-    None take the run's ``eval`` config. ``run_dir`` may also be a ``.safetensors``/``.ckpt`` file.
+    PSNR/SSIM are over the test images; ``usage_test`` over their tokens. ``usage``, perplexity and
+    the coverage statistics (``simvq.metrics.coverage_summary``: Chao1, Good-Turing coverage, the
+    usage of an untrained quantizer at the same tokens per code) count the tokens of every split in
+    ``eval.usage_splits``, so large codebooks are judged on enough tokens per code. rFID is over a
+    fixed random subset of ``fid_images`` (default ``config.eval.fid_images``; 0 skips it).
+    Arguments left as None take the run's ``eval`` config. ``run_dir`` may also be a
+    ``.safetensors``/``.ckpt`` file.
     """
     from ..metrics.coverage import coverage_summary
     from ..metrics.image import code_histogram, evaluate_reconstructions

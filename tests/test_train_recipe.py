@@ -1,0 +1,112 @@
+"""The recipe's pieces below the Trainer: in-memory batches, precision choice, the reconstruction
+range, the fused weight EMA, the plateau criterion, usage counted over several splits."""
+
+import json
+
+import pytest
+import torch
+
+from simvq.data.in_memory import ShuffledBatches, to_unit_float, uint8_images
+from simvq.train.config import load_config
+
+pytest.importorskip("lightning")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+
+def test_shuffled_batches_cover_each_epoch_once_and_reproducibly():
+    images = torch.arange(10 * 4, dtype=torch.uint8).view(10, 1, 2, 2)
+    batches = iter(ShuffledBatches(images, 3, seed=7))
+    epoch = [next(batches) for _ in range(3)]  # 10 // 3 = 3 full batches, the 10th image dropped
+    seen = torch.cat(epoch)[:, 0, 0, 0] // 4
+    assert len(set(seen.tolist())) == 9 and all(b.shape == (3, 1, 2, 2) and b.dtype == torch.uint8 for b in epoch)
+    again = iter(ShuffledBatches(images, 3, seed=7))
+    assert all(torch.equal(a, next(again)) for a in epoch)
+    next_epoch = torch.cat([next(batches) for _ in range(3)])[:, 0, 0, 0] // 4
+    assert next_epoch.tolist() != seen.tolist()  # a new permutation per epoch
+
+
+def test_shuffled_batches_reject_bad_input():
+    with pytest.raises(ValueError, match="uint8"):
+        ShuffledBatches(torch.zeros(4, 1, 2, 2), 2)
+    with pytest.raises(ValueError, match="batch_size"):
+        ShuffledBatches(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), 5)
+
+
+def test_uint8_images_and_unit_float():
+    class Set:
+        images = torch.full((3, 5, 5), 255, dtype=torch.uint8)
+
+    assert uint8_images(Set()).shape == (3, 1, 5, 5)
+    assert uint8_images(object()) is None
+    assert torch.equal(to_unit_float(Set.images), torch.ones(3, 5, 5))
+    floats = torch.rand(2, 2)
+    assert to_unit_float(floats) is floats
+
+
+def test_auto_precision_is_float32_on_a_cpu_without_fast_bf16(monkeypatch):
+    from simvq.train import image
+
+    monkeypatch.setattr(image, "cpu_has_fast_bf16", lambda: False)
+    assert image.resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr(image, "cpu_has_fast_bf16", lambda: True)
+    assert image.resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert image.resolve_precision("16-mixed", "cpu") == "16-mixed"  # an explicit choice is kept
+
+
+def test_reconstruction_range_doubles_l1_and_quadruples_l2():
+    from simvq.train.image import reconstruction_error
+
+    x, y = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
+    for loss, factor in (("l1", 2.0), ("l2", 4.0)):
+        unit = load_config(None, [f"loss.reconstruction={loss}"]).loss
+        signed = load_config(None, [f"loss.reconstruction={loss}", "loss.reconstruction_range=[-1, 1]"]).loss
+        torch.testing.assert_close(reconstruction_error(x, y, signed), factor * reconstruction_error(x, y, unit))
+
+
+def test_unknown_reconstruction_range_is_refused():
+    from simvq.train.image import ImageTokenizerModule
+
+    config = load_config(None, ["loss.reconstruction_range=[0, 255]", "model.channels=8", "quantizer.codebook_size=16"])
+    with pytest.raises(ValueError, match="reconstruction_range"):
+        ImageTokenizerModule(config)
+
+
+def test_fused_ema_matches_the_per_parameter_update():
+    from simvq.train.image import update_ema
+
+    torch.manual_seed(0)
+    live, ema = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        for p in live.parameters():
+            p.normal_()
+    live.running_mean.fill_(5.0)
+    expected = [e + 0.1 * (l - e) for e, l in zip(ema.parameters(), live.parameters())]
+    update_ema(ema, live, 0.9)
+    for got, want in zip(ema.parameters(), expected):
+        torch.testing.assert_close(got, want)
+    assert torch.equal(ema.running_mean, live.running_mean)  # buffers copied, not averaged
+
+
+def plateau(**criterion):
+    from simvq.train.plateau import PlateauStop
+
+    overrides = [f"plateau.{k}={v}" for k, v in {"enabled": True, "patience": 2, "min_steps": 0, **criterion}.items()]
+    return PlateauStop(load_config(None, overrides))
+
+
+def test_plateau_stops_after_patience_checks_without_improvement():
+    stop = plateau(usage_tolerance=0.01, psnr_tolerance=0.1)
+    checks = [(0.50, 20.0), (0.60, 20.0), (0.605, 20.05), (0.61, 20.08), (0.70, 20.0), (0.70, 20.0), (0.70, 20.0)]
+    verdicts = [stop.check(1000 * (i + 1), {"usage": u, "psnr": p}) for i, (u, p) in enumerate(checks)]
+    # checks 1, 2 and 5 improve; 3-4 improve by less than the tolerances (stop at 4); 6-7 are stale again
+    assert verdicts == [False, False, False, True, False, False, True]
+    assert [point["step"] for point in stop.history] == [1000 * (i + 1) for i in range(7)]
+
+
+def test_plateau_waits_for_min_steps_and_resumes_its_state():
+    stop = plateau(min_steps=5000)
+    assert not any(stop.check(step, {"usage": 0.5, "psnr": 20.0}) for step in (1000, 2000, 3000, 4000))
+    assert stop.check(5000, {"usage": 0.5, "psnr": 20.0})
+    resumed = plateau(min_steps=5000)
+    resumed.load_state_dict(json.loads(json.dumps(stop.state_dict())))
+    assert resumed.plateaued and resumed.history == stop.history and resumed.stale_checks == stop.stale_checks
