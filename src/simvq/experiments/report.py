@@ -209,7 +209,8 @@ def token_summary(main: dict[tuple, Group]) -> str:
     rows = [r for g in main.values() for r in g.rows]
     per_k = ", ".join(f"{span(values_at(main, k, 'tokens_per_code'))} at {k_label(k)}" for k in sizes)
     test = span(number(r.get("tokens_test")) for r in rows)
-    test = f"; the test split alone: {test}, which the usage-over-steps curves count" if test != MISSING else ""
+    test = (f"; the test split alone: {test}. The usage-over-steps curves count the tokens of the plateau "
+            "checks' test images (the recipe's `plateau.eval_images`), fewer than either") if test != MISSING else ""
     tokens = span(number(r.get("tokens")) for r in rows)
     return f"Usage is counted over N = {tokens} tokens (train + test splits{test}); N/K = {per_k}."
 
@@ -558,7 +559,7 @@ def figures(groups: dict[tuple, Group], curves: dict, figures_dir: Path) -> list
         plot_vs_k(main, "psnr", "PSNR (dB)", 1.0, figures_dir / "sweep_psnr_vs_k.png"),
     ]
     for k in sorted({k for _, k in main}):  # one figure per K: curves of different K never share axes
-        for column, ylabel, scale in (("usage", "usage over the test split (%)", 100.0), ("psnr", "PSNR (dB)", 1.0)):
+        for column, ylabel, scale in (("usage", "usage over the checked test images (%)", 100.0), ("psnr", "PSNR (dB)", 1.0)):
             path = figures_dir / f"sweep_{column}_over_steps_K{k}.png"
             paths.append(plot_over_steps(main, curves, k, column, ylabel, scale, path))
     return [p for p in paths if p]

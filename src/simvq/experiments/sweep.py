@@ -225,7 +225,7 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
         "run_dir": str(run_dir),
         **{name: metrics[name] for name in RESULT_FIELDS if name in metrics and name not in ("codebook_size", "steps")},
     }
-    curve = [{k: p[k] for k in ("step", "usage", "psnr", "perplexity") if k in p} for p in plateau["history"]]
+    curve = [{k: p[k] for k in ("step", "usage", "psnr", "perplexity", "tokens") if k in p} for p in plateau["history"]]
     return row, curve
 
 
