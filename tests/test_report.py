@@ -194,3 +194,13 @@ def test_a_second_report_replaces_its_block(report, tmp_path):
     text = out.read_text()
     assert text.count("sweep-report:begin") == 1 and "hand-written intro stays" in text
     assert "over_steps" not in text  # no curves file: no over-steps figures, no crash
+
+
+def test_cli_reports_a_user_mistake_in_one_line(tmp_path, capsys):
+    from simvq.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "--results", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "r.md")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no results in" in err and "Traceback" not in err

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMAND_MODULES = [
     "simvq.experiments.demo",
     "simvq.experiments.sweep",
+    "simvq.experiments.report",
     "simvq.experiments.toy_cli",
     "simvq.train.commands",
 ]
@@ -27,9 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what a user's mistake raises (a bad option value, a missing file): one line, exit status 2;
+# SIMVQ_DEBUG=1 shows the traceback
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as error:
+        if os.environ.get("SIMVQ_DEBUG"):
+            raise
+        parser.exit(2, f"simvq {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

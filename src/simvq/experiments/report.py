@@ -608,3 +608,21 @@ def write_report(results: str | Path, out: str | Path = "docs/results.md", *, fi
     block = render(rows, groups, results, [os.path.relpath(p, out.parent) for p in pictures])
     atomic_write_text(out, splice(out, block))
     return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _report(args) -> int:
+    path = write_report(args.results, args.out, figures_dir=args.figures, curves=args.curves)
+    print(f"report written to {path}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    report = subparsers.add_parser("report", help="results.csv -> docs/results.md tables, findings and PNG plots")
+    report.add_argument("--results", default="results.csv")
+    report.add_argument("--curves", default=None, help="usage/PSNR-over-steps file (default: <results>_curves.json)")
+    report.add_argument("--out", default="docs/results.md")
+    report.add_argument("--figures", default="docs/figures")
+    report.set_defaults(func=_report)

@@ -316,14 +316,6 @@ def _bench(args) -> int:
     return 0
 
 
-def _report(args) -> int:
-    from .report import write_report
-
-    path = write_report(args.results, args.out, figures_dir=args.figures)
-    print(f"report written to {path}")
-    return 0
-
-
 def add_parser(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="the comparison sweep (quantizers x sizes x seeds) and ablations")
     bench.add_argument("kind", choices=["image", "ablations"])
@@ -343,9 +335,3 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--results", default="results.csv", help="the CSV every finished run is appended to")
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(func=_bench)
-
-    report = subparsers.add_parser("report", help="results.csv -> docs/results.md tables and PNG plots")
-    report.add_argument("--results", default="results.csv")
-    report.add_argument("--out", default="docs/results.md")
-    report.add_argument("--figures", default="docs/figures")
-    report.set_defaults(func=_report)
