@@ -195,6 +195,8 @@ def table(rows: list[dict], sgemm: float) -> str:
 
 
 def write_docs(text: str) -> None:
+    from simvq.utils import atomic_write_text
+
     path = ROOT / "docs" / "results.md"
     content = path.read_text() if path.exists() else "# Results\n"
     block = f"{DOCS_BEGIN}\n{text}\n{DOCS_END}"
@@ -203,9 +205,7 @@ def write_docs(text: str) -> None:
         content = head + block + rest.split(DOCS_END, 1)[1]
     else:
         content = content.rstrip() + "\n\n## Search speed and memory (`benchmarks/search.py`)\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(content)
-    os.replace(tmp, path)
+    atomic_write_text(path, content)
 
 
 def main() -> None:

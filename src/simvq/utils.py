@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+SHARED_FILE_MODE = 0o644  # mkstemp creates 0600; results and weights are meant to be read by others
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename: readers never see half a file."""
@@ -13,6 +15,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, SHARED_FILE_MODE)
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
@@ -39,6 +42,7 @@ def atomic_path(path: str | os.PathLike):
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
         os.close(handle)
+        os.chmod(tmp, SHARED_FILE_MODE)
         try:
             yield tmp
             os.replace(tmp, target)
@@ -47,3 +51,20 @@ def atomic_path(path: str | os.PathLike):
                 os.unlink(tmp)
 
     return manager()
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display needed); imported only when asked for."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path: str | os.PathLike, **savefig_options) -> None:
+    """Write ``figure`` to ``path`` atomically (format from the suffix), then close it."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=Path(path).suffix.lstrip(".") or None, **savefig_options)
+    pyplot().close(figure)

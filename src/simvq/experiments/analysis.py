@@ -85,10 +85,9 @@ class SpectrumTracker:
         }
 
     def figure(self):
-        import matplotlib
+        from ..utils import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         figure, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.6))
         values = torch.stack(self.singular_values).numpy()
@@ -140,10 +139,9 @@ def index_correspondence(quantizer, z: Tensor) -> dict:
 
 
 def plot_index_correspondence(result: dict):
-    import matplotlib
+    from ..utils import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, ax = plt.subplots(figsize=(3.2, 3.0))
     ax.scatter(result["counts_effective"], result["counts_codes"], s=6, label="codes vs nearest row of W(C)")
@@ -225,10 +223,9 @@ class MovementTracker:
 def plot_code_movement(results: dict[str, dict], trackers: dict[str, MovementTracker] | None = None):
     """Per-code displacement after one step, selected codes first, one panel per method; with
     ``trackers``, one more panel: fraction of codes moving per step over a whole fit."""
-    import matplotlib
+    from ..utils import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = len(results) + (1 if trackers else 0)
     figure, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 2.6), squeeze=False)

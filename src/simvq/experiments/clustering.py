@@ -202,10 +202,9 @@ def compare_clustering(
 
 def plot_clustering(fits: dict[str, ClusteringFit], data: Tensor | None = None, *, title: str = ""):
     """Distortion (relative to KMeans) and usage per method; with 2-D ``data``, the codes on it too."""
-    import matplotlib
+    from ..utils import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     show_points = data is not None and data.shape[1] == 2
     panels = 3 if show_points else 2

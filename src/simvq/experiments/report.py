@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..utils import atomic_path, atomic_write_text
+from ..utils import atomic_write_text, pyplot, save_figure
 from .sweep import read_results
 
 BEGIN = "<!-- sweep-report:begin -->"
@@ -471,15 +471,6 @@ def ablation_table(groups: dict[tuple, Group]) -> list[str]:
 # ----------------------------------------------------------------------------- figures
 
 
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def line_style(method: str) -> dict:
     return dict(linewidth=2.6, color="black", zorder=3) if method == "simvq" else dict(linewidth=1.2, alpha=0.85)
 
@@ -490,9 +481,7 @@ def save(figure, axis, path: Path, xlabel: str, ylabel: str) -> Path:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=110)
-    pyplot().close(figure)
+    save_figure(figure, path, dpi=110)
     return path
 
 

@@ -231,10 +231,9 @@ def _limit(results: dict[str, ToyResult]) -> float:
 
 def plot_toy(results: dict[str, ToyResult], *, columns: int = 4):
     """Rows: methods; columns: snapshots from start to end; last column: usage over training."""
-    import matplotlib
+    from ..utils import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(results)
     figure, axes = plt.subplots(len(names), columns + 1, figsize=(2.1 * (columns + 1), 2.1 * len(names)), squeeze=False)
@@ -264,10 +263,9 @@ def plot_toy(results: dict[str, ToyResult], *, columns: int = 4):
 
 def animate_toy(results: dict[str, ToyResult], path, *, fps: int = 6, dpi: int = 60) -> None:
     """Animated GIF of every snapshot, one panel per method (Pillow writer)."""
-    import matplotlib
+    from ..utils import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     names = list(results)

@@ -6,25 +6,17 @@ Each subcommand writes PNG (and GIF) figures plus one JSON of the measured numbe
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ..utils import atomic_write_text, save_figure
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    # atomic: a reader never sees half a file
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        json.dump(payload, file, indent=2)
-    os.chmod(temporary, 0o644)  # mkstemp creates 0600; results are meant to be shared
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def _save(figure, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    save_figure(figure, path, dpi=90)
 
 
 def run_2d(args) -> int:

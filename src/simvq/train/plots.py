@@ -7,22 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils import atomic_path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..utils import pyplot as _pyplot
+from ..utils import atomic_path, save_figure
 
 
 def _save(figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    _pyplot().close(figure)
+    save_figure(figure, path, dpi=120, bbox_inches="tight")
 
 
 @torch.no_grad()
