@@ -68,6 +68,38 @@ def _check(x: Tensor, codebook: Tensor, chunk_size: int | None, method: str) -> 
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
+def max_abs_value(dim: int) -> float:
+    """Largest ``|value|`` accepted in ``dim``-dimensional inputs: squared distances between two such
+    vectors stay 1024x below float32's largest value, so no score, distance or loss overflows (the
+    bf16 screen's bound used to overflow near 1e19 and return code 0 for every token)."""
+    return math.sqrt(torch.finfo(torch.float32).max / dim) / 32.0
+
+
+def check_values(name: str, t: Tensor, *, limit: float | None = None) -> float:
+    """Raise a ValueError naming ``name`` when ``t`` holds NaN, Inf or values beyond ``limit``
+    (default ``max_abs_value(dim)``); returns the largest ``|value|``. One pass, one host sync."""
+    low, high = torch.aminmax(t.detach().reshape(-1))
+    largest = max(-float(low), float(high))
+    if math.isfinite(largest) and largest <= (limit if limit is not None else max_abs_value(t.shape[-1])):
+        return largest
+    if math.isnan(largest) or bool(torch.isnan(t).any()):
+        raise ValueError(f"{name} contains NaN values")
+    if math.isinf(largest):
+        raise ValueError(f"{name} contains Inf values")
+    raise ValueError(
+        f"{name} holds values up to {largest:.3g} in magnitude; float32 squared distances overflow "
+        f"beyond {max_abs_value(t.shape[-1]):.3g} at dim={t.shape[-1]}: rescale it"
+    )
+
+
+def _check_magnitudes(x: Tensor, codebook: Tensor) -> None:
+    """NaN/Inf in either argument (NaN used to give index 0 silently), and magnitudes whose squared
+    distances ``(|x| + |c|)^2 dim`` would overflow float32."""
+    limit = max_abs_value(x.shape[1])
+    largest_code = check_values("codebook", codebook, limit=limit)
+    check_values("x", x, limit=limit - largest_code)
+
+
 def _cpu_has_fast_bf16() -> bool:
     probe = getattr(torch.backends.cpu, "get_cpu_capability", None)
     capability = probe() if probe else ""
@@ -257,6 +289,10 @@ def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Ten
     input_error = 1.1 * (dot_error + u * u * (max_code_norm.pow(2) + magnitude) + accumulation_error) + 1e-30
     # the offset lifts every screened value above zero, so its int16 bits order like the value
     offset = -score_floor + 2 * input_error
+    if not bool(torch.isfinite(offset).all()) or not bool(torch.isfinite(magnitude).all()):
+        # the bound itself overflowed float32 (|x| beyond ~1e19): a screen without a bound would
+        # skip every code, so decide in float32 alone
+        return _search_fp32(x, codebook, chunk_size)
 
     # augmented operands: [x, 1, 1, off_hi, off_lo] . [-2c, n_hi, n_lo, 1, 1] = ||c||^2 - 2 x.c + off
     norm_hi, norm_lo = _split_bf16(code_norm_sq)
@@ -308,7 +344,13 @@ def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Ten
 
 @torch.no_grad()
 def nearest(
-    x: Tensor, codebook: Tensor, chunk_size: int | None = None, *, method: str = "auto", return_distances: bool = True
+    x: Tensor,
+    codebook: Tensor,
+    chunk_size: int | None = None,
+    *,
+    method: str = "auto",
+    return_distances: bool = True,
+    check_finite: bool = True,
 ) -> tuple[Tensor, Tensor] | Tensor:
     """Index of the nearest code to each row of ``x`` and its squared distance.
 
@@ -318,8 +360,15 @@ def nearest(
     method: "auto" (default), "fp32" or "screened" (see the module docstring); all exact.
     Returns ``indices: (N,) int64`` and ``squared_distances: (N,) float32``; the indices alone
     when ``return_distances`` is False (the quantizers' case: it saves four passes over ``x``).
+    check_finite: refuse NaN/Inf and values whose squared distances overflow float32 (ValueError
+        naming ``x`` or ``codebook``); one pass over each and one host sync. Switch it off only
+        where the caller has checked (the search itself never syncs on an accelerator).
     """
     _check(x, codebook, chunk_size, method)
+    if x.shape[0] == 0:
+        return (x.new_zeros(0, dtype=torch.long), x.new_zeros(0, dtype=torch.float32)) if return_distances else x.new_zeros(0, dtype=torch.long)
+    if check_finite:
+        _check_magnitudes(x, codebook)
     with torch.autocast(device_type=x.device.type, enabled=False):
         x32 = x.float().contiguous()
         codebook32 = codebook.float().contiguous()

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, straight_through
 from .codebook_updates import all_reduce_mean_, all_reduce_sum_
+from .options import check_choice, check_float, check_int
 from .registry import register_quantizer
 from .vq import seeded_generator
 
@@ -80,18 +81,14 @@ class AffineVQ(CodebookQuantizer):
             channel_first=channel_first,
             check_finite=check_finite,
         )
-        if affine not in AFFINE_MODES:
-            raise ValueError(f"affine must be one of {AFFINE_MODES}, got {affine!r}")
-        if sync_nu < 0:
-            raise ValueError(f"sync_nu must be >= 0, got {sync_nu!r}")
-        if alternating_lr is not None and alternating_lr <= 0:
-            raise ValueError(f"alternating_lr must be positive or None, got {alternating_lr!r}")
-        self.affine = affine
-        self.affine_lr = affine_lr
-        self.affine_momentum = affine_momentum
-        self.sync_nu = sync_nu
-        self.alternating_lr = alternating_lr
-        self.alternating_momentum = alternating_momentum
+        seed = check_int("seed", seed, optional=True)
+        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+        self.affine = check_choice("affine", affine, AFFINE_MODES)
+        self.affine_lr = check_float("affine_lr", affine_lr, low=0.0, low_open=True)
+        self.affine_momentum = check_float("affine_momentum", affine_momentum, low=0.0, high=1.0, low_open=True)
+        self.sync_nu = check_float("sync_nu", sync_nu, low=0.0)
+        self.alternating_lr = check_float("alternating_lr", alternating_lr, low=0.0, low_open=True, optional=True)
+        self.alternating_momentum = check_float("alternating_momentum", alternating_momentum, low=0.0, high=1.0, high_open=True)
         scale = init_scale if init_scale is not None else dim**-0.5
         self.embedding = nn.Parameter(torch.randn(codebook_size, dim, generator=seeded_generator(seed)) * scale)
         if affine == "learned":

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..search import nearest
+from ..search import check_values, nearest
+from .options import check_bool, check_float, check_int, check_table_fits
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -35,6 +36,16 @@ def default(value, fallback):
 def fp32(device_type: str):
     """Context that switches autocast off, so distances and losses are computed in float32."""
     return torch.autocast(device_type=device_type, enabled=False)
+
+
+def linear_fp32(layer: nn.Module, x: Tensor) -> Tensor:
+    """``layer(x)`` for an ``nn.Linear`` (or ``nn.Identity``) in float32 whatever the module's dtype
+    (after ``.double()``/``.half()``) or autocast state: projections feed distances and losses."""
+    if isinstance(layer, nn.Identity):
+        return x.float()
+    bias = None if layer.bias is None else layer.bias.float()
+    with fp32(x.device.type):
+        return F.linear(x.float(), layer.weight.float(), bias)
 
 
 def straight_through(z: Tensor, q: Tensor, *, rotation_trick: bool = False) -> Tensor:
@@ -172,14 +183,10 @@ class Quantizer(nn.Module):
         check_finite: bool = True,  # one device sync per call; switch off in tight GPU loops
     ):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or codebook_size < 2:
-            raise ValueError(f"codebook_size must be an integer >= 2, got {codebook_size!r}")
-        self.dim = dim
-        self.codebook_size = codebook_size
-        self.channel_first = channel_first
-        self.check_finite = check_finite
+        self.dim = check_int("dim", dim, minimum=1)
+        self.codebook_size = check_int("codebook_size", codebook_size, minimum=2)
+        self.channel_first = check_bool("channel_first", channel_first)
+        self.check_finite = check_bool("check_finite", check_finite)
 
     # -- layout -----------------------------------------------------------------------------
 
@@ -190,21 +197,22 @@ class Quantizer(nn.Module):
         if not z.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor (float32/float16/bfloat16/float64), got {z.dtype}")
         layout = "(B, dim, ...)" if self.channel_first else "(..., dim)"
+        shape = tuple(z.shape)  # the caller's layout, for messages
         if z.ndim < 2:
-            raise ValueError(f"{name} must have at least 2 dimensions {layout}, got shape {tuple(z.shape)}")
+            raise ValueError(f"{name} must have at least 2 dimensions {layout}, got shape {shape}")
         if self.channel_first:
             z = rearrange(z, "b d ... -> b ... d")
         if z.shape[-1] != self.dim:
             raise ValueError(
                 f"{name} must have {self.dim} channels in its {'second' if self.channel_first else 'last'} "
-                f"dimension {layout}, got shape {tuple(z.shape)}"
+                f"dimension {layout}, got shape {shape}"
             )
         if z.numel() == 0:
-            raise ValueError(f"{name} is empty (shape {tuple(z.shape)}); need at least one vector")
-        # a NaN or Inf makes the sum non-finite; only a non-finite sum (or an overflowing one) pays
-        # for the elementwise check, which costs ~20x the sum
-        if self.check_finite and not torch.isfinite(z.sum()) and not torch.isfinite(z).all():
-            raise ValueError(f"{name} contains NaN or Inf values")
+            raise ValueError(f"{name} is empty (shape {shape}); need at least one vector")
+        # NaN, Inf, and magnitudes whose squared distances and losses overflow float32 (1e20 gave an
+        # inf loss, or NaN in sqvae): one min/max pass
+        if self.check_finite:
+            check_values(name, z)
         return z.reshape(-1, self.dim), tuple(z.shape[:-1])
 
     def _unflatten(self, flat: Tensor, leading: tuple[int, ...]) -> Tensor:
@@ -298,9 +306,10 @@ class CodebookQuantizer(Quantizer):
         **kwargs,
     ):
         super().__init__(dim, codebook_size, **kwargs)
-        self.beta = beta
-        self.rotation_trick = rotation_trick
-        self.chunk_size = chunk_size
+        check_table_fits("codebook_size", codebook_size, dim)
+        self.beta = check_float("beta", beta, low=0.0)
+        self.rotation_trick = check_bool("rotation_trick", rotation_trick)
+        self.chunk_size = check_int("chunk_size", chunk_size, minimum=1, optional=True)
 
     def codebook(self) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -312,7 +321,9 @@ class CodebookQuantizer(Quantizer):
     def search(self, x: Tensor) -> Tensor:
         """Indices ``(N,)`` of the nearest codes to ``x: (N, dim)``."""
         with torch.no_grad():
-            return nearest(x.detach(), self.codebook().detach(), chunk_size=self.chunk_size, return_distances=False)
+            return nearest(
+                x.detach(), self.codebook().detach(), chunk_size=self.chunk_size, return_distances=False, check_finite=self.check_finite
+            )
 
     def quantize(self, x: Tensor) -> FlatOutput:
         codes = self.search(x)
@@ -343,5 +354,6 @@ __all__ = [
     "default",
     "exists",
     "fp32",
+    "linear_fp32",
     "straight_through",
 ]

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ..search import nearest
 from .base import CodebookQuantizer, FlatOutput, fp32
 from .codebook_updates import all_reduce_sum_, broadcast_, ema_, sample_rows
+from .options import check_bool, check_choice, check_float, check_int
 from .registry import register_quantizer
 from .vq import seeded_generator
 
@@ -70,17 +71,13 @@ class CVQ(CodebookQuantizer):
             channel_first=channel_first,
             check_finite=check_finite,
         )
-        if distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-        if anchor not in ANCHORS:
-            raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
-        if not 0.0 < usage_decay < 1.0:
-            raise ValueError(f"usage_decay must lie in (0, 1), got {usage_decay!r}")
-        self.distance = distance
-        self.anchor = anchor
-        self.usage_decay = usage_decay
-        self.contrastive = contrastive
-        self.temperature = temperature
+        seed = check_int("seed", seed, optional=True)
+        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+        self.distance = check_choice("distance", distance, DISTANCES)
+        self.anchor = check_choice("anchor", anchor, ANCHORS)
+        self.usage_decay = check_float("usage_decay", usage_decay, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.contrastive = check_bool("contrastive", contrastive)
+        self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)  # 0 gave NaN logits
         self._generator = seeded_generator(seed, offset=2)
         bound = init_scale if init_scale is not None else 1.0 / codebook_size
         initial = (torch.rand(codebook_size, dim, generator=seeded_generator(seed)) * 2 - 1) * bound

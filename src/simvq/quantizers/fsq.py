@@ -12,7 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import FlatOutput, Quantizer, fp32, straight_through
+from .base import FlatOutput, Quantizer, fp32, linear_fp32, straight_through
+from .options import check_float, check_int
 from .registry import register_quantizer
 
 # Mentzer et al. 2023, Table 1: recommended levels for a target codebook size. Note the products
@@ -78,6 +79,8 @@ class FSQ(Quantizer):
         channel_first: bool = False,
         check_finite: bool = True,
     ):
+        codebook_size = check_int("codebook_size", codebook_size, minimum=2, optional=True)
+        eps = check_float("eps", eps, low=0.0, high=1.0)
         if levels is None:
             if codebook_size is None:
                 raise ValueError("fsq needs levels=[...] or codebook_size")
@@ -89,13 +92,26 @@ class FSQ(Quantizer):
         self.levels = levels
         self.eps = eps
         num_channels = len(levels)
-        self.register_buffer("_levels", torch.tensor(levels, dtype=torch.long), persistent=False)
+        # persistent, so a state dict records the grid it was trained on (see _load_from_state_dict)
+        self.register_buffer("_levels", torch.tensor(levels, dtype=torch.long))
         # mixed-radix place values: code = sum_i index_i * prod(levels[:i])
         radix = torch.cumprod(torch.tensor([1] + levels[:-1], dtype=torch.long), dim=0)
         self.register_buffer("_radix", radix, persistent=False)
         needs_projection = dim != num_channels
         self.project_in = nn.Linear(dim, num_channels) if needs_projection else nn.Identity()
         self.project_out = nn.Linear(num_channels, dim) if needs_projection else nn.Identity()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # another grid changes every code's meaning while the projections may still fit: refuse it.
+        # State dicts from before levels were saved carry none and load as before.
+        key = prefix + "_levels"
+        saved = state_dict.get(key)
+        if saved is None:
+            state_dict[key] = self._levels.clone()
+        elif saved.shape != self._levels.shape or not torch.equal(saved.to(self._levels), self._levels):
+            error_msgs.append(f"fsq: the state dict was saved with levels {saved.tolist()}, this quantizer has {self.levels}")
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     # -- the scalar grid ------------------------------------------------------------------------
 
@@ -124,14 +140,14 @@ class FSQ(Quantizer):
     # -- Quantizer interface ----------------------------------------------------------------------
 
     def _round(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        bounded = self.bound(self.project_in(x.float()))
+        bounded = self.bound(linear_fp32(self.project_in, x))
         return bounded, bounded.round()
 
     def quantize(self, x: Tensor) -> FlatOutput:
         with fp32(x.device.type):
             bounded, rounded = self._round(x)
             grid = straight_through(bounded, rounded) / self._half()
-            quantized = self.project_out(grid)
+            quantized = linear_fp32(self.project_out, grid)
         return FlatOutput(quantized=quantized, codes=self.grid_to_codes(rounded.detach()))
 
     def encode_flat(self, x: Tensor) -> Tensor:
@@ -140,7 +156,7 @@ class FSQ(Quantizer):
 
     def decode_flat(self, codes: Tensor) -> Tensor:
         with fp32(codes.device.type):
-            return self.project_out(self.codes_to_grid(codes))
+            return linear_fp32(self.project_out, self.codes_to_grid(codes))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, levels={self.levels}"

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .base import FlatOutput
 from .codebook_updates import kmeans
+from .options import check_int
 from .registry import register_quantizer
 from .simvq import SimVQ
 from .vq import seeded_generator
@@ -65,7 +66,7 @@ class LCVQ(SimVQ):
             chunk_size=chunk_size,
             check_finite=check_finite,
         )
-        self.kmeans_iters = kmeans_iters
+        self.kmeans_iters = check_int("kmeans_iters", kmeans_iters, minimum=0)
         self._generator = seeded_generator(seed, offset=2)
         if features is not None:
             if not isinstance(features, Tensor) or not features.is_floating_point():

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import FlatOutput, Quantizer, commitment_losses, fp32, straight_through
+from .base import FlatOutput, Quantizer, commitment_losses, fp32, linear_fp32, straight_through
+from .options import check_choice, check_float
 from .registry import register_quantizer
 
 ENTROPY_MODES = ("auto", "exact", "factorized")
@@ -85,16 +86,12 @@ class LFQ(Quantizer):
         super().__init__(dim, codebook_size, channel_first=channel_first, check_finite=check_finite)
         if codebook_size & (codebook_size - 1):
             raise ValueError(f"lfq: codebook_size must be a power of two, got {codebook_size}")
-        if entropy_mode not in ENTROPY_MODES:
-            raise ValueError(f"entropy_mode must be one of {ENTROPY_MODES}, got {entropy_mode!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
         self.num_bits = int(math.log2(codebook_size))
-        self.entropy_weight = entropy_weight
-        self.diversity_gamma = diversity_gamma
-        self.temperature = temperature
-        self.beta = beta
-        self.entropy_mode = entropy_mode
+        self.entropy_weight = check_float("entropy_weight", entropy_weight, low=0.0)
+        self.diversity_gamma = check_float("diversity_gamma", diversity_gamma, low=0.0)
+        self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)
+        self.beta = check_float("beta", beta, low=0.0)
+        self.entropy_mode = check_choice("entropy_mode", entropy_mode, ENTROPY_MODES)
         self.register_buffer("_place", 2 ** torch.arange(self.num_bits - 1, -1, -1), persistent=False)
         needs_projection = dim != self.num_bits
         self.project_in = nn.Linear(dim, self.num_bits) if needs_projection else nn.Identity()
@@ -141,24 +138,24 @@ class LFQ(Quantizer):
 
     def quantize(self, x: Tensor) -> FlatOutput:
         with fp32(x.device.type):
-            z = self.project_in(x.float())
+            z = linear_fp32(self.project_in, x)
             signs = self._signs(z).detach()
             per_sample, batch = self.entropy_terms(z)
             losses = {
                 "commitment": commitment_losses(z, signs, beta=self.beta)["commitment"],
                 "entropy": self.entropy_weight * (per_sample - self.diversity_gamma * batch),
             }
-            quantized = self.project_out(straight_through(z, signs))
+            quantized = linear_fp32(self.project_out, straight_through(z, signs))
         metrics = {"per_sample_entropy": per_sample.detach(), "batch_entropy": batch.detach()}
         return FlatOutput(quantized=quantized, codes=self.bits_to_codes(signs > 0), losses=losses, metrics=metrics)
 
     def encode_flat(self, x: Tensor) -> Tensor:
         with fp32(x.device.type):
-            return self.bits_to_codes(self.project_in(x.float()) > 0)
+            return self.bits_to_codes(linear_fp32(self.project_in, x) > 0)
 
     def decode_flat(self, codes: Tensor) -> Tensor:
         with fp32(codes.device.type):
-            return self.project_out(self.codes_to_signs(codes))
+            return linear_fp32(self.project_out, self.codes_to_signs(codes))
 
     def extra_repr(self) -> str:
         return (

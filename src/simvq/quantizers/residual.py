@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import FlatOutput, Quantizer
+from .options import check_int
 from .registry import build_quantizer, register_quantizer
 
 
@@ -59,7 +60,7 @@ class ResidualQuantizer(Quantizer):
     @staticmethod
     def _build_stage(inner: str, dim: int, codebook_size: int, stage: int, options: dict) -> Quantizer:
         options = dict(options)
-        if options.get("seed") is not None:
+        if check_int("seed", options.get("seed"), optional=True) is not None:
             options["seed"] = options["seed"] + stage
         # the wrapper owns layout and input checks; stages see flat (N, dim) residuals
         quantizer = build_quantizer(inner, dim=dim, codebook_size=codebook_size, check_finite=False, **options)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import CodebookQuantizer, fp32
+from .options import check_bool, check_choice, check_int
 from .registry import register_quantizer
 
 C_INITS = ("gaussian", "uniform", "orthogonal")
@@ -57,8 +58,9 @@ class SimVQ(CodebookQuantizer):
         chunk_size: codes per search tile (see ``simvq.search.nearest``).
 
     The effective codebook ``W(C)`` is recomputed for every training forward and cached in eval
-    mode; the cache is keyed on the parameters' versions, so an optimiser step, ``load_state_dict``
-    or ``train()`` invalidates it.
+    mode; the cache is keyed on the tensors' versions and storage, and ``W`` is compared with the
+    copy the cache was built from, so an optimiser step, ``load_state_dict``, ``train()`` and writes
+    through ``.data`` (``p.data.copy_(ema)``, which bumps no version) all invalidate it.
     """
 
     def __init__(
@@ -85,8 +87,11 @@ class SimVQ(CodebookQuantizer):
             channel_first=channel_first,
             check_finite=check_finite,
         )
+        seed = check_int("seed", seed, optional=True)
+        check_bool("bias", bias)
+        check_choice("init", init, C_INITS)
         basis = frozen_basis(codebook_size, dim, init=init, seed=seed)
-        self.train_codebook = train_codebook
+        self.train_codebook = check_bool("train_codebook", train_codebook)
         self.init = init
         if train_codebook:
             self.basis = nn.Parameter(basis)
@@ -97,13 +102,20 @@ class SimVQ(CodebookQuantizer):
             if seed is not None:
                 torch.manual_seed(seed + 1)
             self.proj = nn.Linear(dim, dim, bias=bias)
-        self._cache: tuple[tuple, Tensor] | None = None
+        self._cache: tuple[tuple, Tensor, tuple[Tensor, ...]] | None = None
 
     # -- the effective codebook ---------------------------------------------------------------
 
     def _version_key(self) -> tuple:
         tensors = [self.basis, *self.proj.parameters()]
         return tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in tensors)
+
+    def _cache_is_current(self) -> bool:
+        if self._cache is None or self._cache[0] != self._version_key():
+            return False
+        # ``.data`` writes bypass the version counter: compare W itself (dim^2 values, cheap beside
+        # the K x dim table it guards). C is a frozen buffer, keyed on version and storage only.
+        return all(torch.equal(saved, live) for saved, live in zip(self._cache[2], self.proj.parameters()))
 
     def codebook(self) -> Tensor:
         """Effective codebook ``W(C): (K, dim)``, float32.
@@ -115,10 +127,12 @@ class SimVQ(CodebookQuantizer):
         if self.training:
             self._cache = None
             return self._project(self.basis)
-        key = self._version_key()
-        if self._cache is None or self._cache[0] != key:
+        if torch.compiler.is_compiling():  # a compiled graph recomputes it: no Python-side cache to trace
+            return self._project(self.basis)
+        if not self._cache_is_current():
             with torch.no_grad():
-                self._cache = (key, self._project(self.basis))
+                weights = tuple(p.detach().clone() for p in self.proj.parameters())
+                self._cache = (self._version_key(), self._project(self.basis), weights)
         return self._cache[1]
 
     def _project(self, rows: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .base import CodebookQuantizer, FlatOutput, fp32, straight_through
+from .options import check_float, check_int
 from .registry import register_quantizer
 
 # entries of the (tokens x codes) logit tile per checkpointed chunk
@@ -98,8 +99,11 @@ class SQVAE(CodebookQuantizer):
             channel_first=channel_first,
             check_finite=check_finite,
         )
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        seed = check_int("seed", seed, optional=True)
+        temperature = check_float("temperature", temperature, low=0.0, low_open=True)
+        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+        init_variance = check_float("init_variance", init_variance, low=0.0, low_open=True, optional=True)
+        kl_weight = check_float("kl_weight", kl_weight, low=0.0)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         scale = init_scale if init_scale is not None else dim**-0.5
         variance = init_variance if init_variance is not None else 20.0 * scale**2

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, straight_through
+from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, linear_fp32, straight_through
 from .codebook_updates import cluster_sums, ema_, kmeans, sample_rows
+from .options import check_bool, check_float, check_int
 from .registry import register_quantizer
 
 
@@ -89,19 +90,16 @@ class VQ(CodebookQuantizer):
             channel_first=channel_first,
             check_finite=check_finite,
         )
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {ema_decay!r}")
-        if not 0.0 < dead_code_decay < 1.0:
-            raise ValueError(f"dead_code_decay must lie in (0, 1), got {dead_code_decay!r}")
-        if codebook_dim is not None and (not isinstance(codebook_dim, int) or codebook_dim < 1):
-            raise ValueError(f"codebook_dim must be a positive integer or None, got {codebook_dim!r}")
-        self.ema_decay = ema_decay
-        self.ema_eps = ema_eps
-        self.dead_code_threshold = dead_code_threshold
-        self.dead_code_decay = dead_code_decay
-        self.kmeans_init = kmeans_init
-        self.kmeans_iters = kmeans_iters
-        self.l2_normalize = l2_normalize
+        seed = check_int("seed", seed, optional=True)
+        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+        codebook_dim = check_int("codebook_dim", codebook_dim, minimum=1, optional=True)
+        self.ema_decay = check_float("ema_decay", ema_decay, low=0.0, high=1.0, low_open=True, high_open=True, optional=True)
+        self.ema_eps = check_float("ema_eps", ema_eps, low=0.0, low_open=True)
+        self.dead_code_threshold = check_float("dead_code_threshold", dead_code_threshold, low=0.0, optional=True)
+        self.dead_code_decay = check_float("dead_code_decay", dead_code_decay, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.kmeans_init = check_bool("kmeans_init", kmeans_init)
+        self.kmeans_iters = check_int("kmeans_iters", kmeans_iters, minimum=0)
+        self.l2_normalize = check_bool("l2_normalize", l2_normalize)
         self.codebook_dim = codebook_dim if codebook_dim is not None else dim
         self._generator = seeded_generator(seed, offset=2)
 
@@ -138,20 +136,18 @@ class VQ(CodebookQuantizer):
 
     def codebook(self) -> Tensor:
         """The searched table ``(K, codebook_dim)`` (unit rows with ``l2_normalize``)."""
-        return self._normalize(self.embedding)
+        return self._normalize(self.embedding.float())
 
     def lookup(self, codes: Tensor) -> Tensor:
         # normalise only the selected rows: O(N d), not O(K d), and the same values as codebook()[codes]
-        return self._normalize(F.embedding(codes, self.embedding))
+        return self._normalize(F.embedding(codes, self.embedding).float())
 
     def to_latent(self, x: Tensor) -> Tensor:
         """Input ``(N, dim)`` -> search space ``(N, codebook_dim)``, float32."""
-        with fp32(x.device.type):
-            return self._normalize(self.project_in(x.float()))
+        return self._normalize(linear_fp32(self.project_in, x))
 
     def from_latent(self, q: Tensor) -> Tensor:
-        with fp32(q.device.type):
-            return self.project_out(q.float())
+        return linear_fp32(self.project_out, q)
 
     # -- forward --------------------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+"""Checks of quantizer options, one line per option in each constructor.
+
+Each helper returns the value (converted where that loses nothing, e.g. ``16.0`` is not accepted as
+an integer but ``numpy.int64(16)`` is) or raises a ValueError/TypeError that names the option and
+says what was expected, so a wrong type fails at construction, not steps later inside a matmul.
+Strings are never accepted for numbers or booleans: ``rotation_trick='no'`` would otherwise be
+truthy, and ``beta='0.25'`` would fail far from where it was given (a YAML/CLI layer parses text).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+
+# Refuse a codebook table that could not fit in this machine's memory before allocating it
+# (``codebook_size=2**31`` at dim 8 asked for 68 GB and only then failed, or swapped).
+_FLOAT32_BYTES = 4
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_int(name: str, value, *, minimum: int | None = None, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        expected = "an integer" + (" or None" if optional else "")
+        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
+) -> float | None:
+    """A finite real number in ``[low, high]`` (either end open with ``*_open``)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        expected = "a number" + (" or None" if optional else "")
+        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or too_low or too_high:
+        left = "-inf" if low is None else f"{low:g}"
+        right = "inf" if high is None else f"{high:g}"
+        interval = f"{'(' if low_open or low is None else '['}{left}, {right}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value, choices: tuple) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_table_fits(name: str, rows: int, columns: int) -> None:
+    """Refuse a ``(rows, columns)`` float32 table larger than this machine's physical memory."""
+    memory = _physical_memory()
+    needed = rows * columns * _FLOAT32_BYTES
+    if memory is not None and needed > memory:
+        raise ValueError(
+            f"{name}={rows} needs a {rows} x {columns} float32 table of {needed / 2**30:.1f} GiB, more than "
+            f"this machine's {memory / 2**30:.1f} GiB of memory"
+        )
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not a POSIX system: no check
+        return None
+
+
+__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_table_fits"]
