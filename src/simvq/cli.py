@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # what a user's mistake raises (a bad option value, a missing file): one line, exit status 2;
 # SIMVQ_DEBUG=1 shows the traceback
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,10 +30,34 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 def checkpoint_model_state(path: str | os.PathLike) -> dict[str, Tensor]:
     """The autoencoder's weights inside a Lightning checkpoint (the EMA copy when there is one)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    from .utils import load_torch_file
+
+    checkpoint = load_torch_file(path)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{path} is not a Lightning checkpoint of a simvq run (no state_dict)")
     state = checkpoint["state_dict"]
     prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def unit_images(images: Tensor) -> Tensor:
+    """``images`` as float32 in ``[0, 1]``: uint8 is divided by 255; a float tensor must already
+    lie in ``[0, 1]``; anything else is refused."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if not images.is_floating_point():
+        raise TypeError(f"images must be uint8 (0-255) or floating point (0-1), got {images.dtype}")
+    images = images.float()
+    if images.numel():
+        low, high = torch.aminmax(images)
+        if not (float(low) >= 0.0 and float(high) <= 1.0):  # NaN fails too
+            raise ValueError(
+                f"float images must lie in [0, 1], got values in [{float(low):.4g}, {float(high):.4g}]; "
+                "pass uint8 images or divide by 255"
+            )
+    return images
 
 
 class Tokenizer:
@@ -61,16 +85,19 @@ class Tokenizer:
 
         path = Path(path)
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from .utils import load_safetensors
 
-            state, run_dir = load_file(str(path)), path.parent
+            state, run_dir = load_safetensors(path), path.parent
         elif path.suffix == ".ckpt":
             state, run_dir = checkpoint_model_state(path), path.parent.parent if path.parent.name == "checkpoints" else path.parent
         else:
             raise ValueError(f"path must be a .safetensors or .ckpt file, got {path}")
         config = read_run_config(run_dir)
         model = ImageAutoencoder.from_config(config)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            raise ValueError(f"{path} does not match the model its run's config describes: {error}") from None
         return cls(model.to(device or "cpu"), config)
 
     @property
@@ -87,12 +114,20 @@ class Tokenizer:
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
-        """Codes ``(B, H/f, W/f)`` int64 for images ``(B, C, H, W)`` in ``[0, 1]``."""
-        return self.model.encode(images.to(self.device, torch.float32))
+        """Codes ``(B, H/f, W/f)`` int64 for images ``(B, C, H, W)``: float in ``[0, 1]``, or uint8
+        in ``[0, 255]`` (scaled by 1/255 here; floats outside ``[0, 1]`` are refused, since 0-255
+        floats would quantize as if every pixel were saturated)."""
+        return self.model.encode(unit_images(images).to(self.device))
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
-        """Images ``(B, C, H, W)`` in ``[0, 1]`` for codes ``(B, h, w)``."""
+        """Images ``(B, C, H, W)`` in ``[0, 1]`` for codes ``(B, h, w)`` (``(B, h, w, stages)`` for
+        residual quantizers)."""
+        expected = 3 + self.model.quantizer.code_ndim
+        if not isinstance(codes, Tensor) or codes.ndim != expected:
+            shape = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
+            layout = "(B, h, w)" if expected == 3 else "(B, h, w, stages)"
+            raise ValueError(f"codes must have shape {layout}, got {shape}")
         return self.model.decode(codes.to(self.device))
 
     @torch.no_grad()

@@ -81,7 +81,8 @@ class ImageFolder(Dataset):
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {self.root}")
         self.files = list(files)
         self.image_size, self.channels, self.crop = image_size, channels, crop
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self._rng: tuple[tuple, random.Random] | None = None
         digest = hashlib.sha1("\n".join(str(f.resolve()) for f in self.files).encode()).hexdigest()[:12]
         self.cache_key = f"folder-{digest}-{image_size}px-{channels}ch-{crop}"
 
@@ -94,3 +95,27 @@ class ImageFolder(Dataset):
         with Image.open(self.files[index]) as image:
             image = resize_and_crop(image.convert("RGB"), self.image_size, crop=self.crop, rng=self.rng)
         return to_tensor(image, self.channels)
+
+    @property
+    def rng(self) -> random.Random:
+        """The random-crop generator of this process: seeded from ``seed``, the data-loader worker
+        and the DDP rank, so workers and ranks draw different crops (a ``Random`` built once in
+        ``__init__`` was copied into every worker, which then all drew the same crops) while a
+        run stays reproducible."""
+        key = _stream_key()
+        if self._rng is None or self._rng[0] != key:
+            self._rng = (key, random.Random(f"{self.seed}-{key}"))
+        return self._rng[1]
+
+
+def _stream_key() -> tuple:
+    import torch.distributed as dist
+    from torch.utils.data import get_worker_info
+
+    import torch
+
+    worker = get_worker_info()
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", 0))
+    # in a worker, torch's seed differs per worker and, once Lightning's seed_everything(workers=True)
+    # worker init has run, per rank as well
+    return (rank, worker.id, torch.initial_seed()) if worker is not None else (rank, -1, 0)

@@ -29,24 +29,29 @@ def to_unit_float(images: Tensor) -> Tensor:
 class ShuffledBatches(IterableDataset):
     """Endless epochs of shuffled uint8 batches ``(batch_size, C, H, W)``; the last partial batch
     of an epoch is dropped. Epoch ``e`` uses permutation seed ``seed + e``; under
-    ``torch.distributed`` each rank takes every ``world``-th batch of the same permutation."""
+    ``torch.distributed`` each rank takes every ``world``-th batch of the same permutation.
+    ``start``: batches (per rank) already consumed, e.g. by the steps of a resumed run; they are
+    skipped, so the sequence continues exactly where it stopped."""
 
-    def __init__(self, images: Tensor, batch_size: int, *, seed: int = 0):
+    def __init__(self, images: Tensor, batch_size: int, *, seed: int = 0, start: int = 0):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be a (N, C, H, W) uint8 tensor, got {images.dtype} {tuple(images.shape)}")
         if not 1 <= batch_size <= images.shape[0]:
             raise ValueError(f"batch_size must lie in [1, {images.shape[0]}] (the number of images), got {batch_size}")
-        self.images, self.batch_size, self.seed = images, batch_size, seed
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start must be a non-negative integer, got {start!r}")
+        self.images, self.batch_size, self.seed, self.start = images, batch_size, seed, start
 
     def __iter__(self):
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-        epoch = 0
+        per_rank = len(range(rank, self.images.shape[0] // self.batch_size, world))
+        epoch, skip = divmod(self.start, per_rank) if per_rank else (0, 0)
         while True:
             order = torch.randperm(self.images.shape[0], generator=torch.Generator().manual_seed(self.seed + epoch))
             batches = order[: order.numel() // self.batch_size * self.batch_size].view(-1, self.batch_size)
-            for batch in batches[rank::world]:
+            for batch in batches[rank::world][skip:]:
                 yield self.images.index_select(0, batch)
-            epoch += 1
+            epoch, skip = epoch + 1, 0
 
 
 __all__ = ["ShuffledBatches", "to_unit_float", "uint8_images"]

@@ -43,15 +43,16 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from .image import evaluate_run
 
-    metrics = evaluate_run(
+    evaluate_run(
         args.run,
         fid_images=args.fid_images,
         max_images=args.max_images,
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.quiet,
+        # printed before the files are written: a read-only run directory loses nothing
+        report=lambda metrics: print(json.dumps(metrics, indent=2), flush=True),
     )
-    print(json.dumps(metrics, indent=2))
     return 0
 
 

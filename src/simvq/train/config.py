@@ -252,11 +252,55 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Defaults, then the YAML (or JSON) file at ``path``, then ``overrides`` (``section.key=value``)."""
     values = to_dict(TokenizerConfig())
     if path is not None:
-        text = Path(path).read_text()
-        loaded = json.loads(text) if str(path).endswith(".json") else (_parse_yaml(text) or {})
-        values = _merge(values, loaded)
+        values = _merge(values, _read_config_file(Path(path)))
     values = apply_overrides(values, overrides or [])
-    return from_dict(TokenizerConfig, values)
+    return check_config(from_dict(TokenizerConfig, values))
+
+
+def _read_config_file(path: Path) -> dict:
+    """The mapping in a YAML/JSON file; a parse error or a top level that is not a mapping gives a
+    ValueError naming the file (a corrupt config.json used to raise a bare JSONDecodeError)."""
+    import yaml
+
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        text = path.read_text()
+        loaded = json.loads(text) if path.suffix == ".json" else (_parse_yaml(text) or {})
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} must hold a mapping of sections (data:, model:, ...), got a {type(loaded).__name__}")
+    return loaded
+
+
+# (field path, smallest value): counts that must be positive (max_steps=-1 trained forever)
+_POSITIVE = (
+    ("trainer.max_steps", 1),
+    ("trainer.log_every", 1),
+    ("trainer.checkpoint_every", 1),
+    ("data.batch_size", 1),
+    ("data.image_size", 1),
+    ("data.num_workers", 0),
+    ("eval.batch_size", 1),
+    ("optim.warmup_steps", 0),
+    ("quantizer.codebook_size", 2),
+    ("model.dim", 1),
+)
+
+
+def check_config(config: TokenizerConfig) -> TokenizerConfig:
+    """Values no run can use, refused naming the key."""
+    for key, minimum in _POSITIVE:
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value < minimum:
+            raise ValueError(f"{key} must be >= {minimum}, got {value}")
+    if not config.optim.lr > 0:
+        raise ValueError(f"optim.lr must be positive, got {config.optim.lr}")
+    if config.optim.ema_decay is not None and not 0 < config.optim.ema_decay < 1:
+        raise ValueError(f"optim.ema_decay must lie in (0, 1) or be null, got {config.optim.ema_decay}")
+    return config
 
 
 def _merge(base: dict, update: dict) -> dict:

@@ -34,7 +34,7 @@ from ..metrics import CodebookUsage
 from ..models import ImageAutoencoder, PatchDiscriminator
 from ..models.discriminator import hinge_discriminator_loss, hinge_generator_loss
 from ..tokenizer import CHECKPOINT_FILE, WEIGHTS_FILE, Tokenizer, save_weights
-from ..utils import atomic_write_bytes, atomic_write_text
+from ..utils import atomic_path, atomic_write_text, load_torch_file
 from .config import TokenizerConfig, read_run_config, save_config, to_dict
 from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
 
@@ -222,18 +222,20 @@ def update_ema(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes to a temporary file then renames (a crash never leaves half a checkpoint); reads with
-    ``torch.load(weights_only=True)`` so no pickled code is ever run."""
+    """Streams to a temporary file, syncs it, then renames (a crash never leaves half a checkpoint,
+    and no second in-memory copy of the checkpoint is built); reads with
+    ``torch.load(weights_only=True)`` so no pickled code is ever run, and a corrupt file gives one
+    error naming it."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        import io
-
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return load_torch_file(path, map_location=map_location)
 
 
 class PeriodicCheckpoint(pl.Callback):
@@ -321,14 +323,17 @@ def _check_resumable(saved: TokenizerConfig, config: TokenizerConfig, run_dir: P
             )
 
 
-def _data_loader(config: TokenizerConfig) -> DataLoader:
+def _data_loader(config: TokenizerConfig, start_step: int = 0) -> DataLoader:
     dataset = build_image_dataset(config.data, "train", seed=config.trainer.seed)
     if len(dataset) < config.data.batch_size:
         raise ValueError(f"the training set has {len(dataset)} images, fewer than data.batch_size={config.data.batch_size}")
     images = uint8_images(dataset) if config.data.in_memory else None
     if images is not None:
         # whole uint8 batches by one index op; ``batch_size=None``: the data set yields batches
-        return DataLoader(ShuffledBatches(images, config.data.batch_size, seed=config.trainer.seed), batch_size=None)
+        # a resumed run continues the batch sequence where the checkpoint left it, so killing and
+        # resuming ends with the weights of an uninterrupted run
+        batches = ShuffledBatches(images, config.data.batch_size, seed=config.trainer.seed, start=start_step)
+        return DataLoader(batches, batch_size=None)
     return DataLoader(
         dataset,
         batch_size=config.data.batch_size,
@@ -407,10 +412,15 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
     )
     started = time.time()
     _quiet_lightning()
-    trainer.fit(module, _data_loader(config), ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
+    try:
+        trainer.fit(module, _data_loader(config, start_step), ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
+    finally:
+        # also when the session ends on SIGTERM, Ctrl-C or an error: the steps it ran are on disk
+        # (PeriodicCheckpoint saved them), so they belong in the record
+        if trainer.is_global_zero:
+            _append_progress(run_dir, start_step, trainer.global_step, module.steps_this_session, time.time() - started)
 
     if trainer.is_global_zero:
-        _append_progress(run_dir, start_step, trainer.global_step, module.steps_this_session, time.time() - started)
         atomic_write_text(run_dir / "usage_history.json", json.dumps(module.usage_history, indent=1) + "\n")
         save_weights(module.eval_model(), run_dir / WEIGHTS_FILE)
         plateau = next((c for c in trainer.callbacks if isinstance(c, PlateauStop)), None)
@@ -430,7 +440,10 @@ def _quiet_lightning() -> None:
 def _checkpoint_step(path: Path) -> int:
     if not path.is_file():
         return 0
-    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+    checkpoint = load_torch_file(path)
+    if not isinstance(checkpoint, dict) or "global_step" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no global_step); delete it to start over")
+    return int(checkpoint["global_step"])
 
 
 def _append_progress(run_dir: Path, start: int, end: int, steps_run: int, seconds: float) -> None:
@@ -450,6 +463,7 @@ def evaluate_run(
     device: torch.device | str | None = None,
     progress: bool = True,
     write: bool = True,
+    report=None,
 ) -> dict:
     """Measure a run on its data set's test split; returns (and writes to ``metrics.json``)::
 
@@ -463,7 +477,8 @@ def evaluate_run(
     ``eval.usage_splits``, so large codebooks are judged on enough tokens per code. rFID is over a
     fixed random subset of ``fid_images`` (default ``config.eval.fid_images``; 0 skips it).
     Arguments left as None take the run's ``eval`` config. ``run_dir`` may also be a
-    ``.safetensors``/``.ckpt`` file.
+    ``.safetensors``/``.ckpt`` file. ``report(metrics)`` is called before anything is written, so a
+    caller can show the numbers even when the run directory turns out to be read-only.
     """
     from ..metrics.coverage import coverage_summary
     from ..metrics.image import code_histogram, evaluate_reconstructions
@@ -505,6 +520,8 @@ def evaluate_run(
     if progress_file.is_file():
         metrics["global_step"] = json.loads(progress_file.read_text())["global_step"]
         metrics["train_seconds"] = sum(s["seconds"] for s in json.loads(progress_file.read_text())["sessions"])
+    if report is not None:
+        report(metrics)
     if write:
         atomic_write_text(path / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         plots.reconstruction_grid(tokenizer, dataset, path / "reconstructions.png", num_images=eval_config.grid_images)

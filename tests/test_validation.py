@@ -1,0 +1,168 @@
+"""Defects found by probing: wrong option types and values, extreme inputs, dtypes, state dicts and
+the search's guards. Each test failed before its fix."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from simvq.quantizers import build_quantizer, list_quantizers
+from simvq.search import _search_fp32, _search_fp32_device, _search_screened, max_abs_value, nearest
+
+SMALL = {"dim": 16, "codebook_size": 16}
+
+
+def unit_codebook(num_codes=64, dim=16, seed=0):
+    return F.normalize(torch.randn(num_codes, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+def test_screened_search_falls_back_when_its_bound_overflows():
+    """At |x| ~ 1e20 the screen's bound was inf and every token got code 0; the nearest code of
+    ``s * c_j`` among unit codes is ``j`` at any scale ``s``."""
+    codebook = unit_codebook()
+    target = torch.arange(40) % 64
+    for scale in (1.0, 1e19, 1e20, 1e30):
+        x = codebook[target] * scale
+        assert torch.equal(_search_screened(x, codebook, None), target), scale
+        assert torch.equal(_search_fp32(x, codebook, None), target), scale
+
+
+@pytest.mark.parametrize("argument", ["x", "codebook"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30])
+def test_nearest_refuses_nan_inf_and_overflowing_values_naming_the_argument(argument, value):
+    x, codebook = torch.randn(5, 16), unit_codebook()
+    (x if argument == "x" else codebook)[1, 3] = value
+    with pytest.raises(ValueError, match=rf"^{argument} (contains|holds values)"):
+        nearest(x, codebook)
+
+
+def test_nearest_accepts_values_up_to_its_limit_and_is_right_there():
+    codebook = unit_codebook()
+    scale = max_abs_value(16) / 2
+    x = codebook[:8] * scale
+    indices, distances = nearest(x, codebook)
+    assert torch.equal(indices, torch.arange(8)) and torch.isfinite(distances).all()
+
+
+def test_nearest_on_an_empty_batch_returns_empty_results():
+    indices, distances = nearest(torch.empty(0, 16), unit_codebook())
+    assert indices.shape == (0,) and indices.dtype == torch.long and distances.shape == (0,)
+
+
+def test_device_search_path_runs_on_cpu_and_matches_the_reference():
+    """The accelerator path (no host sync) forced on CPU, tiles of every shape, against float64."""
+    generator = torch.Generator().manual_seed(1)
+    x, codebook = torch.randn(300, 8, generator=generator), torch.randn(257, 8, generator=generator)
+    reference = torch.cdist(x.double(), codebook.double()).argmin(1)
+    for chunk_size in (None, 1, 7, 64, 257):
+        assert torch.equal(_search_fp32_device(x, codebook, chunk_size), reference), chunk_size
+
+
+def test_device_search_path_needs_no_host_sync():
+    """On the meta device any data-dependent host read (``bool(t)``, ``.item()``, ``.nonzero()``)
+    raises: the whole search must be expressible without one."""
+    x, codebook = torch.empty(300, 8, device="meta"), torch.empty(257, 8, device="meta")
+    assert _search_fp32_device(x, codebook, 64).shape == (300,)
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        _search_fp32(x, codebook, 64)  # the CPU path does sync per tile: the probe can tell
+
+
+# ----------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    "name, option, value, error",
+    [
+        ("simvq", "rotation_trick", "no", TypeError),
+        ("vq", "rotation_trick", 1, TypeError),
+        ("simvq", "beta", "0.25", TypeError),
+        ("simvq", "beta", -1, ValueError),
+        ("simvq", "seed", "0", TypeError),
+        ("vq", "seed", "0", TypeError),
+        ("residual", "seed", "0", TypeError),
+        ("vq_ema", "ema_decay", "0.99", TypeError),
+        ("vq_ema", "ema_decay", 1.5, ValueError),
+        ("cvq", "temperature", 0, ValueError),
+        ("affine", "affine_momentum", 5, ValueError),
+        ("fsq", "codebook_size", 16.0, TypeError),
+        ("simvq", "codebook_size", 16.0, TypeError),
+        ("lfq", "beta", float("nan"), ValueError),
+        ("sqvae", "kl_weight", -1, ValueError),
+        ("simvq", "channel_first", "yes", TypeError),
+        ("simvq", "chunk_size", 0, ValueError),
+    ],
+)
+def test_bad_options_fail_at_construction_naming_the_option(name, option, value, error):
+    with pytest.raises(error, match=option):
+        build_quantizer(name, **{**SMALL, option: value})
+
+
+def test_a_codebook_larger_than_memory_is_refused_before_allocating():
+    with pytest.raises(ValueError, match="codebook_size=2147483648 needs .* GiB"):
+        build_quantizer("vq", dim=8, codebook_size=2**31)
+
+
+def test_unknown_options_fail_naming_the_option():
+    for name in list_quantizers():
+        with pytest.raises(TypeError, match="no_such_option"):
+            build_quantizer(name, **SMALL, no_such_option=1)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@pytest.mark.parametrize("name", list_quantizers())
+def test_huge_inputs_are_refused_not_turned_into_inf_or_nan(name):
+    quantizer = build_quantizer(name, **SMALL)
+    with pytest.raises(ValueError, match="z holds values up to .* rescale"):
+        quantizer(torch.randn(32, 16) * 1e20)
+
+
+@pytest.mark.parametrize("name", list_quantizers())
+def test_the_largest_accepted_inputs_give_finite_outputs_and_losses(name):
+    quantizer = build_quantizer(name, **SMALL).eval()
+    z = (torch.rand(32, 16) * 2 - 1) * max_abs_value(16)
+    out = quantizer(z.requires_grad_(True))
+    assert torch.isfinite(out.quantized).all() and torch.isfinite(out.loss)
+    torch.testing.assert_close(out.quantized, quantizer.decode(out.codes), rtol=1e-4, atol=1e-3 * max_abs_value(16))
+
+
+def test_channel_first_errors_report_the_callers_shape():
+    quantizer = build_quantizer("simvq", dim=4, codebook_size=8, channel_first=True)
+    with pytest.raises(ValueError, match=r"got shape \(2, 3, 3, 4\)"):
+        quantizer(torch.randn(2, 3, 3, 4))
+
+
+@pytest.mark.parametrize("name", ["fsq", "lfq", "vq_l2", "simvq", "vq", "sqvae"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_converted_modules_still_quantize(name, dtype):
+    quantizer = build_quantizer(name, **SMALL).to(dtype).eval()
+    out = quantizer(torch.randn(8, 16, dtype=dtype))
+    assert out.quantized.dtype == dtype
+    torch.testing.assert_close(out.quantized.float(), quantizer.decode(out.codes).float(), rtol=1e-2, atol=1e-2)
+
+
+def test_fsq_refuses_a_state_dict_of_other_levels_and_loads_old_ones():
+    saved = build_quantizer("fsq", dim=8, levels=[8, 5, 5, 5])
+    other = build_quantizer("fsq", dim=8, levels=[5, 5, 5, 8])  # same projection shapes
+    with pytest.raises(RuntimeError, match=r"levels \[8, 5, 5, 5\]"):
+        other.load_state_dict(saved.state_dict())
+    with pytest.raises(RuntimeError, match="levels"):
+        build_quantizer("fsq", dim=8, levels=[8, 5, 5]).load_state_dict(saved.state_dict(), strict=False)
+    old_format = {k: v for k, v in saved.state_dict().items() if k != "_levels"}  # saved before levels were
+    build_quantizer("fsq", dim=8, levels=[8, 5, 5, 5]).load_state_dict(old_format)
+
+
+def test_simvq_eval_cache_notices_writes_through_data():
+    """The weight-EMA swap of the official code writes ``p.data.copy_()``: no version bump."""
+    quantizer = build_quantizer("simvq", dim=4, codebook_size=8, seed=0).eval()
+    z = torch.randn(6, 4)
+    quantizer.encode(z)
+    for parameter in quantizer.proj.parameters():
+        parameter.data.copy_(torch.randn_like(parameter))
+    expected = F.linear(quantizer.basis, quantizer.proj.weight, quantizer.proj.bias)
+    assert torch.equal(quantizer.codebook(), expected)
+    reference = torch.cdist(z.double(), expected.double()).argmin(1)
+    assert torch.equal(quantizer.encode(z), reference)
