@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         if os.environ.get("SIMVQ_DEBUG"):
             raise
-        parser.exit(2, f"simvq {args.command}: error: {error}\n")
+        message = " ".join(str(error).split())  # one line, whatever the message's layout
+        parser.exit(2, f"simvq {args.command}: error: {message}\n")
 
 
 if __name__ == "__main__":

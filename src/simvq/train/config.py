@@ -268,7 +268,8 @@ def _read_config_file(path: Path) -> dict:
         text = path.read_text()
         loaded = json.loads(text) if path.suffix == ".json" else (_parse_yaml(text) or {})
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from None
+        reason = " ".join(str(error).split())  # YAML errors span several lines
+        raise ValueError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {reason}") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} must hold a mapping of sections (data:, model:, ...), got a {type(loaded).__name__}")
     return loaded
