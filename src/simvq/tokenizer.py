@@ -2,42 +2,20 @@
 
 Weights are read from safetensors (``model.safetensors`` in the run directory) or, for a run that
 is still training, from its Lightning checkpoint with ``torch.load(weights_only=True)``; nothing is
-ever unpickled. Imports no training framework.
+ever unpickled. Imports no training framework (the run files are read by ``simvq.train.run_files``).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-WEIGHTS_FILE = "model.safetensors"
-CHECKPOINT_FILE = Path("checkpoints") / "last.ckpt"
+from .train.run_files import CHECKPOINT_FILE, WEIGHTS_FILE, checkpoint_model_state, load_run_model, save_weights
 
-
-def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """``model``'s state dict as safetensors, written atomically."""
-    from safetensors.torch import save_file
-
-    from .utils import atomic_path
-
-    state = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, tmp, metadata={"format": "pt", "library": "simvq"})
-
-
-def checkpoint_model_state(path: str | os.PathLike) -> dict[str, Tensor]:
-    """The autoencoder's weights inside a Lightning checkpoint (the EMA copy when there is one)."""
-    from .utils import load_torch_file
-
-    checkpoint = load_torch_file(path)
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(f"{path} is not a Lightning checkpoint of a simvq run (no state_dict)")
-    state = checkpoint["state_dict"]
-    prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+# the run-directory files, re-exported for the users of the inference API
+__all__ = ["CHECKPOINT_FILE", "WEIGHTS_FILE", "Tokenizer", "checkpoint_model_state", "save_weights"]
 
 
 def unit_images(images: Tensor) -> Tensor:
@@ -70,35 +48,13 @@ class Tokenizer:
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, device: torch.device | str | None = None) -> "Tokenizer":
         """Load a run directory (final ``model.safetensors``, else the last checkpoint)."""
-        run_dir = Path(run_dir)
-        if (run_dir / WEIGHTS_FILE).is_file():
-            return cls.from_checkpoint(run_dir / WEIGHTS_FILE, device=device)
-        if (run_dir / CHECKPOINT_FILE).is_file():
-            return cls.from_checkpoint(run_dir / CHECKPOINT_FILE, device=device)
-        raise FileNotFoundError(f"{run_dir} holds neither {WEIGHTS_FILE} nor {CHECKPOINT_FILE}")
+        model, config, _ = load_run_model(run_dir, device=device)
+        return cls(model, config)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, device: torch.device | str | None = None) -> "Tokenizer":
         """Load ``model.safetensors`` or ``checkpoints/last.ckpt``; the config is read from the run directory."""
-        from .models import ImageAutoencoder
-        from .train.config import read_run_config
-
-        path = Path(path)
-        if path.suffix == ".safetensors":
-            from .utils import load_safetensors
-
-            state, run_dir = load_safetensors(path), path.parent
-        elif path.suffix == ".ckpt":
-            state, run_dir = checkpoint_model_state(path), path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        else:
-            raise ValueError(f"path must be a .safetensors or .ckpt file, got {path}")
-        config = read_run_config(run_dir)
-        model = ImageAutoencoder.from_config(config)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise ValueError(f"{path} does not match the model its run's config describes: {error}") from None
-        return cls(model.to(device or "cpu"), config)
+        return cls.from_run(path, device=device)
 
     @property
     def device(self) -> torch.device:

@@ -33,10 +33,10 @@ from ..data.in_memory import ShuffledBatches, to_unit_float, uint8_images
 from ..metrics import CodebookUsage
 from ..models import ImageAutoencoder, PatchDiscriminator
 from ..models.discriminator import hinge_discriminator_loss, hinge_generator_loss
-from ..tokenizer import CHECKPOINT_FILE, WEIGHTS_FILE, Tokenizer, save_weights
 from ..utils import atomic_path, atomic_write_text, load_torch_file
 from .config import TokenizerConfig, read_run_config, save_config, to_dict
 from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
+from .run_files import CHECKPOINT_FILE, WEIGHTS_FILE, load_run_model, save_weights
 
 RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 RECONSTRUCTION_RANGES = ("[0, 1]", "[-1, 1]")
@@ -485,15 +485,11 @@ def evaluate_run(
     from ..quantizers.base import code_statistics
     from . import plots
 
-    path = Path(run_dir)
-    tokenizer = Tokenizer.from_checkpoint(path, device=device) if path.is_file() else Tokenizer.from_run(path, device=device)
-    if path.is_file():
-        path = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    config = tokenizer.config
+    model, config, path = load_run_model(run_dir, device=device)
     eval_config = config.eval
     dataset = build_image_dataset(config.data, "test", seed=config.trainer.seed)
     metrics, counts = evaluate_reconstructions(
-        tokenizer.model,
+        model,
         dataset,
         batch_size=batch_size or eval_config.batch_size,
         max_images=max_images if max_images is not None else eval_config.max_images,
@@ -505,15 +501,15 @@ def evaluate_run(
     metrics["usage_test"], metrics["tokens_test"] = metrics["usage"], metrics["tokens"]
     for split in eval_config.usage_splits:
         if split != "test":  # more tokens per code: usage counted over every listed split
-            counts = counts + code_histogram(tokenizer.model, build_image_dataset(config.data, split, seed=config.trainer.seed),
+            counts = counts + code_histogram(model, build_image_dataset(config.data, split, seed=config.trainer.seed),
                                              batch_size=batch_size or eval_config.batch_size, device=device, progress=progress)
-    metrics.update(coverage_summary(counts, dim=tokenizer.model.quantizer.dim))
+    metrics.update(coverage_summary(counts, dim=model.quantizer.dim))
     metrics["perplexity"] = code_statistics(counts)["perplexity"].item()
     metrics["dead_fraction"] = 1.0 - metrics["usage"]
     metrics["usage_splits"] = list(eval_config.usage_splits)
     metrics.update(
         quantizer=config.quantizer.name,
-        codebook_size=tokenizer.codebook_size,
+        codebook_size=model.quantizer.codebook_size,
         dataset=getattr(dataset, "cache_key", config.data.name),
     )
     progress_file = path / "progress.json"
@@ -524,8 +520,8 @@ def evaluate_run(
         report(metrics)
     if write:
         atomic_write_text(path / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        plots.reconstruction_grid(tokenizer, dataset, path / "reconstructions.png", num_images=eval_config.grid_images)
-        plots.code_usage_histogram(counts, path / "code_usage_histogram.png", title=f"{config.quantizer.name}, K={tokenizer.codebook_size}")
+        plots.reconstruction_grid(model, dataset, path / "reconstructions.png", num_images=eval_config.grid_images)
+        plots.code_usage_histogram(counts, path / "code_usage_histogram.png", title=f"{config.quantizer.name}, K={model.quantizer.codebook_size}")
         history_file = path / "usage_history.json"
         if history_file.is_file():
             plots.usage_over_steps({config.quantizer.name: json.loads(history_file.read_text())}, path / "usage_over_steps.png")

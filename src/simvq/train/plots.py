@@ -16,13 +16,14 @@ def _save(figure, path: Path) -> None:
 
 
 @torch.no_grad()
-def reconstruction_grid(tokenizer, dataset, path: Path, *, num_images: int = 32, per_row: int = 8) -> None:
-    """Rows of originals, each followed by a row of their reconstructions."""
+def reconstruction_grid(model, dataset, path: Path, *, num_images: int = 32, per_row: int = 8) -> None:
+    """Rows of originals, each followed by a row of their reconstructions by ``model`` (an ``ImageAutoencoder``)."""
     from PIL import Image
 
     num_images = min(num_images, len(dataset))
     images = torch.stack([dataset[i] for i in range(num_images)])
-    reconstructions = tokenizer.reconstruct(images).cpu()
+    device = next(model.parameters()).device
+    reconstructions = model.decode(model.encode(images.to(device))).float().cpu()
     rows = []
     for start in range(0, num_images, per_row):
         for batch in (images[start : start + per_row], reconstructions[start : start + per_row]):

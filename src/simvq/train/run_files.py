@@ -1,0 +1,81 @@
+"""The files of a run directory, read and written in one place (no Lightning).
+
+A run directory holds ``config.json``/``config.yaml`` (the recipe), ``model.safetensors`` (the final
+weights: the EMA copy when EMA is on) and ``checkpoints/last.ckpt`` (Lightning state for resuming).
+``resolve_run`` turns any of the three paths a user may give into (weights file, run directory);
+``load_run_model`` builds the trained autoencoder from it. Nothing is ever unpickled: checkpoints
+are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..utils import atomic_path, load_safetensors, load_torch_file
+from .config import TokenizerConfig, read_run_config
+
+WEIGHTS_FILE = "model.safetensors"
+CHECKPOINT_FILE = Path("checkpoints") / "last.ckpt"
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """``model``'s state dict as safetensors, written atomically."""
+    from safetensors.torch import save_file
+
+    state = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, tmp, metadata={"format": "pt", "library": "simvq"})
+
+
+def checkpoint_model_state(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The autoencoder's weights inside a Lightning checkpoint (the EMA copy when there is one)."""
+    checkpoint = load_torch_file(path)  # weights_only; a damaged file is one error naming it
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{path} is not a Lightning checkpoint of a simvq run (no state_dict)")
+    state = checkpoint["state_dict"]
+    prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def resolve_run(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(weights file, run directory)`` for a run directory, its ``model.safetensors`` or a ``.ckpt``.
+
+    A directory gives its final weights, else its last checkpoint (a run still training).
+    """
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / WEIGHTS_FILE, path / CHECKPOINT_FILE):
+            if candidate.is_file():
+                return candidate, path
+        raise FileNotFoundError(f"{path} holds neither {WEIGHTS_FILE} nor {CHECKPOINT_FILE}")
+    if path.suffix not in (".safetensors", ".ckpt"):
+        raise ValueError(f"path must be a run directory or a .safetensors/.ckpt file, got {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    run_dir = path.parent.parent if path.suffix == ".ckpt" and path.parent.name == "checkpoints" else path.parent
+    return path, run_dir
+
+
+def read_model_state(weights: Path) -> dict[str, Tensor]:
+    """The autoencoder's state dict from ``model.safetensors`` or a Lightning checkpoint."""
+    if weights.suffix == ".safetensors":
+        return load_safetensors(weights)  # also refuses non-finite weights (a corrupt data section)
+    return checkpoint_model_state(weights)
+
+
+def load_run_model(path: str | os.PathLike, *, device: torch.device | str | None = None):
+    """``(model in eval mode, config, run directory)`` for anything ``resolve_run`` accepts."""
+    from ..models import ImageAutoencoder
+
+    weights, run_dir = resolve_run(path)
+    config: TokenizerConfig = read_run_config(run_dir)
+    model = ImageAutoencoder.from_config(config)
+    try:
+        model.load_state_dict(read_model_state(weights))
+    except RuntimeError as error:  # shapes or keys of another model: never a partial load
+        raise ValueError(f"{weights} does not match the model its run's config describes: {error}") from None
+    return model.to(device or "cpu").eval(), config, run_dir
