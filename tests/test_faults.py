@@ -46,8 +46,10 @@ def train(config, **kwargs):
     return train_tokenizer(config, **kwargs)
 
 
-def crash_at(monkeypatch, step, error=RuntimeError("simulated crash")):
-    """Make training raise ``error`` when it is about to run step ``step + 1``."""
+def crash_at(monkeypatch, step, error=None):
+    """Make training raise ``error`` (a RuntimeError by default; a signal number sends that signal)
+    when it is about to run step ``step + 1``."""
+    error = RuntimeError("simulated crash") if error is None else error
     from simvq.train import image
 
     original = image.ImageTokenizerModule.training_step
@@ -119,7 +121,7 @@ def test_a_run_killed_at_a_random_step_and_resumed_ends_like_an_uninterrupted_ru
 def test_sigterm_session_is_recorded_in_progress(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, "trainer.max_steps=6")
     crash_at(monkeypatch, 3, error=signal.SIGTERM)
-    with pytest.raises(BaseException):  # Lightning turns the signal into an exception at the next step
+    with pytest.raises(BaseException):  # noqa: B017 (Lightning's SIGTERM exception type is internal)
         train(config, evaluate=False)
     sessions = json.loads((tmp_path / "progress.json").read_text())["sessions"]
     assert sessions[-1]["start_step"] == 0 and sessions[-1]["end_step"] == checkpoint(tmp_path)["global_step"] >= 3
@@ -255,7 +257,7 @@ def test_cli_user_errors_end_in_one_line(tmp_path, capsys):
         (["eval", str(tmp_path / "nowhere")], "nowhere"),
     ]
     for argv, message in cases:
-        code, out, err = run_cli(argv, capsys)
+        code, _, err = run_cli(argv, capsys)
         assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
 
 

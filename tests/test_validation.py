@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from simvq.quantizers import build_quantizer, list_quantizers
-from simvq.search import _search_fp32, _search_fp32_device, _search_screened, max_abs_value, nearest
+from simvq.search import (
+    _search_fp32,
+    _search_fp32_device,
+    _search_screened,
+    max_abs_value,
+    nearest,
+)
 
 SMALL = {"dim": 16, "codebook_size": 16}
 

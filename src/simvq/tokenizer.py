@@ -12,7 +12,13 @@ import os
 import torch
 from torch import Tensor
 
-from .train.run_files import CHECKPOINT_FILE, WEIGHTS_FILE, checkpoint_model_state, load_run_model, save_weights
+from .train.run_files import (
+    CHECKPOINT_FILE,
+    WEIGHTS_FILE,
+    checkpoint_model_state,
+    load_run_model,
+    save_weights,
+)
 
 # the run-directory files, re-exported for the users of the inference API
 __all__ = ["CHECKPOINT_FILE", "WEIGHTS_FILE", "Tokenizer", "checkpoint_model_state", "save_weights"]
@@ -46,13 +52,13 @@ class Tokenizer:
         self.config = config
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, *, device: torch.device | str | None = None) -> "Tokenizer":
+    def from_run(cls, run_dir: str | os.PathLike, *, device: torch.device | str | None = None) -> Tokenizer:
         """Load a run directory (final ``model.safetensors``, else the last checkpoint)."""
         model, config, _ = load_run_model(run_dir, device=device)
         return cls(model, config)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, *, device: torch.device | str | None = None) -> "Tokenizer":
+    def from_checkpoint(cls, path: str | os.PathLike, *, device: torch.device | str | None = None) -> Tokenizer:
         """Load ``model.safetensors`` or ``checkpoints/last.ckpt``; the config is read from the run directory."""
         return cls.from_run(path, device=device)
 

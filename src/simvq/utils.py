@@ -57,6 +57,8 @@ def load_torch_file(path: str | os.PathLike, *, map_location="cpu"):
     """``torch.load(path, weights_only=True)`` (nothing is unpickled beyond tensors and plain
     containers); an empty, truncated or foreign file gives one ValueError naming it, never
     torch's advice to pass ``weights_only=False``."""
+    import pickle
+
     import torch
 
     path = Path(path)
@@ -66,7 +68,7 @@ def load_torch_file(path: str | os.PathLike, *, map_location="cpu"):
         raise ValueError(f"{path} is empty (0 bytes): the write that produced it was cut short; delete it to start over")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # EOFError, UnpicklingError, RuntimeError (bad zip), ...
+    except (EOFError, pickle.UnpicklingError, RuntimeError, ValueError, OSError) as error:  # bad zip: RuntimeError
         raise ValueError(
             f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: truncated, corrupt or "
             "not written by simvq); nothing was loaded"
@@ -77,6 +79,7 @@ def load_safetensors(path: str | os.PathLike) -> dict:
     """All tensors of a safetensors file, checked to be finite; a truncated/corrupt file or garbage
     weights give one ValueError naming the file (garbage used to load and fail later as NaN codes)."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -84,7 +87,7 @@ def load_safetensors(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{path} does not exist")
     try:
         state = load_file(str(path))
-    except Exception as error:  # SafetensorError, OSError on a header that lies about sizes, ...
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise ValueError(f"{path} is not a readable safetensors file ({type(error).__name__}: {error}); nothing was loaded") from None
     bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
     if bad:

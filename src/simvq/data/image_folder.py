@@ -115,7 +115,7 @@ def _stream_key() -> tuple:
     import torch
 
     worker = get_worker_info()
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", 0))
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
     # in a worker, torch's seed differs per worker and, once Lightning's seed_everything(workers=True)
     # worker init has run, per rank as well
     return (rank, worker.id, torch.initial_seed()) if worker is not None else (rank, -1, 0)

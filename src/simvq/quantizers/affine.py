@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, straight_through
+from .base import (
+    CodebookQuantizer,
+    FlatOutput,
+    commitment_losses,
+    fp32,
+    straight_through,
+)
 from .codebook_updates import all_reduce_mean_, all_reduce_sum_
 from .options import check_choice, check_float, check_int
 from .registry import register_quantizer

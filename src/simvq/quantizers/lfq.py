@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import FlatOutput, Quantizer, commitment_losses, fp32, linear_fp32, straight_through
+from .base import (
+    FlatOutput,
+    Quantizer,
+    commitment_losses,
+    fp32,
+    linear_fp32,
+    straight_through,
+)
 from .options import check_choice, check_float
 from .registry import register_quantizer
 

@@ -20,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, linear_fp32, straight_through
+from .base import (
+    CodebookQuantizer,
+    FlatOutput,
+    commitment_losses,
+    fp32,
+    linear_fp32,
+    straight_through,
+)
 from .codebook_updates import cluster_sums, ema_, kmeans, sample_rows
 from .options import check_bool, check_float, check_int
 from .registry import register_quantizer

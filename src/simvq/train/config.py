@@ -271,7 +271,7 @@ def _read_config_file(path: Path) -> dict:
         reason = " ".join(str(error).split())  # YAML errors span several lines
         raise ValueError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {reason}") from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path} must hold a mapping of sections (data:, model:, ...), got a {type(loaded).__name__}")
+        raise TypeError(f"{path} must hold a mapping of sections (data:, model:, ...), got a {type(loaded).__name__}")
     return loaded
 
 

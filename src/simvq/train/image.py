@@ -228,11 +228,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     error naming it."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
         return load_torch_file(path, map_location=map_location)

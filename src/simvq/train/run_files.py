@@ -35,7 +35,7 @@ def checkpoint_model_state(path: str | os.PathLike) -> dict[str, Tensor]:
     """The autoencoder's weights inside a Lightning checkpoint (the EMA copy when there is one)."""
     checkpoint = load_torch_file(path)  # weights_only; a damaged file is one error naming it
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(f"{path} is not a Lightning checkpoint of a simvq run (no state_dict)")
+        raise TypeError(f"{path} is not a Lightning checkpoint of a simvq run (no state_dict)")
     state = checkpoint["state_dict"]
     prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
