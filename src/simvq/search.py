@@ -82,22 +82,29 @@ def check_values(name: str, t: Tensor, *, limit: float | None = None) -> float:
     largest = max(-float(low), float(high))
     if math.isfinite(largest) and largest <= (limit if limit is not None else max_abs_value(t.shape[-1])):
         return largest
-    if math.isnan(largest) or bool(torch.isnan(t).any()):
-        raise ValueError(f"{name} contains NaN values")
-    if math.isinf(largest):
-        raise ValueError(f"{name} contains Inf values")
+    if not math.isfinite(largest) or not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
     raise ValueError(
         f"{name} holds values up to {largest:.3g} in magnitude; float32 squared distances overflow "
         f"beyond {max_abs_value(t.shape[-1]):.3g} at dim={t.shape[-1]}: rescale it"
     )
 
 
-def _check_magnitudes(x: Tensor, codebook: Tensor) -> None:
+def _check_magnitudes(x: Tensor, codebook: Tensor) -> float:
     """NaN/Inf in either argument (NaN used to give index 0 silently), and magnitudes whose squared
-    distances ``(|x| + |c|)^2 dim`` would overflow float32."""
+    distances ``(|x| + |c|)^2 dim`` would overflow float32. Returns the largest ``|value|``."""
     limit = max_abs_value(x.shape[1])
     largest_code = check_values("codebook", codebook, limit=limit)
-    check_values("x", x, limit=limit - largest_code)
+    return max(largest_code, check_values("x", x, limit=limit - largest_code))
+
+
+# below this largest |value| the float32 products x.c fall into denormals (1e-30 inputs all got
+# code 0): both arguments are scaled by a power of two first, which changes no argmin and is exact
+TINY_VALUE = 2.0**-40
+
+
+def _power_of_two_scale(largest: float) -> float:
+    return 2.0 ** -math.floor(math.log2(largest)) if 0.0 < largest < TINY_VALUE else 1.0
 
 
 def _cpu_has_fast_bf16() -> bool:
@@ -361,15 +368,17 @@ def nearest(
     Returns ``indices: (N,) int64`` and ``squared_distances: (N,) float32``; the indices alone
     when ``return_distances`` is False (the quantizers' case: it saves four passes over ``x``).
     check_finite: refuse NaN/Inf and values whose squared distances overflow float32 (ValueError
-        naming ``x`` or ``codebook``); one pass over each and one host sync. Switch it off only
-        where the caller has checked (the search itself never syncs on an accelerator).
+        naming ``x`` or ``codebook``), and rescale tiny inputs (largest ``|value|`` below
+        ``TINY_VALUE``) by a power of two; one pass over each and one host sync. Switch it off
+        only where the caller has checked (the search itself never syncs on an accelerator).
     """
     _check(x, codebook, chunk_size, method)
     if x.shape[0] == 0:
         return (x.new_zeros(0, dtype=torch.long), x.new_zeros(0, dtype=torch.float32)) if return_distances else x.new_zeros(0, dtype=torch.long)
-    if check_finite:
-        _check_magnitudes(x, codebook)
+    scale = _power_of_two_scale(_check_magnitudes(x, codebook)) if check_finite else 1.0
     with torch.autocast(device_type=x.device.type, enabled=False):
+        if scale != 1.0:  # in float64, so values below float32's range survive the scaling
+            x, codebook = x.double() * scale, codebook.double() * scale
         x32 = x.float().contiguous()
         codebook32 = codebook.float().contiguous()
         resolved = _resolve_method(method, x32, codebook32.shape[0])
@@ -382,7 +391,7 @@ def nearest(
         if not return_distances:
             return indices
         # the winners' distances computed directly: no cancellation error from the expansion
-        squared_distances = (x32 - codebook32.index_select(0, indices)).pow(2).sum(1)
+        squared_distances = (x32 - codebook32.index_select(0, indices)).pow(2).sum(1) / scale**2
     return indices, squared_distances
 
 

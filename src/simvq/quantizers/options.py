@@ -32,7 +32,8 @@ def check_int(name: str, value, *, minimum: int | None = None, optional: bool = 
         raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
     value = int(value)
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {expected}, got {value}")
     return value
 
 
