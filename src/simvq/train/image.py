@@ -269,6 +269,41 @@ class PeriodicCheckpoint(pl.Callback):
             checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
 
 
+class RankConsistency(pl.Callback):
+    """Under DDP, every parameter and buffer (encoder, quantizer statistics, weight EMA,
+    discriminator) must be identical on every rank when training ends: a codebook updated from one
+    rank's batch only, or a collective skipped by some ranks, shows up here as an error naming the
+    tensors instead of as silently diverging replicas. One all-gather of two float64 fingerprints
+    per tensor; every rank runs it (no rank-dependent branch around the collective)."""
+
+    def __init__(self):
+        self.compared = 0
+
+    def on_train_end(self, trainer, module) -> None:
+        if trainer.world_size < 2:
+            return
+        names, fingerprints = tensor_fingerprints(module.state_dict())
+        gathered = module.all_gather(fingerprints)  # (world_size, tensors, 2)
+        differ = (gathered != gathered[0]).any(dim=2).any(dim=0)
+        if bool(differ.any()):
+            different = [name for name, bad in zip(names, differ.tolist()) if bad]
+            raise RuntimeError(f"DDP ranks disagree on {len(different)} tensors after training, e.g. {different[:5]}")
+        self.compared = len(names)
+
+
+def tensor_fingerprints(state: dict) -> tuple[list[str], torch.Tensor]:
+    """``(names, (tensors, 2) float64)``: each tensor's sum and its dot product with a fixed
+    pseudo-random vector, so a one-ulp difference anywhere changes it."""
+    names, rows = [], []
+    for name, tensor in state.items():
+        values = tensor.detach().flatten().double()
+        weights = torch.sin(torch.arange(values.numel(), device=values.device, dtype=torch.float64) * 12.9898 + 78.233)
+        names.append(name)
+        rows.append(torch.stack([values.sum(), (values * weights).sum()]))
+    device = rows[0].device if rows else "cpu"
+    return names, torch.stack(rows) if rows else torch.zeros(0, 2, dtype=torch.float64, device=device)
+
+
 class _ResumingCSVWriter(pl.loggers.csv_logs.ExperimentWriter):
     """Lightning's CSV writer deletes an existing metrics.csv; this one keeps it across resumed
     sessions, dropping rows at or after the resume step (logged after the last checkpoint of a run
@@ -391,6 +426,7 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
         ResumableCSVLogger(run_dir / "logs", name="csv", version=0, resume_step=start_step),
         pl.loggers.TensorBoardLogger(run_dir / "logs", name="tensorboard", version=0, default_hp_metric=False),
     ]
+    consistency = RankConsistency()
     trainer = pl.Trainer(
         max_steps=config.trainer.max_steps,
         max_epochs=-1,
@@ -401,7 +437,8 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
         logger=loggers,
         log_every_n_steps=config.trainer.log_every,
         enable_checkpointing=False,
-        callbacks=[*plateau_callbacks(config), PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every)],  # plateau first: its state is checkpointed
+        # plateau first: its state is checkpointed
+        callbacks=[*plateau_callbacks(config), PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every), consistency],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=show_progress,
         enable_model_summary=False,
@@ -417,7 +454,10 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
         # also when the session ends on SIGTERM, Ctrl-C or an error: the steps it ran are on disk
         # (PeriodicCheckpoint saved them), so they belong in the record
         if trainer.is_global_zero:
-            _append_progress(run_dir, start_step, trainer.global_step, module.steps_this_session, time.time() - started)
+            _append_progress(
+                run_dir, start_step, trainer.global_step, module.steps_this_session, time.time() - started,
+                world_size=trainer.world_size, tensors_identical_across_ranks=consistency.compared,
+            )
 
     if trainer.is_global_zero:
         atomic_write_text(run_dir / "usage_history.json", json.dumps(module.usage_history, indent=1) + "\n")
@@ -445,10 +485,10 @@ def _checkpoint_step(path: Path) -> int:
     return int(checkpoint["global_step"])
 
 
-def _append_progress(run_dir: Path, start: int, end: int, steps_run: int, seconds: float) -> None:
+def _append_progress(run_dir: Path, start: int, end: int, steps_run: int, seconds: float, **facts) -> None:
     path = run_dir / "progress.json"
     sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
-    sessions.append({"start_step": start, "end_step": end, "steps_run": steps_run, "seconds": round(seconds, 1)})
+    sessions.append({"start_step": start, "end_step": end, "steps_run": steps_run, "seconds": round(seconds, 1), **facts})
     atomic_write_text(path, json.dumps({"global_step": end, "sessions": sessions}, indent=1) + "\n")
 
 
