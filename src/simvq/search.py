@@ -373,19 +373,21 @@ def nearest(
         only where the caller has checked (the search itself never syncs on an accelerator).
     """
     _check(x, codebook, chunk_size, method)
-    if x.shape[0] == 0:
+    if x.shape[0] == 0:  # (a static shape: also fine under torch.compile)
         return (x.new_zeros(0, dtype=torch.long), x.new_zeros(0, dtype=torch.float32)) if return_distances else x.new_zeros(0, dtype=torch.long)
-    scale = _power_of_two_scale(_check_magnitudes(x, codebook)) if check_finite else 1.0
+    # a compiled graph cannot raise on data (the check needs the host): the eager call checks
+    compiling = torch.compiler.is_compiling()
+    scale = _power_of_two_scale(_check_magnitudes(x, codebook)) if check_finite and not compiling else 1.0
     with torch.autocast(device_type=x.device.type, enabled=False):
         if scale != 1.0:  # in float64, so values below float32's range survive the scaling
             x, codebook = x.double() * scale, codebook.double() * scale
         x32 = x.float().contiguous()
         codebook32 = codebook.float().contiguous()
         resolved = _resolve_method(method, x32, codebook32.shape[0])
-        if resolved == "screened":
-            indices = _search_screened(x32, codebook32, chunk_size)
-        elif x32.device.type != "cpu":
+        if x32.device.type != "cpu" or compiling:  # no host sync: the only form a graph can hold
             indices = _search_fp32_device(x32, codebook32, chunk_size)
+        elif resolved == "screened":
+            indices = _search_screened(x32, codebook32, chunk_size)
         else:
             indices = _search_fp32(x32, codebook32, chunk_size)
         if not return_distances:
