@@ -79,7 +79,8 @@ class TrainerConfig:
     log_every: int = 50  # steps between logged rows and usage-curve points
     checkpoint_every: int = 250  # steps between resumable checkpoints
     accelerator: str = "auto"
-    devices: int | str = 1
+    devices: int | str = 1  # processes per node (GPUs, or CPU processes with accelerator=cpu)
+    num_nodes: int = 1  # machines; the world size is devices x num_nodes
     strategy: str = "auto"  # e.g. ddp
     precision: str = "auto"  # auto: bf16-mixed on CUDA and on CPUs with fast bf16, else 32-true; or any Lightning precision
     channels_last: bool = True  # NHWC convolutions (faster in oneDNN and cuDNN)
@@ -287,6 +288,7 @@ _POSITIVE = (
     ("optim.warmup_steps", 0),
     ("quantizer.codebook_size", 2),
     ("model.dim", 1),
+    ("trainer.num_nodes", 1),
 )
 
 

@@ -432,6 +432,7 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
         max_epochs=-1,
         accelerator=config.trainer.accelerator,
         devices=config.trainer.devices,
+        num_nodes=config.trainer.num_nodes,
         strategy=strategy,
         precision=precision,
         logger=loggers,
