@@ -32,9 +32,23 @@ def fingerprints(module: torch.nn.Module) -> tuple[list[str], torch.Tensor]:
     return names, torch.stack(rows)
 
 
-def _train_on_rank(rank: int, init_file: str, out_file: str) -> None:
+def _on_rank(rank: int, init_file: str, out_dir: str) -> None:
+    """One process group for both checks below (starting processes is the slow part)."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     torch.set_num_threads(1)
+    _train_quantizers(rank, Path(out_dir) / "disagreements.json")
+    _evaluate(rank, Path(out_dir) / "sharded.pt")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks_output(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_on_rank, args=(str(out_dir / "init"), str(out_dir)), nprocs=WORLD_SIZE, join=True)
+    return out_dir
+
+
+def _train_quantizers(rank: int, out_file: Path) -> None:
     disagreements = {}
     for name in list_quantizers():
         torch.manual_seed(0)  # the same initial module on every rank, as DDP's broadcast makes it
@@ -60,14 +74,11 @@ def _train_on_rank(rank: int, init_file: str, out_file: str) -> None:
         differ = torch.stack([(g != gathered[0]).any(1) for g in gathered]).any(0)
         disagreements[name] = [n for n, bad in zip(names, differ.tolist()) if bad]
     if rank == 0:
-        Path(out_file).write_text(json.dumps(disagreements))
-    dist.destroy_process_group()
+        out_file.write_text(json.dumps(disagreements))
 
 
-def test_every_quantizer_stays_identical_across_ranks(tmp_path):
-    out_file = tmp_path / "disagreements.json"
-    mp.spawn(_train_on_rank, args=(str(tmp_path / "init"), str(out_file)), nprocs=WORLD_SIZE, join=True)
-    disagreements = json.loads(out_file.read_text())
+def test_every_quantizer_stays_identical_across_ranks(ranks_output):
+    disagreements = json.loads((ranks_output / "disagreements.json").read_text())
     assert set(disagreements) == set(list_quantizers())
     assert {name: bad for name, bad in disagreements.items() if bad} == {}
 
@@ -83,13 +94,56 @@ def test_simvq_train_runs_on_two_processes(tmp_path):
         quantizer: {{name: vq_reset, codebook_size: 32, options: {{seed: 0}}}}
         optim: {{ema_decay: 0.9}}
         trainer: {{max_steps: 4, log_every: 2, progress_bar: false, precision: 32-true}}
+        eval: {{max_images: 30, fid_images: 0, grid_images: 4}}
     """))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "simvq.cli", "train", str(config), "trainer.devices=2", "trainer.accelerator=cpu", "--no-eval"],
+        [sys.executable, "-m", "simvq.cli", "train", str(config), "trainer.devices=2", "trainer.accelerator=cpu"],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     session = json.loads((tmp_path / "run" / "progress.json").read_text())["sessions"][-1]
     assert session["world_size"] == 2 and session["end_step"] == 4
     assert session["tensors_identical_across_ranks"] > 0  # the recipe compared every tensor across ranks
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())  # evaluated in 2 shards
+    assert metrics["images"] == 30 and metrics["tokens"] == 30 * 14 * 14
+
+
+def _evaluate(rank: int, out_file: Path) -> None:
+    from simvq.data import build_image_dataset
+    from simvq.metrics.image import code_histogram, evaluate_reconstructions
+    from simvq.models import ImageAutoencoder
+    from simvq.train.config import load_config
+
+    config = load_config(None, EVAL_OVERRIDES)
+    torch.manual_seed(0)
+    model = ImageAutoencoder.from_config(config).eval()
+    dataset = build_image_dataset(config.data, "test", seed=0)
+    metrics, counts = evaluate_reconstructions(model, dataset, max_images=45, batch_size=8, fid_images=0, progress=False,
+                                               shard=(rank, WORLD_SIZE))
+    histogram = code_histogram(model, dataset, batch_size=16, progress=False, shard=(rank, WORLD_SIZE))
+    if rank == 1:  # a non-zero rank must hold the full numbers too
+        torch.save({"metrics": metrics, "counts": counts, "histogram": histogram}, out_file)
+
+
+EVAL_OVERRIDES = ["model.channels=8", "model.channel_multipliers=[1,1]", "model.downsamplings=1", "model.num_res_blocks=0",
+                  "model.dim=8", "quantizer.codebook_size=32", "quantizer.options.seed=0"]
+
+
+def test_sharded_evaluation_gives_the_numbers_of_one_process(ranks_output):
+    from simvq.data import build_image_dataset
+    from simvq.metrics.image import code_histogram, evaluate_reconstructions
+    from simvq.models import ImageAutoencoder
+    from simvq.train.config import load_config
+
+    sharded = torch.load(ranks_output / "sharded.pt", weights_only=True)
+    config = load_config(None, EVAL_OVERRIDES)
+    torch.manual_seed(0)
+    model = ImageAutoencoder.from_config(config).eval()
+    dataset = build_image_dataset(config.data, "test", seed=0)
+    metrics, counts = evaluate_reconstructions(model, dataset, max_images=45, batch_size=8, fid_images=0, progress=False)
+    assert torch.equal(sharded["counts"], counts)
+    assert torch.equal(sharded["histogram"], code_histogram(model, dataset, batch_size=16, progress=False))
+    assert sharded["metrics"].keys() == metrics.keys()
+    for key, value in metrics.items():
+        assert sharded["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-8), key  # float32 sums per batch

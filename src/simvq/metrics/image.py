@@ -184,14 +184,19 @@ def evaluate_reconstructions(
     fid_cache_dir: str | os.PathLike | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[dict[str, float], Tensor]:
     """Reconstruct ``dataset`` with ``model`` (an ``ImageAutoencoder``) and measure it.
 
     Returns ``(metrics, code_counts)``: ``metrics`` holds usage, perplexity, dead_fraction, tokens
     (over every token of the evaluated images), psnr, ssim (mean per image), and rfid over a fixed
     random subset of ``fid_images`` images (skipped when 0); ``code_counts`` is the ``(K,)`` histogram.
+
+    ``shard=(rank, world_size)``: under torch.distributed every process measures every
+    ``world_size``-th image and the sums are all-reduced, so each process returns the numbers one
+    process would (up to summation order); rFID is computed by rank 0 alone. Every rank must call.
     """
-    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
     from tqdm.auto import tqdm
 
     device = torch.device(device or next(model.parameters()).device)
@@ -200,32 +205,37 @@ def evaluate_reconstructions(
     num_images = len(dataset) if max_images is None else min(max_images, len(dataset))
     if num_images < 1:
         raise ValueError("the evaluation set is empty")
-    psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean", sync_on_compute=False).to(device)
-    ssim = StructuralSimilarityIndexMeasure(data_range=1.0, sync_on_compute=False).to(device)
+    rank, world_size = shard
     usage = CodebookUsage(model.quantizer.codebook_size, device=device)
-    indices = np.arange(num_images)
+    indices = np.arange(num_images)[rank::world_size]
+    # per-image values summed (mean = sum / images), so shards add up like one pass
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # psnr, ssim, images
     batches = _batches(dataset, indices, batch_size)
-    for images in tqdm(batches, total=-(-num_images // batch_size), desc="eval", disable=not progress, leave=False):
+    for images in tqdm(batches, total=-(-len(indices) // batch_size), desc="eval", disable=not progress, leave=False):
         images = images.to(device)
         reconstruction, out = model(images)
         reconstruction = reconstruction.float().clamp(0, 1)
-        psnr.update(reconstruction, images)
-        ssim.update(reconstruction, images)
+        psnr = peak_signal_noise_ratio(reconstruction, images, data_range=1.0, dim=(1, 2, 3), reduction="sum")
+        ssim = structural_similarity_index_measure(reconstruction, images, data_range=1.0, reduction="sum")
+        sums += torch.stack([psnr.double(), ssim.double(), torch.tensor(float(len(images)), dtype=torch.float64, device=device)])
         usage.update(out.codes)
-    # this process saw the whole set: count locally (usage.compute() would all-reduce, and hang when
-    # only rank 0 evaluates after a DDP run)
+    # counted locally, then reduced here only when sharded (usage.compute() would all-reduce on its
+    # own, and hang when only rank 0 evaluates)
     counts = usage.counts
+    if world_size > 1:
+        torch.distributed.all_reduce(counts)
+        torch.distributed.all_reduce(sums)
     stats = code_statistics(counts)
     metrics = {
         "usage": stats["usage"].item(),
         "perplexity": stats["perplexity"].item(),
         "dead_fraction": 1.0 - stats["usage"].item(),
         "tokens": int(counts.sum()),
-        "psnr": psnr.compute().item(),
-        "ssim": ssim.compute().item(),
+        "psnr": (sums[0] / sums[2]).item(),
+        "ssim": (sums[1] / sums[2]).item(),
         "images": num_images,
     }
-    if fid_images:
+    if fid_images and rank == 0:
         metrics.update(reconstruction_fid(model, dataset, num_images=min(fid_images, num_images), batch_size=min(batch_size, 50),
                                           cache_dir=fid_cache_dir, device=device, progress=progress))
     model.train(was_training)
@@ -233,19 +243,26 @@ def evaluate_reconstructions(
 
 
 @torch.no_grad()
-def code_histogram(model, dataset, *, batch_size: int = 256, device=None, progress: bool = True) -> Tensor:
-    """``(K,)`` counts of the codes ``model`` (an ``ImageAutoencoder``) gives every token of ``dataset``."""
+def code_histogram(model, dataset, *, batch_size: int = 256, device=None, progress: bool = True, shard: tuple[int, int] = (0, 1)) -> Tensor:
+    """``(K,)`` counts of the codes ``model`` (an ``ImageAutoencoder``) gives every token of ``dataset``
+    (sharded over processes and all-reduced with ``shard=(rank, world_size)``, as in
+    :func:`evaluate_reconstructions`)."""
     from tqdm.auto import tqdm
 
     device = torch.device(device or next(model.parameters()).device)
     was_training = model.training
     model.eval().to(device)
     usage = CodebookUsage(model.quantizer.codebook_size, device=device)
-    batches = _batches(dataset, np.arange(len(dataset)), batch_size)
-    for images in tqdm(batches, total=-(-len(dataset) // batch_size), desc="codes", disable=not progress, leave=False):
+    rank, world_size = shard
+    indices = np.arange(len(dataset))[rank::world_size]
+    batches = _batches(dataset, indices, batch_size)
+    for images in tqdm(batches, total=-(-len(indices) // batch_size), desc="codes", disable=not progress, leave=False):
         usage.update(model.encode(images.to(device)), check=False)
     model.train(was_training)
-    return usage.counts.cpu()
+    counts = usage.counts
+    if world_size > 1:
+        torch.distributed.all_reduce(counts)
+    return counts.cpu()
 
 
 @torch.no_grad()

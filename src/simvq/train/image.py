@@ -466,7 +466,12 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
         plateau = next((c for c in trainer.callbacks if isinstance(c, PlateauStop)), None)
         if plateau is not None:
             atomic_write_text(run_dir / PLATEAU_FILE, json.dumps(plateau.summary(trainer.global_step), indent=1) + "\n")
-    if evaluate and trainer.is_global_zero:
+    if evaluate and trainer.world_size > 1:
+        # every rank evaluates a shard of the test split (rank 0 writes); the weights file must exist first
+        trainer.strategy.barrier("weights written")
+        evaluate_run(run_dir, progress=show_progress and trainer.is_global_zero, write=trainer.is_global_zero,
+                     shard=(trainer.global_rank, trainer.world_size), device=trainer.strategy.root_device)
+    elif evaluate:
         evaluate_run(run_dir, progress=show_progress)
     return run_dir
 
@@ -504,6 +509,7 @@ def evaluate_run(
     progress: bool = True,
     write: bool = True,
     report=None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict:
     """Measure a run on its data set's test split; returns (and writes to ``metrics.json``)::
 
@@ -519,6 +525,8 @@ def evaluate_run(
     Arguments left as None take the run's ``eval`` config. ``run_dir`` may also be a
     ``.safetensors``/``.ckpt`` file. ``report(metrics)`` is called before anything is written, so a
     caller can show the numbers even when the run directory turns out to be read-only.
+    ``shard=(rank, world_size)``: every process of a DDP run calls this and measures its share of
+    the images (see ``evaluate_reconstructions``); pass ``write`` on rank 0 only.
     """
     from ..metrics.coverage import coverage_summary
     from ..metrics.image import code_histogram, evaluate_reconstructions
@@ -537,12 +545,13 @@ def evaluate_run(
         fid_cache_dir=fid_cache_dir or eval_config.fid_cache_dir,
         device=device,
         progress=progress,
+        shard=shard,
     )
     metrics["usage_test"], metrics["tokens_test"] = metrics["usage"], metrics["tokens"]
     for split in eval_config.usage_splits:
         if split != "test":  # more tokens per code: usage counted over every listed split
             counts = counts + code_histogram(model, build_image_dataset(config.data, split, seed=config.trainer.seed),
-                                             batch_size=batch_size or eval_config.batch_size, device=device, progress=progress)
+                                             batch_size=batch_size or eval_config.batch_size, device=device, progress=progress, shard=shard)
     metrics.update(coverage_summary(counts, dim=model.quantizer.dim))
     metrics["perplexity"] = code_statistics(counts)["perplexity"].item()
     metrics["dead_fraction"] = 1.0 - metrics["usage"]
