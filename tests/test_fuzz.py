@@ -18,7 +18,7 @@ from simvq.quantizers import CodebookQuantizer, build_quantizer, list_quantizers
 from simvq.search import max_abs_value, nearest
 
 FUZZ = settings(
-    max_examples=40,
+    max_examples=25,
     deadline=None,
     derandomize=True,
     database=None,
