@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.in_memory import to_unit_float, uint8_images
-from ..quantizers.base import code_statistics
 from ..utils import atomic_write_bytes
 from .usage import CodebookUsage
 
@@ -202,7 +201,9 @@ def evaluate_reconstructions(
         raise ValueError("the evaluation set is empty")
     psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean", sync_on_compute=False).to(device)
     ssim = StructuralSimilarityIndexMeasure(data_range=1.0, sync_on_compute=False).to(device)
-    usage = CodebookUsage(model.quantizer.codebook_size, device=device)
+    # this process sees the whole set: count locally (a global count would all-reduce, and hang
+    # when only rank 0 evaluates after a DDP run)
+    usage = CodebookUsage(model.quantizer.codebook_size, device=device, distributed=False)
     indices = np.arange(num_images)
     batches = _batches(dataset, indices, batch_size)
     for images in tqdm(batches, total=-(-num_images // batch_size), desc="eval", disable=not progress, leave=False):
@@ -212,15 +213,8 @@ def evaluate_reconstructions(
         psnr.update(reconstruction, images)
         ssim.update(reconstruction, images)
         usage.update(out.codes)
-    # this process saw the whole set: count locally (usage.compute() would all-reduce, and hang when
-    # only rank 0 evaluates after a DDP run)
-    counts = usage.counts
-    stats = code_statistics(counts)
     metrics = {
-        "usage": stats["usage"].item(),
-        "perplexity": stats["perplexity"].item(),
-        "dead_fraction": 1.0 - stats["usage"].item(),
-        "tokens": int(counts.sum()),
+        **usage.compute(),
         "psnr": psnr.compute().item(),
         "ssim": ssim.compute().item(),
         "images": num_images,
@@ -229,7 +223,7 @@ def evaluate_reconstructions(
         metrics.update(reconstruction_fid(model, dataset, num_images=min(fid_images, num_images), batch_size=min(batch_size, 50),
                                           cache_dir=fid_cache_dir, device=device, progress=progress))
     model.train(was_training)
-    return metrics, counts.cpu()
+    return metrics, usage.counts.cpu()
 
 
 @torch.no_grad()
@@ -240,7 +234,7 @@ def code_histogram(model, dataset, *, batch_size: int = 256, device=None, progre
     device = torch.device(device or next(model.parameters()).device)
     was_training = model.training
     model.eval().to(device)
-    usage = CodebookUsage(model.quantizer.codebook_size, device=device)
+    usage = CodebookUsage(model.quantizer.codebook_size, device=device, distributed=False)
     batches = _batches(dataset, np.arange(len(dataset)), batch_size)
     for images in tqdm(batches, total=-(-len(dataset) // batch_size), desc="codes", disable=not progress, leave=False):
         usage.update(model.encode(images.to(device)), check=False)

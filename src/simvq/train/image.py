@@ -467,7 +467,7 @@ def evaluate_run(
     """
     from ..metrics.coverage import coverage_summary
     from ..metrics.image import code_histogram, evaluate_reconstructions
-    from ..quantizers.base import code_statistics
+    from ..metrics.usage import usage_statistics
     from . import plots
 
     model, config, path = load_run_model(run_dir, device=device)
@@ -489,8 +489,8 @@ def evaluate_run(
             counts = counts + code_histogram(model, build_image_dataset(config.data, split, seed=config.trainer.seed),
                                              batch_size=batch_size or eval_config.batch_size, device=device, progress=progress)
     metrics.update(coverage_summary(counts, dim=model.quantizer.dim))
-    metrics["perplexity"] = code_statistics(counts)["perplexity"].item()
-    metrics["dead_fraction"] = 1.0 - metrics["usage"]
+    all_splits = usage_statistics(counts)
+    metrics["perplexity"], metrics["dead_fraction"] = all_splits["perplexity"], all_splits["dead_fraction"]
     metrics["usage_splits"] = list(eval_config.usage_splits)
     metrics.update(
         quantizer=config.quantizer.name,
