@@ -36,7 +36,7 @@ from ..models.discriminator import hinge_discriminator_loss, hinge_generator_los
 from ..utils import atomic_write_bytes, atomic_write_text
 from .config import TokenizerConfig, read_run_config, save_config, to_dict
 from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
-from .run_files import CHECKPOINT_FILE, WEIGHTS_FILE, load_run_model, save_weights
+from .run_files import CHECKPOINT_FILE, WEIGHTS_FILE, build_model, load_run_model, save_weights
 
 RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 RECONSTRUCTION_RANGES = ("[0, 1]", "[-1, 1]")
@@ -62,7 +62,7 @@ class ImageTokenizerModule(pl.LightningModule):
             raise ValueError(f"loss.reconstruction_range must be one of {RECONSTRUCTION_RANGES}, got {config.loss.reconstruction_range!r}")
         self.config = config
         self.automatic_optimization = False
-        self.model = ImageAutoencoder.from_config(config)
+        self.model = build_model(config)
         self.discriminator = None
         if config.loss.discriminator:
             self.discriminator = PatchDiscriminator(
