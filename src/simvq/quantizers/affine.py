@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, straight_through
+from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, seeded_generator, straight_through
 from .codebook_updates import all_reduce_mean_, all_reduce_sum_
 from .registry import register_quantizer
-from .vq import seeded_generator
 
 AFFINE_MODES = ("learned", "running", "none")
 

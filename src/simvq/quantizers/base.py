@@ -11,6 +11,8 @@ Codebook methods (an explicit ``(K, dim)`` table searched by nearest neighbour) 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -30,6 +32,29 @@ def exists(value) -> bool:
 
 def default(value, fallback):
     return value if value is not None else fallback
+
+
+# One ``seed`` option per quantizer feeds separate random streams, ``seed + offset`` each, so that
+# changing how many numbers one use draws never shifts another's.
+SEED_OFFSET_CODEBOOK = 0  # initial codebook / frozen basis
+SEED_OFFSET_LAYERS = 1  # torch's own layer initialisers (projections, SimVQ's W)
+SEED_OFFSET_TRAINING = 2  # draws during training: k-means starts, dead-code restarts, anchors
+
+
+def seeded_generator(seed: int | None, offset: int = SEED_OFFSET_CODEBOOK) -> torch.Generator | None:
+    """A CPU generator seeded with ``seed + offset``; ``None`` (torch's global RNG) without a seed."""
+    return torch.Generator().manual_seed(seed + offset) if seed is not None else None
+
+
+@contextmanager
+def seeded_global_rng(seed: int | None, offset: int = SEED_OFFSET_LAYERS) -> Iterator[None]:
+    """Run the block with the global CPU RNG seeded at ``seed + offset`` and restore it afterwards,
+    for initialisers that take no generator (``nn.Linear``, ``nn.init.orthogonal_``). Without a
+    seed the block draws from the global RNG as it stands, and advances it."""
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed + offset)
+        yield
 
 
 def fp32(device_type: str):
@@ -343,5 +368,7 @@ __all__ = [
     "default",
     "exists",
     "fp32",
+    "seeded_generator",
+    "seeded_global_rng",
     "straight_through",
 ]

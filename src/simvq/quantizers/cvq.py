@@ -12,10 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..search import nearest
-from .base import CodebookQuantizer, FlatOutput, fp32
+from .base import SEED_OFFSET_TRAINING, CodebookQuantizer, FlatOutput, fp32, seeded_generator
 from .codebook_updates import all_reduce_sum_, broadcast_, ema_, sample_rows
 from .registry import register_quantizer
-from .vq import seeded_generator
 
 DISTANCES = ("cos", "l2")
 ANCHORS = ("closest", "random")
@@ -81,7 +80,7 @@ class CVQ(CodebookQuantizer):
         self.usage_decay = usage_decay
         self.contrastive = contrastive
         self.temperature = temperature
-        self._generator = seeded_generator(seed, offset=2)
+        self._generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
         bound = init_scale if init_scale is not None else 1.0 / codebook_size
         initial = (torch.rand(codebook_size, dim, generator=seeded_generator(seed)) * 2 - 1) * bound
         self.embedding = nn.Parameter(initial)

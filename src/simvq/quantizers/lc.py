@@ -12,11 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import FlatOutput
+from .base import SEED_OFFSET_TRAINING, FlatOutput, seeded_generator, seeded_global_rng
 from .codebook_updates import kmeans
 from .registry import register_quantizer
 from .simvq import SimVQ
-from .vq import seeded_generator
 
 
 @register_quantizer("vq_lc")
@@ -66,7 +65,7 @@ class LCVQ(SimVQ):
             check_finite=check_finite,
         )
         self.kmeans_iters = kmeans_iters
-        self._generator = seeded_generator(seed, offset=2)
+        self._generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
         if features is not None:
             if not isinstance(features, Tensor) or not features.is_floating_point():
                 raise TypeError("features must be a floating-point torch.Tensor of shape (codebook_size, feature_dim)")
@@ -75,9 +74,7 @@ class LCVQ(SimVQ):
                     f"features must have shape (codebook_size={codebook_size}, feature_dim), got {tuple(features.shape)}"
                 )
             self.basis = features.detach().float().clone()
-            with torch.random.fork_rng(devices=[], enabled=seed is not None):
-                if seed is not None:
-                    torch.manual_seed(seed + 1)
+            with seeded_global_rng(seed):
                 self.proj = nn.Linear(features.shape[1], dim, bias=bias)
         else:
             with torch.no_grad():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CodebookQuantizer, fp32
+from .base import SEED_OFFSET_CODEBOOK, CodebookQuantizer, fp32, seeded_generator, seeded_global_rng
 from .registry import register_quantizer
 
 C_INITS = ("gaussian", "uniform", "orthogonal")
@@ -18,9 +18,7 @@ C_INITS = ("gaussian", "uniform", "orthogonal")
 def frozen_basis(codebook_size: int, dim: int, *, init: str = "gaussian", seed: int | None = None) -> Tensor:
     """The fixed basis ``C: (K, dim)``. Gaussian ``N(0, 1/dim)`` is the official init; the others
     (same per-entry variance) exist for the ablation."""
-    generator = None
-    if seed is not None:
-        generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed)
     if init == "gaussian":
         return torch.randn(codebook_size, dim, generator=generator) * dim**-0.5
     if init == "uniform":
@@ -30,11 +28,7 @@ def frozen_basis(codebook_size: int, dim: int, *, init: str = "gaussian", seed: 
     if init == "orthogonal":
         # rows orthogonal where K <= dim, columns orthogonal otherwise; scaled to the same row norm ~1
         basis = torch.empty(codebook_size, dim)
-        if generator is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                nn.init.orthogonal_(basis)
-        else:
+        with seeded_global_rng(seed, SEED_OFFSET_CODEBOOK):  # orthogonal_ takes no generator
             nn.init.orthogonal_(basis)
         return basis * (codebook_size / dim) ** 0.5 if codebook_size > dim else basis
     raise ValueError(f"init must be one of {C_INITS}, got {init!r}")
@@ -93,9 +87,7 @@ class SimVQ(CodebookQuantizer):
         else:
             self.register_buffer("basis", basis)
         # with a seed the whole module (C and W's init) is reproducible, not just C
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed + 1)
+        with seeded_global_rng(seed):
             self.proj = nn.Linear(dim, dim, bias=bias)
         self._cache: tuple[tuple, Tensor] | None = None
 

@@ -20,13 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, straight_through
+from .base import (
+    SEED_OFFSET_TRAINING,
+    CodebookQuantizer,
+    FlatOutput,
+    commitment_losses,
+    fp32,
+    seeded_generator,
+    seeded_global_rng,
+    straight_through,
+)
 from .codebook_updates import cluster_sums, ema_, kmeans, sample_rows
 from .registry import register_quantizer
-
-
-def seeded_generator(seed: int | None, offset: int = 0) -> torch.Generator | None:
-    return torch.Generator().manual_seed(seed + offset) if seed is not None else None
 
 
 @register_quantizer("vq")
@@ -103,11 +108,9 @@ class VQ(CodebookQuantizer):
         self.kmeans_iters = kmeans_iters
         self.l2_normalize = l2_normalize
         self.codebook_dim = codebook_dim if codebook_dim is not None else dim
-        self._generator = seeded_generator(seed, offset=2)
+        self._generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
 
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed + 1)
+        with seeded_global_rng(seed):
             # ViT-VQGAN: Linear(dim, codebook_dim) before the lookup, Linear(codebook_dim, dim) after
             factorised = codebook_dim is not None
             self.project_in = nn.Linear(dim, self.codebook_dim) if factorised else nn.Identity()
