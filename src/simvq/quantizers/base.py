@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -24,14 +22,6 @@ from torch import Tensor, nn
 from ..search import nearest
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def exists(value) -> bool:
-    return value is not None
-
-
-def default(value, fallback):
-    return value if value is not None else fallback
 
 
 # One ``seed`` option per quantizer feeds separate random streams, ``seed + offset`` each, so that
@@ -355,8 +345,6 @@ class CodebookQuantizer(Quantizer):
             return self.lookup(codes).float()
 
 
-Factory = Callable[..., Quantizer]
-
 __all__ = [
     "CodebookQuantizer",
     "FlatOutput",
@@ -365,8 +353,6 @@ __all__ = [
     "code_counts",
     "code_statistics",
     "commitment_losses",
-    "default",
-    "exists",
     "fp32",
     "seeded_generator",
     "seeded_global_rng",
