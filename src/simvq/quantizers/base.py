@@ -326,6 +326,7 @@ class CodebookQuantizer(Quantizer):
 
     def search(self, x: Tensor) -> Tensor:
         """Indices ``(N,)`` of the nearest codes to ``x: (N, dim)``."""
+        # the table is built under no_grad too: the search needs no graph (SimVQ's W(C) included)
         with torch.no_grad():
             return nearest(x.detach(), self.codebook().detach(), chunk_size=self.chunk_size, return_distances=False)
 

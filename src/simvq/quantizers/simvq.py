@@ -34,6 +34,14 @@ def frozen_basis(codebook_size: int, dim: int, *, init: str = "gaussian", seed: 
     raise ValueError(f"init must be one of {C_INITS}, got {init!r}")
 
 
+def check_table(table: Tensor, codebook_size: int, name: str) -> None:
+    """A given frozen table must be a float ``(codebook_size, feature_dim)`` tensor."""
+    if not isinstance(table, Tensor) or not table.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point torch.Tensor of shape (codebook_size, feature_dim)")
+    if table.ndim != 2 or table.shape[0] != codebook_size:
+        raise ValueError(f"{name} must have shape (codebook_size={codebook_size}, feature_dim), got {tuple(table.shape)}")
+
+
 @register_quantizer("simvq")
 class SimVQ(CodebookQuantizer):
     """SimVQ quantizer.
@@ -49,6 +57,9 @@ class SimVQ(CodebookQuantizer):
         rotation_trick: rotation-trick gradient instead of the plain straight-through.
         init: distribution of ``C``: "gaussian" (official), "uniform" or "orthogonal".
         chunk_size: codes per search tile (see ``simvq.search.nearest``).
+        basis: a given ``(codebook_size, feature_dim)`` table to use as ``C`` instead of a random
+            one (``init`` is then unused); ``W`` becomes ``Linear(feature_dim, dim)``. VQGAN-LC's
+            frozen features (:class:`~simvq.quantizers.lc.LCVQ`) are such a table.
 
     The effective codebook ``W(C)`` is recomputed for every training forward and cached in eval
     mode; the cache is keyed on the parameters' versions, so an optimiser step, ``load_state_dict``
@@ -69,6 +80,7 @@ class SimVQ(CodebookQuantizer):
         init: str = "gaussian",
         chunk_size: int | None = None,
         check_finite: bool = True,
+        basis: Tensor | None = None,
     ):
         super().__init__(
             dim,
@@ -79,7 +91,11 @@ class SimVQ(CodebookQuantizer):
             channel_first=channel_first,
             check_finite=check_finite,
         )
-        basis = frozen_basis(codebook_size, dim, init=init, seed=seed)
+        if basis is None:
+            basis = frozen_basis(codebook_size, dim, init=init, seed=seed)
+        else:
+            check_table(basis, codebook_size, "basis")
+            basis = basis.detach().float().clone()
         self.train_codebook = train_codebook
         self.init = init
         if train_codebook:
@@ -88,7 +104,7 @@ class SimVQ(CodebookQuantizer):
             self.register_buffer("basis", basis)
         # with a seed the whole module (C and W's init) is reproducible, not just C
         with seeded_global_rng(seed):
-            self.proj = nn.Linear(dim, dim, bias=bias)
+            self.proj = nn.Linear(basis.shape[1], dim, bias=bias)
         self._cache: tuple[tuple, Tensor] | None = None
 
     # -- the effective codebook ---------------------------------------------------------------
@@ -118,11 +134,6 @@ class SimVQ(CodebookQuantizer):
         bias = None if self.proj.bias is None else self.proj.bias.float()
         with fp32(rows.device.type):
             return F.linear(rows.float(), self.proj.weight.float(), bias)
-
-    def search(self, x: Tensor) -> Tensor:
-        # the search needs no graph: build W(C) once without autograd (or take the eval cache)
-        with torch.no_grad():
-            return super().search(x)
 
     def lookup(self, codes: Tensor) -> Tensor:
         # W(C[codes]) == W(C)[codes] (bit for bit): project whichever is smaller, the selected rows
