@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..search import nearest
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- seeding, initial codebooks
 
 
 # One ``seed`` option per quantizer feeds separate random streams, ``seed + offset`` each, so that
@@ -45,6 +45,43 @@ def seeded_global_rng(seed: int | None, offset: int = SEED_OFFSET_LAYERS) -> Ite
         if seed is not None:
             torch.manual_seed(seed + offset)
         yield
+
+
+def gaussian_codebook(codebook_size: int, dim: int, *, init_scale: float | None = None, seed: int | None = None) -> Tensor:
+    """``(codebook_size, dim)`` codes drawn ``N(0, init_scale**2)``. The default ``dim**-0.5`` gives rows
+    of norm ~1: SimVQ's official ``C``, and the start every Gaussian-initialised baseline shares so
+    that comparisons isolate the codebook mechanism."""
+    scale = init_scale if init_scale is not None else dim**-0.5
+    return torch.randn(codebook_size, dim, generator=seeded_generator(seed)) * scale
+
+
+def uniform_codebook(codebook_size: int, dim: int, *, bound: float, seed: int | None = None) -> Tensor:
+    """``(codebook_size, dim)`` codes drawn uniformly from ``[-bound, bound]``."""
+    return (torch.rand(codebook_size, dim, generator=seeded_generator(seed)) * 2 - 1) * bound
+
+
+# ----------------------------------------------------------------------------- option checks
+
+
+def is_integer_at_least(value, minimum: int) -> bool:
+    """A Python ``int`` (``True`` is not a count) no smaller than ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_decay(name: str, value, *, allow_none: bool = False) -> None:
+    """An EMA decay must lie strictly between 0 and 1 (0 keeps no history, 1 never moves)."""
+    if value is None and allow_none:
+        return
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must lie in (0, 1){' or be None' if allow_none else ''}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------- helpers
 
 
 def fp32(device_type: str):
@@ -187,9 +224,9 @@ class Quantizer(nn.Module):
         check_finite: bool = True,  # one device sync per call; switch off in tight GPU loops
     ):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        if not is_integer_at_least(dim, 1):
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or codebook_size < 2:
+        if not is_integer_at_least(codebook_size, 2):
             raise ValueError(f"codebook_size must be an integer >= 2, got {codebook_size!r}")
         self.dim = dim
         self.codebook_size = codebook_size
@@ -351,11 +388,16 @@ __all__ = [
     "FlatOutput",
     "Quantizer",
     "QuantizerOutput",
+    "check_choice",
+    "check_decay",
     "code_counts",
     "code_statistics",
     "commitment_losses",
     "fp32",
+    "gaussian_codebook",
+    "is_integer_at_least",
     "seeded_generator",
     "seeded_global_rng",
     "straight_through",
+    "uniform_codebook",
 ]

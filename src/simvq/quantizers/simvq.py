@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SEED_OFFSET_CODEBOOK, CodebookQuantizer, fp32, seeded_generator, seeded_global_rng
+from .base import (
+    SEED_OFFSET_CODEBOOK,
+    CodebookQuantizer,
+    check_choice,
+    fp32,
+    gaussian_codebook,
+    seeded_global_rng,
+    uniform_codebook,
+)
 from .registry import register_quantizer
 
 C_INITS = ("gaussian", "uniform", "orthogonal")
@@ -18,20 +26,17 @@ C_INITS = ("gaussian", "uniform", "orthogonal")
 def frozen_basis(codebook_size: int, dim: int, *, init: str = "gaussian", seed: int | None = None) -> Tensor:
     """The fixed basis ``C: (K, dim)``. Gaussian ``N(0, 1/dim)`` is the official init; the others
     (same per-entry variance) exist for the ablation."""
-    generator = seeded_generator(seed)
+    check_choice("init", init, C_INITS)
     if init == "gaussian":
-        return torch.randn(codebook_size, dim, generator=generator) * dim**-0.5
+        return gaussian_codebook(codebook_size, dim, seed=seed)
     if init == "uniform":
         # U(-a, a) has variance a^2/3: a = sqrt(3/dim) matches the gaussian's 1/dim
-        bound = (3.0 / dim) ** 0.5
-        return (torch.rand(codebook_size, dim, generator=generator) * 2 - 1) * bound
-    if init == "orthogonal":
-        # rows orthogonal where K <= dim, columns orthogonal otherwise; scaled to the same row norm ~1
-        basis = torch.empty(codebook_size, dim)
-        with seeded_global_rng(seed, SEED_OFFSET_CODEBOOK):  # orthogonal_ takes no generator
-            nn.init.orthogonal_(basis)
-        return basis * (codebook_size / dim) ** 0.5 if codebook_size > dim else basis
-    raise ValueError(f"init must be one of {C_INITS}, got {init!r}")
+        return uniform_codebook(codebook_size, dim, bound=(3.0 / dim) ** 0.5, seed=seed)
+    # orthogonal: rows orthogonal where K <= dim, columns orthogonal otherwise; scaled to the same row norm ~1
+    basis = torch.empty(codebook_size, dim)
+    with seeded_global_rng(seed, SEED_OFFSET_CODEBOOK):  # orthogonal_ takes no generator
+        nn.init.orthogonal_(basis)
+    return basis * (codebook_size / dim) ** 0.5 if codebook_size > dim else basis
 
 
 def check_table(table: Tensor, codebook_size: int, name: str) -> None:

@@ -24,8 +24,11 @@ from .base import (
     SEED_OFFSET_TRAINING,
     CodebookQuantizer,
     FlatOutput,
+    check_decay,
     commitment_losses,
     fp32,
+    gaussian_codebook,
+    is_integer_at_least,
     seeded_generator,
     seeded_global_rng,
     straight_through,
@@ -94,11 +97,9 @@ class VQ(CodebookQuantizer):
             channel_first=channel_first,
             check_finite=check_finite,
         )
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {ema_decay!r}")
-        if not 0.0 < dead_code_decay < 1.0:
-            raise ValueError(f"dead_code_decay must lie in (0, 1), got {dead_code_decay!r}")
-        if codebook_dim is not None and (not isinstance(codebook_dim, int) or codebook_dim < 1):
+        check_decay("ema_decay", ema_decay, allow_none=True)
+        check_decay("dead_code_decay", dead_code_decay)
+        if codebook_dim is not None and not is_integer_at_least(codebook_dim, 1):
             raise ValueError(f"codebook_dim must be a positive integer or None, got {codebook_dim!r}")
         self.ema_decay = ema_decay
         self.ema_eps = ema_eps
@@ -116,8 +117,7 @@ class VQ(CodebookQuantizer):
             self.project_in = nn.Linear(dim, self.codebook_dim) if factorised else nn.Identity()
             self.project_out = nn.Linear(self.codebook_dim, dim) if factorised else nn.Identity()
 
-        scale = init_scale if init_scale is not None else self.codebook_dim**-0.5
-        initial = torch.randn(codebook_size, self.codebook_dim, generator=seeded_generator(seed)) * scale
+        initial = gaussian_codebook(codebook_size, self.codebook_dim, init_scale=init_scale, seed=seed)
         if ema_decay is None:
             self.embedding = nn.Parameter(initial)
         else:
