@@ -9,6 +9,7 @@ import torch
 
 from simvq import SimVQ, build_quantizer
 from simvq.cli import main
+from simvq.data.fashion_mnist import read_idx
 from simvq.experiments.analysis import (
     MovementTracker,
     SpectrumTracker,
@@ -115,6 +116,7 @@ def test_idx_reader_and_fashion_mnist_loader(tmp_path):
     path = tmp_path / "t10k-images-idx3-ubyte.gz"
     with gzip.open(path, "wb") as handle:
         handle.write(header + images.tobytes())
+    np.testing.assert_array_equal(read_idx(path), images)
     pixels = load_fashion_mnist_pixels("test", root=tmp_path)
     assert pixels.shape == (2, 12) and math.isclose(float(pixels[1, 11]), 23 / 255, rel_tol=1e-6)
     with pytest.raises(ValueError, match="split"):

@@ -19,10 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, straight_through
+from .base import (
+    CodebookQuantizer,
+    FlatOutput,
+    check_choice,
+    commitment_losses,
+    fp32,
+    gaussian_codebook,
+    straight_through,
+)
 from .codebook_updates import all_reduce_mean_, all_reduce_sum_
 from .registry import register_quantizer
-from .vq import seeded_generator
 
 AFFINE_MODES = ("learned", "running", "none")
 
@@ -80,8 +87,7 @@ class AffineVQ(CodebookQuantizer):
             channel_first=channel_first,
             check_finite=check_finite,
         )
-        if affine not in AFFINE_MODES:
-            raise ValueError(f"affine must be one of {AFFINE_MODES}, got {affine!r}")
+        check_choice("affine", affine, AFFINE_MODES)
         if sync_nu < 0:
             raise ValueError(f"sync_nu must be >= 0, got {sync_nu!r}")
         if alternating_lr is not None and alternating_lr <= 0:
@@ -92,8 +98,7 @@ class AffineVQ(CodebookQuantizer):
         self.sync_nu = sync_nu
         self.alternating_lr = alternating_lr
         self.alternating_momentum = alternating_momentum
-        scale = init_scale if init_scale is not None else dim**-0.5
-        self.embedding = nn.Parameter(torch.randn(codebook_size, dim, generator=seeded_generator(seed)) * scale)
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=init_scale, seed=seed))
         if affine == "learned":
             self.scale_param = nn.Parameter(torch.zeros(dim))
             self.shift_param = nn.Parameter(torch.zeros(dim))

@@ -12,10 +12,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..search import nearest
-from .base import CodebookQuantizer, FlatOutput, fp32
+from .base import (
+    SEED_OFFSET_TRAINING,
+    CodebookQuantizer,
+    FlatOutput,
+    check_choice,
+    check_decay,
+    fp32,
+    seeded_generator,
+    uniform_codebook,
+)
 from .codebook_updates import all_reduce_sum_, broadcast_, ema_, sample_rows
 from .registry import register_quantizer
-from .vq import seeded_generator
 
 DISTANCES = ("cos", "l2")
 ANCHORS = ("closest", "random")
@@ -70,21 +78,17 @@ class CVQ(CodebookQuantizer):
             channel_first=channel_first,
             check_finite=check_finite,
         )
-        if distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-        if anchor not in ANCHORS:
-            raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
-        if not 0.0 < usage_decay < 1.0:
-            raise ValueError(f"usage_decay must lie in (0, 1), got {usage_decay!r}")
+        check_choice("distance", distance, DISTANCES)
+        check_choice("anchor", anchor, ANCHORS)
+        check_decay("usage_decay", usage_decay)
         self.distance = distance
         self.anchor = anchor
         self.usage_decay = usage_decay
         self.contrastive = contrastive
         self.temperature = temperature
-        self._generator = seeded_generator(seed, offset=2)
+        self._generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
         bound = init_scale if init_scale is not None else 1.0 / codebook_size
-        initial = (torch.rand(codebook_size, dim, generator=seeded_generator(seed)) * 2 - 1) * bound
-        self.embedding = nn.Parameter(initial)
+        self.embedding = nn.Parameter(uniform_codebook(codebook_size, dim, bound=bound, seed=seed))
         # running average of each code's share of the tokens (sums to ~1); resumes with the model
         self.register_buffer("usage", torch.zeros(codebook_size))
 

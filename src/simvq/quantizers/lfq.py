@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import FlatOutput, Quantizer, commitment_losses, fp32, straight_through
+from .base import FlatOutput, Quantizer, check_choice, commitment_losses, fp32, straight_through
 from .registry import register_quantizer
 
 ENTROPY_MODES = ("auto", "exact", "factorized")
@@ -85,8 +85,7 @@ class LFQ(Quantizer):
         super().__init__(dim, codebook_size, channel_first=channel_first, check_finite=check_finite)
         if codebook_size & (codebook_size - 1):
             raise ValueError(f"lfq: codebook_size must be a power of two, got {codebook_size}")
-        if entropy_mode not in ENTROPY_MODES:
-            raise ValueError(f"entropy_mode must be one of {ENTROPY_MODES}, got {entropy_mode!r}")
+        check_choice("entropy_mode", entropy_mode, ENTROPY_MODES)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.num_bits = int(math.log2(codebook_size))
