@@ -71,39 +71,56 @@ def square_sgemm_gflops(repeats: int) -> float:
 
 
 def run_one(codebook_size: int, repeats: int, memory_only: bool) -> dict:
-    """Measurements for one K; runs in its own process (see main)."""
+    """Measurements for one K; runs in its own process (see main). The first step goes first and
+    the peer last: peak RSS is the process's maximum so far, so the order is the measurement."""
     import torch
 
-    from simvq import SimVQ, nearest
+    from simvq import SimVQ
 
     torch.manual_seed(0)
     quantizer = SimVQ(DIM, codebook_size, seed=0)
     z = torch.randn(16, 1024, DIM, requires_grad=True)
-    flops = 2 * TOKENS * codebook_size * DIM
-    result = {"codebook_size": codebook_size}
 
     def step():
         out = quantizer(z)
         (out.quantized.square().mean() + out.loss).backward()
 
+    result = {"codebook_size": codebook_size, **measure_first_step(step)}
+    if memory_only:
+        return result
+    with torch.no_grad():
+        codebook = quantizer.codebook().detach().clone()
+    result.update(measure_step_and_search(step, z.detach().reshape(-1, DIM), codebook, repeats))
+    result.update(measure_eval_cache(quantizer, z, repeats))
+    result.update(measure_peer(z, codebook_size, result["gemm_s"], repeats))
+    return result
+
+
+def measure_first_step(step) -> dict:
+    """Time and peak extra memory of the very first training step (allocations included)."""
     baseline = rss_bytes()
     start = time.perf_counter()
     step()
-    result["first_step_s"] = time.perf_counter() - start
-    result["peak_extra_mib"] = (peak_rss_bytes() - baseline) / 2**20
-    if memory_only:
-        return result
+    return {"first_step_s": time.perf_counter() - start, "peak_extra_mib": (peak_rss_bytes() - baseline) / 2**20}
 
-    with torch.no_grad():
-        codebook = quantizer.codebook().detach().clone()
-    x = z.detach().reshape(-1, DIM)
-    result["step_s"] = timed(step, repeats)
-    result["gemm_s"] = timed(lambda: chunked_gemm(x, codebook), repeats)
+
+def measure_step_and_search(step, x, codebook, repeats: int) -> dict:
+    """The step and each exact search method against a plain chunked GEMM of the same shape."""
+    from simvq import nearest
+
+    flops = 2 * TOKENS * codebook.shape[0] * DIM
+    result = {"step_s": timed(step, repeats), "gemm_s": timed(lambda: chunked_gemm(x, codebook), repeats)}
     for method in ("fp32", "screened"):
         result[f"search_{method}_s"] = timed(lambda: nearest(x, codebook, method=method), repeats)
     result["ratio_step_to_gemm"] = result["step_s"] / result["gemm_s"]
     result["step_gflops"] = flops / result["step_s"] / 1e9
     result["gemm_gflops"] = flops / result["gemm_s"] / 1e9
+    return result
+
+
+def measure_eval_cache(quantizer, z, repeats: int) -> dict:
+    """Eval-mode forward (cached W(C)) over train-mode forward, at the benchmark batch and at 256 tokens."""
+    import torch
 
     with torch.no_grad():
         train_forward = timed(lambda: quantizer(z), repeats)
@@ -113,28 +130,28 @@ def run_one(codebook_size: int, repeats: int, memory_only: bool) -> dict:
         eval_forward = timed(lambda: quantizer(z), repeats)
         eval_small = timed(lambda: quantizer(small), repeats)
         quantizer.train()
-    result["eval_to_train_forward"] = eval_forward / train_forward
-    result["eval_to_train_forward_256_tokens"] = eval_small / train_small
+    return {"eval_to_train_forward": eval_forward / train_forward, "eval_to_train_forward_256_tokens": eval_small / train_small}
 
+
+def measure_peer(z, codebook_size: int, gemm_s: float, repeats: int) -> dict:
+    """vector-quantize-pytorch's SimVQ on the same input, when installed and when it fits."""
     try:
         from vector_quantize_pytorch import SimVQ as PeerSimVQ
     except ImportError:
-        result["peer"] = "not installed"
-    else:
-        if codebook_size <= 65536:
-            peer = PeerSimVQ(dim=DIM, codebook_size=codebook_size)
+        return {"peer": "not installed"}
+    if codebook_size > 65536:
+        return {"peer": "skipped (full distance matrix does not fit in 24 GiB)"}
+    peer = PeerSimVQ(dim=DIM, codebook_size=codebook_size)
 
-            def peer_step():
-                quantized, _, loss = peer(z)
-                (quantized.square().mean() + loss).backward()
+    def peer_step():
+        quantized, _, loss = peer(z)
+        (quantized.square().mean() + loss).backward()
 
-            before = rss_bytes()
-            peer_step()
-            result["peer_peak_extra_mib"] = (peak_rss_bytes() - before) / 2**20
-            result["peer_step_s"] = timed(peer_step, max(1, repeats - 1))
-            result["peer_ratio_to_gemm"] = result["peer_step_s"] / result["gemm_s"]
-        else:
-            result["peer"] = "skipped (full distance matrix does not fit in 24 GiB)"
+    before = rss_bytes()
+    peer_step()
+    result = {"peer_peak_extra_mib": (peak_rss_bytes() - before) / 2**20}
+    result["peer_step_s"] = timed(peer_step, max(1, repeats - 1))
+    result["peer_ratio_to_gemm"] = result["peer_step_s"] / gemm_s
     return result
 
 

@@ -9,6 +9,7 @@ import torch
 
 from simvq import SimVQ, build_quantizer
 from simvq.cli import main
+from simvq.data.fashion_mnist import read_idx
 from simvq.experiments.analysis import (
     MovementTracker,
     SpectrumTracker,
@@ -18,7 +19,6 @@ from simvq.experiments.analysis import (
     singular_values,
 )
 from simvq.experiments.clustering import (
-    _read_idx,
     fit_kmeans,
     fit_quantizer,
     gaussian_mixture,
@@ -116,7 +116,7 @@ def test_idx_reader_and_fashion_mnist_loader(tmp_path):
     path = tmp_path / "t10k-images-idx3-ubyte.gz"
     with gzip.open(path, "wb") as handle:
         handle.write(header + images.tobytes())
-    np.testing.assert_array_equal(_read_idx(path), images)
+    np.testing.assert_array_equal(read_idx(path), images)
     pixels = load_fashion_mnist_pixels("test", root=tmp_path)
     assert pixels.shape == (2, 12) and math.isclose(float(pixels[1, 11]), 23 / 255, rel_tol=1e-6)
     with pytest.raises(ValueError, match="split"):

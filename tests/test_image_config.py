@@ -69,3 +69,12 @@ def test_cli_parses_train_and_eval():
     assert (args.out, args.no_eval, args.overrides) == ("runs/y", True, ["a.b=1", "c.d=2"])
     args = build_parser().parse_args(["eval", "runs/x", "--fid-images", "0"])
     assert args.run == "runs/x" and args.fid_images == 0
+
+
+def test_demo_recipe_ships_with_the_package_and_is_the_repository_file():
+    from simvq.experiments.demo import DEMO_RECIPE
+
+    config = load_config(DEMO_RECIPE)
+    assert config.quantizer.codebook_size == 8192 and config.data.name == "fashion_mnist"
+    repository_copy = Path(__file__).resolve().parents[1] / "configs" / "demo_fmnist.yaml"
+    assert repository_copy.resolve() == Path(str(DEMO_RECIPE)).resolve()  # one file, linked

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -54,3 +56,21 @@ def _distributed_worker(rank, world_size, store_path):
         assert meter.usage() == 0.5
     finally:
         dist.destroy_process_group()
+
+
+def test_local_usage_does_not_reduce_and_equals_usage_statistics(monkeypatch):
+    import torch.distributed as dist
+
+    from simvq.metrics import usage_statistics
+
+    counts = torch.tensor([3, 0, 1, 0])
+    local = CodebookUsage(4, distributed=False)
+    local.update(torch.tensor([0, 0, 0, 2]))
+    # a global count would call all_reduce once torch.distributed is up; the local one never does
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", lambda *a, **k: (_ for _ in ()).throw(AssertionError("all_reduce called")))
+    assert local.compute() == usage_statistics(counts)
+    assert usage_statistics(counts)["usage"] == 0.5 and usage_statistics(counts)["tokens"] == 4
+    assert usage_statistics(counts)["perplexity"] == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+    with pytest.raises(AssertionError, match="all_reduce"):
+        CodebookUsage(4).compute()

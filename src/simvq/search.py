@@ -27,6 +27,7 @@ Two exact strategies, chosen by ``method``:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -258,34 +259,62 @@ def _group_amin(tile: Tensor, group: int) -> Tensor:
     return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
-def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
-    num_tokens, num_codes = x.shape[0], codebook.shape[0]
-    dim = x.shape[1]
-    token_chunk, code_chunk = _tiles(num_tokens, num_codes, chunk_size)
-    group = min(SCREEN_GROUP, code_chunk)
-    groups_per_chunk = math.ceil(code_chunk / group)
-    num_groups = sum(math.ceil(min(code_chunk, num_codes - s) / group) for s in range(0, num_codes, code_chunk))
-    u, u32 = _BF16_UNIT_ROUNDOFF, _FP32_UNIT_ROUNDOFF
+@dataclass(frozen=True)
+class _ScreenTiles:
+    """Tile geometry of the screened search: tokens x codes per tile, and the groups of codes
+    (``group`` wide, ``groups_per_chunk`` per code chunk, ``num_groups`` in all) whose screened
+    minima decide which codes are rescored."""
 
-    # bf16 operands and their actual rounding residuals: the bound uses the residuals' norms,
-    # which are ~2.5x tighter than the worst case u * |v| and still rigorous. Built a chunk of
-    # codes at a time so no (K, dim) float32 temporary exists beside the codebook.
-    codes_aug = torch.empty(num_codes, dim + 4, dtype=torch.bfloat16, device=x.device)
-    code_norm_sq = codebook.pow(2).sum(1)
-    code_residual = x.new_zeros(())
-    max_bf16_code_norm = x.new_zeros(())
+    token_chunk: int
+    code_chunk: int
+    group: int
+    groups_per_chunk: int
+    num_groups: int
+
+    @classmethod
+    def of(cls, num_tokens: int, num_codes: int, chunk_size: int | None) -> _ScreenTiles:
+        token_chunk, code_chunk = _tiles(num_tokens, num_codes, chunk_size)
+        group = min(SCREEN_GROUP, code_chunk)
+        num_groups = sum(math.ceil(min(code_chunk, num_codes - s) / group) for s in range(0, num_codes, code_chunk))
+        return cls(token_chunk, code_chunk, group, math.ceil(code_chunk / group), num_groups)
+
+    def code_chunks(self, num_codes: int):
+        """``(chunk number, first code, codes in the chunk)`` for every code chunk."""
+        for chunk, code_start in enumerate(range(0, num_codes, self.code_chunk)):
+            yield chunk, code_start, min(self.code_chunk, num_codes - code_start)
+
+
+def _bf16_codes(codebook: Tensor, code_chunk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(codes_aug: (K, dim + 4) bf16 holding -2c in its first dim columns, max |dc|, max |c~|)``.
+
+    The bound uses the actual rounding residuals' norms, ~2.5x tighter than the worst case
+    ``u * |v|`` and still rigorous. Built a chunk of codes at a time so no ``(K, dim)`` float32
+    temporary exists beside the codebook."""
+    num_codes, dim = codebook.shape
+    codes_aug = torch.empty(num_codes, dim + 4, dtype=torch.bfloat16, device=codebook.device)
+    code_residual = codebook.new_zeros(())
+    max_bf16_code_norm = codebook.new_zeros(())
     for code_start in range(0, num_codes, code_chunk):
         scaled = -2 * codebook[code_start : code_start + code_chunk]
         rounded = scaled.bfloat16()
         codes_aug[code_start : code_start + code_chunk, :dim] = rounded
         code_residual = torch.maximum(code_residual, (scaled - rounded.float()).norm(dim=1).max())
         max_bf16_code_norm = torch.maximum(max_bf16_code_norm, rounded.float().norm(dim=1).max())
-    x_bf16 = x.bfloat16()
+    return codes_aug, code_residual, max_bf16_code_norm
+
+
+def _screen_bounds(
+    x: Tensor, x_bf16: Tensor, code_norm_sq: Tensor, code_residual: Tensor, max_bf16_code_norm: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Per token: ``(input_error, offset)``. ``input_error`` bounds the difference between a
+    screened (bf16) score and the float32 score; ``offset`` lifts every screened value above zero,
+    so its int16 bits order like the value."""
+    u, u32 = _BF16_UNIT_ROUNDOFF, _FP32_UNIT_ROUNDOFF
+    dim = x.shape[1]
     x_residual = (x - x_bf16.float()).norm(dim=1)
     code_norm = code_norm_sq.sqrt()
     x_norm = x.norm(dim=1)
     max_code_norm, min_code_norm = code_norm.max(), code_norm.min()
-
     # x.(-2c) - x~.c~ = x.dc + dx.c~ exactly, so |error| <= |x| max|dc| + |dx| max|c~|
     dot_error = x_norm * code_residual + x_residual * max_bf16_code_norm
     # scores ||c||^2 - 2 x.c are >= min over r in [min|c|, max|c|] of r^2 - 2 |x| r
@@ -294,59 +323,82 @@ def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Ten
     magnitude = 2 * x_norm * max_code_norm + max_code_norm.pow(2)
     accumulation_error = (2 * dim + 8) * u32 * 2 * (magnitude - score_floor + 1e-30)  # GEMM and fp32 reference
     input_error = 1.1 * (dot_error + u * u * (max_code_norm.pow(2) + magnitude) + accumulation_error) + 1e-30
-    # the offset lifts every screened value above zero, so its int16 bits order like the value
-    offset = -score_floor + 2 * input_error
-    if not bool(torch.isfinite(offset).all()) or not bool(torch.isfinite(magnitude).all()):
-        # the bound itself overflowed float32 (|x| beyond ~1e19): a screen without a bound would
-        # skip every code, so decide in float32 alone
-        return _search_fp32(x, codebook, chunk_size)
+    return input_error, -score_floor + 2 * input_error
 
-    # augmented operands: [x, 1, 1, off_hi, off_lo] . [-2c, n_hi, n_lo, 1, 1] = ||c||^2 - 2 x.c + off
+
+def _augmented_operands(x_bf16: Tensor, codes_aug: Tensor, code_norm_sq: Tensor, offset: Tensor) -> tuple[Tensor, Tensor]:
+    """``[x, 1, 1, off_hi, off_lo] . [-2c, n_hi, n_lo, 1, 1] = ||c||^2 - 2 x.c + off`` in one bf16
+    GEMM: returns ``(x_aug: (N, dim + 4), codes_aug_t: (dim + 4, K))``; fills ``codes_aug``'s last
+    four columns in place."""
+    dim = x_bf16.shape[1]
     norm_hi, norm_lo = _split_bf16(code_norm_sq)
     off_hi, off_lo = _split_bf16(offset)
-    ones = torch.ones(1, 2, dtype=torch.bfloat16, device=x.device)
+    ones = torch.ones(1, 2, dtype=torch.bfloat16, device=x_bf16.device)
     codes_aug[:, dim] = norm_hi
     codes_aug[:, dim + 1] = norm_lo
     codes_aug[:, dim + 2 :] = 1
-    codes_aug = codes_aug.t()
-    x_aug = torch.cat([x_bf16, ones.expand(num_tokens, 2), off_hi[:, None], off_lo[:, None]], 1)
+    x_aug = torch.cat([x_bf16, ones.expand(x_bf16.shape[0], 2), off_hi[:, None], off_lo[:, None]], 1)
+    return x_aug, codes_aug.t()
 
-    # pass 1 (bf16): screened minimum of every (token, group of codes) pair; per token block, as
-    # soon as its minima are known, keep only which groups can hold the float32 argmin: the lower
-    # bound of a group's exact minimum must not exceed the upper bound of the best screened code's
-    # exact score (bf16 output rounds to nearest: relative error <= u)
-    candidates = torch.empty(num_groups, num_tokens, dtype=torch.bool, device=x.device)  # (groups, tokens)
-    group_min = torch.empty(token_chunk, num_groups, dtype=torch.int16, device=x.device)
-    tile = torch.empty(token_chunk, code_chunk, dtype=torch.bfloat16, device=x.device)
-    for start in range(0, num_tokens, token_chunk):
-        x_block = x_aug[start : start + token_chunk]
+
+def _screen_candidates(x_aug: Tensor, codes_aug_t: Tensor, input_error: Tensor, tiles: _ScreenTiles) -> Tensor:
+    """Pass 1 (bf16): ``(groups, tokens)`` bool, the (token, group of codes) pairs that can hold the
+    float32 argmin. Per token block, as soon as its screened group minima are known: the lower
+    bound of a group's exact minimum must not exceed the upper bound of the best screened code's
+    exact score (bf16 output rounds to nearest: relative error <= u)."""
+    u = _BF16_UNIT_ROUNDOFF
+    num_tokens, num_codes = x_aug.shape[0], codes_aug_t.shape[1]
+    candidates = torch.empty(tiles.num_groups, num_tokens, dtype=torch.bool, device=x_aug.device)
+    group_min = torch.empty(tiles.token_chunk, tiles.num_groups, dtype=torch.int16, device=x_aug.device)
+    tile = torch.empty(tiles.token_chunk, tiles.code_chunk, dtype=torch.bfloat16, device=x_aug.device)
+    for start in range(0, num_tokens, tiles.token_chunk):
+        x_block = x_aug[start : start + tiles.token_chunk]
         n = x_block.shape[0]
-        for chunk, code_start in enumerate(range(0, num_codes, code_chunk)):
-            m = min(code_chunk, num_codes - code_start)
+        for chunk, code_start, m in tiles.code_chunks(num_codes):
             out = tile if (n, m) == tuple(tile.shape) else None
-            screened = torch.mm(x_block, codes_aug[:, code_start : code_start + m], out=out)
-            first = chunk * groups_per_chunk
-            group_min[:n, first : first + math.ceil(m / group)] = _group_amin(screened, group)
+            screened = torch.mm(x_block, codes_aug_t[:, code_start : code_start + m], out=out)
+            first = chunk * tiles.groups_per_chunk
+            group_min[:n, first : first + math.ceil(m / tiles.group)] = _group_amin(screened, tiles.group)
         screened_min = group_min[:n].view(torch.bfloat16).float()
         block_error = input_error[start : start + n]
         upper = screened_min.amin(dim=1) / (1 - u) + block_error
         lower = screened_min / (1 + u) - block_error[:, None]
         candidates[:, start : start + n] = (lower <= upper[:, None]).t()
+    return candidates
 
-    # pass 2 (float32): exact scores on the candidate (token, group) pairs only
+
+def _rescore_candidates(x: Tensor, codebook: Tensor, code_norm_sq: Tensor, candidates: Tensor, tiles: _ScreenTiles) -> Tensor:
+    """Pass 2 (float32): exact scores on the candidate (token, group) pairs only; ``(N,)`` indices."""
+    num_tokens, num_codes = x.shape[0], codebook.shape[0]
     best_index = torch.zeros(num_tokens, dtype=torch.long, device=x.device)
     best_score = torch.full((num_tokens,), math.inf, device=x.device)
     codebook_t = codebook.t()
-    for group_index in range(num_groups):
-        chunk, within = divmod(group_index, groups_per_chunk)
-        code_start = chunk * code_chunk + within * group
-        m = min(group, num_codes - code_start)
+    for group_index in range(tiles.num_groups):
+        chunk, within = divmod(group_index, tiles.groups_per_chunk)
+        code_start = chunk * tiles.code_chunk + within * tiles.group
+        m = min(tiles.group, num_codes - code_start)
         rows = candidates[group_index].nonzero().squeeze(1)
-        for row_start in range(0, rows.numel(), token_chunk):
-            row_block = rows[row_start : row_start + token_chunk]
+        for row_start in range(0, rows.numel(), tiles.token_chunk):
+            row_block = rows[row_start : row_start + tiles.token_chunk]
             scores = _fp32_scores(x.index_select(0, row_block), codebook_t[:, code_start : code_start + m], code_norm_sq[code_start : code_start + m])
             _update_best(scores, code_start, best_score, best_index, rows=row_block)
     return best_index
+
+
+def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
+    """bf16 screen, then float32 on the codes the screen could not rule out (module docstring)."""
+    tiles = _ScreenTiles.of(x.shape[0], codebook.shape[0], chunk_size)
+    codes_aug, code_residual, max_bf16_code_norm = _bf16_codes(codebook, tiles.code_chunk)
+    code_norm_sq = codebook.pow(2).sum(1)
+    x_bf16 = x.bfloat16()
+    input_error, offset = _screen_bounds(x, x_bf16, code_norm_sq, code_residual, max_bf16_code_norm)
+    if not bool(torch.isfinite(offset).all()):
+        # the bound itself overflowed float32 (|x| beyond ~1e19; it used to return code 0 for every
+        # token): a screen without a bound rules nothing out, so decide in float32 alone
+        return _search_fp32(x, codebook, chunk_size)
+    x_aug, codes_aug_t = _augmented_operands(x_bf16, codes_aug, code_norm_sq, offset)
+    candidates = _screen_candidates(x_aug, codes_aug_t, input_error, tiles)
+    return _rescore_candidates(x, codebook, code_norm_sq, candidates, tiles)
 
 
 @torch.no_grad()

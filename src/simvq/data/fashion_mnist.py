@@ -47,6 +47,22 @@ def _find(root: Path, stem: str) -> Path | None:
     return None
 
 
+def fashion_mnist_file(split: str, kind: str, root: str | os.PathLike | None = None) -> Path:
+    """The IDX file of ``split`` ("train"/"test") and ``kind`` ("images"/"labels"); says how to get it if missing."""
+    if split not in SPLIT_PREFIX:
+        raise ValueError(f"split must be one of {sorted(SPLIT_PREFIX)}, got {split!r}")
+    directory = fashion_mnist_root(root)
+    stem = f"{SPLIT_PREFIX[split]}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
+    path = _find(directory, stem)
+    if path is None:
+        raise MissingDatasetError(
+            f"Fashion-MNIST {split} {kind} not found in {directory}. Install them with "
+            f"`sudo apt-get install dataset-fashion-mnist`, or point data.root (or $SIMVQ_FASHION_MNIST) "
+            f"at a directory holding {stem}.gz."
+        )
+    return path
+
+
 class FashionMNIST(Dataset):
     """Fashion-MNIST images ``(1, 28, 28)`` in ``[0, 1]`` (labels in ``self.labels``).
 
@@ -57,18 +73,7 @@ class FashionMNIST(Dataset):
     """
 
     def __init__(self, split: str = "train", *, root: str | os.PathLike | None = None):
-        if split not in SPLIT_PREFIX:
-            raise ValueError(f"split must be one of {sorted(SPLIT_PREFIX)}, got {split!r}")
-        directory = fashion_mnist_root(root)
-        images_path = _find(directory, f"{SPLIT_PREFIX[split]}-images-idx3-ubyte")
-        labels_path = _find(directory, f"{SPLIT_PREFIX[split]}-labels-idx1-ubyte")
-        if images_path is None or labels_path is None:
-            raise MissingDatasetError(
-                f"Fashion-MNIST {split} files not found in {directory}. Install them with "
-                f"`sudo apt-get install dataset-fashion-mnist`, or point data.root (or $SIMVQ_FASHION_MNIST) "
-                f"at a directory holding {SPLIT_PREFIX[split]}-images-idx3-ubyte.gz and "
-                f"{SPLIT_PREFIX[split]}-labels-idx1-ubyte.gz."
-            )
+        images_path, labels_path = (fashion_mnist_file(split, kind, root) for kind in ("images", "labels"))
         self.split = split
         self.images = torch.from_numpy(read_idx(images_path).copy())  # (N, 28, 28) uint8
         self.labels = torch.from_numpy(read_idx(labels_path).astype(np.int64))

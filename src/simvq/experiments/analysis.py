@@ -138,6 +138,18 @@ def index_correspondence(quantizer, z: Tensor) -> dict:
     }
 
 
+def _small_labels(ax, *, xlabel: str, ylabel: str | None = None, title: str | None = None, legend: int | None = None) -> None:
+    """The small-print labels of the analysis figures (7 pt labels, 6 pt ticks, optional legend size)."""
+    ax.set_xlabel(xlabel, fontsize=7)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=7)
+    if legend:
+        ax.legend(fontsize=legend)
+    ax.tick_params(labelsize=6)
+
+
 def plot_index_correspondence(result: dict):
     from ..utils import pyplot
 
@@ -146,10 +158,7 @@ def plot_index_correspondence(result: dict):
     figure, ax = plt.subplots(figsize=(3.2, 3.0))
     ax.scatter(result["counts_effective"], result["counts_codes"], s=6, label="codes vs nearest row of W(C)")
     ax.scatter(result["counts_effective"], result["counts_basis_only"], s=6, marker="x", label="nearest row of C alone")
-    ax.set_xlabel("count of index i, brute force on W(C)", fontsize=7)
-    ax.set_ylabel("count of index i", fontsize=7)
-    ax.legend(fontsize=6)
-    ax.tick_params(labelsize=6)
+    _small_labels(ax, xlabel="count of index i, brute force on W(C)", ylabel="count of index i", legend=6)
     figure.tight_layout()
     return figure
 
@@ -238,9 +247,7 @@ def plot_code_movement(results: dict[str, dict], trackers: dict[str, MovementTra
             f"{name}: {result['fraction_moved']:.0%} of codes moved\n(blue: selected {result['fraction_selected']:.0%}, red: not)",
             fontsize=7,
         )
-        ax.set_xlabel("code (selected first)", fontsize=7)
-        ax.set_ylabel("|change of code| after one step", fontsize=7)
-        ax.tick_params(labelsize=6)
+        _small_labels(ax, xlabel="code (selected first)", ylabel="|change of code| after one step")
     if trackers:
         ax = axes[0][-1]
         for name, tracker in trackers.items():
@@ -248,10 +255,7 @@ def plot_code_movement(results: dict[str, dict], trackers: dict[str, MovementTra
             ax.plot(tracker.steps, tracker.fraction_never_moved, ":", color=line.get_color(), label=f"{name}: never moved yet")
         ax.set_ylim(-0.02, 1.05)
         ax.set_xscale("log")
-        ax.set_xlabel("step (Adam)", fontsize=7)
-        ax.set_title("fraction of codes, over a fit", fontsize=7)
-        ax.legend(fontsize=5)
-        ax.tick_params(labelsize=6)
+        _small_labels(ax, xlabel="step (Adam)", title="fraction of codes, over a fit", legend=5)
     figure.tight_layout()
     return figure
 

@@ -13,7 +13,6 @@ rotated copy of the Gaussian cloud, which covers the data's ellipse but cannot f
 
 from __future__ import annotations
 
-import gzip
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.fashion_mnist import fashion_mnist_file, read_idx
 from ..quantizers.base import code_counts, code_statistics
 from ..search import nearest
 from .toy import DATA_SEED_OFFSET, build_toy_quantizer
-
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-
 
 # ----------------------------------------------------------------------------- data
 
@@ -51,28 +48,9 @@ def gaussian_mixture(
     return points, labels
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    # IDX: 2 zero bytes, dtype byte (0x08 = uint8), ndim byte, ndim big-endian int32 sizes, data
-    with gzip.open(path, "rb") as handle:
-        raw = handle.read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def load_fashion_mnist_pixels(split: str = "test", *, limit: int | None = None, root: Path = FASHION_MNIST_DIR) -> Tensor:
-    """Fashion-MNIST images as ``(N, 784)`` float32 in ``[0, 1]``.
-
-    A private loader of the Debian IDX files so this experiment does not wait on ``simvq.data``;
-    switch to that module once it lands.
-    """
-    prefix = {"train": "train", "test": "t10k"}.get(split)
-    if prefix is None:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    path = Path(root) / f"{prefix}-images-idx3-ubyte.gz"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: install the Debian package dataset-fashion-mnist")
-    images = _read_idx(path)
+def load_fashion_mnist_pixels(split: str = "test", *, limit: int | None = None, root: str | Path | None = None) -> Tensor:
+    """Fashion-MNIST images of ``split`` as ``(N, 784)`` float32 in ``[0, 1]`` (``simvq.data``'s files)."""
+    images = read_idx(fashion_mnist_file(split, "images", root))
     if limit is not None:
         images = images[:limit]
     return torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)

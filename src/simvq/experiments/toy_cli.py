@@ -58,7 +58,7 @@ def standardise(x):
 def run_cluster(args) -> int:
     import torch
 
-    from .clustering import compare_clustering, gaussian_mixture, load_fashion_mnist_pixels, pca_features, plot_clustering
+    from .clustering import compare_clustering, gaussian_mixture, plot_clustering
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -69,7 +69,7 @@ def run_cluster(args) -> int:
         "mixture2d_3modes_k3": (3, 2, 3), "mixture2d_8modes_k8": (8, 2, 8),
         "mixture16d_8modes_k8": (8, 16, 8), "mixture16d_8modes_k64": (8, 16, 64),
     }
-    features = standardise(pca_features(load_fashion_mnist_pixels("test", limit=args.fmnist_samples), args.pca_dim))
+    features = _fmnist_features(args)
     experiments = {
         name: (lambda seed, m=modes, d=dim: standardise(gaussian_mixture(3000, num_modes=m, dim=d, separation=4.0, std=0.3 if d == 2 else 0.5, seed=seed)[0]), size)
         for name, (modes, dim, size) in mixtures.items()
@@ -98,28 +98,35 @@ def run_cluster(args) -> int:
     return 0
 
 
+def _fmnist_features(args):
+    from .clustering import load_fashion_mnist_pixels, pca_features
+
+    return standardise(pca_features(load_fashion_mnist_pixels("test", limit=args.fmnist_samples), args.pca_dim))
+
+
 def run_analysis(args) -> int:
     import torch
-
-    from .analysis import (
-        MovementTracker,
-        SpectrumTracker,
-        code_movement,
-        effective_rank,
-        index_correspondence,
-        plot_code_movement,
-        plot_index_correspondence,
-    )
-    from .clustering import fit_quantizer, load_fashion_mnist_pixels, pca_features
-    from .toy import ToyConfig, build_toy_quantizer, train_toy
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    features = standardise(pca_features(load_fashion_mnist_pixels("test", limit=args.fmnist_samples), args.pca_dim))
+    features = _fmnist_features(args)
     report: dict = {}
+    fit = _analyse_spectrum(args, features, out, report)
+    _analyse_index_correspondence(fit, features, out, report)
+    _analyse_movement(args, features, out, report)
+    _write_json(out / "analysis.json", report)
+    return 0
 
-    # 1. spectrum of W while SimVQ is fitted to Fashion-MNIST PCA features
+
+def _analyse_spectrum(args, features, out: Path, report: dict):
+    """1. The spectrum of W while SimVQ is fitted to Fashion-MNIST PCA features, and on the 2-D toy."""
+    import torch
+
+    from .analysis import SpectrumTracker, effective_rank
+    from .clustering import fit_quantizer
+    from .toy import ToyConfig, build_toy_quantizer, train_toy
+
     tracker = SpectrumTracker(every=max(1, args.steps // 50))
     tracker(0, build_toy_quantizer("simvq", args.codebook_size, dim=args.pca_dim, seed=args.seeds[0]))
     fit = fit_quantizer(features, "simvq", args.codebook_size, steps=args.steps, seed=args.seeds[0], callback=tracker)
@@ -143,25 +150,40 @@ def run_analysis(args) -> int:
     report["toy_spectrum"] = {**toy_tracker.as_dict(), "final_usage": float(toy.usage[-1])}
     print(f"toy square SimVQ: effective rank of W at step {toy_tracker.steps[0]} {toy_tracker.effective_ranks[0]:.3f} -> {toy_tracker.effective_ranks[-1]:.3f} (max 2), "
           f"singular values {[round(v, 3) for v in toy_tracker.singular_values[-1].tolist()]}")
+    return fit
 
-    # 2. index i of C is code i of W(C), on the SimVQ just fitted
+
+def _analyse_index_correspondence(fit, features, out: Path, report: dict) -> None:
+    """2. Index i of C is code i of W(C), on the SimVQ just fitted."""
+    import torch
+
+    from .analysis import index_correspondence, plot_index_correspondence
+
     correspondence = index_correspondence(fit.quantizer.eval(), features)
     _save(plot_index_correspondence(correspondence), out / "index_correspondence.png")
     report["index_correspondence"] = {k: v for k, v in correspondence.items() if not isinstance(v, torch.Tensor)}
     print(f"index correspondence: counts equal {correspondence['counts_equal']}, usage via codes {correspondence['usage_codes']:.3f}, "
           f"via C alone {correspondence['usage_basis_only']:.3f}, max |decode - W(C)| {correspondence['max_decode_error']:.2e}")
 
-    # 3. who moves after one SGD step on the codebook loss, at initialisation
+
+def _analyse_movement(args, features, out: Path, report: dict) -> None:
+    """3. Who moves after one SGD step on the codebook loss at initialisation, and over a whole fit."""
+    import torch
+
+    from .analysis import MovementTracker, code_movement, plot_code_movement
+    from .clustering import fit_quantizer
+    from .toy import build_toy_quantizer
+
     batch = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(args.seeds[0]))[: args.batch_size]]
     movements = {
         method: code_movement(build_toy_quantizer(method, args.codebook_size, dim=args.pca_dim, seed=args.seeds[0]), batch, lr=args.lr)
         for method in ("vq", "simvq")
     }
-    # and over a whole fit: how many codes move per step, how many never move (Adam, as in section 1)
+    # over a whole fit: how many codes move per step, how many never move (Adam, as in section 1)
     trackers = {method: MovementTracker() for method in ("vq", "simvq")}
-    for method, tracker_ in trackers.items():
-        tracker_(0, build_toy_quantizer(method, args.codebook_size, dim=args.pca_dim, seed=args.seeds[0]))
-        fit_quantizer(features, method, args.codebook_size, steps=args.steps, seed=args.seeds[0], callback=tracker_)
+    for method, tracker in trackers.items():
+        tracker(0, build_toy_quantizer(method, args.codebook_size, dim=args.pca_dim, seed=args.seeds[0]))
+        fit_quantizer(features, method, args.codebook_size, steps=args.steps, seed=args.seeds[0], callback=tracker)
     report["movement_over_training"] = {
         method: {
             "mean_fraction_moved_per_step": sum(t.fraction_moved) / len(t.fraction_moved),
@@ -170,14 +192,12 @@ def run_analysis(args) -> int:
         }
         for method, t in trackers.items()
     }
-    for method, tracker_ in trackers.items():
+    for method in trackers:
         print(f"{method} over {args.steps} steps: {report['movement_over_training'][method]}")
     _save(plot_code_movement(movements, trackers), out / "code_movement.png")
     report["code_movement"] = {m: {k: v for k, v in r.items() if k.startswith(("fraction", "mean"))} for m, r in movements.items()}
     for method, result in movements.items():
         print(f"{method}: {result['fraction_selected']:.1%} selected, {result['fraction_moved']:.1%} moved after one step")
-    _write_json(out / "analysis.json", report)
-    return 0
 
 
 def add_parser(subparsers) -> None:
@@ -199,19 +219,19 @@ def add_parser(subparsers) -> None:
     toy2d.add_argument("--progress", action="store_true", help="tqdm bars per run")
     toy2d.set_defaults(func=run_2d)
 
+    def fmnist_features(sub, steps):
+        common(sub, "runs/toy")
+        sub.add_argument("--steps", type=int, default=steps)
+        sub.add_argument("--fmnist-samples", type=int, default=5000, help="Fashion-MNIST test images used")
+        sub.add_argument("--pca-dim", type=int, default=32, help="PCA features of those images")
+
     cluster = commands.add_parser("cluster", help="quantizers as clustering vs scikit-learn KMeans")
-    common(cluster, "runs/toy")
-    cluster.add_argument("--steps", type=int, default=1500)
-    cluster.add_argument("--fmnist-samples", type=int, default=5000)
-    cluster.add_argument("--pca-dim", type=int, default=32)
+    fmnist_features(cluster, 1500)
     cluster.add_argument("--fmnist-codebook-sizes", type=int, nargs="+", default=[16, 256])
     cluster.set_defaults(func=run_cluster)
 
     analysis = commands.add_parser("analysis", help="spectrum of W, code indices, per-code movement")
-    common(analysis, "runs/toy")
-    analysis.add_argument("--steps", type=int, default=1000)
-    analysis.add_argument("--fmnist-samples", type=int, default=5000)
-    analysis.add_argument("--pca-dim", type=int, default=32)
+    fmnist_features(analysis, 1000)
     analysis.add_argument("--codebook-size", type=int, default=256)
     analysis.add_argument("--batch-size", type=int, default=64)
     analysis.add_argument("--lr", type=float, default=0.1)

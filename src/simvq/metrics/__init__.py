@@ -2,6 +2,6 @@
 import their libraries lazily."""
 
 from .coverage import chao1, coverage_summary, gaussian_reference_usage, sample_coverage
-from .usage import CodebookUsage
+from .usage import CodebookUsage, usage_statistics
 
-__all__ = ["CodebookUsage", "chao1", "coverage_summary", "gaussian_reference_usage", "sample_coverage"]
+__all__ = ["CodebookUsage", "chao1", "coverage_summary", "gaussian_reference_usage", "sample_coverage", "usage_statistics"]

@@ -24,8 +24,8 @@ from numbers import Real
 import torch
 from torch import Tensor
 
-from ..quantizers.base import code_statistics
 from ..search import nearest
+from .usage import usage_statistics
 
 DEFAULT_REFERENCE_CODEBOOK_SIZE = 8192
 
@@ -225,7 +225,7 @@ def coverage_summary(
             tokens_per_code, dim, codebook_size=min(num_codes, reference_codebook_size), seed=seed
         )
     return {
-        "usage": code_statistics(counts)["usage"].item(),
+        "usage": usage_statistics(counts)["usage"],
         "tokens": tokens,
         "tokens_per_code": tokens_per_code,
         "usage_chao1": min(chao1(counts), num_codes) / num_codes,

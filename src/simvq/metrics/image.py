@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.in_memory import to_unit_float, uint8_images
-from ..quantizers.base import code_statistics
 from ..utils import atomic_write_bytes
 from .usage import CodebookUsage
 
@@ -206,7 +205,9 @@ def evaluate_reconstructions(
     if num_images < 1:
         raise ValueError("the evaluation set is empty")
     rank, world_size = shard
-    usage = CodebookUsage(model.quantizer.codebook_size, device=device)
+    # counted locally and reduced below only when sharded (a global count would all-reduce on its
+    # own, and hang when only rank 0 evaluates after a DDP run)
+    usage = CodebookUsage(model.quantizer.codebook_size, device=device, distributed=False)
     indices = np.arange(num_images)[rank::world_size]
     # per-image values summed (mean = sum / images), so shards add up like one pass
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # psnr, ssim, images
@@ -219,18 +220,12 @@ def evaluate_reconstructions(
         ssim = structural_similarity_index_measure(reconstruction, images, data_range=1.0, reduction="sum")
         sums += torch.stack([psnr.double(), ssim.double(), torch.tensor(float(len(images)), dtype=torch.float64, device=device)])
         usage.update(out.codes)
-    # counted locally, then reduced here only when sharded (usage.compute() would all-reduce on its
-    # own, and hang when only rank 0 evaluates)
     counts = usage.counts
-    if world_size > 1:
+    if world_size > 1:  # every rank calls: the shards' counts and sums add up to the whole set's
         torch.distributed.all_reduce(counts)
         torch.distributed.all_reduce(sums)
-    stats = code_statistics(counts)
     metrics = {
-        "usage": stats["usage"].item(),
-        "perplexity": stats["perplexity"].item(),
-        "dead_fraction": 1.0 - stats["usage"].item(),
-        "tokens": int(counts.sum()),
+        **usage.compute(),  # from the (reduced) counts
         "psnr": (sums[0] / sums[2]).item(),
         "ssim": (sums[1] / sums[2]).item(),
         "images": num_images,
@@ -252,7 +247,7 @@ def code_histogram(model, dataset, *, batch_size: int = 256, device=None, progre
     device = torch.device(device or next(model.parameters()).device)
     was_training = model.training
     model.eval().to(device)
-    usage = CodebookUsage(model.quantizer.codebook_size, device=device)
+    usage = CodebookUsage(model.quantizer.codebook_size, device=device, distributed=False)
     rank, world_size = shard
     indices = np.arange(len(dataset))[rank::world_size]
     batches = _batches(dataset, indices, batch_size)

@@ -159,22 +159,6 @@ class ImageAutoencoder(nn.Module):
         self.decoder = Decoder(out_channels=in_channels, **stack)
         self.quantizer = build_quantizer(quantizer, dim=dim, codebook_size=codebook_size, **(quantizer_options or {}))
 
-    @classmethod
-    def from_config(cls, config) -> "ImageAutoencoder":
-        """From a :class:`simvq.train.config.TokenizerConfig`."""
-        return cls(
-            quantizer=config.quantizer.name,
-            codebook_size=config.quantizer.codebook_size,
-            quantizer_options=config.quantizer.options,
-            in_channels=config.data.channels,
-            channels=config.model.channels,
-            channel_multipliers=config.model.channel_multipliers,
-            downsamplings=config.model.downsamplings,
-            num_res_blocks=config.model.num_res_blocks,
-            norm_groups=config.model.norm_groups,
-            dim=config.model.dim,
-        )
-
     def _check_images(self, images: Tensor) -> None:
         if not isinstance(images, Tensor) or not images.is_floating_point():
             raise TypeError(f"images must be a floating-point tensor (B, C, H, W) in [0, 1], got {type(images).__name__}"

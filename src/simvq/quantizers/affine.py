@@ -24,12 +24,12 @@ from .base import (
     FlatOutput,
     commitment_losses,
     fp32,
+    gaussian_codebook,
     straight_through,
 )
 from .codebook_updates import all_reduce_mean_, all_reduce_sum_
 from .options import check_choice, check_float, check_int
 from .registry import register_quantizer
-from .vq import seeded_generator
 
 AFFINE_MODES = ("learned", "running", "none")
 
@@ -95,8 +95,7 @@ class AffineVQ(CodebookQuantizer):
         self.sync_nu = check_float("sync_nu", sync_nu, low=0.0)
         self.alternating_lr = check_float("alternating_lr", alternating_lr, low=0.0, low_open=True, optional=True)
         self.alternating_momentum = check_float("alternating_momentum", alternating_momentum, low=0.0, high=1.0, high_open=True)
-        scale = init_scale if init_scale is not None else dim**-0.5
-        self.embedding = nn.Parameter(torch.randn(codebook_size, dim, generator=seeded_generator(seed)) * scale)
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=init_scale, seed=seed))
         if affine == "learned":
             self.scale_param = nn.Parameter(torch.zeros(dim))
             self.shift_param = nn.Parameter(torch.zeros(dim))

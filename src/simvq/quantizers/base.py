@@ -11,26 +11,58 @@ Codebook methods (an explicit ``(K, dim)`` table searched by nearest neighbour) 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from ..search import check_values, nearest
-from .options import check_bool, check_float, check_int, check_table_fits
+# option checks live in options.py; re-exported here for the quantizers that import them from base
+from .options import check_bool, check_choice, check_decay, check_float, check_int, check_table_fits, is_integer_at_least
+
+# ----------------------------------------------------------------------------- seeding, initial codebooks
+
+
+# One ``seed`` option per quantizer feeds separate random streams, ``seed + offset`` each, so that
+# changing how many numbers one use draws never shifts another's.
+SEED_OFFSET_CODEBOOK = 0  # initial codebook / frozen basis
+SEED_OFFSET_LAYERS = 1  # torch's own layer initialisers (projections, SimVQ's W)
+SEED_OFFSET_TRAINING = 2  # draws during training: k-means starts, dead-code restarts, anchors
+
+
+def seeded_generator(seed: int | None, offset: int = SEED_OFFSET_CODEBOOK) -> torch.Generator | None:
+    """A CPU generator seeded with ``seed + offset``; ``None`` (torch's global RNG) without a seed."""
+    return torch.Generator().manual_seed(seed + offset) if seed is not None else None
+
+
+@contextmanager
+def seeded_global_rng(seed: int | None, offset: int = SEED_OFFSET_LAYERS) -> Iterator[None]:
+    """Run the block with the global CPU RNG seeded at ``seed + offset`` and restore it afterwards,
+    for initialisers that take no generator (``nn.Linear``, ``nn.init.orthogonal_``). Without a
+    seed the block draws from the global RNG as it stands, and advances it."""
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed + offset)
+        yield
+
+
+def gaussian_codebook(codebook_size: int, dim: int, *, init_scale: float | None = None, seed: int | None = None) -> Tensor:
+    """``(codebook_size, dim)`` codes drawn ``N(0, init_scale**2)``. The default ``dim**-0.5`` gives rows
+    of norm ~1: SimVQ's official ``C``, and the start every Gaussian-initialised baseline shares so
+    that comparisons isolate the codebook mechanism."""
+    scale = init_scale if init_scale is not None else dim**-0.5
+    return torch.randn(codebook_size, dim, generator=seeded_generator(seed)) * scale
+
+
+def uniform_codebook(codebook_size: int, dim: int, *, bound: float, seed: int | None = None) -> Tensor:
+    """``(codebook_size, dim)`` codes drawn uniformly from ``[-bound, bound]``."""
+    return (torch.rand(codebook_size, dim, generator=seeded_generator(seed)) * 2 - 1) * bound
+
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def exists(value) -> bool:
-    return value is not None
-
-
-def default(value, fallback):
-    return value if value is not None else fallback
 
 
 def fp32(device_type: str):
@@ -320,6 +352,7 @@ class CodebookQuantizer(Quantizer):
 
     def search(self, x: Tensor) -> Tensor:
         """Indices ``(N,)`` of the nearest codes to ``x: (N, dim)``."""
+        # the table is built under no_grad too: the search needs no graph (SimVQ's W(C) included)
         with torch.no_grad():
             return nearest(
                 x.detach(), self.codebook().detach(), chunk_size=self.chunk_size, return_distances=False, check_finite=self.check_finite
@@ -341,19 +374,22 @@ class CodebookQuantizer(Quantizer):
             return self.lookup(codes).float()
 
 
-Factory = Callable[..., Quantizer]
-
 __all__ = [
     "CodebookQuantizer",
     "FlatOutput",
     "Quantizer",
     "QuantizerOutput",
+    "check_choice",
+    "check_decay",
     "code_counts",
     "code_statistics",
     "commitment_losses",
-    "default",
-    "exists",
     "fp32",
+    "gaussian_codebook",
+    "is_integer_at_least",
     "linear_fp32",
+    "seeded_generator",
+    "seeded_global_rng",
     "straight_through",
+    "uniform_codebook",
 ]

@@ -12,11 +12,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..search import nearest
-from .base import CodebookQuantizer, FlatOutput, fp32
+from .base import (
+    SEED_OFFSET_TRAINING,
+    CodebookQuantizer,
+    FlatOutput,
+    fp32,
+    seeded_generator,
+    uniform_codebook,
+)
 from .codebook_updates import all_reduce_sum_, broadcast_, ema_, sample_rows
 from .options import check_bool, check_choice, check_float, check_int
 from .registry import register_quantizer
-from .vq import seeded_generator
 
 DISTANCES = ("cos", "l2")
 ANCHORS = ("closest", "random")
@@ -78,10 +84,9 @@ class CVQ(CodebookQuantizer):
         self.usage_decay = check_float("usage_decay", usage_decay, low=0.0, high=1.0, low_open=True, high_open=True)
         self.contrastive = check_bool("contrastive", contrastive)
         self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)  # 0 gave NaN logits
-        self._generator = seeded_generator(seed, offset=2)
+        self._generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
         bound = init_scale if init_scale is not None else 1.0 / codebook_size
-        initial = (torch.rand(codebook_size, dim, generator=seeded_generator(seed)) * 2 - 1) * bound
-        self.embedding = nn.Parameter(initial)
+        self.embedding = nn.Parameter(uniform_codebook(codebook_size, dim, bound=bound, seed=seed))
         # running average of each code's share of the tokens (sums to ~1); resumes with the model
         self.register_buffer("usage", torch.zeros(codebook_size))
 

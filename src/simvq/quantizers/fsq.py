@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import FlatOutput, Quantizer, fp32, linear_fp32, straight_through
-from .options import check_float, check_int
+from .options import check_float, check_int, is_integer_at_least
 from .registry import register_quantizer
 
 # Mentzer et al. 2023, Table 1: recommended levels for a target codebook size. Note the products
@@ -86,7 +86,7 @@ class FSQ(Quantizer):
                 raise ValueError("fsq needs levels=[...] or codebook_size")
             levels = levels_for(codebook_size)
         levels = list(levels)
-        if not levels or any(isinstance(level, bool) or not isinstance(level, int) or level < 2 for level in levels):
+        if not levels or not all(is_integer_at_least(level, 2) for level in levels):
             raise ValueError(f"levels must be a non-empty list of integers >= 2, got {levels!r}")
         super().__init__(dim, math.prod(levels), channel_first=channel_first, check_finite=check_finite)
         self.levels = levels

@@ -10,14 +10,13 @@ cache unchanged.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import FlatOutput
+from .base import SEED_OFFSET_TRAINING, FlatOutput, seeded_generator
 from .codebook_updates import kmeans
 from .options import check_int
 from .registry import register_quantizer
-from .simvq import SimVQ
-from .vq import seeded_generator
+from .simvq import SimVQ, check_table
 
 
 @register_quantizer("vq_lc")
@@ -55,6 +54,8 @@ class LCVQ(SimVQ):
         chunk_size: int | None = None,
         check_finite: bool = True,
     ):
+        if features is not None:
+            check_table(features, codebook_size, "features")
         super().__init__(
             dim,
             codebook_size,
@@ -65,22 +66,11 @@ class LCVQ(SimVQ):
             rotation_trick=rotation_trick,
             chunk_size=chunk_size,
             check_finite=check_finite,
+            basis=features,
         )
         self.kmeans_iters = check_int("kmeans_iters", kmeans_iters, minimum=0)
-        self._generator = seeded_generator(seed, offset=2)
-        if features is not None:
-            if not isinstance(features, Tensor) or not features.is_floating_point():
-                raise TypeError("features must be a floating-point torch.Tensor of shape (codebook_size, feature_dim)")
-            if features.ndim != 2 or features.shape[0] != codebook_size:
-                raise ValueError(
-                    f"features must have shape (codebook_size={codebook_size}, feature_dim), got {tuple(features.shape)}"
-                )
-            self.basis = features.detach().float().clone()
-            with torch.random.fork_rng(devices=[], enabled=seed is not None):
-                if seed is not None:
-                    torch.manual_seed(seed + 1)
-                self.proj = nn.Linear(features.shape[1], dim, bias=bias)
-        else:
+        self._generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
+        if features is None:
             with torch.no_grad():
                 self.proj.weight.copy_(torch.eye(dim))
                 if self.proj.bias is not None:

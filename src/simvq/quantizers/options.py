@@ -18,6 +18,16 @@ import os
 _FLOAT32_BYTES = 4
 
 
+def is_integer_at_least(value, minimum: int) -> bool:
+    """A Python ``int`` (``True`` is not a count) no smaller than ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_decay(name: str, value, *, allow_none: bool = False) -> float | None:
+    """An EMA decay must lie strictly between 0 and 1 (0 keeps no history, 1 never moves)."""
+    return check_float(name, value, low=0.0, high=1.0, low_open=True, high_open=True, optional=allow_none)
+
+
 def check_bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
@@ -88,4 +98,4 @@ def _physical_memory() -> int | None:
         return None
 
 
-__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_table_fits"]
+__all__ = ["check_bool", "check_choice", "check_decay", "check_float", "check_int", "check_table_fits", "is_integer_at_least"]

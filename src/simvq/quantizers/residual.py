@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import FlatOutput, Quantizer
-from .options import check_int
+from .options import check_int, is_integer_at_least
 from .registry import build_quantizer, register_quantizer
 
 
@@ -47,7 +47,7 @@ class ResidualQuantizer(Quantizer):
         check_finite: bool = True,
         **inner_options,
     ):
-        if isinstance(num_quantizers, bool) or not isinstance(num_quantizers, int) or num_quantizers < 1:
+        if not is_integer_at_least(num_quantizers, 1):
             raise ValueError(f"num_quantizers must be a positive integer, got {num_quantizers!r}")
         if inner in ("residual", "residual_simvq"):
             raise ValueError(f"inner must be a single-stage quantizer, got {inner!r}")

@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CodebookQuantizer, fp32
+from .base import (
+    SEED_OFFSET_CODEBOOK,
+    CodebookQuantizer,
+    fp32,
+    gaussian_codebook,
+    seeded_global_rng,
+    uniform_codebook,
+)
 from .options import check_bool, check_choice, check_int
 from .registry import register_quantizer
 
@@ -19,26 +26,25 @@ C_INITS = ("gaussian", "uniform", "orthogonal")
 def frozen_basis(codebook_size: int, dim: int, *, init: str = "gaussian", seed: int | None = None) -> Tensor:
     """The fixed basis ``C: (K, dim)``. Gaussian ``N(0, 1/dim)`` is the official init; the others
     (same per-entry variance) exist for the ablation."""
-    generator = None
-    if seed is not None:
-        generator = torch.Generator().manual_seed(seed)
+    check_choice("init", init, C_INITS)
     if init == "gaussian":
-        return torch.randn(codebook_size, dim, generator=generator) * dim**-0.5
+        return gaussian_codebook(codebook_size, dim, seed=seed)
     if init == "uniform":
         # U(-a, a) has variance a^2/3: a = sqrt(3/dim) matches the gaussian's 1/dim
-        bound = (3.0 / dim) ** 0.5
-        return (torch.rand(codebook_size, dim, generator=generator) * 2 - 1) * bound
-    if init == "orthogonal":
-        # rows orthogonal where K <= dim, columns orthogonal otherwise; scaled to the same row norm ~1
-        basis = torch.empty(codebook_size, dim)
-        if generator is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                nn.init.orthogonal_(basis)
-        else:
-            nn.init.orthogonal_(basis)
-        return basis * (codebook_size / dim) ** 0.5 if codebook_size > dim else basis
-    raise ValueError(f"init must be one of {C_INITS}, got {init!r}")
+        return uniform_codebook(codebook_size, dim, bound=(3.0 / dim) ** 0.5, seed=seed)
+    # orthogonal: rows orthogonal where K <= dim, columns orthogonal otherwise; scaled to the same row norm ~1
+    basis = torch.empty(codebook_size, dim)
+    with seeded_global_rng(seed, SEED_OFFSET_CODEBOOK):  # orthogonal_ takes no generator
+        nn.init.orthogonal_(basis)
+    return basis * (codebook_size / dim) ** 0.5 if codebook_size > dim else basis
+
+
+def check_table(table: Tensor, codebook_size: int, name: str) -> None:
+    """A given frozen table must be a float ``(codebook_size, feature_dim)`` tensor."""
+    if not isinstance(table, Tensor) or not table.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point torch.Tensor of shape (codebook_size, feature_dim)")
+    if table.ndim != 2 or table.shape[0] != codebook_size:
+        raise ValueError(f"{name} must have shape (codebook_size={codebook_size}, feature_dim), got {tuple(table.shape)}")
 
 
 @register_quantizer("simvq")
@@ -56,6 +62,9 @@ class SimVQ(CodebookQuantizer):
         rotation_trick: rotation-trick gradient instead of the plain straight-through.
         init: distribution of ``C``: "gaussian" (official), "uniform" or "orthogonal".
         chunk_size: codes per search tile (see ``simvq.search.nearest``).
+        basis: a given ``(codebook_size, feature_dim)`` table to use as ``C`` instead of a random
+            one (``init`` is then unused); ``W`` becomes ``Linear(feature_dim, dim)``. VQGAN-LC's
+            frozen features (:class:`~simvq.quantizers.lc.LCVQ`) are such a table.
 
     The effective codebook ``W(C)`` is recomputed for every training forward and cached in eval
     mode; the cache is keyed on the tensors' versions and storage, and ``W`` is compared with the
@@ -77,6 +86,7 @@ class SimVQ(CodebookQuantizer):
         init: str = "gaussian",
         chunk_size: int | None = None,
         check_finite: bool = True,
+        basis: Tensor | None = None,
     ):
         super().__init__(
             dim,
@@ -90,7 +100,11 @@ class SimVQ(CodebookQuantizer):
         seed = check_int("seed", seed, optional=True)
         check_bool("bias", bias)
         check_choice("init", init, C_INITS)
-        basis = frozen_basis(codebook_size, dim, init=init, seed=seed)
+        if basis is None:
+            basis = frozen_basis(codebook_size, dim, init=init, seed=seed)
+        else:
+            check_table(basis, codebook_size, "basis")
+            basis = basis.detach().float().clone()
         self.train_codebook = check_bool("train_codebook", train_codebook)
         self.init = init
         if train_codebook:
@@ -98,10 +112,8 @@ class SimVQ(CodebookQuantizer):
         else:
             self.register_buffer("basis", basis)
         # with a seed the whole module (C and W's init) is reproducible, not just C
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed + 1)
-            self.proj = nn.Linear(dim, dim, bias=bias)
+        with seeded_global_rng(seed):
+            self.proj = nn.Linear(basis.shape[1], dim, bias=bias)
         self._cache: tuple[tuple, Tensor, tuple[Tensor, ...]] | None = None
 
     # -- the effective codebook ---------------------------------------------------------------
@@ -140,11 +152,6 @@ class SimVQ(CodebookQuantizer):
         bias = None if self.proj.bias is None else self.proj.bias.float()
         with fp32(rows.device.type):
             return F.linear(rows.float(), self.proj.weight.float(), bias)
-
-    def search(self, x: Tensor) -> Tensor:
-        # the search needs no graph: build W(C) once without autograd (or take the eval cache)
-        with torch.no_grad():
-            return super().search(x)
 
     def lookup(self, codes: Tensor) -> Tensor:
         # W(C[codes]) == W(C)[codes] (bit for bit): project whichever is smaller, the selected rows

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import CodebookQuantizer, FlatOutput, fp32, straight_through
+from .base import CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, straight_through
 from .options import check_float, check_int
 from .registry import register_quantizer
 
@@ -104,12 +104,11 @@ class SQVAE(CodebookQuantizer):
         init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
         init_variance = check_float("init_variance", init_variance, low=0.0, low_open=True, optional=True)
         kl_weight = check_float("kl_weight", kl_weight, low=0.0)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
         scale = init_scale if init_scale is not None else dim**-0.5
         variance = init_variance if init_variance is not None else 20.0 * scale**2
         if variance <= 0:
             raise ValueError(f"init_variance must be positive, got {variance}")
-        self.embedding = nn.Parameter(torch.randn(codebook_size, dim, generator=generator) * scale)
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=scale, seed=seed))
         self.log_variance = nn.Parameter(torch.tensor(math.log(variance)))
         self.temperature = temperature
         self.kl_weight = kl_weight

@@ -21,20 +21,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (
+    SEED_OFFSET_TRAINING,
     CodebookQuantizer,
     FlatOutput,
     commitment_losses,
     fp32,
+    gaussian_codebook,
     linear_fp32,
+    seeded_generator,
+    seeded_global_rng,
     straight_through,
 )
 from .codebook_updates import cluster_sums, ema_, kmeans, sample_rows
 from .options import check_bool, check_float, check_int
 from .registry import register_quantizer
-
-
-def seeded_generator(seed: int | None, offset: int = 0) -> torch.Generator | None:
-    return torch.Generator().manual_seed(seed + offset) if seed is not None else None
 
 
 @register_quantizer("vq")
@@ -108,32 +108,37 @@ class VQ(CodebookQuantizer):
         self.kmeans_iters = check_int("kmeans_iters", kmeans_iters, minimum=0)
         self.l2_normalize = check_bool("l2_normalize", l2_normalize)
         self.codebook_dim = codebook_dim if codebook_dim is not None else dim
-        self._generator = seeded_generator(seed, offset=2)
+        self._generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
+        self._build_projections(factorised=codebook_dim is not None, seed=seed)
+        self._register_codebook(gaussian_codebook(codebook_size, self.codebook_dim, init_scale=init_scale, seed=seed))
+        self._register_update_state()
 
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed + 1)
-            # ViT-VQGAN: Linear(dim, codebook_dim) before the lookup, Linear(codebook_dim, dim) after
-            factorised = codebook_dim is not None
-            self.project_in = nn.Linear(dim, self.codebook_dim) if factorised else nn.Identity()
-            self.project_out = nn.Linear(self.codebook_dim, dim) if factorised else nn.Identity()
+    def _build_projections(self, *, factorised: bool, seed: int | None) -> None:
+        """ViT-VQGAN: ``Linear(dim, codebook_dim)`` before the lookup, ``Linear(codebook_dim, dim)``
+        after; identities when the codes live in the input space."""
+        with seeded_global_rng(seed):
+            self.project_in = nn.Linear(self.dim, self.codebook_dim) if factorised else nn.Identity()
+            self.project_out = nn.Linear(self.codebook_dim, self.dim) if factorised else nn.Identity()
 
-        scale = init_scale if init_scale is not None else self.codebook_dim**-0.5
-        initial = torch.randn(codebook_size, self.codebook_dim, generator=seeded_generator(seed)) * scale
-        if ema_decay is None:
+    def _register_codebook(self, initial: Tensor) -> None:
+        """The ``(K, codebook_dim)`` table: a parameter, or with an EMA codebook a buffer and its EMA state."""
+        if self.ema_decay is None:
             self.embedding = nn.Parameter(initial)
-        else:
-            # the codebook is a statistic, not a parameter: no optimizer ever touches it
-            self.register_buffer("embedding", initial)
-            # Cluster sizes start at 1 and the sums at the initial codes, so a code nobody picks
-            # keeps its place (both decay alike). Zero-initialised ports divide a decayed code by
-            # ~eps on the first step and throw unused codes far away.
-            self.register_buffer("ema_cluster_size", torch.ones(codebook_size))
-            self.register_buffer("ema_embed_sum", initial.clone())
-        if dead_code_threshold is not None:
+            return
+        # the codebook is a statistic, not a parameter: no optimizer ever touches it
+        self.register_buffer("embedding", initial)
+        # Cluster sizes start at 1 and the sums at the initial codes, so a code nobody picks
+        # keeps its place (both decay alike). Zero-initialised ports divide a decayed code by
+        # ~eps on the first step and throw unused codes far away.
+        self.register_buffer("ema_cluster_size", torch.ones(self.codebook_size))
+        self.register_buffer("ema_embed_sum", initial.clone())
+
+    def _register_update_state(self) -> None:
+        """Buffers of the dead-code restart and the k-means init, so a resumed run continues."""
+        if self.dead_code_threshold is not None:
             # Jukebox starts the usage EMA at 1: a code is alive until the batches say otherwise
-            self.register_buffer("code_usage", torch.ones(codebook_size))
-        if kmeans_init:
+            self.register_buffer("code_usage", torch.ones(self.codebook_size))
+        if self.kmeans_init:
             self.register_buffer("kmeans_done", torch.tensor(False))
 
     # -- the codebook ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,73 +158,101 @@ def from_dict(cls, values: dict, *, where: str = ""):
 
 
 def coerce(value, hint, *, where: str):
-    """``value`` (possibly a string from the command line) as type ``hint``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    """``value`` (possibly a string from the command line) as type ``hint``; errors name ``where``."""
+    origin = typing.get_origin(hint)
     if hint is Any:
         return _parse_yaml(value) if isinstance(value, str) else value
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~")):
-            if type(None) in args:
-                return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return coerce(value, option, where=where)
-            except (TypeError, ValueError) as error:
-                errors.append(str(error))
-        raise ValueError(f"{where}: cannot read {value!r} as {hint}: {'; '.join(errors)}")
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(value, typing.get_args(hint), where=where)
     if origin in (tuple, list):
-        if isinstance(value, str):
-            value = _parse_yaml(value)
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{where} must be a list, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ValueError(f"{where} must have {len(args)} items, got {len(value)}")
-            items = [coerce(v, a, where=where) for v, a in zip(value, args)]
-        else:
-            items = [coerce(v, args[0] if args else Any, where=where) for v in value]
-        return tuple(items) if origin is tuple else items
+        return _coerce_sequence(value, origin, typing.get_args(hint), where=where)
     if origin is dict:
-        if isinstance(value, str):
-            value = _parse_yaml(value)
-        if not isinstance(value, dict):
-            raise TypeError(f"{where} must be a mapping, got {value!r}")
-        value_hint = args[1] if len(args) == 2 else Any
-        return {key: coerce(item, value_hint, where=f"{where}.{key}") for key, item in value.items()}
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.strip().lower() in ("true", "yes", "on", "1")
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise ValueError(f"{where} must be a boolean (true/false), got {value!r}")
-    if hint is int:
-        if isinstance(value, bool):
-            raise TypeError(f"{where} must be an integer, got {value!r}")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                raise ValueError(f"{where} must be an integer, got {value!r}") from None
-        if isinstance(value, int):
-            return value
-        raise TypeError(f"{where} must be an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, bool):
-            raise TypeError(f"{where} must be a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where} must be a number, got {value!r}") from None
-    if hint is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise TypeError(f"{where} must be a string, got {value!r}")
-        return str(value)
+        return _coerce_mapping(value, typing.get_args(hint), where=where)
+    if hint in _SCALARS:
+        return _SCALARS[hint](value, where=where)
     raise TypeError(f"{where}: unsupported field type {hint}")
+
+
+def _is_null(value) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~"))
+
+
+def _coerce_union(value, options: tuple, *, where: str):
+    if _is_null(value) and type(None) in options:
+        return None
+    errors = []
+    for option in (a for a in options if a is not type(None)):
+        try:
+            return coerce(value, option, where=where)
+        except (TypeError, ValueError) as error:
+            errors.append(str(error))
+    raise ValueError(f"{where}: cannot read {value!r} as {' | '.join(map(str, options))}: {'; '.join(errors)}")
+
+
+def _coerce_sequence(value, origin, args: tuple, *, where: str):
+    if isinstance(value, str):
+        value = _parse_yaml(value)
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{where} must be a list, got {value!r}")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise ValueError(f"{where} must have {len(args)} items, got {len(value)}")
+        items = [coerce(v, a, where=where) for v, a in zip(value, args)]
+    else:
+        items = [coerce(v, args[0] if args else Any, where=where) for v in value]
+    return tuple(items) if origin is tuple else items
+
+
+def _coerce_mapping(value, args: tuple, *, where: str) -> dict:
+    if isinstance(value, str):
+        value = _parse_yaml(value)
+    if not isinstance(value, dict):
+        raise TypeError(f"{where} must be a mapping, got {value!r}")
+    value_hint = args[1] if len(args) == 2 else Any
+    return {key: coerce(item, value_hint, where=f"{where}.{key}") for key, item in value.items()}
+
+
+def _coerce_bool(value, *, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{where} must be a boolean (true/false), got {value!r}")
+
+
+def _coerce_int(value, *, where: str) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{where} must be an integer, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{where} must be an integer, got {value!r}") from None
+    if isinstance(value, int):
+        return value
+    raise TypeError(f"{where} must be an integer, got {value!r}")
+
+
+def _coerce_float(value, *, where: str) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{where} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a number, got {value!r}") from None
+
+
+def _coerce_str(value, *, where: str) -> str:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise TypeError(f"{where} must be a string, got {value!r}")
+    return str(value)
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 def _parse_yaml(text: str):

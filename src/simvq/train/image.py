@@ -36,7 +36,7 @@ from ..models.discriminator import hinge_discriminator_loss, hinge_generator_los
 from ..utils import atomic_path, atomic_write_text, load_torch_file
 from .config import TokenizerConfig, read_run_config, save_config, to_dict
 from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
-from .run_files import CHECKPOINT_FILE, WEIGHTS_FILE, load_run_model, save_weights
+from .run_files import CHECKPOINT_FILE, WEIGHTS_FILE, build_model, load_run_model, save_weights
 
 RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 RECONSTRUCTION_RANGES = ("[0, 1]", "[-1, 1]")
@@ -62,7 +62,7 @@ class ImageTokenizerModule(pl.LightningModule):
             raise ValueError(f"loss.reconstruction_range must be one of {RECONSTRUCTION_RANGES}, got {config.loss.reconstruction_range!r}")
         self.config = config
         self.automatic_optimization = False
-        self.model = ImageAutoencoder.from_config(config)
+        self.model = build_model(config)
         self.discriminator = None
         if config.loss.discriminator:
             self.discriminator = PatchDiscriminator(
@@ -530,7 +530,7 @@ def evaluate_run(
     """
     from ..metrics.coverage import coverage_summary
     from ..metrics.image import code_histogram, evaluate_reconstructions
-    from ..quantizers.base import code_statistics
+    from ..metrics.usage import usage_statistics
     from . import plots
 
     model, config, path = load_run_model(run_dir, device=device)
@@ -553,8 +553,8 @@ def evaluate_run(
             counts = counts + code_histogram(model, build_image_dataset(config.data, split, seed=config.trainer.seed),
                                              batch_size=batch_size or eval_config.batch_size, device=device, progress=progress, shard=shard)
     metrics.update(coverage_summary(counts, dim=model.quantizer.dim))
-    metrics["perplexity"] = code_statistics(counts)["perplexity"].item()
-    metrics["dead_fraction"] = 1.0 - metrics["usage"]
+    all_splits = usage_statistics(counts)
+    metrics["perplexity"], metrics["dead_fraction"] = all_splits["perplexity"], all_splits["dead_fraction"]
     metrics["usage_splits"] = list(eval_config.usage_splits)
     metrics.update(
         quantizer=config.quantizer.name,

@@ -67,13 +67,29 @@ def read_model_state(weights: Path) -> dict[str, Tensor]:
     return checkpoint_model_state(weights)
 
 
-def load_run_model(path: str | os.PathLike, *, device: torch.device | str | None = None):
-    """``(model in eval mode, config, run directory)`` for anything ``resolve_run`` accepts."""
+def build_model(config: TokenizerConfig):
+    """The autoencoder ``config`` describes (the models never read the training config themselves)."""
     from ..models import ImageAutoencoder
 
+    return ImageAutoencoder(
+        quantizer=config.quantizer.name,
+        codebook_size=config.quantizer.codebook_size,
+        quantizer_options=config.quantizer.options,
+        in_channels=config.data.channels,
+        channels=config.model.channels,
+        channel_multipliers=config.model.channel_multipliers,
+        downsamplings=config.model.downsamplings,
+        num_res_blocks=config.model.num_res_blocks,
+        norm_groups=config.model.norm_groups,
+        dim=config.model.dim,
+    )
+
+
+def load_run_model(path: str | os.PathLike, *, device: torch.device | str | None = None):
+    """``(model in eval mode, config, run directory)`` for anything ``resolve_run`` accepts."""
     weights, run_dir = resolve_run(path)
-    config: TokenizerConfig = read_run_config(run_dir)
-    model = ImageAutoencoder.from_config(config)
+    config = read_run_config(run_dir)
+    model = build_model(config)
     try:
         model.load_state_dict(read_model_state(weights))
     except RuntimeError as error:  # shapes or keys of another model: never a partial load

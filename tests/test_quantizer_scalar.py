@@ -1,0 +1,128 @@
+"""Implicit-codebook quantizers: FSQ (scalar grid) and LFQ (sign bits), against an enumerated
+codebook and a hand-written softmax."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from simvq import build_quantizer
+from simvq.quantizers.fsq import FSQ, RECOMMENDED_LEVELS, levels_for
+from simvq.quantizers.lfq import LFQ
+
+
+# ----------------------------------------------------------------------------- FSQ
+
+
+def test_fsq_recommended_levels_and_rule():
+    assert levels_for(2**8) == [8, 6, 5] and levels_for(2**10) == [8, 5, 5, 5]
+    assert levels_for(2**12) == [7, 5, 5, 5, 5] and levels_for(2**14) == [8, 8, 8, 6, 5]
+    assert levels_for(2**16) == [8, 8, 8, 5, 5, 5]
+    # the table is approximate: the built quantizer reports prod(levels)
+    assert build_quantizer("fsq", dim=32, codebook_size=1024).codebook_size == 1000
+    # other powers of two: exact products of 8s and 4s
+    for bits in range(1, 20):
+        if 2**bits in RECOMMENDED_LEVELS:
+            continue
+        levels = levels_for(2**bits)
+        assert math.prod(levels) == 2**bits and set(levels) <= {2, 4, 8}
+    assert levels_for(2**13) == [8, 8, 8, 4, 4]
+    with pytest.raises(ValueError, match="levels"):
+        FSQ(8, 1000)
+    with pytest.raises(ValueError, match="levels"):
+        FSQ(8, levels=[5, 1])
+
+
+@pytest.mark.parametrize("levels", [[3], [8, 5], [4, 3, 5], [8, 6, 5]])
+def test_fsq_every_code_is_reached_decodes_distinctly_and_round_trips(levels):
+    # dim == len(levels): no projection, so an input hitting each grid point can be built by
+    # inverting the bound by hand: z = atanh((k + offset) / half_width) - shift, k the centred level
+    quantizer = FSQ(len(levels), levels=levels)
+    assert quantizer.codebook_size == math.prod(levels)
+    axes = []
+    for level in levels:
+        half_width = (level - 1) * (1 + quantizer.eps) / 2
+        offset = 0.5 if level % 2 == 0 else 0.0
+        shift = math.atanh(offset / half_width)
+        centred = [index - level // 2 for index in range(level)]
+        axes.append([math.atanh((k + offset) / half_width) - shift for k in centred])
+    # mixed radix, channel 0 least significant: itertools.product varies the LAST axis fastest
+    grid_inputs = torch.tensor([list(reversed(p)) for p in itertools.product(*reversed(axes))])
+    codes = quantizer.encode(grid_inputs)
+    assert torch.equal(codes, torch.arange(quantizer.codebook_size))  # every code, in order
+    decoded = quantizer.decode(codes)
+    assert torch.unique(decoded, dim=0).shape[0] == quantizer.codebook_size  # distinct vectors
+    torch.testing.assert_close(quantizer(grid_inputs).quantized, decoded)
+    # code -> grid -> code is the identity
+    assert torch.equal(quantizer.grid_to_codes(quantizer.codes_to_grid(codes) * (quantizer._levels // 2)), codes)
+
+
+def test_fsq_straight_through_gradient_is_identity_through_the_grid():
+    quantizer = FSQ(3, levels=[8, 5, 5])
+    z = (torch.randn(10, 3) * 0.5).requires_grad_()
+    upstream = torch.randn(10, 3)
+    (quantizer(z).quantized * upstream).sum().backward()
+    # quantized = round_ste(bound(z)) / half: the gradient is bound'(z) / half, rounding ignored
+    z_ref = z.detach().requires_grad_()
+    (quantizer.bound(z_ref) / quantizer._half() * upstream).sum().backward()
+    torch.testing.assert_close(z.grad, z_ref.grad)
+
+
+# ----------------------------------------------------------------------------- LFQ
+
+
+def lfq_reference_losses(z, *, temperature, entropy_weight, diversity_gamma, beta):
+    """Enumerate the {-1, 1}^n codebook and compute MAGVIT-v2's penalty with a plain softmax."""
+    num_bits = z.shape[1]
+    codebook = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=num_bits)), dtype=torch.float64)
+    probs = torch.softmax(-torch.cdist(z.double(), codebook).pow(2) / temperature, dim=1)
+    entropy = lambda p: -(p * p.clamp_min(1e-300).log()).sum(-1)  # noqa: E731
+    per_sample = entropy(probs).mean()
+    batch = entropy(probs.mean(0))
+    commitment = beta * (z.double() - torch.sign(z.double())).pow(2).mean()
+    return entropy_weight * (per_sample - diversity_gamma * batch), commitment, codebook
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_lfq_entropy_loss_matches_direct_computation(temperature):
+    quantizer = LFQ(4, 16, temperature=temperature, entropy_weight=0.3, diversity_gamma=0.7, beta=0.25)
+    assert quantizer._exact_mode()
+    z = torch.randn(7, 4, generator=torch.Generator().manual_seed(0))
+    out = quantizer(z)
+    entropy_loss, commitment, _ = lfq_reference_losses(
+        z, temperature=temperature, entropy_weight=0.3, diversity_gamma=0.7, beta=0.25
+    )
+    torch.testing.assert_close(out.losses["entropy"].double(), entropy_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.losses["commitment"].double(), commitment, rtol=1e-5, atol=1e-7)
+
+
+def test_lfq_factorized_entropy_is_the_per_bit_bound():
+    z = torch.randn(9, 4, generator=torch.Generator().manual_seed(1))
+    exact = LFQ(4, 16, temperature=1.0, entropy_mode="exact")
+    factorized = LFQ(4, 16, temperature=1.0, entropy_mode="factorized")
+    per_sample_exact, batch_exact = exact.entropy_terms(z)
+    per_sample_fact, batch_fact = factorized.entropy_terms(z)
+    torch.testing.assert_close(per_sample_exact, per_sample_fact)  # exact in both modes
+    p = torch.sigmoid(4 * z.double()).mean(0)  # P(bit = 1) averaged over the batch
+    torch.testing.assert_close(batch_fact.double(), -(p * p.log() + (1 - p) * (1 - p).log()).sum())
+    assert batch_fact >= batch_exact - 1e-6  # sum of marginal entropies bounds the joint
+
+
+def test_lfq_codes_are_the_binary_digits_of_the_sign_pattern():
+    quantizer = LFQ(5, 32)
+    z = torch.randn(50, 5, generator=torch.Generator().manual_seed(2))
+    codes = quantizer(z).codes
+    expected = [int("".join("1" if value > 0 else "0" for value in row), 2) for row in z.tolist()]
+    assert codes.tolist() == expected
+    torch.testing.assert_close(quantizer.decode(codes), torch.where(z > 0, 1.0, -1.0))
+
+
+def test_lfq_with_projection_and_default_temperature_has_finite_gradients():
+    quantizer = LFQ(32, 1024)  # tau = 0.01 saturates the sigmoids in float32
+    z = (torch.randn(64, 32) * 3).requires_grad_()
+    out = quantizer(z)
+    out.loss.backward()
+    assert torch.isfinite(z.grad).all() and torch.isfinite(quantizer.project_in.weight.grad).all()
+    with pytest.raises(ValueError, match="power of two"):
+        LFQ(8, 1000)
