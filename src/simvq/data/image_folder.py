@@ -109,10 +109,9 @@ class ImageFolder(Dataset):
 
 
 def _stream_key() -> tuple:
+    import torch
     import torch.distributed as dist
     from torch.utils.data import get_worker_info
-
-    import torch
 
     worker = get_worker_info()
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))

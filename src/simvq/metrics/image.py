@@ -195,7 +195,10 @@ def evaluate_reconstructions(
     ``world_size``-th image and the sums are all-reduced, so each process returns the numbers one
     process would (up to summation order); rFID is computed by rank 0 alone. Every rank must call.
     """
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    from torchmetrics.functional.image import (
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
     from tqdm.auto import tqdm
 
     device = torch.device(device or next(model.parameters()).device)

@@ -14,14 +14,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from ..search import check_values, nearest
+
 # option checks live in options.py; re-exported here for the quantizers that import them from base
-from .options import check_bool, check_choice, check_decay, check_float, check_int, check_table_fits, is_integer_at_least
+from .options import (
+    check_bool,
+    check_choice,
+    check_decay,
+    check_float,
+    check_int,
+    check_table_fits,
+    is_integer_at_least,
+)
 
 # ----------------------------------------------------------------------------- seeding, initial codebooks
 

@@ -25,7 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, straight_through
+from .base import (
+    CodebookQuantizer,
+    FlatOutput,
+    fp32,
+    gaussian_codebook,
+    straight_through,
+)
 from .options import check_float, check_int
 from .registry import register_quantizer
 

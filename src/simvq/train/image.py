@@ -36,7 +36,13 @@ from ..models.discriminator import hinge_discriminator_loss, hinge_generator_los
 from ..utils import atomic_path, atomic_write_text, load_torch_file
 from .config import TokenizerConfig, read_run_config, save_config, to_dict
 from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
-from .run_files import CHECKPOINT_FILE, WEIGHTS_FILE, build_model, load_run_model, save_weights
+from .run_files import (
+    CHECKPOINT_FILE,
+    WEIGHTS_FILE,
+    build_model,
+    load_run_model,
+    save_weights,
+)
 
 RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 RECONSTRUCTION_RANGES = ("[0, 1]", "[-1, 1]")
