@@ -278,3 +278,19 @@ def test_eval_on_a_read_only_run_prints_the_metrics_before_failing(small_run, tm
     code, out, err = run_cli(["eval", str(small_run), "--quiet", "--max-images", "8"], capsys)
     assert code == 2 and "Permission denied" in err and err.count("\n") == 1
     assert json.loads(out)["images"] == 8
+
+
+def test_nothing_unpickles_a_user_file():
+    """Every ``torch.load`` in the package is ``utils.load_torch_file``'s (``weights_only=True``)."""
+    from pathlib import Path
+
+    import simvq
+
+    calls = []
+    for path in Path(simvq.__file__).parent.rglob("*.py"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if ("torch.load(" in code and "``" not in code) or "pickle.load" in code or "pickle.loads" in code:
+                calls.append(f"{path.name}:{number}: {line.strip()}")
+    assert [c for c in calls if not c.startswith("utils.py")] == []
+    assert len([c for c in calls if "weights_only=True" in c]) == 1
