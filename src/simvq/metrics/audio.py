@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,11 +77,18 @@ def pesq_wideband(reference, degraded, sample_rate: int) -> float:
 
 
 def stoi(reference, degraded, sample_rate: int, *, extended: bool = False) -> float:
-    """STOI (or extended STOI) of one utterance; pystoi resamples to 10 kHz itself."""
+    """STOI (or extended STOI) of one utterance; pystoi resamples to 10 kHz itself. NaN when the
+    utterance holds too little speech (under ~0.4 s once silent frames are dropped)."""
     from pystoi import stoi as pystoi_stoi
 
     reference, degraded = _pair(reference, degraded)
-    return float(pystoi_stoi(reference, degraded, sample_rate, extended=extended))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score = float(pystoi_stoi(reference, degraded, sample_rate, extended=extended))
+    # under 30 non-silent 25.6 ms frames pystoi warns and returns 1e-5, which is not a score
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
+        return math.nan
+    return score
 
 
 def log_mel_distance(reference, degraded, sample_rate: int, **mel_options) -> float:
@@ -150,7 +158,8 @@ class AudioMetrics:
     ``(B,)`` of zero-padded utterances (None: all ``S``); codes past ``ceil(length / hop_length)``
     are padding and are not counted. ``compute()`` returns means of ``pesq``, ``stoi``,
     ``mel_distance``, the DNSMOS scores of the reconstructions (and of the references as
-    ``*_reference``, a ceiling) when available, ``utterances``, ``pesq_failures``, and ``usage``,
+    ``*_reference``, a ceiling) when available, ``utterances``, ``pesq_failures`` and
+    ``stoi_failures`` (NaN scores, left out of the means), and ``usage``,
     ``perplexity``, ``dead_fraction``, ``tokens``; with ``coverage_dim`` also ``coverage_summary``'s
     ``usage_chao1``, ``coverage``, ``usage_reference``, ``tokens_per_code``.
     """
@@ -198,7 +207,8 @@ class AudioMetrics:
             finite = [v for v in values if not math.isnan(v)]
             metrics[name] = float(np.mean(finite)) if finite else math.nan
         metrics["utterances"] = len(self.scores.get("mel_distance", []))
-        metrics["pesq_failures"] = sum(math.isnan(v) for v in self.scores.get("pesq", []))
+        for name in ("pesq", "stoi"):  # utterances the score could not be computed on (left out of the mean)
+            metrics[f"{name}_failures"] = sum(math.isnan(v) for v in self.scores.get(name, []))
         counts = self.histogram()
         stats = code_statistics(counts)
         metrics.update(usage=stats["usage"].item(), perplexity=stats["perplexity"].item(),
