@@ -167,3 +167,32 @@ def test_a_few_steps_on_one_clip_lower_the_loss(decoder):
     # encoder's scale settles, so the total is only asked to end lower than it started
     assert np.mean(reconstruction_losses[-3:]) < 0.8 * reconstruction_losses[0], reconstruction_losses
     assert np.mean(losses[-3:]) < losses[0], losses
+
+
+def test_discriminators_shapes_and_losses():
+    from simvq.models.audio_discriminators import (
+        MultiPeriodDiscriminator,
+        MultiResolutionDiscriminator,
+        discriminator_loss,
+        feature_matching_loss,
+        generator_loss,
+    )
+
+    torch.manual_seed(0)
+    real = harmonic_clip(0.25)
+    fake = real + 0.05 * torch.randn_like(real)
+    for discriminator in (MultiPeriodDiscriminator(channels=4, max_channels=16), MultiResolutionDiscriminator(channels=4)):
+        real_logits, real_features = discriminator(real)
+        fake_logits, fake_features = discriminator(fake)
+        count = len(discriminator.discriminators)
+        assert len(real_logits) == len(real_features) == count and all(l.shape[0] == 1 for l in real_logits)
+        assert feature_matching_loss(real_features, real_features).item() == 0.0
+        assert feature_matching_loss(real_features, fake_features).item() > 0.0
+        # hinge losses written out, averaged over the sub-discriminators
+        expected = np.mean([(torch.relu(1 - r).mean() + torch.relu(1 + f).mean()).item() for r, f in zip(real_logits, fake_logits)])
+        assert discriminator_loss(real_logits, fake_logits).item() == pytest.approx(expected, rel=1e-6)
+        assert generator_loss(fake_logits).item() == pytest.approx(np.mean([torch.relu(1 - f).mean().item() for f in fake_logits]), rel=1e-6)
+        fake.requires_grad_(True)
+        generator_loss(discriminator(fake)[0]).backward()
+        assert fake.grad is not None and torch.isfinite(fake.grad).all()
+        fake = fake.detach()
