@@ -184,6 +184,33 @@ def test_a_corrupt_file_is_named(tmp_path):
         WavFolder(tmp_path / "empty", files=[])
 
 
+def test_clips_are_seeded_per_dataloader_worker(monkeypatch):
+    from types import SimpleNamespace
+
+    import simvq.data.speech as speech
+
+    utterance = np.arange(10_000, dtype=np.float32)
+    worker = {"info": None}
+    monkeypatch.setattr(speech, "get_worker_info", lambda: worker["info"])
+
+    def starts(seed, info, draws=5):
+        worker["info"] = info
+        clipper = speech._Clipper(100, seed)
+        return [int(clipper(utterance)[0]) for _ in range(draws)]
+
+    main = starts(0, None)
+    assert main == starts(0, None) and main != starts(1, None)  # the main process: seeded by `seed`
+    first, second = SimpleNamespace(id=0, seed=1234), SimpleNamespace(id=1, seed=1235)
+    assert starts(0, first) == starts(0, first)  # a worker's clips repeat for the same worker seed
+    assert len({tuple(main), tuple(starts(0, first)), tuple(starts(0, second))}) == 3  # and differ between workers
+    # one clipper follows the worker it runs in (a new epoch's workers get new seeds from torch)
+    clipper = speech._Clipper(100, 0)
+    worker["info"] = first
+    epoch_one = [int(clipper(utterance)[0]) for _ in range(5)]
+    worker["info"] = SimpleNamespace(id=0, seed=9999)
+    assert [int(clipper(utterance)[0]) for _ in range(5)] != epoch_one
+
+
 def test_pad_collate():
     batch, lengths = pad_collate([torch.ones(1, 3), 2 * torch.ones(1, 5)])
     assert batch.shape == (2, 1, 5) and lengths.tolist() == [3, 5]

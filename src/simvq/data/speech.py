@@ -295,7 +295,7 @@ def corpus_plan(spec: SpeechCorpusSpec) -> list[dict]:
     test_variants = _split_units(list(spec.variants), spec.test_fraction, rng)
     voices = [("espeak-ng", f"{accent}+{variant}", variant) for variant in spec.variants for accent in spec.accents]
     per_voice = {voice: spec.utterances_per_voice for _, voice, _ in voices}
-    test_units = {variant for variant in test_variants}
+    test_units = set(test_variants)
     if spec.flite:
         test_units |= {f"flite-{v}" for v in _split_units(list(FLITE_VOICES), spec.test_fraction, rng)}
         voices += [("flite", voice, f"flite-{voice}") for voice in FLITE_VOICES]
@@ -417,7 +417,7 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
 
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError, ValueError) as error:
+    except (RuntimeError, ValueError) as error:  # soundfile's LibsndfileError is a RuntimeError
         raise ValueError(f"cannot read audio file {path}: {error}") from error
     if samples.shape[0] == 0:
         raise ValueError(f"audio file {path} holds no samples")
@@ -546,7 +546,8 @@ class SpeechCorpus(WavFolder):
         super().__init__(directory, sample_rate=sample_rate, clip_seconds=clip_seconds, seed=seed,
                          files=[directory / row["file"] for row in rows])
         self.split = split
-        self.cache_key = f"speech-{self.cache_key.split('-')[1]}-{split}-{sample_rate}hz"
+        manifest_digest = hashlib.sha1((Path(root) / "manifest.csv").read_bytes()).hexdigest()[:12]
+        self.cache_key = f"speech-{manifest_digest}-{split}-{sample_rate}hz"
 
 
 class InMemorySpeech(Dataset):

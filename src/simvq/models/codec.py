@@ -191,7 +191,8 @@ class AudioCodec(nn.Module):
         decoder_width, decoder_blocks: the Vocos backbone's width and number of ConvNeXt blocks.
         weight_norm: weight-normalise the SEANet convs (SEANet/EnCodec do; it steadies early training).
 
-    The defaults are tiny (~0.4 M parameters besides the codebook) so a few hundred steps run on a CPU.
+    The defaults are tiny (0.89 M parameters: encoder 0.26 M, Vocos decoder 0.62 M; plus the quantizer)
+    so a training step on 8 one-second clips takes ~1 s on one CPU core.
     """
 
     def __init__(
@@ -227,7 +228,7 @@ class AudioCodec(nn.Module):
             self.decoder = VocosDecoder(dim=dim, hop_length=self.hop_length, width=decoder_width, blocks=decoder_blocks)
         else:
             self.decoder = TransposedDecoder(**stack)
-        options = {"channel_first": True, **(quantizer_options or {})}
+        options = {**(quantizer_options or {}), "channel_first": True}  # latents are (B, dim, T)
         self.quantizer = build_quantizer(quantizer, dim=dim, codebook_size=codebook_size, **options)
 
     @classmethod
