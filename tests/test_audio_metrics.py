@@ -126,7 +126,7 @@ def test_wav_writer_round_trips_and_leaves_no_temporary_file(tmp_path):
     write_wav(tmp_path / "out" / "a.wav", wav, 24000)
     samples, rate = soundfile.read(str(tmp_path / "out" / "a.wav"), dtype="float64")
     assert rate == 24000 and samples.shape == (1000,)
-    assert np.allclose(samples, np.clip(np.linspace(-1.2, 1.2, 1000), -1, 1), atol=1.5 / 32767)
+    assert np.allclose(samples, np.clip(np.linspace(-1.2, 1.2, 1000), -1, 1), atol=1 / 32768)
     assert os.listdir(tmp_path / "out") == ["a.wav"]
 
 

@@ -38,6 +38,7 @@ from ..utils import atomic_write_bytes, atomic_write_text
 from .fashion_mnist import MissingDatasetError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+PCM_SCALE = 32768.0  # int16 <-> float as soundfile (and libsndfile) convert: x / 32768
 MANIFEST_FIELDS = ("id", "file", "engine", "voice", "variant", "speed", "pitch", "sentence", "split", "duration")
 
 # English espeak-ng voices (`espeak-ng --voices=en`), without the MBROLA ones (they need mbrola data).
@@ -227,7 +228,7 @@ def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
 
     samples = np.asarray(samples)
     if samples.dtype != np.int16:
-        samples = to_int16(samples, scale=32767.0)
+        samples = to_int16(samples, scale=PCM_SCALE)
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, sample_rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
@@ -558,7 +559,7 @@ class InMemorySpeech(Dataset):
     """
 
     def __init__(self, dataset: WavFolder, *, clip_seconds: float | None | str = "same", seed: int | None = None):
-        pieces = [to_int16(dataset.load(i), scale=32767.0) for i in range(len(dataset))]
+        pieces = [to_int16(dataset.load(i), scale=PCM_SCALE) for i in range(len(dataset))]
         lengths = torch.tensor([len(p) for p in pieces], dtype=torch.long)
         self.audio = torch.from_numpy(np.concatenate(pieces))
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
@@ -572,7 +573,7 @@ class InMemorySpeech(Dataset):
 
     def load(self, index: int) -> np.ndarray:
         start, end = int(self.offsets[index]), int(self.offsets[index + 1])
-        return self.audio[start:end].numpy().astype(np.float32) / 32767.0
+        return self.audio[start:end].numpy().astype(np.float32) / np.float32(PCM_SCALE)
 
     def __getitem__(self, index: int) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(self.clipper(self.load(index)))).unsqueeze(0)
@@ -603,7 +604,7 @@ class RandomClipBatches(IterableDataset):
             starts = offsets[chosen] + (torch.rand(self.batch_size, generator=generator) * (room + 1)).long().clamp_max(room)
             positions = starts[:, None] + steps
             inside = steps[None, :] < lengths[chosen][:, None]
-            clips = audio[positions.clamp_max(audio.numel() - 1)].float().div_(32767.0) * inside
+            clips = audio[positions.clamp_max(audio.numel() - 1)].float().div_(PCM_SCALE) * inside
             yield clips.unsqueeze(1)
 
 
