@@ -30,10 +30,9 @@ from torch import Tensor
 
 from ..data.spectral import LogMelSpectrogram
 from ..data.speech import resample, wav_bytes
-from ..quantizers.base import code_statistics
 from ..utils import atomic_write_bytes, pyplot, save_figure
 from .coverage import coverage_summary
-from .usage import CodebookUsage
+from .usage import CodebookUsage, usage_statistics
 
 PESQ_RATE = 16000
 PESQ_MAX = 4.644  # P.862.2's mapping of a perfect raw score (4.5)
@@ -170,7 +169,7 @@ class AudioMetrics:
         self.use_dnsmos = dnsmos_available() if use_dnsmos is None else use_dnsmos
         self.coverage_dim = coverage_dim
         self.mel = LogMelSpectrogram(sample_rate, **(mel_options or {}))
-        self.usage = CodebookUsage(codebook_size)
+        self.usage = CodebookUsage(codebook_size, distributed=False)  # one process evaluates the whole set
         self.scores: dict[str, list[float]] = {}
 
     def _add(self, name: str, value: float) -> None:
@@ -198,8 +197,8 @@ class AudioMetrics:
                 self.usage.update(codes[i, : -(-length // self.hop_length)], check=False)
 
     def histogram(self) -> Tensor:
-        """``(K,)`` code counts of this process (no all-reduce: one process evaluates the whole set)."""
-        return self.usage.counts.cpu()
+        """``(K,)`` code counts (of this process: one process evaluates the whole set)."""
+        return self.usage.histogram().cpu()
 
     def compute(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -210,9 +209,7 @@ class AudioMetrics:
         for name in ("pesq", "stoi"):  # utterances the score could not be computed on (left out of the mean)
             metrics[f"{name}_failures"] = sum(math.isnan(v) for v in self.scores.get(name, []))
         counts = self.histogram()
-        stats = code_statistics(counts)
-        metrics.update(usage=stats["usage"].item(), perplexity=stats["perplexity"].item(),
-                       dead_fraction=1.0 - stats["usage"].item(), tokens=int(counts.sum()))
+        metrics.update(usage_statistics(counts))
         if self.coverage_dim is not None and metrics["tokens"]:
             summary = coverage_summary(counts, dim=self.coverage_dim)
             metrics.update({k: summary[k] for k in ("tokens_per_code", "usage_chao1", "coverage", "usage_reference")})

@@ -20,7 +20,6 @@ token rate and a 7-tap conv to ``dim``. Decoders:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -231,20 +230,6 @@ class AudioCodec(nn.Module):
         options = {**(quantizer_options or {}), "channel_first": True}  # latents are (B, dim, T)
         self.quantizer = build_quantizer(quantizer, dim=dim, codebook_size=codebook_size, **options)
 
-    @classmethod
-    def from_config(cls, config) -> "AudioCodec":
-        """From a config with ``quantizer`` (name, codebook_size, options), ``data`` (sample_rate)
-        and ``model`` sections (this class's remaining keyword arguments), as dataclasses,
-        OmegaConf nodes or dicts (``configs/speech.yaml``)."""
-        quantizer, data, model = (_as_dict(_section(config, name)) for name in ("quantizer", "data", "model"))
-        return cls(
-            quantizer=quantizer["name"],
-            codebook_size=quantizer["codebook_size"],
-            quantizer_options=quantizer.get("options"),
-            sample_rate=data["sample_rate"],
-            **model,
-        )
-
     @property
     def tokens_per_second(self) -> float:
         return self.sample_rate / self.hop_length
@@ -285,25 +270,6 @@ class AudioCodec(nn.Module):
         """Waveforms ``(B, 1, T * hop_length)`` in ``[-1, 1]`` from codes (trimmed to ``length`` if given)."""
         wav = self.decode_latents(self.quantizer.decode(codes)).clamp(-1, 1)
         return wav if length is None else wav[..., :length]
-
-
-def _section(config, name: str):
-    return config[name] if isinstance(config, dict) else getattr(config, name)
-
-
-def _as_dict(section) -> dict:
-    if isinstance(section, dict):
-        return dict(section)
-    if dataclasses.is_dataclass(section):
-        return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
-    try:  # an OmegaConf node, without importing omegaconf when it is not one
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(section):
-            return OmegaConf.to_container(section, resolve=True)
-    except ImportError:
-        pass
-    return dict(vars(section))
 
 
 __all__ = ["AudioCodec", "ConvNeXtBlock", "DECODERS", "SEANetEncoder", "TransposedDecoder", "VocosDecoder"]
