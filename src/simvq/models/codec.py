@@ -185,10 +185,11 @@ class AudioCodec(nn.Module):
         channels: width of the first conv (doubles at every stride).
         dim: latent (code) dimension.
         residual_layers: dilated residual units (dilations 1, 3, 9, ...) per stride.
-        bottleneck_blocks: residual units at the token rate, before the quantizer and after it.
+        bottleneck_blocks: residual units at the token rate before the quantizer (and after it in the
+            transposed decoder; in the Vocos decoder its ConvNeXt blocks play that part).
         decoder: "vocos" (ConvNeXt + iSTFT) or "transposed" (SEANet mirror).
         decoder_width, decoder_blocks: the Vocos backbone's width and number of ConvNeXt blocks.
-        weight_norm: weight-normalise the SEANet convs (SEANet/EnCodec do; it steadies early training).
+        weight_norm: weight-normalise the SEANet convs (as SEANet and EnCodec do).
 
     The defaults are tiny (0.89 M parameters: encoder 0.26 M, Vocos decoder 0.62 M; plus the quantizer)
     so a training step on 8 one-second clips takes ~1 s on one CPU core.
