@@ -79,6 +79,17 @@ def test_any_registered_quantizer_fits(quantizer, options):
     assert torch.isfinite(out.loss)
 
 
+@pytest.mark.parametrize("quantizer", ["simvq", "vq"])
+def test_at_initialisation_tokens_spread_over_many_codes(quantizer):
+    # with torch's default conv init all 400 tokens fell on 2-4 codes (latents ~ one constant)
+    generator = torch.Generator().manual_seed(0)
+    clips = torch.cat([harmonic_clip(1.0, seed=s) * (0.5 + s / 8) for s in range(8)])
+    clips = clips + 0.02 * torch.randn(clips.shape, generator=generator)
+    torch.manual_seed(0)
+    codes = AudioCodec(quantizer=quantizer, codebook_size=4096).encode(clips)
+    assert codes.shape == (8, 50) and codes.unique().numel() >= 100
+
+
 def test_input_checks():
     model = AudioCodec(**TINY)
     with pytest.raises(ValueError, match=r"\(B, 1, S\)"):

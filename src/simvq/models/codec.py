@@ -31,10 +31,28 @@ from ..quantizers import build_quantizer
 # ----------------------------------------------------------------------------- blocks
 
 
-def conv1d(in_channels: int, out_channels: int, kernel_size: int, *, dilation: int = 1, weight_norm: bool = True) -> nn.Module:
-    """Length-preserving ("same", odd kernel) conv, weight-normalised as in SEANet/EnCodec."""
-    conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2)
+def variance_preserving(conv: nn.Module, *, weight_norm: bool) -> nn.Module:
+    """``conv`` with weights ~ N(0, 1 / fan_in) and zero biases, then weight-normalised (as SEANet
+    and EnCodec) when asked.
+
+    Why: with torch's default init each conv shrinks the signal's variance about threefold while
+    its biases add a constant, so after the encoder's ~10 convs the latents of 1 s of speech barely
+    vary from token to token around a large common offset, and all 400 tokens of a batch of eight
+    clips fall on 2-4 of 4,096 codes (measured for simvq and vq); training with the quantizer
+    loss weighted 1000 then never leaves those codes. With this init they hit ~310-340 distinct codes.
+    """
+    fan_in = conv.weight.shape[1] * conv.weight.shape[2]
+    if isinstance(conv, nn.ConvTranspose1d):  # weight (in, out, k): each output sees in * k / stride taps
+        fan_in = conv.weight.shape[0] * conv.weight.shape[2] / conv.stride[0]
+    nn.init.normal_(conv.weight, std=fan_in**-0.5)
+    nn.init.zeros_(conv.bias)
     return nn.utils.parametrizations.weight_norm(conv) if weight_norm else conv
+
+
+def conv1d(in_channels: int, out_channels: int, kernel_size: int, *, dilation: int = 1, weight_norm: bool = True) -> nn.Module:
+    """Length-preserving ("same", odd kernel) conv."""
+    conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2)
+    return variance_preserving(conv, weight_norm=weight_norm)
 
 
 class ResidualUnit(nn.Module):
@@ -60,8 +78,7 @@ class StridedConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, *, weight_norm: bool = True):
         super().__init__()
-        conv = nn.Conv1d(in_channels, out_channels, 2 * stride, stride=stride)
-        self.conv = nn.utils.parametrizations.weight_norm(conv) if weight_norm else conv
+        self.conv = variance_preserving(nn.Conv1d(in_channels, out_channels, 2 * stride, stride=stride), weight_norm=weight_norm)
         self.padding = (stride // 2, stride - stride // 2)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -74,8 +91,8 @@ class StridedTransposedConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, *, weight_norm: bool = True):
         super().__init__()
-        conv = nn.ConvTranspose1d(in_channels, out_channels, 2 * stride, stride=stride)
-        self.conv = nn.utils.parametrizations.weight_norm(conv) if weight_norm else conv
+        self.conv = variance_preserving(nn.ConvTranspose1d(in_channels, out_channels, 2 * stride, stride=stride),
+                                        weight_norm=weight_norm)
         self.trim = (stride // 2, stride - stride // 2)
 
     def forward(self, x: Tensor) -> Tensor:
