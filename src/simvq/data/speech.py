@@ -241,6 +241,9 @@ def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
 class SpeechCorpusSpec:
     """What a synthetic corpus holds. Everything random is drawn from ``seed``.
 
+    The defaults give 8 accents x 83 variants = 664 voices, 4 sentences each: 2,656 utterances,
+    2.8 h (train 2.2 h from 528 voices, test 0.6 h from 136 unseen ones).
+
     ``variants``: espeak-ng variants to use (default all of ``ESPEAK_VARIANTS``); each is crossed
     with every accent in ``accents``. ``test_fraction`` of the variants (at least one) form the test
     split, with all accents; with ``flite``, flite's voices are split the same way (at least one in
@@ -552,8 +555,8 @@ class SpeechCorpus(WavFolder):
 
 
 class InMemorySpeech(Dataset):
-    """Every utterance of a data set held in memory as one int16 tensor (the synthetic corpus is
-    small: ~1 h of 16 kHz audio is ~115 MB), with the same items as the data set it came from.
+    """Every utterance of a data set held in memory as one int16 tensor, with the same items as the
+    data set it came from. The default corpus's train split (2.2 h) takes 258 MB at 16 kHz.
 
     ``audio``: (total samples,) int16; ``offsets``: (N + 1,) int64 start of each utterance.
     """
