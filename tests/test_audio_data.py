@@ -73,6 +73,19 @@ def test_corpus_splits_by_voice_and_records_what_it_synthesised(tiny_corpus):
     assert len({(r["sentence"], r["voice"]) for r in rows}) == len(rows)  # no sentence twice for a voice
 
 
+@needs_espeak
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed")
+def test_flite_voices_join_the_corpus_split_by_voice_too(tmp_path):
+    spec = SpeechCorpusSpec(seed=0, accents=("en-us",), variants=("m1", "f1"), utterances_per_voice=1, sentences=10,
+                            sample_rates=(24000,), flite=True, flite_utterances_per_voice=1)
+    rows = build_speech_corpus(tmp_path, spec)
+    flite = [r for r in rows if r["engine"] == "flite"]
+    assert [r["voice"] for r in flite] == ["awb", "rms", "slt", "kal16"]
+    assert {r["split"] for r in flite} == {"train", "test"}  # one of the four flite voices is held out
+    for row in flite:  # synthesised at 16 kHz, stored at 24 kHz
+        assert soundfile.info(str(tmp_path / "24000hz" / row["file"])).samplerate == 24000 and row["duration"] > 0.5
+
+
 def test_plan_changes_with_the_seed_and_holds_unseen_variants_at_test():
     spec = SpeechCorpusSpec(seed=0, accents=("en-us", "en-gb"), variants=tuple(f"m{i}" for i in range(1, 9)))
     plan, other = corpus_plan(spec), corpus_plan(SpeechCorpusSpec(**{**spec.__dict__, "seed": 1}))
