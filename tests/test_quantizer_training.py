@@ -1,79 +1,29 @@
-"""Every registered quantizer trains on one toy, and the collapse picture holds there.
+"""Every registered quantizer learns on the library's 2-D toy (``simvq.experiments.toy``).
 
-Toy: data uniform in the 8-D cube [-1, 1]^8, a tiny MLP encoder/decoder, a 32-D latent, K = 1024
-codes, Adam 1e-3, batch 256. Usage is counted over a 16,384-sample held-out batch (a perfectly
-uniform quantizer would hit 1 - exp(-16) of the codes, i.e. all of them).
+Toy: data uniform in the square [-1, 1]^2 (``data_scale=1``), ReLU MLP encoder/decoder, a 2-D
+latent, K = 64 codes, Adam 1e-3, batch 256; MSE in units of the data's scale, over 4,096 held-out
+points. Two things only a working quantizer gives, each against a reference computed here:
+
+* information passes through the codes: the reconstruction beats the best constant output (the
+  data mean, MSE 1/3 per coordinate) several times over;
+* its own training counts: the trained encoder and decoder around the quantizer *as it was built*
+  (its untrained state: initial codebook, projections, EMA state; no k-means init) reconstruct
+  clearly worse than around the trained one. A quantizer with no state (FSQ at dim = its channel
+  count) has nothing to learn and is exempt.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
-from torch import nn
 
-from simvq import build_quantizer, list_quantizers
+from simvq import list_quantizers
+from simvq.experiments.toy import DATA_SEED_OFFSET, ToyConfig, build_toy_quantizer, toy_data, train_toy
 
 pytestmark = pytest.mark.slow
 
-
-@dataclass
-class ToyConfig:
-    data_dim: int = 8
-    hidden: int = 64
-    latent: int = 32
-    codebook_size: int = 1024
-    steps: int = 1000
-    batch_size: int = 256
-    lr: float = 1e-3
-    eval_samples: int = 16384
-    seed: int = 0
-
-
-@dataclass
-class ToyResult:
-    initial_mse: float  # held-out reconstruction MSE before training
-    mse: float  # after training, eval mode
-    usage: float  # distinct codes over the held-out batch / codebook_size (mean over stages)
-    codes: torch.Tensor
-    codebook_size: int
-
-
-def sample_cube(num, dim, generator):
-    return torch.rand(num, dim, generator=generator) * 2 - 1
-
-
-@torch.no_grad()
-def evaluate(encoder, quantizer, decoder, x):
-    was_training = quantizer.training
-    quantizer.eval()
-    out = quantizer(encoder(x))
-    quantizer.train(was_training)
-    return (decoder(out.quantized) - x).pow(2).mean().item(), out.codes
-
-
-def train_toy(name: str, config: ToyConfig = ToyConfig(), **options) -> ToyResult:
-    torch.manual_seed(config.seed)
-    quantizer = build_quantizer(name, dim=config.latent, codebook_size=config.codebook_size, **options)
-    encoder = nn.Sequential(nn.Linear(config.data_dim, config.hidden), nn.GELU(), nn.Linear(config.hidden, config.latent))
-    decoder = nn.Sequential(nn.Linear(config.latent, config.hidden), nn.GELU(), nn.Linear(config.hidden, config.data_dim))
-    parameters = [*encoder.parameters(), *decoder.parameters(), *quantizer.parameters()]
-    optimizer = torch.optim.Adam(parameters, lr=config.lr)
-    held_out = sample_cube(config.eval_samples, config.data_dim, torch.Generator().manual_seed(10_000 + config.seed))
-    initial_mse, _ = evaluate(encoder, quantizer, decoder, held_out)
-    data = torch.Generator().manual_seed(config.seed + 1)
-    for _ in range(config.steps):
-        x = sample_cube(config.batch_size, config.data_dim, data)
-        out = quantizer(encoder(x))
-        loss = (decoder(out.quantized) - x).pow(2).mean() + out.loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    mse, codes = evaluate(encoder, quantizer, decoder, held_out)
-    per_stage = codes.reshape(codes.shape[0], -1)
-    usage = sum(torch.unique(column).numel() for column in per_stage.T) / (per_stage.shape[1] * quantizer.codebook_size)
-    return ToyResult(initial_mse, mse, usage, codes, quantizer.codebook_size)
+STEPS = 600
+CONSTANT_OUTPUT_MSE = 1 / 3  # variance of U(-1, 1): the best a decoder does without information
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,25 +35,46 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def collapse_runs(one_thread):
-    return {name: train_toy(name) for name in ("simvq", "vq")}
+@torch.no_grad()
+def relative_mse(result, quantizer) -> float:
+    """Held-out MSE of the trained encoder and decoder around ``quantizer`` (eval mode), as ToyResult.mse."""
+    config = result.config
+    generator = torch.Generator().manual_seed(config.seed + 2 * DATA_SEED_OFFSET)  # train_toy's eval points
+    points = toy_data(config.dataset, config.eval_samples, generator=generator, scale=config.data_scale)
+    modules = result.modules
+    reconstruction = modules["decoder"](quantizer.eval()(modules["encoder"](points)).quantized)
+    return float((reconstruction - points).pow(2).mean() / config.data_scale**2)
 
 
-def test_simvq_uses_the_codebook_where_plain_vq_collapses(collapse_runs):
-    simvq, vq = collapse_runs["simvq"], collapse_runs["vq"]
-    assert simvq.usage >= 0.6, f"SimVQ usage {simvq.usage:.3f}"
-    assert vq.usage * 3 <= simvq.usage, f"vq usage {vq.usage:.3f} vs SimVQ {simvq.usage:.3f}"
-    assert simvq.mse < vq.mse, f"SimVQ MSE {simvq.mse:.4f} vs vq {vq.mse:.4f}"
+# Measured on this toy (seed 0 is ToyConfig's default; MSE trained / with the untrained quantizer):
+# every other quantizer passes both checks with margin at 600 steps, e.g. vq 0.0074 / 0.0172,
+# simvq 0.0149 / 0.1247, fsq 0.0106 (stateless), lfq 0.0551 / 0.2331. LFQ depends on the seed
+# though: seed 1 puts every token on one sign pattern and stays (MSE 0.331 at 300 and 1,000 steps).
+# The two below fail, and are expected to until their method or defaults change (strict: a pass
+# fails the run, so the mark is removed when they learn).
+DOES_NOT_LEARN_HERE = {
+    "sqvae": "its trained codebook reconstructs worse than the initial one: MSE 0.133 vs 0.106 at 600 "
+    "steps; 0.091/0.084, 0.094/0.069, 0.082/0.069 for seeds 0-2 at 1,000 steps",
+    "vq_l2": "collapses to 3 of 64 codes (MSE 0.150): l2-normalising the projected 2-D latent leaves one angle",
+}
 
 
-# the per-method check needs the training to work, not to converge: fewer steps keep the file short
-SHORT = ToyConfig(steps=500)
+def registered_names():
+    for name in list_quantizers():
+        reason = DOES_NOT_LEARN_HERE.get(name)
+        yield pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason)) if reason else name
 
 
-@pytest.mark.parametrize("name", list_quantizers())
-def test_every_quantizer_trains_on_the_toy(name, collapse_runs):
-    result = collapse_runs[name] if name in collapse_runs else train_toy(name, SHORT)
-    assert result.mse < 0.9 * result.initial_mse, f"{name}: MSE {result.initial_mse:.4f} -> {result.mse:.4f}"
-    assert result.codes.dtype == torch.int64
-    assert int(result.codes.min()) >= 0 and int(result.codes.max()) < result.codebook_size
+@pytest.mark.parametrize("name", registered_names())
+def test_every_quantizer_learns_on_the_toy(name):
+    config = ToyConfig(dataset="square", method=name, data_scale=1.0, steps=STEPS, snapshot_every=STEPS, eval_samples=4096)
+    result = train_toy(config)
+    trained = float(result.mse[-1])
+    torch.manual_seed(config.seed)  # as train_toy builds it: the untrained state
+    untrained_quantizer = build_toy_quantizer(name, config.codebook_size, seed=config.seed)
+    untrained = relative_mse(result, untrained_quantizer)
+    print(f"{name}: MSE {trained:.4f}, with the untrained quantizer {untrained:.4f}, usage {float(result.usage[-1]):.3f}")
+    assert trained == pytest.approx(relative_mse(result, result.modules["quantizer"]), rel=1e-5)
+    assert trained < CONSTANT_OUTPUT_MSE / 2.5, f"{name}: MSE {trained:.4f} vs {CONSTANT_OUTPUT_MSE:.4f} for a constant output"
+    if untrained_quantizer.state_dict():
+        assert untrained > 1.3 * trained, f"{name}: MSE {trained:.4f} trained vs {untrained:.4f} with its untrained state"
