@@ -12,9 +12,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import FlatOutput, Quantizer, check_choice, commitment_losses, fp32, straight_through
+from .base import FlatOutput, Quantizer, check_choice, commitment_losses, fp32, projections, straight_through
 from .registry import register_quantizer
 
 ENTROPY_MODES = ("auto", "exact", "factorized")
@@ -64,6 +64,7 @@ class LFQ(Quantizer):
             exact value, equal when the bits are independent over the batch); "auto": exact up to
             ``K = 4096`` codes, factorized above. The per-sample term is exact in every mode
             (the soft assignment factorises over channels because the codebook is a product set).
+        seed: seed of the projections' initialisation (``None``: the global RNG).
 
     Code ``k`` has bit ``i`` (channel ``i``, most significant first) set when channel ``i`` is
     positive; zero counts as negative. Code vectors are ``+-1`` in the binary space.
@@ -79,6 +80,7 @@ class LFQ(Quantizer):
         temperature: float = 0.01,
         beta: float = 0.25,
         entropy_mode: str = "auto",
+        seed: int | None = None,
         channel_first: bool = False,
         check_finite: bool = True,
     ):
@@ -95,9 +97,7 @@ class LFQ(Quantizer):
         self.beta = beta
         self.entropy_mode = entropy_mode
         self.register_buffer("_place", 2 ** torch.arange(self.num_bits - 1, -1, -1), persistent=False)
-        needs_projection = dim != self.num_bits
-        self.project_in = nn.Linear(dim, self.num_bits) if needs_projection else nn.Identity()
-        self.project_out = nn.Linear(self.num_bits, dim) if needs_projection else nn.Identity()
+        self.project_in, self.project_out = projections(dim, self.num_bits, enabled=dim != self.num_bits, seed=seed)
 
     # -- entropy penalty --------------------------------------------------------------------------
 
