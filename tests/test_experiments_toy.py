@@ -2,6 +2,7 @@
 
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -41,22 +42,43 @@ def test_toy_data_shapes_and_ranges():
         toy_data("spiral", 10)
 
 
+COLLAPSE_SEEDS = (0, 1, 2)
+
+
 @pytest.fixture(scope="module")
 def square_runs():
     torch.set_num_threads(1)
-    return {m: train_toy(ToyConfig(dataset="square", method=m, steps=1000, snapshot_every=250, seed=0)) for m in ("vq", "simvq")}
+    # 4,096 eval points for K = 64: 64 per code, the sampling cap 1 - exp(-64) is 1
+    return {
+        (method, seed): train_toy(ToyConfig(dataset="square", method=method, steps=1000, snapshot_every=250, eval_samples=4096, seed=seed))
+        for method in ("vq", "simvq")
+        for seed in COLLAPSE_SEEDS
+    }
 
 
-def test_plain_vq_collapses_and_simvq_does_not(square_runs):
-    vq, simvq = square_runs["vq"], square_runs["simvq"]
-    # usage is counted over 8,192 eval points for K=64: the sampling cap 1 - exp(-128) is 1
-    vq_usage, simvq_usage = float(vq.usage[-1]), float(simvq.usage[-1])
-    assert vq_usage < 0.2, f"plain VQ was expected to collapse, used {vq_usage:.2f}"
-    assert simvq_usage >= 0.6 and simvq_usage >= 3 * vq_usage, (vq_usage, simvq_usage)
-    # the snapshots are self-consistent: usage is the fraction of nonzero counts
+def test_plain_vq_leaves_most_codes_unused_where_simvq_spreads(square_runs):
+    # Final usage at 1,000 steps, measured for seeds 0-4 (the same at 8,192 eval points):
+    #   simvq  0.797  0.875  0.484  0.641  0.016   (seed 4: the encoder starts on one code and stays)
+    #   vq     0.078  0.297  0.250  0.344  0.250
+    # One seed's ratio ranges from 0.06x to 10x, so none is asserted alone. The medians over seeds
+    # 0-2 (0.797 and 0.250, 3.2x) and over any three consecutive of the five seeds (simvq >= 0.48,
+    # vq <= 0.30, >= 1.9x) clear the thresholds below with margin.
+    median = lambda method: statistics.median(float(square_runs[method, seed].usage[-1]) for seed in COLLAPSE_SEEDS)  # noqa: E731
+    simvq_usage, vq_usage = median("simvq"), median("vq")
+    assert simvq_usage >= 0.4, f"SimVQ median usage {simvq_usage:.3f}"
+    assert vq_usage <= 0.4, f"plain VQ median usage {vq_usage:.3f}: expected most codes unused"
+    assert simvq_usage >= 1.5 * vq_usage, (vq_usage, simvq_usage)
+
+
+def test_toy_snapshots_are_self_consistent(square_runs):
+    simvq = square_runs["simvq", 0]
+    # usage is the fraction of nonzero counts; every eval point is counted once
     torch.testing.assert_close(simvq.usage, (simvq.counts > 0).float().mean(1))
     assert simvq.codebooks.shape == (len(simvq.steps), 64, 2)
-    assert int(simvq.counts[-1].sum()) == 8192
+    assert int(simvq.counts[-1].sum()) == 4096
+    # the snapshot's code table is W(C) of the trained quantizer
+    quantizer = simvq.modules["quantizer"]
+    torch.testing.assert_close(simvq.codebooks[-1], quantizer.proj(quantizer.basis).detach())
 
 
 def test_mixture_usage_is_reported_not_asserted_full():

@@ -206,3 +206,31 @@ def test_lc_without_features_freezes_kmeans_centres_of_the_first_batch():
     centres = quantizer.basis.clone()
     quantizer(torch.randn(64, 8))
     assert torch.equal(quantizer.basis, centres)
+
+
+@pytest.mark.parametrize("num_codes", [5, 200])  # fewer codes than K: W applied to the rows; more: to the whole table
+def test_gradient_through_decode_equals_the_gradient_through_the_full_table(num_codes):
+    quantizer = make()
+    codes = torch.randint(0, 64, (num_codes,), generator=torch.Generator().manual_seed(0))
+    upstream = torch.randn(num_codes, 16, generator=torch.Generator().manual_seed(1))
+    (quantizer.decode(codes) * upstream).sum().backward()
+    # by hand, in float64: W(C) for every code, then the selected rows
+    weight = quantizer.proj.weight.detach().double().requires_grad_()
+    bias = quantizer.proj.bias.detach().double().requires_grad_()
+    full_table = quantizer.basis.double() @ weight.T + bias
+    (full_table[codes] * upstream.double()).sum().backward()
+    torch.testing.assert_close(quantizer.proj.weight.grad, weight.grad.float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(quantizer.proj.bias.grad, bias.grad.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_of_the_codebook_loss_to_w_equals_the_hand_computation():
+    quantizer = make()
+    z = torch.randn(30, 16, generator=torch.Generator().manual_seed(2))
+    out = quantizer(z)
+    out.losses["codebook"].backward()
+    weight = quantizer.proj.weight.detach().double().requires_grad_()
+    bias = quantizer.proj.bias.detach().double().requires_grad_()
+    q = (quantizer.basis.double() @ weight.T + bias)[out.codes]
+    (q - z.double()).pow(2).mean().backward()  # ||sg(z) - W(C)[codes]||^2
+    torch.testing.assert_close(quantizer.proj.weight.grad, weight.grad.float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(quantizer.proj.bias.grad, bias.grad.float(), rtol=1e-5, atol=1e-6)

@@ -1,16 +1,35 @@
-"""Image data sets. Every one yields float32 ``(C, H, W)`` images in ``[0, 1]`` and has a ``cache_key``
-naming its contents (used to cache rFID reference statistics)."""
+"""Data sets. Every image data set yields float32 ``(C, H, W)`` images in ``[0, 1]`` and has a
+``cache_key`` naming its contents (used to cache rFID reference statistics); speech data sets
+(``simvq.data.speech``) yield float32 ``(1, S)`` waveforms in ``[-1, 1]``."""
 
 from .fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, FashionMNIST, MissingDatasetError
 from .image_folder import ImageFolder
 from .photos import SamplePhotoCrops
 from .build import build_image_dataset
+from .speech import (
+    InMemorySpeech,
+    RandomClipBatches,
+    SpeechCorpus,
+    SpeechCorpusSpec,
+    WavFolder,
+    build_speech_corpus,
+    pad_collate,
+    read_manifest,
+)
 
 __all__ = [
     "DEFAULT_FASHION_MNIST_ROOT",
     "FashionMNIST",
     "ImageFolder",
+    "InMemorySpeech",
     "MissingDatasetError",
+    "RandomClipBatches",
     "SamplePhotoCrops",
+    "SpeechCorpus",
+    "SpeechCorpusSpec",
+    "WavFolder",
     "build_image_dataset",
+    "build_speech_corpus",
+    "pad_collate",
+    "read_manifest",
 ]

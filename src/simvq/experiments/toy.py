@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..quantizers import SimVQ, build_quantizer
+from ..quantizers import SimVQ, build_quantizer, list_quantizers
 from ..quantizers.base import code_counts, code_statistics
 
 DATASETS = ("square", "ring", "mixture")
@@ -65,14 +65,22 @@ def toy_data(name: str, num_samples: int, *, generator: torch.Generator | None =
 
 
 def build_toy_quantizer(method: str, codebook_size: int, *, dim: int = 2, seed: int = 0):
-    """The quantizer of ``method``; every method's codes start from the same N(0, 1/dim) scale."""
-    if method == "vq":
-        return build_quantizer("vq", dim=dim, codebook_size=codebook_size, seed=seed)
-    if method == "simvq":
-        return SimVQ(dim, codebook_size, seed=seed)
+    """The quantizer of ``method``: one of ``METHODS`` or any registered quantizer name, built with
+    its defaults and ``seed``; every codebook method's codes start from the same N(0, 1/dim) scale."""
     if method == "simvq_train_c":
         return SimVQ(dim, codebook_size, seed=seed, train_codebook=True)
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method in list_quantizers():
+        return build_quantizer(method, dim=dim, codebook_size=codebook_size, seed=seed)
+    raise ValueError(f"method must be one of {METHODS} or a registered quantizer, got {method!r}")
+
+
+@torch.no_grad()
+def code_vectors(quantizer) -> Tensor:
+    """Every code's vector in the latent plane, ``(K, dim)``: ``decode`` of each code (``W(C)`` for
+    SimVQ). Multi-stage quantizers have no single table: ``(0, dim)``."""
+    if quantizer.code_ndim:
+        return torch.zeros(0, quantizer.dim)
+    return quantizer.decode(torch.arange(quantizer.codebook_size)).detach().clone()
 
 
 def mlp(hidden: int) -> nn.Sequential:
@@ -118,6 +126,7 @@ class ToyResult:
     perplexity: Tensor
     mse: Tensor
     data: Tensor = field(repr=False, default=None)  # (M, 2) the shown eval points
+    modules: nn.ModuleDict | None = field(repr=False, default=None)  # the trained encoder, quantizer, decoder
 
     def summary(self) -> dict:
         return {
@@ -150,13 +159,16 @@ def train_toy(config: ToyConfig = ToyConfig(), *, progress: bool = False, callba
 
     @torch.no_grad()
     def snapshot(step: int) -> None:
+        # eval mode: measuring must not move an EMA codebook or start a k-means init on eval points
+        quantizer.eval()
         latents = encoder(eval_points)
         out = quantizer(latents)
-        counts = code_counts(out.codes, config.codebook_size)
+        counts = code_counts(out.codes, quantizer.codebook_size)
         stats = code_statistics(counts)
         mse = (decoder(out.quantized) - eval_points).pow(2).mean() / config.data_scale**2
         snapshots["steps"].append(step)
-        snapshots["codebooks"].append(quantizer.codebook().detach().clone())
+        snapshots["codebooks"].append(code_vectors(quantizer))
+        quantizer.train()
         snapshots["counts"].append(counts)
         snapshots["latents"].append(latents[: config.shown_latents].clone())
         snapshots["usage"].append(stats["usage"])
@@ -182,6 +194,7 @@ def train_toy(config: ToyConfig = ToyConfig(), *, progress: bool = False, callba
             snapshot(step)
 
     return ToyResult(
+        modules=nn.ModuleDict({"encoder": encoder, "quantizer": quantizer, "decoder": decoder}),
         config=config,
         steps=torch.tensor(snapshots["steps"]),
         codebooks=torch.stack(snapshots["codebooks"]),

@@ -1,6 +1,9 @@
-"""Models around the quantizers. Imports torch and einops (and the quantizer registry) only."""
+"""Models around the quantizers. Import torch and einops, the quantizer registry and (for the codec's
+losses) the torch-only spectral features of ``simvq.data.spectral``."""
 
+from .codec import AudioCodec
+from .codec_losses import CodecLoss
 from .discriminator import PatchDiscriminator
 from .image_autoencoder import ImageAutoencoder
 
-__all__ = ["ImageAutoencoder", "PatchDiscriminator"]
+__all__ = ["AudioCodec", "CodecLoss", "ImageAutoencoder", "PatchDiscriminator"]

@@ -72,6 +72,15 @@ def uniform_codebook(codebook_size: int, dim: int, *, bound: float, seed: int | 
     return (torch.rand(codebook_size, dim, generator=seeded_generator(seed)) * 2 - 1) * bound
 
 
+def projections(dim: int, inner_dim: int, *, enabled: bool, seed: int | None = None) -> tuple[nn.Module, nn.Module]:
+    """``(Linear(dim, inner_dim), Linear(inner_dim, dim))`` around a quantizer that works in
+    ``inner_dim`` channels, initialised from ``seed``; two identities when not ``enabled``."""
+    if not enabled:
+        return nn.Identity(), nn.Identity()
+    with seeded_global_rng(seed):
+        return nn.Linear(dim, inner_dim), nn.Linear(inner_dim, dim)
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -398,6 +407,7 @@ __all__ = [
     "gaussian_codebook",
     "is_integer_at_least",
     "linear_fp32",
+    "projections",
     "seeded_generator",
     "seeded_global_rng",
     "straight_through",

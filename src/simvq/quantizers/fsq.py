@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import FlatOutput, Quantizer, fp32, linear_fp32, straight_through
+from .base import FlatOutput, Quantizer, fp32, linear_fp32, projections, straight_through
 from .options import check_float, check_int, is_integer_at_least
 from .registry import register_quantizer
 
@@ -65,6 +65,7 @@ class FSQ(Quantizer):
             which may differ from the target (the paper's table is approximate).
         levels: number of levels per channel, e.g. ``[8, 5, 5, 5]``.
         eps: shrinks the tanh bound slightly so the outermost levels are reached (the reference code's 1e-3).
+        seed: seed of the projections' initialisation (``None``: the global RNG).
 
     Codes are mixed-radix integers: channel ``i``'s level index (0..L_i-1) times ``prod(levels[:i])``.
     """
@@ -76,6 +77,7 @@ class FSQ(Quantizer):
         *,
         levels: list[int] | tuple[int, ...] | None = None,
         eps: float = 1e-3,
+        seed: int | None = None,
         channel_first: bool = False,
         check_finite: bool = True,
     ):
@@ -97,9 +99,8 @@ class FSQ(Quantizer):
         # mixed-radix place values: code = sum_i index_i * prod(levels[:i])
         radix = torch.cumprod(torch.tensor([1] + levels[:-1], dtype=torch.long), dim=0)
         self.register_buffer("_radix", radix, persistent=False)
-        needs_projection = dim != num_channels
-        self.project_in = nn.Linear(dim, num_channels) if needs_projection else nn.Identity()
-        self.project_out = nn.Linear(num_channels, dim) if needs_projection else nn.Identity()
+        seed = check_int("seed", seed, optional=True)
+        self.project_in, self.project_out = projections(dim, num_channels, enabled=dim != num_channels, seed=seed)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # another grid changes every code's meaning while the projections may still fit: refuse it.

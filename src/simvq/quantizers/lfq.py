@@ -12,17 +12,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import (
-    FlatOutput,
-    Quantizer,
-    commitment_losses,
-    fp32,
-    linear_fp32,
-    straight_through,
-)
-from .options import check_choice, check_float
+from .base import FlatOutput, Quantizer, commitment_losses, fp32, linear_fp32, projections, straight_through
+from .options import check_choice, check_float, check_int
 from .registry import register_quantizer
 
 ENTROPY_MODES = ("auto", "exact", "factorized")
@@ -72,6 +65,7 @@ class LFQ(Quantizer):
             exact value, equal when the bits are independent over the batch); "auto": exact up to
             ``K = 4096`` codes, factorized above. The per-sample term is exact in every mode
             (the soft assignment factorises over channels because the codebook is a product set).
+        seed: seed of the projections' initialisation (``None``: the global RNG).
 
     Code ``k`` has bit ``i`` (channel ``i``, most significant first) set when channel ``i`` is
     positive; zero counts as negative. Code vectors are ``+-1`` in the binary space.
@@ -87,6 +81,7 @@ class LFQ(Quantizer):
         temperature: float = 0.01,
         beta: float = 0.25,
         entropy_mode: str = "auto",
+        seed: int | None = None,
         channel_first: bool = False,
         check_finite: bool = True,
     ):
@@ -100,9 +95,8 @@ class LFQ(Quantizer):
         self.beta = check_float("beta", beta, low=0.0)
         self.entropy_mode = check_choice("entropy_mode", entropy_mode, ENTROPY_MODES)
         self.register_buffer("_place", 2 ** torch.arange(self.num_bits - 1, -1, -1), persistent=False)
-        needs_projection = dim != self.num_bits
-        self.project_in = nn.Linear(dim, self.num_bits) if needs_projection else nn.Identity()
-        self.project_out = nn.Linear(self.num_bits, dim) if needs_projection else nn.Identity()
+        seed = check_int("seed", seed, optional=True)
+        self.project_in, self.project_out = projections(dim, self.num_bits, enabled=dim != self.num_bits, seed=seed)
 
     # -- entropy penalty --------------------------------------------------------------------------
 

@@ -28,8 +28,8 @@ from .base import (
     fp32,
     gaussian_codebook,
     linear_fp32,
+    projections,
     seeded_generator,
-    seeded_global_rng,
     straight_through,
 )
 from .codebook_updates import cluster_sums, ema_, kmeans, sample_rows
@@ -109,16 +109,10 @@ class VQ(CodebookQuantizer):
         self.l2_normalize = check_bool("l2_normalize", l2_normalize)
         self.codebook_dim = codebook_dim if codebook_dim is not None else dim
         self._generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
-        self._build_projections(factorised=codebook_dim is not None, seed=seed)
+        # ViT-VQGAN: Linear(dim, codebook_dim) before the lookup, Linear(codebook_dim, dim) after
+        self.project_in, self.project_out = projections(dim, self.codebook_dim, enabled=codebook_dim is not None, seed=seed)
         self._register_codebook(gaussian_codebook(codebook_size, self.codebook_dim, init_scale=init_scale, seed=seed))
         self._register_update_state()
-
-    def _build_projections(self, *, factorised: bool, seed: int | None) -> None:
-        """ViT-VQGAN: ``Linear(dim, codebook_dim)`` before the lookup, ``Linear(codebook_dim, dim)``
-        after; identities when the codes live in the input space."""
-        with seeded_global_rng(seed):
-            self.project_in = nn.Linear(self.dim, self.codebook_dim) if factorised else nn.Identity()
-            self.project_out = nn.Linear(self.codebook_dim, self.dim) if factorised else nn.Identity()
 
     def _register_codebook(self, initial: Tensor) -> None:
         """The ``(K, codebook_dim)`` table: a parameter, or with an EMA codebook a buffer and its EMA state."""

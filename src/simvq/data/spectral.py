@@ -1,0 +1,88 @@
+"""Spectral features of waveforms, in torch only (torchaudio does not run beside the CPU torch):
+magnitude STFTs and log-mel spectrograms. One home for them: the codec's losses and the audio
+metrics both use these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+LOG_FLOOR = 1e-5  # clamp before the log: silence would otherwise give -inf (HiFi-GAN's choice)
+
+
+def hz_to_mel(frequency):
+    """HTK mel scale ``2595 log10(1 + f / 700)`` (float or tensor)."""
+    if isinstance(frequency, Tensor):
+        return 2595.0 * torch.log10(1.0 + frequency / 700.0)
+    return 2595.0 * math.log10(1.0 + frequency / 700.0)
+
+
+def mel_to_hz(mel):
+    if isinstance(mel, Tensor):
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, *, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
+    """Triangular filters ``(n_mels, n_fft // 2 + 1)`` on the HTK mel scale, peak 1, no area
+    normalisation (torchaudio's ``melscale_fbanks`` defaults). Filter ``m`` rises from mel point
+    ``m`` to ``m + 1`` and falls to ``m + 2``, the ``n_mels + 2`` points equally spaced in mel
+    between ``f_min`` and ``f_max`` (default ``sample_rate / 2``)."""
+    f_max = sample_rate / 2 if f_max is None else f_max
+    if not 0 <= f_min < f_max <= sample_rate / 2:
+        raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2, got f_min={f_min}, f_max={f_max}")
+    bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    points = mel_to_hz(torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2, dtype=torch.float64))
+    lower, centre, upper = points[:-2, None], points[1:-1, None], points[2:, None]
+    rising = (bins[None] - lower) / (centre - lower)
+    falling = (upper - bins[None]) / (upper - centre)
+    return torch.minimum(rising, falling).clamp_min(0).float()
+
+
+def _mono(wav: Tensor) -> Tensor:
+    """``(B, 1, S)`` or ``(B, S)`` or ``(S,)`` to ``(B, S)`` float32."""
+    if wav.ndim == 3:
+        if wav.shape[1] != 1:
+            raise ValueError(f"waveforms must be mono (B, 1, S), got shape {tuple(wav.shape)}")
+        wav = wav[:, 0]
+    elif wav.ndim == 1:
+        wav = wav[None]
+    elif wav.ndim != 2:
+        raise ValueError(f"waveforms must have shape (B, 1, S), (B, S) or (S,), got {tuple(wav.shape)}")
+    return wav.float()
+
+
+def stft_magnitude(wav: Tensor, n_fft: int, hop_length: int, win_length: int | None = None) -> Tensor:
+    """``|STFT|`` ``(B, n_fft // 2 + 1, frames)`` of ``wav`` (see ``_mono``), Hann window, centred
+    frames (reflect padding), float32 whatever the autocast state."""
+    wav = _mono(wav)
+    win_length = win_length or n_fft
+    window = torch.hann_window(win_length, device=wav.device)
+    with torch.autocast(device_type=wav.device.type, enabled=False):
+        spectrum = torch.stft(wav, n_fft, hop_length=hop_length, win_length=win_length, window=window,
+                              center=True, pad_mode="reflect", return_complex=True)
+    return spectrum.abs()
+
+
+class LogMelSpectrogram(nn.Module):
+    """``log(clamp(mel @ |STFT|, LOG_FLOOR))``: ``(B, 1, S) -> (B, n_mels, S // hop_length + 1)``.
+
+    Magnitude (not power) mel, as Vocos and HiFi-GAN compute it for their mel losses. Defaults:
+    n_fft 1024, hop 256, 80 mels from 0 Hz to Nyquist (HiFi-GAN's at 22 kHz; Vocos uses 100 mels at 24 kHz).
+    """
+
+    def __init__(self, sample_rate: int, *, n_fft: int = 1024, hop_length: int = 256, n_mels: int = 80,
+                 f_min: float = 0.0, f_max: float | None = None):
+        super().__init__()
+        self.sample_rate, self.n_fft, self.hop_length = sample_rate, n_fft, hop_length
+        self.register_buffer("filterbank", mel_filterbank(sample_rate, n_fft, n_mels, f_min=f_min, f_max=f_max), persistent=False)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        magnitude = stft_magnitude(wav, self.n_fft, self.hop_length)
+        return torch.einsum("mf,bft->bmt", self.filterbank, magnitude).clamp_min(LOG_FLOOR).log()
+
+
+__all__ = ["LOG_FLOOR", "LogMelSpectrogram", "hz_to_mel", "mel_filterbank", "mel_to_hz", "stft_magnitude"]

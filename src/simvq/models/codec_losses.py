@@ -1,0 +1,75 @@
+"""Reconstruction losses of the speech codec: log-mel L1 and multi-resolution STFT.
+
+``mel``   L1 between log-mel spectrograms (HiFi-GAN, Kong et al. 2020; Vocos): what the ear
+          weights, fine at low frequencies.
+``stft``  multi-resolution STFT loss (Yamamoto et al. 2020, Parallel WaveGAN): spectral
+          convergence + L1 of log magnitudes at several window sizes, so neither time nor
+          frequency resolution is favoured. Resolutions (n_fft, hop, window) are Parallel WaveGAN's.
+
+Everything is computed in float32 (see ``simvq.data.spectral``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.spectral import LOG_FLOOR, LogMelSpectrogram, stft_magnitude
+
+STFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
+
+
+class MelLoss(nn.Module):
+    """Mean ``|log mel(x) - log mel(y)|`` over batch, mels and frames."""
+
+    def __init__(self, sample_rate: int, **mel_options):
+        super().__init__()
+        self.mel = LogMelSpectrogram(sample_rate, **mel_options)
+
+    def forward(self, reconstruction: Tensor, target: Tensor) -> Tensor:
+        return F.l1_loss(self.mel(reconstruction), self.mel(target))
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Mean over resolutions of spectral convergence ``||Y| - |X||_F / ||Y||_F`` plus mean
+    ``|log |Y| - log |X||`` (X the reconstruction, Y the target)."""
+
+    def __init__(self, resolutions=STFT_RESOLUTIONS):
+        super().__init__()
+        self.resolutions = tuple(tuple(int(v) for v in r) for r in resolutions)
+
+    def forward(self, reconstruction: Tensor, target: Tensor) -> Tensor:
+        total = reconstruction.new_zeros((), dtype=torch.float32)
+        for n_fft, hop, window in self.resolutions:
+            x = stft_magnitude(reconstruction, n_fft, hop, window).clamp_min(LOG_FLOOR)
+            y = stft_magnitude(target, n_fft, hop, window).clamp_min(LOG_FLOOR)
+            convergence = torch.linalg.vector_norm(y - x, dim=(1, 2)) / torch.linalg.vector_norm(y, dim=(1, 2))
+            total = total + convergence.mean() + F.l1_loss(x.log(), y.log())
+        return total / len(self.resolutions)
+
+
+class CodecLoss(nn.Module):
+    """``mel_weight * mel + stft_weight * stft`` and its terms: ``{"loss", "mel", "stft"}``.
+
+    A weight of 0 skips its term (it is still reported, as 0, so logs keep their columns).
+    Defaults: mel 45 (HiFi-GAN/Vocos weight it 45 against a unit adversarial loss), stft 1.
+    """
+
+    def __init__(self, sample_rate: int, *, mel_weight: float = 45.0, stft_weight: float = 1.0,
+                 mel_options: dict | None = None, stft_resolutions=STFT_RESOLUTIONS):
+        super().__init__()
+        self.mel_weight, self.stft_weight = float(mel_weight), float(stft_weight)
+        self.mel = MelLoss(sample_rate, **(mel_options or {}))
+        self.stft = MultiResolutionSTFTLoss(stft_resolutions)
+
+    def forward(self, reconstruction: Tensor, target: Tensor) -> dict[str, Tensor]:
+        if reconstruction.shape != target.shape:
+            raise ValueError(f"reconstruction {tuple(reconstruction.shape)} and target {tuple(target.shape)} differ in shape")
+        zero = reconstruction.new_zeros((), dtype=torch.float32)
+        mel = self.mel(reconstruction, target) if self.mel_weight else zero
+        stft = self.stft(reconstruction, target) if self.stft_weight else zero
+        return {"loss": self.mel_weight * mel + self.stft_weight * stft, "mel": mel.detach(), "stft": stft.detach()}
+
+
+__all__ = ["CodecLoss", "MelLoss", "MultiResolutionSTFTLoss", "STFT_RESOLUTIONS"]

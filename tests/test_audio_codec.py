@@ -1,0 +1,216 @@
+"""Audio codec: token rate and shapes, exact lengths, losses against direct computations, and a short
+optimisation that lowers the loss."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from simvq.data.spectral import LogMelSpectrogram, mel_filterbank, mel_to_hz, stft_magnitude
+from simvq.models import AudioCodec, CodecLoss
+from simvq.models.codec import StridedConv, StridedTransposedConv
+from simvq.models.codec_losses import MelLoss, MultiResolutionSTFTLoss
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "speech.yaml"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convs gain nothing from threads, and on a shared CPU the spinning threads cost ~10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = dict(channels=4, dim=16, decoder_width=32, decoder_blocks=1, codebook_size=64)
+
+
+def harmonic_clip(seconds=0.5, rate=16000, seed=0):
+    """A voiced-speech stand-in: a gliding 120-200 Hz harmonic tone with a syllable-rate envelope."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    f0 = 120 + 80 * t / seconds
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    wav = sum(np.sin(k * phase) / k for k in range(1, 12)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * 0.2
+    return torch.from_numpy(wav + 1e-3 * rng.standard_normal(t.size)).float().view(1, 1, -1)
+
+
+@pytest.mark.parametrize("decoder", ["vocos", "transposed"])
+@pytest.mark.parametrize("rate, tokens_per_second", [(16000, 50), (24000, 75)])
+def test_token_rate_and_shapes(decoder, rate, tokens_per_second):
+    torch.manual_seed(0)
+    model = AudioCodec(sample_rate=rate, strides=(2, 4, 5, 8), decoder=decoder, **TINY)
+    assert model.hop_length == 320 and model.tokens_per_second == tokens_per_second
+    wav = torch.randn(2, 1, rate) * 0.1  # one second
+    codes = model.encode(wav)
+    assert codes.shape == (2, tokens_per_second) and codes.dtype == torch.int64
+    assert int(codes.min()) >= 0 and int(codes.max()) < 64
+    decoded = model.decode(codes)
+    assert decoded.shape == wav.shape and float(decoded.abs().max()) <= 1.0
+    reconstruction, out = model(wav)
+    assert reconstruction.shape == wav.shape and torch.equal(out.codes, codes)
+    # decode(codes) is the forward pass's output (eval mode: no train-time randomness)
+    assert torch.allclose(model.decode(out.codes), reconstruction.clamp(-1, 1), atol=1e-5)
+    # any length: padded to a whole hop for the encoder, trimmed back on the way out
+    odd = torch.randn(1, 1, rate // 2 + 7) * 0.1
+    reconstruction, out = model(odd)
+    assert reconstruction.shape == odd.shape and out.codes.shape == (1, math.ceil((rate // 2 + 7) / 320))
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 4, 5, 8])
+def test_strided_convs_change_length_by_exactly_the_stride(stride):
+    for length in (1, 2, 7):
+        x = torch.randn(2, 3, length * stride)
+        assert StridedConv(3, 5, stride)(x).shape == (2, 5, length)
+        assert StridedTransposedConv(3, 5, stride)(torch.randn(2, 3, length)).shape == (2, 5, length * stride)
+
+
+@pytest.mark.parametrize("quantizer, options", [("simvq", {}), ("vq", {}), ("vq_ema", {}), ("fsq", {"levels": [4, 4, 4]})])
+def test_any_registered_quantizer_fits(quantizer, options):
+    torch.manual_seed(0)
+    dim = 3 if quantizer == "fsq" else 16
+    model = AudioCodec(quantizer=quantizer, quantizer_options=options, **{**TINY, "dim": dim})
+    reconstruction, out = model(torch.randn(1, 1, 3200) * 0.1)
+    assert out.codes.shape == (1, 10) and reconstruction.shape == (1, 1, 3200)
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("quantizer", ["simvq", "vq"])
+def test_at_initialisation_tokens_spread_over_many_codes(quantizer):
+    # with torch's default conv init all 400 tokens fell on 2-4 codes (latents ~ one constant)
+    generator = torch.Generator().manual_seed(0)
+    clips = torch.cat([harmonic_clip(1.0, seed=s) * (0.5 + s / 8) for s in range(8)])
+    clips = clips + 0.02 * torch.randn(clips.shape, generator=generator)
+    torch.manual_seed(0)
+    codes = AudioCodec(quantizer=quantizer, codebook_size=4096).encode(clips)
+    assert codes.shape == (8, 50) and codes.unique().numel() >= 100
+
+
+def test_input_checks():
+    model = AudioCodec(**TINY)
+    with pytest.raises(ValueError, match=r"\(B, 1, S\)"):
+        model(torch.randn(2, 2, 320))
+    with pytest.raises(TypeError, match="floating-point"):
+        model(torch.ones(1, 1, 320, dtype=torch.long))
+    with pytest.raises(ValueError, match="decoder"):
+        AudioCodec(decoder="wavenet")
+
+
+def codec_from_config(config):
+    """How the recipe builds the codec: the yaml's ``model`` section is ``AudioCodec``'s keyword arguments."""
+    quantizer = config["quantizer"]
+    return AudioCodec(quantizer=quantizer["name"], codebook_size=quantizer["codebook_size"],
+                      quantizer_options=quantizer["options"], sample_rate=config["data"]["sample_rate"], **config["model"])
+
+
+def test_the_draft_config_builds_the_configured_codec():
+    config = yaml.safe_load(CONFIG.read_text())
+    model = codec_from_config(config)
+    assert model.tokens_per_second == 50 and model.quantizer.codebook_size == 4096
+    assert config["loss"]["quantizer_weight"] == 1000 and config["optim"]["warmup_steps"] > 0 and config["optim"]["grad_clip"]
+    config["model"]["decoder"] = "transposed"
+    config["data"]["sample_rate"] = 24000
+    assert codec_from_config(config).tokens_per_second == 75
+
+
+def test_mel_filterbank_matches_its_definition():
+    rate, n_fft, n_mels = 16000, 512, 20
+    bank = mel_filterbank(rate, n_fft, n_mels, f_min=50.0, f_max=7000.0).double()
+    mel = lambda f: 2595 * math.log10(1 + f / 700)  # HTK, written out
+    points = [mel_to_hz(mel(50.0) + i * (mel(7000.0) - mel(50.0)) / (n_mels + 1)) for i in range(n_mels + 2)]
+    for m in range(n_mels):
+        for b in range(n_fft // 2 + 1):
+            f = b * rate / n_fft
+            lo, mid, hi = points[m], points[m + 1], points[m + 2]
+            expected = (f - lo) / (mid - lo) if lo <= f <= mid else (hi - f) / (hi - mid) if mid < f <= hi else 0.0
+            assert abs(bank[m, b].item() - expected) < 1e-5
+    # the triangles overlap to a partition of unity between the first and the last centre
+    bins = torch.arange(n_fft // 2 + 1) * rate / n_fft
+    inside = (bins >= points[1]) & (bins <= points[-2])
+    assert torch.allclose(bank.sum(0)[inside], torch.ones(int(inside.sum()), dtype=torch.float64), atol=1e-6)
+
+
+def test_log_mel_against_a_direct_dft():
+    torch.manual_seed(0)
+    wav = torch.randn(1, 1, 2048)
+    n_fft, hop = 256, 64
+    spectrogram = LogMelSpectrogram(16000, n_fft=n_fft, hop_length=hop, n_mels=16)(wav)
+    assert spectrogram.shape == (1, 16, 2048 // hop + 1)
+    # frame 5 by hand: reflect-padded signal, Hann window, |DFT| from numpy
+    padded = np.pad(wav[0, 0].numpy().astype(np.float64), n_fft // 2, mode="reflect")
+    frame = padded[5 * hop : 5 * hop + n_fft] * np.hanning(n_fft + 1)[:-1]
+    magnitude = np.abs(np.fft.rfft(frame))
+    expected = np.log(np.maximum(mel_filterbank(16000, n_fft, 16).double().numpy() @ magnitude, 1e-5))
+    assert np.allclose(spectrogram[0, :, 5].numpy(), expected, atol=1e-4)
+    assert stft_magnitude(wav, n_fft, hop).shape == (1, n_fft // 2 + 1, 2048 // hop + 1)
+
+
+def test_losses_are_zero_for_identical_audio_and_grow_with_the_error():
+    clip = harmonic_clip()
+    mel, stft = MelLoss(16000), MultiResolutionSTFTLoss()
+    assert mel(clip, clip).item() == 0.0 and stft(clip, clip).item() == 0.0
+    rng = torch.Generator().manual_seed(0)
+    noise = torch.randn(clip.shape, generator=rng)
+    errors = [mel(clip + level * noise, clip).item() for level in (1e-3, 1e-2, 1e-1)]
+    assert 0 < errors[0] < errors[1] < errors[2]
+    assert 0 < stft(clip + 1e-2 * noise, clip).item() < stft(clip + 1e-1 * noise, clip).item()
+    terms = CodecLoss(16000, mel_weight=2.0, stft_weight=0.5)(clip + 1e-2 * noise, clip)
+    assert torch.isclose(terms["loss"], 2.0 * terms["mel"] + 0.5 * terms["stft"])
+
+
+@pytest.mark.parametrize("decoder", ["vocos", "transposed"])
+def test_a_few_steps_on_one_clip_lower_the_loss(decoder):
+    torch.manual_seed(0)
+    model = AudioCodec(decoder=decoder, **TINY)
+    loss_fn = CodecLoss(16000, mel_weight=1.0, stft_weight=1.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    clip = harmonic_clip(0.4)
+    reconstruction_losses, losses = [], []
+    for _ in range(16):
+        reconstruction, out = model(clip)
+        reconstruction_loss = loss_fn(reconstruction, clip)["loss"]
+        loss = reconstruction_loss + 10.0 * out.loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        reconstruction_losses.append(reconstruction_loss.item())
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    # the reconstruction term falls steadily; the quantizer term (commitment) wanders while the
+    # encoder's scale settles, so the total is only asked to end lower than it started
+    assert np.mean(reconstruction_losses[-3:]) < 0.8 * reconstruction_losses[0], reconstruction_losses
+    assert np.mean(losses[-3:]) < losses[0], losses
+
+
+def test_discriminators_shapes_and_losses():
+    from simvq.models.audio_discriminators import (
+        MultiPeriodDiscriminator,
+        MultiResolutionDiscriminator,
+        discriminator_loss,
+        feature_matching_loss,
+        generator_loss,
+    )
+
+    torch.manual_seed(0)
+    real = harmonic_clip(0.25)
+    fake = real + 0.05 * torch.randn_like(real)
+    for discriminator in (MultiPeriodDiscriminator(channels=4, max_channels=16), MultiResolutionDiscriminator(channels=4)):
+        real_logits, real_features = discriminator(real)
+        fake_logits, fake_features = discriminator(fake)
+        count = len(discriminator.discriminators)
+        assert len(real_logits) == len(real_features) == count and all(l.shape[0] == 1 for l in real_logits)
+        assert feature_matching_loss(real_features, real_features).item() == 0.0
+        assert feature_matching_loss(real_features, fake_features).item() > 0.0
+        # hinge losses written out, averaged over the sub-discriminators
+        expected = np.mean([(torch.relu(1 - r).mean() + torch.relu(1 + f).mean()).item() for r, f in zip(real_logits, fake_logits)])
+        assert discriminator_loss(real_logits, fake_logits).item() == pytest.approx(expected, rel=1e-6)
+        assert generator_loss(fake_logits).item() == pytest.approx(np.mean([torch.relu(1 - f).mean().item() for f in fake_logits]), rel=1e-6)
+        fake.requires_grad_(True)
+        generator_loss(discriminator(fake)[0]).backward()
+        assert fake.grad is not None and torch.isfinite(fake.grad).all()
+        fake = fake.detach()
