@@ -12,7 +12,14 @@ import math
 import torch
 from torch import Tensor
 
-from .base import FlatOutput, Quantizer, fp32, linear_fp32, projections, straight_through
+from .base import (
+    FlatOutput,
+    Quantizer,
+    fp32,
+    linear_fp32,
+    projections,
+    straight_through,
+)
 from .options import check_float, check_int, is_integer_at_least
 from .registry import register_quantizer
 

@@ -14,7 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import FlatOutput, Quantizer, commitment_losses, fp32, linear_fp32, projections, straight_through
+from .base import (
+    FlatOutput,
+    Quantizer,
+    commitment_losses,
+    fp32,
+    linear_fp32,
+    projections,
+    straight_through,
+)
 from .options import check_choice, check_float, check_int
 from .registry import register_quantizer
 
