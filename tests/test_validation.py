@@ -93,6 +93,8 @@ def test_device_search_path_needs_no_host_sync():
         ("cvq", "temperature", 0, ValueError),
         ("affine", "affine_momentum", 5, ValueError),
         ("fsq", "codebook_size", 16.0, TypeError),
+        ("fsq", "seed", "0", TypeError),
+        ("lfq", "seed", 1.5, TypeError),
         ("simvq", "codebook_size", 16.0, TypeError),
         ("lfq", "beta", float("nan"), ValueError),
         ("sqvae", "kl_weight", -1, ValueError),
