@@ -112,12 +112,12 @@ def test_simvq_train_runs_on_two_processes(tmp_path):
 def _evaluate(rank: int, out_file: Path) -> None:
     from simvq.data import build_image_dataset
     from simvq.metrics.image import code_histogram, evaluate_reconstructions
-    from simvq.models import ImageAutoencoder
     from simvq.train.config import load_config
+    from simvq.train.run_files import build_model
 
     config = load_config(None, EVAL_OVERRIDES)
     torch.manual_seed(0)
-    model = ImageAutoencoder.from_config(config).eval()
+    model = build_model(config).eval()
     dataset = first_images(build_image_dataset(config.data, "test", seed=0), 64)
     metrics, counts = evaluate_reconstructions(model, dataset, max_images=45, batch_size=8, fid_images=0, progress=False,
                                                shard=(rank, WORLD_SIZE))
@@ -145,13 +145,13 @@ EVAL_OVERRIDES = ["model.channels=8", "model.channel_multipliers=[1,1]", "model.
 def test_sharded_evaluation_gives_the_numbers_of_one_process(ranks_output):
     from simvq.data import build_image_dataset
     from simvq.metrics.image import code_histogram, evaluate_reconstructions
-    from simvq.models import ImageAutoencoder
     from simvq.train.config import load_config
+    from simvq.train.run_files import build_model
 
     sharded = torch.load(ranks_output / "sharded.pt", weights_only=True)
     config = load_config(None, EVAL_OVERRIDES)
     torch.manual_seed(0)
-    model = ImageAutoencoder.from_config(config).eval()
+    model = build_model(config).eval()
     dataset = first_images(build_image_dataset(config.data, "test", seed=0), 64)
     metrics, counts = evaluate_reconstructions(model, dataset, max_images=45, batch_size=8, fid_images=0, progress=False)
     assert torch.equal(sharded["counts"], counts)
