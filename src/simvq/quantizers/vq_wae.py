@@ -49,11 +49,11 @@ class _Tiles:
         self.code_block = max(1, min(num_codes, tile_elements // num_tokens))
         self.token_block = max(1, min(num_tokens, tile_elements // self.code_block))
         self.single = self.token_block >= num_tokens and self.code_block >= num_codes
-        self._cached = _costs(x, codes) if self.single else None
+        self.cached = _costs(x, codes) if self.single else None
 
     def __iter__(self):
         if self.single:
-            yield slice(None), slice(None), self._cached
+            yield slice(None), slice(None), self.cached
             return
         for start in range(0, self.x.shape[0], self.token_block):
             rows = slice(start, start + self.token_block)
@@ -84,6 +84,11 @@ def sinkhorn_potentials(
     f = torch.zeros_like(log_a)
     g = torch.zeros_like(log_b)
     for _ in range(iterations):
+        if tiles.single:  # the common small case: no running log-sum-exp across tiles
+            cost = tiles.cached
+            f = epsilon * (log_a - torch.logsumexp((g - cost) / epsilon, dim=1))
+            g = epsilon * (log_b - torch.logsumexp((f[:, None] - cost) / epsilon, dim=0))
+            continue
         row_lse = torch.full_like(f, -math.inf)
         for rows, cols, cost in tiles:
             row_lse[rows] = torch.logaddexp(row_lse[rows], torch.logsumexp((g[cols] - cost) / epsilon, dim=1))
