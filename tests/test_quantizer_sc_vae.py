@@ -39,7 +39,7 @@ def hand_ista(z, dictionary, lam, iterations):
 def test_ista_matches_the_textbook_form_and_decreases_the_lasso_objective():
     dictionary = overcomplete_dct(DIM, CODEBOOK_SIZE)
     z = torch.randn(10, DIM, generator=torch.Generator().manual_seed(0))
-    lam = 0.2
+    lam = 0.5
     history = hand_ista(z, dictionary, lam, 40)
     objectives = [lasso_objective(z.double(), dictionary.double(), a, lam) for a in history]
     for before, after in zip(objectives, objectives[1:]):
@@ -60,9 +60,14 @@ def test_untrained_lista_is_ista():
     assert not torch.allclose(quantizer.lista(z), ista(z, quantizer.dictionary.detach(), lam=0.2, iterations=12), atol=1e-4)
 
 
-def test_square_dct_dictionary_is_orthonormal():
-    dictionary = overcomplete_dct(DIM, DIM)
-    torch.testing.assert_close(dictionary @ dictionary.t(), torch.eye(DIM), rtol=1e-5, atol=1e-5)
+def test_dct_dictionary_has_unit_mean_free_atoms_that_span_the_latent_space():
+    dictionary = overcomplete_dct(DIM, CODEBOOK_SIZE)
+    positions = torch.arange(DIM, dtype=torch.float64)
+    atom = torch.cos(positions * 5 * torch.pi / CODEBOOK_SIZE)  # atom k = 5 by hand
+    atom = atom - atom.mean()
+    torch.testing.assert_close(dictionary[5].double(), atom / atom.norm(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dictionary.norm(dim=1), torch.ones(CODEBOOK_SIZE))
+    assert torch.linalg.matrix_rank(dictionary) == DIM
 
 
 def test_codes_are_the_strongest_atoms_and_the_output_their_combination():
