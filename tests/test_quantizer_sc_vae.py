@@ -5,7 +5,7 @@ import torch
 
 from simvq import build_quantizer
 from simvq.metrics.usage import CodebookUsage
-from simvq.quantizers.sc_vae import SCVAE, SparseQuantizerOutput, ista, lasso_objective, overcomplete_dct
+from simvq.quantizers.sc_vae import SCVAE, SparseQuantizerOutput, ista, lasso_objective, overcomplete_dct, soft_threshold
 
 DIM, CODEBOOK_SIZE = 8, 24
 
@@ -158,3 +158,10 @@ def test_channel_first_and_state_dict():
 def test_invalid_options_name_the_argument(option, value):
     with pytest.raises(ValueError, match=option):
         SCVAE(DIM, CODEBOOK_SIZE, **{option: value})
+
+
+def test_soft_threshold_value_and_gradient():
+    x = torch.randn(20, 5, dtype=torch.float64, requires_grad=True)
+    threshold = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(soft_threshold(x, threshold), torch.sign(x) * torch.relu(x.abs() - threshold))
+    assert torch.autograd.gradcheck(soft_threshold, (x, threshold))

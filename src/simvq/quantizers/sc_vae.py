@@ -78,7 +78,31 @@ def overcomplete_dct(dim: int, num_atoms: int) -> Tensor:
 
 
 def soft_threshold(x: Tensor, threshold: Tensor | float) -> Tensor:
-    return torch.sign(x) * F.relu(x.abs() - threshold)
+    """``sign(x) max(|x| - t, 0)`` for a scalar threshold ``t`` (a float or a 0-d tensor)."""
+    if not isinstance(threshold, Tensor):
+        threshold = torch.tensor(threshold, dtype=x.dtype, device=x.device)
+    return _SoftThreshold.apply(x, threshold)
+
+
+class _SoftThreshold(torch.autograd.Function):
+    """``x - clamp(x, -t, t)`` with a one-mask backward: LISTA applies it ``iterations`` times per
+    step on ``(N, K)`` tables, where autograd's clamp backward costs six elementwise passes."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, threshold: Tensor) -> Tensor:
+        out = x - torch.clamp(x, -threshold, threshold)
+        ctx.save_for_backward(torch.sign(out).to(torch.int8))
+        ctx.threshold_shape = threshold.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (sign,) = ctx.saved_tensors
+        grad_x = grad * sign.abs() if ctx.needs_input_grad[0] else None  # 1 where |x| > t
+        grad_threshold = None
+        if ctx.needs_input_grad[1]:
+            grad_threshold = -(grad * sign).sum().reshape(ctx.threshold_shape)
+        return grad_x, grad_threshold
 
 
 def ista(z: Tensor, dictionary: Tensor, *, lam: float, iterations: int, step: float | None = None) -> Tensor:

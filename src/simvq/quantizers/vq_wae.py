@@ -83,11 +83,13 @@ def sinkhorn_potentials(
     log_b = torch.full((codes.shape[0],), -math.log(codes.shape[0]), device=x.device)
     f = torch.zeros_like(log_a)
     g = torch.zeros_like(log_b)
+    scaled = None
     for _ in range(iterations):
-        if tiles.single:  # the common small case: no running log-sum-exp across tiles
-            cost = tiles.cached
-            f = epsilon * (log_a - torch.logsumexp((g - cost) / epsilon, dim=1))
-            g = epsilon * (log_b - torch.logsumexp((f[:, None] - cost) / epsilon, dim=0))
+        if tiles.single:  # the common small case: one table, scaled once, no running log-sum-exp
+            if scaled is None:
+                scaled = tiles.cached / -epsilon
+            f = epsilon * (log_a - torch.logsumexp(scaled + g / epsilon, dim=1))
+            g = epsilon * (log_b - torch.logsumexp(scaled + (f / epsilon)[:, None], dim=0))
             continue
         row_lse = torch.full_like(f, -math.inf)
         for rows, cols, cost in tiles:
