@@ -148,7 +148,8 @@ class QINCo(Quantizer):
         network = self.networks[stage - 1]
         num_candidates = self.codebook_size if self.candidates is None else min(self.candidates, self.codebook_size)
         width = max(2 * self.dim, max((block[0].out_features for block in network.blocks), default=1))
-        token_chunk = max(1, SEARCH_ELEMENTS // (num_candidates * width))
+        # bounded twice: the candidates through the network, and the pre-selection's distance table
+        token_chunk = max(1, min(SEARCH_ELEMENTS // (num_candidates * width), SEARCH_ELEMENTS // self.codebook_size))
         codes = []
         for start in range(0, residual.shape[0], token_chunk):
             r, p = residual[start : start + token_chunk], previous[start : start + token_chunk]
