@@ -8,6 +8,14 @@ from simvq.models import ImageAutoencoder
 from simvq.tokenizer import Tokenizer
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_default_sweep_leaves_out_multi_stage_and_sparse_codes():
     methods = sweep.default_methods()
     assert "vq_wae" in methods and "hqa" in methods
@@ -52,3 +60,20 @@ def test_tokenizer_reconstructs_sparse_codes(name):
     else:
         expected = tokenizer.decode(codes)
     torch.testing.assert_close(reconstruction, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_stages_on_the_command_line_replaces_the_configs_method_list():
+    import argparse
+    from pathlib import Path
+
+    config = str(Path(__file__).resolve().parents[1] / "configs/bench/image.yaml")
+    parser = argparse.ArgumentParser()
+    sweep.add_parser(parser.add_subparsers())
+    spec = sweep._spec_from_args(parser.parse_args(["bench", "image", "--config", config, "--stages", "2"]))
+    assert spec.stages == 2 and {run.method for run in sweep.image_runs(spec)} == set(sweep.RESIDUAL_METHODS)
+    narrowed = sweep._spec_from_args(
+        parser.parse_args(["bench", "image", "--config", config, "--stages", "2", "--methods", "qinco"])
+    )
+    assert {run.method for run in sweep.image_runs(narrowed)} == {"qinco"}
+    plain = sweep._spec_from_args(parser.parse_args(["bench", "image", "--config", config]))
+    assert "vq_wae" in plain.methods and "hqa" in plain.methods and plain.stages is None

@@ -306,6 +306,8 @@ def _spec_from_args(args) -> SweepSpec:
             value = bench.get(name)
         if value is not None:
             setattr(spec, name, value)
+    if spec.stages is not None and args.methods is None:
+        spec.methods = []  # the residual table's methods, not the config's one-index-per-token list
     return spec
 
 
