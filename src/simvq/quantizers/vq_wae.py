@@ -14,7 +14,8 @@ the whole ``N x M`` table is larger than one tile (then each iteration costs two
 GEMMs); when it fits in one tile it is computed once. The gradient is the envelope-theorem one
 (``d OT_eps / d C = P``) and is formed from the plan's barycentric maps ``P c`` and ``P^T x``,
 which are accumulated tile by tile, so no ``(N, M)`` tensor is kept for the backward either.
-Extra memory: one tile plus ``O((N + M) dim)``.
+Extra memory: a few tile-sized tables (the tile, its scaled copy, the log-sum-exp's work space;
+about 50 MiB at the default ``tile_elements``) plus ``O((N + M) dim)``.
 
 Compute grows as ``iterations x N x M`` (plus ``x dim`` when streamed); at large K the transport
 is solved against a fresh random sub-sample of ``M = max_transport_codes`` codes per step (every
