@@ -243,12 +243,12 @@ class SCVAE(Quantizer):
 
     def decode(self, codes: Tensor, coefficients: Tensor | None = None) -> Tensor:
         """``sum_s coefficients[..., s] * D[codes[..., s]]``: ``(..., num_atoms) -> (..., dim)``."""
+        codes = self._check_codes(codes)  # bad indices are reported as such, with or without coefficients
         if coefficients is None:
             raise ValueError(
                 "sc_vae codes are atom indices and need their coefficients: "
                 "decode(codes, coefficients=out.coefficients) (or encode_sparse(z))"
             )
-        codes = self._check_codes(codes)
         if not isinstance(coefficients, Tensor) or coefficients.shape != codes.shape:
             raise ValueError(
                 f"coefficients must be a tensor of the codes' shape {tuple(codes.shape)}, got "
