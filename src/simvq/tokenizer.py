@@ -63,7 +63,7 @@ class Tokenizer:
         """``decode(encode(images))``. A quantizer whose codes need more than the indices to decode
         (it names those outputs in ``decode_inputs``, e.g. sc_vae's coefficients) is run forward
         in eval mode instead, which gives the same values."""
-        if getattr(self.model.quantizer, "decode_inputs", ()):
+        if self.model.quantizer.decode_inputs:
             reconstruction, _ = self.model(images.to(self.device, torch.float32))
             return reconstruction.clamp(0, 1)
         return self.decode(self.encode(images))
