@@ -68,7 +68,8 @@ def train_classifier(train_set, *, epochs: int = 2, batch_size: int = 128, lr: f
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     images, labels = train_set.images.unsqueeze(1) if train_set.images.ndim == 3 else train_set.images, train_set.labels.long()
-    model = ImageClassifier(num_classes=int(labels.max()) + 1, in_channels=images.shape[1])
+    # channels-last: ~20% faster convolutions on CPU (oneDNN)
+    model = ImageClassifier(num_classes=int(labels.max()) + 1, in_channels=images.shape[1]).to(memory_format=torch.channels_last)
     steps_per_epoch = images.shape[0] // batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
@@ -77,13 +78,14 @@ def train_classifier(train_set, *, epochs: int = 2, batch_size: int = 128, lr: f
         for _ in range(epochs):
             order = torch.randperm(images.shape[0], generator=generator)
             for batch in order[: steps_per_epoch * batch_size].view(steps_per_epoch, batch_size):
-                loss = F.cross_entropy(model(images[batch].float() / 255.0), labels[batch])
+                inputs = (images[batch].float() / 255.0).contiguous(memory_format=torch.channels_last)
+                loss = F.cross_entropy(model(inputs), labels[batch])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 bar.update()
-    return model.eval()
+    return model.to(memory_format=torch.contiguous_format).eval()
 
 
 @torch.no_grad()
