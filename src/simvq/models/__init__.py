@@ -1,6 +1,8 @@
 """Models around the quantizers. Imports torch and einops (and the quantizer registry) only."""
 
 from .discriminator import PatchDiscriminator
+from .classifier import ImageClassifier
 from .image_autoencoder import ImageAutoencoder
+from .prior import TokenPrior
 
-__all__ = ["ImageAutoencoder", "PatchDiscriminator"]
+__all__ = ["ImageAutoencoder", "ImageClassifier", "PatchDiscriminator", "TokenPrior"]

@@ -11,7 +11,7 @@
 A prior run directory holds ``config.yaml``/``config.json``, ``tokens.json`` (the tokenizer it was
 trained on: path, SHA-256 of its weights, codebook size, grid, classes), ``tokens/`` (the cached
 codes of each split, named by that hash), ``model.safetensors``, ``checkpoints/last.ckpt``,
-``logs/``, ``progress.json``, ``samples.png`` and, after evaluation, ``gen_metrics.json``.
+``logs/``, ``progress.json`` and, after evaluation, ``gen_metrics.json`` and ``samples.png``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 
 from .config import OptimConfig, TrainerConfig, _merge, apply_overrides, from_dict, save_config, to_dict
@@ -67,7 +68,7 @@ class PriorEvalConfig:
     batch_size: int = 250
     seed: int = 0
     fid_cache_dir: str | None = None  # Inception reference statistics; default ~/.cache/simvq/fid
-    grid_samples: int = 64  # samples.png
+    grid_samples: int = 100  # samples.png: the first evaluation samples (10 per class for Fashion-MNIST)
 
 
 @dataclass
@@ -139,13 +140,7 @@ def split_tokens(tokenizer, run_dir: Path, split: str, *, fingerprint: str, batc
 # ----------------------------------------------------------------------------- Lightning module
 
 
-def _lightning():
-    import lightning.pytorch as pl
-
-    return pl
-
-
-class PriorModule(_lightning().LightningModule):
+class PriorModule(pl.LightningModule):
     """``training_step``: codes and labels -> label dropout -> next-token cross-entropy (nats)."""
 
     def __init__(self, config: PriorConfig, *, codebook_size: int, grid: tuple[int, int], num_classes: int):
@@ -230,7 +225,6 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     from ..utils import atomic_write_text
     from .image import AtomicCheckpointIO, PeriodicCheckpoint, ResumableCSVLogger, _append_progress, _checkpoint_step, _quiet_lightning, resolve_precision
 
-    pl = _lightning()
     if not config.tokenizer:
         raise ValueError("name the tokenizer run directory (tokenizer=... or the RUN_DIR argument)")
     run_dir = config.run_dir
@@ -470,4 +464,6 @@ def evaluate_prior_run(
         report(metrics)
     if write:
         atomic_write_text(run_dir / "gen_metrics.json", json.dumps(metrics, indent=2) + "\n")
+        if images is not None and ev.grid_samples:  # one column per class for a conditional prior
+            save_image_grid(images[: ev.grid_samples], run_dir / "samples.png", per_row=meta["num_classes"] or 8)
     return metrics
