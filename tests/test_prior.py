@@ -58,6 +58,12 @@ def test_cached_sampling_equals_uncached_sampling_token_by_token(options):
         logits = prior._transformer(inputs, start=step, cache=cache)[:, -1]
         assert torch.allclose(logits, full[:, step], atol=1e-5)
         inputs = prior.token_embedding(flat[:, step]).unsqueeze(1)
+    # several tokens at once after cached ones (a causal mask with an offset)
+    chunked = KVCache(layers=2, batch=6, heads=4, max_tokens=9, head_dim=8)
+    embedded = torch.cat([prior.class_embedding(labels).unsqueeze(1), prior.token_embedding(flat[:, :8])], dim=1)
+    first = prior._transformer(embedded[:, :4], start=0, cache=chunked)
+    rest = prior._transformer(embedded[:, 4:], start=4, cache=chunked)
+    assert torch.allclose(torch.cat([first, rest], dim=1), full, atol=1e-5)
 
 
 def test_guidance_at_scale_one_equals_plain_conditional_sampling():

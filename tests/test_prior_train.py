@@ -63,12 +63,13 @@ def test_train_resume_sample_and_evaluate(tokenizer_run, tmp_path, capsys):
     with Image.open(tmp_path / "s.png") as grid:
         assert grid.size[0] > 28 * 6
     capsys.readouterr()
-    assert main(["eval-gen", str(prior_dir), "--fid-samples", "0", "--quiet"]) == 0
+    assert main(["eval-gen", str(prior_dir), "--samples", "20", "--fid-samples", "0", "--quiet"]) == 0
     printed = json.loads(capsys.readouterr().out)
     stored = json.loads((prior_dir / "gen_metrics.json").read_text())
     assert printed == stored
     assert 0 < stored["nll_bits_per_token"] < 6 and stored["nll_bits_per_image"] == pytest.approx(49 * stored["nll_bits_per_token"])
     assert 0 < stored["test_entropy_bits"] <= 4 and stored["test_tokens"] == 12 * 49 and "fid" not in stored
+    assert (prior_dir / "samples.png").is_file() and "domain_fid" not in stored  # no domain classifier for a folder
 
     # a class on an unconditional prior is the user's mistake: one line, exit 2
     with pytest.raises(SystemExit) as exit_info:

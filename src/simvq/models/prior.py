@@ -57,7 +57,7 @@ class SelfAttention(nn.Module):
         if 1 < queries < keys:  # several new tokens after cached ones: causal with an offset
             mask = torch.ones(queries, keys, dtype=torch.bool, device=x.device).tril(keys - queries)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=queries == keys > 1, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, is_causal=1 < queries == keys, dropout_p=self.dropout if self.training else 0.0
         )
         return self.proj(rearrange(y, "b h t d -> b t (h d)"))
 
