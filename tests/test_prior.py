@@ -11,7 +11,7 @@ from simvq.models.prior import KVCache, TokenPrior, sample_from_logits
 
 def tiny_prior(**options) -> TokenPrior:
     torch.manual_seed(0)
-    defaults = dict(grid=(3, 3), num_classes=4, dim=32, layers=2, heads=4)
+    defaults = {"grid": (3, 3), "num_classes": 4, "dim": 32, "layers": 2, "heads": 4}
     return TokenPrior(16, **{**defaults, **options})
 
 
@@ -41,7 +41,7 @@ def test_the_prior_overfits_a_tiny_token_set_and_greedy_samples_reproduce_it():
     assert torch.equal(samples, codes)
 
 
-@pytest.mark.parametrize("options", [dict(), dict(top_k=5), dict(top_p=0.8, temperature=0.7)])
+@pytest.mark.parametrize("options", [{}, {"top_k": 5}, {"top_p": 0.8, "temperature": 0.7}])
 def test_cached_sampling_equals_uncached_sampling_token_by_token(options):
     prior = tiny_prior()
     labels = torch.tensor([0, 1, 2, 3, 4, 4])  # 4: the null class

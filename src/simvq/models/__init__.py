@@ -1,7 +1,7 @@
 """Models around the quantizers. Imports torch and einops (and the quantizer registry) only."""
 
-from .discriminator import PatchDiscriminator
 from .classifier import ImageClassifier
+from .discriminator import PatchDiscriminator
 from .image_autoencoder import ImageAutoencoder
 from .prior import TokenPrior
 

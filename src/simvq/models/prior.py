@@ -143,7 +143,7 @@ class TokenPrior(nn.Module):
         self.apply(self._init)
         nn.init.normal_(self.position_embedding, std=0.02)
         for name, parameter in self.named_parameters():
-            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):  # GPT-2: residual projections scaled by depth
+            if name.endswith(("proj.weight", "mlp.2.weight")):  # GPT-2: residual projections scaled by depth
                 nn.init.normal_(parameter, std=0.02 / math.sqrt(2 * layers))
 
     @staticmethod

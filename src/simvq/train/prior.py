@@ -27,7 +27,15 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from .config import OptimConfig, TrainerConfig, _merge, apply_overrides, from_dict, save_config, to_dict
+from .config import (
+    OptimConfig,
+    TrainerConfig,
+    _merge,
+    apply_overrides,
+    from_dict,
+    save_config,
+    to_dict,
+)
 
 TOKENS_META = "tokens.json"
 
@@ -223,7 +231,15 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     """Train (or resume from ``checkpoints/last.ckpt``) the prior ``config`` describes; returns its run directory."""
     from ..tokenizer import CHECKPOINT_FILE, WEIGHTS_FILE, Tokenizer, save_weights
     from ..utils import atomic_write_text
-    from .image import AtomicCheckpointIO, PeriodicCheckpoint, ResumableCSVLogger, _append_progress, _checkpoint_step, _quiet_lightning, resolve_precision
+    from .image import (
+        AtomicCheckpointIO,
+        PeriodicCheckpoint,
+        ResumableCSVLogger,
+        _append_progress,
+        _checkpoint_step,
+        _quiet_lightning,
+        resolve_precision,
+    )
 
     if not config.tokenizer:
         raise ValueError("name the tokenizer run directory (tokenizer=... or the RUN_DIR argument)")
@@ -410,7 +426,13 @@ def evaluate_prior_run(
     file is written (the CLI prints there).
     """
     from ..data import build_image_dataset
-    from ..metrics.generation import bits, domain_classifier, domain_metrics, generation_fid, token_statistics
+    from ..metrics.generation import (
+        bits,
+        domain_classifier,
+        domain_metrics,
+        generation_fid,
+        token_statistics,
+    )
     from ..quantizers.base import code_counts
     from ..utils import atomic_write_text
 
@@ -421,13 +443,13 @@ def evaluate_prior_run(
     samples = ev.samples if samples is None else samples
     fid_samples = ev.fid_samples if fid_samples is None else fid_samples
     cfg_scale = ev.cfg_scale if cfg_scale is None else cfg_scale
-    options = dict(
-        cfg_scale=cfg_scale if meta["num_classes"] else None,
-        temperature=ev.temperature if temperature is None else temperature,
-        top_k=ev.top_k if top_k is None else top_k,
-        top_p=ev.top_p if top_p is None else top_p,
-        seed=ev.seed if seed is None else seed,
-    )
+    options = {
+        "cfg_scale": cfg_scale if meta["num_classes"] else None,
+        "temperature": ev.temperature if temperature is None else temperature,
+        "top_k": ev.top_k if top_k is None else top_k,
+        "top_p": ev.top_p if top_p is None else top_p,
+        "seed": ev.seed if seed is None else seed,
+    }
     metrics: dict = {"tokenizer": meta["tokenizer"], "codebook_size": meta["codebook_size"], "grid": meta["grid"],
                      "num_classes": meta["num_classes"], **{f"sample_{k}": v for k, v in options.items()}}
 

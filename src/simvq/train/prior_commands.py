@@ -33,7 +33,14 @@ def _prior_train(args) -> int:
 def _sample(args) -> int:
     import torch
 
-    from .prior import balanced_labels, decode_codes, load_prior, load_tokenizer_for, sample_codes, save_image_grid
+    from .prior import (
+        balanced_labels,
+        decode_codes,
+        load_prior,
+        load_tokenizer_for,
+        sample_codes,
+        save_image_grid,
+    )
 
     if args.num_samples < 1:
         raise ValueError(f"-n must be at least 1, got {args.num_samples}")
