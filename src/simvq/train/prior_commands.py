@@ -59,7 +59,8 @@ def _sample(args) -> int:
         raise ValueError("--cfg needs a class-conditional prior sampled with labels (not --unconditional)")
     codes = sample_codes(prior, args.num_samples, labels=labels, cfg_scale=args.cfg, temperature=args.temperature,
                          top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    out = args.out or f"{args.run}/samples.png"
+    name = "samples" + (f"-class{args.class_index}" if args.class_index is not None else "") + (f"-cfg{args.cfg:g}" if args.cfg is not None else "")
+    out = args.out or f"{args.run}/{name}-seed{args.seed}.png"
     save_image_grid(decode_codes(tokenizer, codes), out, per_row=args.per_row or (10 if labels is not None and args.class_index is None else 8))
     print(f"{args.num_samples} samples: {out}")
     return 0
@@ -109,7 +110,7 @@ def add_parser(subparsers) -> None:
     sample.add_argument("--unconditional", action="store_true", help="sample a conditional prior with the null class")
     _sampling_options(sample, defaults=True)
     sample.add_argument("--per-row", type=int, default=None)
-    sample.add_argument("--out", default=None, help="PNG path (default: <run>/samples.png)")
+    sample.add_argument("--out", default=None, help="PNG path (default: <run>/samples[-class C][-cfg S]-seed N.png)")
     sample.set_defaults(func=_sample)
 
     evaluate = subparsers.add_parser("eval-gen", help="generation metrics of a prior run (JSON; also <run>/gen_metrics.json)")
