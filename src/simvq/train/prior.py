@@ -466,6 +466,13 @@ def evaluate_prior_run(
 
     tokenizer_config = tokenizer.config
     test_set = build_image_dataset(tokenizer_config.data, "test", seed=tokenizer_config.trainer.seed)
+    if fid_samples:
+        from ..metrics.image import inception_weights_path
+
+        try:
+            inception_weights_path()
+        except (ModuleNotFoundError, FileNotFoundError) as error:  # FID is optional: say why it is missing
+            metrics["fid_skipped"], fid_samples = str(error).splitlines()[0], 0
     count = max(samples, fid_samples)
     sample_labels = balanced_labels(count, meta["num_classes"])
     sampled = sample_codes(prior, count, labels=sample_labels, batch_size=ev.batch_size, **options) if count else None
@@ -478,10 +485,7 @@ def evaluate_prior_run(
         metrics["domain_fid_train"] = domain_metrics(classifier, train_set.images[:samples].unsqueeze(1), test_set.images.unsqueeze(1))["domain_fid"]
         metrics["classifier_test_accuracy"] = record["test_accuracy"]
     if fid_samples:
-        try:
-            metrics.update(generation_fid(images[:fid_samples], test_set, cache_dir=ev.fid_cache_dir, device=device, progress=progress))
-        except (ModuleNotFoundError, FileNotFoundError) as error:
-            metrics["fid_skipped"] = str(error).splitlines()[0]
+        metrics.update(generation_fid(images[:fid_samples], test_set, cache_dir=ev.fid_cache_dir, device=device, progress=progress))
     if report is not None:
         report(metrics)
     if write:

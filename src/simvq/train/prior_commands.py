@@ -110,7 +110,7 @@ def add_parser(subparsers) -> None:
     sample.add_argument("--unconditional", action="store_true", help="sample a conditional prior with the null class")
     _sampling_options(sample, defaults=True)
     sample.add_argument("--per-row", type=int, default=None)
-    sample.add_argument("--out", default=None, help="PNG path (default: <run>/samples[-class C][-cfg S]-seed N.png)")
+    sample.add_argument("--out", default=None, help="PNG path (default: <run>/samples[-class C][-cfg S]-seedN.png)")
     sample.set_defaults(func=_sample)
 
     evaluate = subparsers.add_parser("eval-gen", help="generation metrics of a prior run (JSON; also <run>/gen_metrics.json)")
