@@ -106,7 +106,7 @@ def add_parser(subparsers) -> None:
     sample = subparsers.add_parser("sample", help="a PNG grid of a prior's samples, decoded by its tokenizer")
     sample.add_argument("run", help="the prior's run directory")
     sample.add_argument("-n", "--num-samples", type=int, default=64)
-    sample.add_argument("--class", dest="class_index", type=int, default=None, help="every sample of this class (default: classes in turn)")
+    sample.add_argument("--class", dest="class_index", metavar="C", type=int, default=None, help="every sample of this class (default: classes in turn)")
     sample.add_argument("--unconditional", action="store_true", help="sample a conditional prior with the null class")
     _sampling_options(sample, defaults=True)
     sample.add_argument("--per-row", type=int, default=None)
