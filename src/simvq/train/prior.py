@@ -217,13 +217,13 @@ def _token_loader(codes: torch.Tensor, labels: torch.Tensor, batch_size: int, se
     return DataLoader(TensorDataset(codes, labels), sampler=sampler, batch_size=None)
 
 
-def _check_resumable(run_dir: Path, config: PriorConfig, meta: dict) -> None:
+def _check_resumable(run_dir: Path, config: PriorConfig, fingerprint: str) -> None:
     saved = read_prior_config(run_dir)
     for section in ("model", "data"):
         if to_dict(getattr(saved, section)) != to_dict(getattr(config, section)):
             raise ValueError(f"{run_dir} was trained with a different `{section}` config; use a new out_dir")
     saved_meta = json.loads((run_dir / TOKENS_META).read_text())
-    if saved_meta["tokenizer_sha256"] != meta["tokenizer_sha256"]:
+    if saved_meta["tokenizer_sha256"] != fingerprint:
         raise ValueError(f"{run_dir} was trained on another tokenizer's tokens (its weights changed); use a new out_dir")
 
 
@@ -246,6 +246,9 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     run_dir = config.run_dir
     show_progress = config.trainer.progress_bar if progress is None else progress
     fingerprint = tokenizer_fingerprint(config.tokenizer)
+    checkpoint_path = run_dir / CHECKPOINT_FILE
+    if checkpoint_path.is_file():  # before the token cache is touched
+        _check_resumable(run_dir, config, fingerprint)
     tokenizer = Tokenizer.from_run(config.tokenizer)
     run_dir.mkdir(parents=True, exist_ok=True)
     codes, labels = split_tokens(tokenizer, run_dir, "train", fingerprint=fingerprint, batch_size=config.data.tokenize_batch_size, progress=show_progress)
@@ -258,9 +261,6 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
         "num_classes": int(labels.max()) + 1 if conditional else 0,
         "train_tokens": codes.numel(),
     }
-    checkpoint_path = run_dir / CHECKPOINT_FILE
-    if checkpoint_path.is_file():
-        _check_resumable(run_dir, config, meta)
     save_config(config, run_dir)
     atomic_write_text(run_dir / TOKENS_META, json.dumps(meta, indent=2) + "\n")
     if not conditional:
