@@ -55,6 +55,9 @@ def test_train_resume_sample_and_evaluate(tokenizer_run, tmp_path, capsys, monke
     assert main(["prior", "train", str(tokenizer_run), *small, "trainer.max_steps=15", "--out", str(prior_dir), "--quiet"]) == 0
     sessions = json.loads((prior_dir / "progress.json").read_text())["sessions"]
     assert [(s["start_step"], s["end_step"]) for s in sessions] == [(0, 10), (10, 15)]
+    with pytest.raises(SystemExit) as exit_info:  # another model in the same run directory: refused, one line
+        main(["prior", "train", str(tokenizer_run), *small, "model.dim=64", "--out", str(prior_dir), "--quiet"])
+    assert exit_info.value.code == 2
     rows = (prior_dir / "logs" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
     assert len(rows) >= 3 and "train/loss" in rows[0]
 
