@@ -167,11 +167,11 @@ def read_results(path: str | Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def append_result(path: str | Path, row: dict) -> None:
+def append_result(path: str | Path, row: dict, *, fields: list[str] = RESULT_FIELDS) -> None:
     """Append one row; the file is rewritten through a temp file so a kill never leaves half a row."""
-    rows = read_results(path) + [{name: row.get(name, "") for name in RESULT_FIELDS}]
+    rows = read_results(path) + [{name: row.get(name, "") for name in fields}]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
@@ -323,6 +323,10 @@ def _read_sweep_file(config_path: str) -> dict:
 
 
 def _bench(args) -> int:
+    if args.kind == "generation":
+        from .generation_bench import bench_generation
+
+        return bench_generation(args)
     spec = _spec_from_args(args)
     runs = image_runs(spec) if args.kind == "image" else ablation_runs(spec, args.variants)
     added = run_sweep(spec, runs, progress=not args.quiet)
@@ -334,7 +338,7 @@ def _bench(args) -> int:
 
 def add_parser(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="the comparison sweep (quantizers x sizes x seeds) and ablations")
-    bench.add_argument("kind", choices=["image", "ablations"])
+    bench.add_argument("kind", choices=["image", "ablations", "generation"])
     bench.add_argument("overrides", nargs="*", help="recipe overrides applied to every run (section.key=value)")
     bench.add_argument("--config", default="configs/bench/image.yaml")
     bench.add_argument("--methods", nargs="+", default=None, help="quantizer names (default: the config's list)")
@@ -349,6 +353,7 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--stages", type=int, default=None,
                        help=f"the residual table: {', '.join(RESIDUAL_METHODS)} (default) at this many stages, variant 'stages=N'")
     bench.add_argument("--variants", nargs="+", default=None, help=f"ablations to run (default all): {', '.join(ABLATIONS)}")
+    bench.add_argument("--tokenizers", default=None, help="generation: the image benchmark's results CSV whose run_dir rows get a prior each")
     bench.add_argument("--out", default="runs/bench", help="where the run directories go")
     bench.add_argument("--results", default="results.csv", help="the CSV every finished run is appended to")
     bench.add_argument("--quiet", action="store_true")
