@@ -4,7 +4,8 @@ prior and skips finished rows (training and evaluation are stubbed: the recipe h
 import json
 
 from simvq.experiments import generation_bench
-from simvq.experiments.sweep import RESULT_FIELDS, append_result, read_results
+from simvq.experiments.results_file import append_result, read_results
+from simvq.experiments.sweep import RESULT_FIELDS
 
 
 def test_generation_bench_selects_appends_and_resumes(tmp_path, monkeypatch):
@@ -12,7 +13,7 @@ def test_generation_bench_selects_appends_and_resumes(tmp_path, monkeypatch):
     for variant, method, size, seed in [("main", "simvq", 1024, 0), ("main", "simvq", 1024, 1), ("main", "vq", 1024, 0),
                                         ("main", "simvq", 8192, 0), ("dim=8", "simvq", 1024, 0), ("main", "cvq", 1024, 0)]:
         append_result(tokenizers, {"variant": variant, "method": method, "codebook_size": size, "seed": seed,
-                                   "run_dir": f"runs/{variant}/{method}-K{size}-seed{seed}"})
+                                   "run_dir": f"runs/{variant}/{method}-K{size}-seed{seed}"}, fields=RESULT_FIELDS)
     assert list(read_results(tokenizers)[0]) == RESULT_FIELDS
     trained = []
 

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .sweep import _device_name, append_result, read_results
+from .results_file import append_result, device_name, read_results
 
 DEFAULT_METHODS = ["simvq", "vq", "vq_ema", "fsq", "lfq"]
 
@@ -99,7 +99,7 @@ def run_generation_bench(spec: GenerationSpec, *, progress: bool = True) -> list
             "seed": seed,
             "steps": spec.budget,
             "train_seconds": round(sum(s["seconds"] for s in sessions), 1),
-            "device": _device_name(),
+            "device": device_name(),
             "tokenizer_run": tokenizer["run_dir"],
             "run_dir": str(run_dir),
         }

@@ -14,8 +14,6 @@ own checkpoint (``train_tokenizer`` does that), so a killed sweep picks up where
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import os
@@ -23,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..utils import atomic_write_text
+from .results_file import append_result, device_name, read_results
 
 # quantizers whose codes are not one index per token into a K-code book; left out by default
 NOT_COMPARABLE = ("residual", "residual_simvq", "qinco", "sc_vae")
@@ -159,24 +158,6 @@ def ablation_runs(spec: SweepSpec, variants: list[str] | None = None) -> list[Ru
 # ----------------------------------------------------------------------------- results file
 
 
-def read_results(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def append_result(path: str | Path, row: dict, *, fields: list[str] = RESULT_FIELDS) -> None:
-    """Append one row; the file is rewritten through a temp file so a kill never leaves half a row."""
-    rows = read_results(path) + [{name: row.get(name, "") for name in fields}]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
 def finished_keys(path: str | Path) -> set[tuple]:
     # the budget is `max_steps` (rows of plateau runs stop earlier); older rows only had `steps`
     return {(r["variant"], r["method"], r["codebook_size"], r["seed"], r.get("max_steps") or r["steps"]) for r in read_results(path)}
@@ -235,7 +216,7 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
         "max_steps": spec.budget,
         "plateau": str(plateau["plateau"]).lower(),
         "seconds_per_step": round(metrics["train_seconds"] / max(1, steps), 4) if "train_seconds" in metrics else "",
-        "device": _device_name(),
+        "device": device_name(),
         "run_dir": str(run_dir),
         **{name: metrics[name] for name in RESULT_FIELDS if name in metrics and name not in ("codebook_size", "steps")},
     }
@@ -243,14 +224,8 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
     return row, curve
 
 
-def _device_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
-
-
 def _record(spec: SweepSpec, run: RunSpec, row: dict, curve: list[dict]) -> None:
-    append_result(spec.results, row)
+    append_result(spec.results, row, fields=RESULT_FIELDS)
     if curve:
         add_curve(spec.curves, run.name, curve)
 
