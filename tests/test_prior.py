@@ -111,14 +111,14 @@ def test_untrained_prior_starts_near_uniform():
 
 
 def test_samples_are_codes_a_tokenizer_decodes_to_images():
-    from simvq.models import ImageAutoencoder
+    from simvq.train.run_files import build_model
     from simvq.tokenizer import Tokenizer
     from simvq.train.config import load_config
 
     config = load_config("configs/fmnist.yaml", ["model.channels=8", "model.dim=8", "quantizer.name=simvq",
                                                  "quantizer.codebook_size=32", "model.norm_groups=4"])
     torch.manual_seed(0)
-    tokenizer = Tokenizer(ImageAutoencoder.from_config(config), config)
+    tokenizer = Tokenizer(build_model(config), config)
     images = torch.rand(2, 1, 28, 28)
     grid = tuple(tokenizer.encode(images).shape[1:])
     prior = TokenPrior(tokenizer.codebook_size, grid=grid, num_classes=10, dim=32, layers=1, heads=2)

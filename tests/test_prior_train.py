@@ -16,7 +16,7 @@ def tokenizer_run(tmp_path_factory):
     """A run directory holding an untrained tiny tokenizer over 48 random 28x28 images."""
     from PIL import Image
 
-    from simvq.models import ImageAutoencoder
+    from simvq.train.run_files import build_model
     from simvq.tokenizer import WEIGHTS_FILE, save_weights
     from simvq.train.config import load_config, save_config
 
@@ -33,7 +33,7 @@ def tokenizer_run(tmp_path_factory):
     run.mkdir()
     save_config(config, run)
     torch.manual_seed(0)
-    save_weights(ImageAutoencoder.from_config(config), run / WEIGHTS_FILE)
+    save_weights(build_model(config), run / WEIGHTS_FILE)
     return run
 
 

@@ -6,6 +6,7 @@ import torch
 from simvq.experiments import sweep
 from simvq.models import ImageAutoencoder
 from simvq.tokenizer import Tokenizer
+from simvq.train.run_files import build_model
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,7 +40,7 @@ def test_stages_reaches_the_quantizer_through_the_recipe_config():
 
     run = sweep.image_runs(sweep.SweepSpec(methods=["qinco"], sizes=[64], seeds=[0], stages=3))[0]
     config = load_config("configs/bench/fmnist.yaml", [f"quantizer.name={run.method}", *run.overrides])
-    model = ImageAutoencoder.from_config(config)
+    model = build_model(config)
     assert model.quantizer.num_quantizers == 3
 
 
