@@ -50,8 +50,14 @@ def test_bad_overrides_name_the_key():
         load_config(None, ["quantizer.codebook_size"])
 
 
+# recipes of other kinds, loaded and checked by their own tests (test_prior_train.py, test_audio_codec.py)
+NOT_IMAGE_RECIPES = {"prior.yaml", "speech.yaml"}
+
+
 def test_every_recipe_loads_and_round_trips(tmp_path):
     for path in sorted(CONFIGS.glob("*.yaml")):
+        if path.name in NOT_IMAGE_RECIPES:
+            continue
         config = load_config(path)
         save_config(config, tmp_path)
         assert to_dict(read_run_config(tmp_path)) == to_dict(config), path.name

@@ -22,10 +22,10 @@ LAYERS = {
     "models": 3,
     "metrics": 3,
     "train": 4,
-    "tokenizer": 5,  # the inference API over trained runs
-    "experiments": 6,
-    "cli": 7,
-    "": 8,  # simvq/__init__.py, the public API: nothing inside the package imports it
+    "tokenizer": 4,  # the inference API over trained runs (the prior recipe encodes with it)
+    "experiments": 5,
+    "cli": 6,
+    "": 7,  # simvq/__init__.py, the public API: nothing inside the package imports it
 }
 # within a layer, imports go one way too
 SAME_LAYER_ORDER = {("quantizers", "search"), ("metrics", "search")}

@@ -50,11 +50,13 @@ def relative_mse(result, quantizer) -> float:
 # every other quantizer passes both checks with margin at 600 steps, e.g. vq 0.0074 / 0.0172,
 # simvq 0.0149 / 0.1247, fsq 0.0106 (stateless), lfq 0.0551 / 0.2331. LFQ depends on the seed
 # though: seed 1 puts every token on one sign pattern and stays (MSE 0.331 at 300 and 1,000 steps).
-# The two below fail, and are expected to until their method or defaults change (strict: a pass
+# The three below fail, and are expected to until their method or defaults change (strict: a pass
 # fails the run, so the mark is removed when they learn).
 DOES_NOT_LEARN_HERE = {
     "sqvae": "its trained codebook reconstructs worse than the initial one: MSE 0.133 vs 0.106 at 600 "
     "steps; 0.091/0.084, 0.094/0.069, 0.082/0.069 for seeds 0-2 at 1,000 steps",
+    "hqa": "stochastic like sqvae: trained 0.0419 vs untrained 0.0467 MSE at 600 steps (official randn init: "
+    "0.0299 vs 0.0314), short of the 1.3x the test asks",
     "vq_l2": "collapses to 3 of 64 codes (MSE 0.150): l2-normalising the projected 2-D latent leaves one angle",
 }
 

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "simvq.experiments.report",
     "simvq.experiments.toy_cli",
     "simvq.train.commands",
+    "simvq.train.prior_commands",
 ]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..utils import atomic_write_text, pyplot, save_figure
-from .sweep import read_results
+from .results_file import read_results
 
 BEGIN = "<!-- sweep-report:begin -->"
 END = "<!-- sweep-report:end -->"

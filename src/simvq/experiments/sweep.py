@@ -8,13 +8,12 @@ own checkpoint (``train_tokenizer`` does that), so a killed sweep picks up where
     simvq bench image                                   # the default sweep of the config
     simvq bench image --methods simvq vq --sizes 1024 8192 --seeds 0 --budget 300
     simvq bench ablations --budget 300                  # d, C init, joint C+W, bias, lr
+    simvq bench image --stages 4 --sizes 1024           # residual table: qinco, residual, residual_simvq
     simvq report                                         # results.csv -> docs/results.md + plots
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import os
@@ -22,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..utils import atomic_write_text
+from .results_file import append_result, device_name, read_results
 
 # quantizers whose codes are not one index per token into a K-code book; left out by default
-NOT_COMPARABLE = ("residual", "residual_simvq")
+NOT_COMPARABLE = ("residual", "residual_simvq", "qinco", "sc_vae")
+# multi-stage quantizers, compared among themselves at equal stages and K per stage (`--stages`)
+RESIDUAL_METHODS = ("residual", "residual_simvq", "qinco")
 
 RESULT_FIELDS = [
     "variant",
@@ -80,6 +82,7 @@ class SweepSpec:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     replicate: list[str] = field(default_factory=list)  # methods run at every seed; the rest at the first seed only (empty: all)
     budget: int = 1500  # training steps per run (the cap with until_plateau)
+    stages: int | None = None  # the residual table: every run gets num_quantizers=stages (variant "stages=N")
     until_plateau: bool = False  # stop each run when usage and PSNR stop improving (the recipe's `plateau:`)
     fid_images: int = 2000  # rFID subset of the test split (fixed, seeded)
     out: str = "runs/bench"
@@ -123,8 +126,18 @@ def default_methods() -> list[str]:
 
 def image_runs(spec: SweepSpec) -> list[RunSpec]:
     methods = spec.methods or default_methods()
+    variant, overrides = "main", []
+    if spec.stages is not None:
+        # the residual table: its own variant, so rows at different stage counts never share a key
+        methods = spec.methods or list(RESIDUAL_METHODS)
+        others = [m for m in methods if m not in RESIDUAL_METHODS]
+        if others:
+            raise ValueError(f"--stages applies to the residual methods {', '.join(RESIDUAL_METHODS)}; got {', '.join(others)}")
+        if isinstance(spec.stages, bool) or not isinstance(spec.stages, int) or spec.stages < 1:
+            raise ValueError(f"stages must be a positive integer, got {spec.stages!r}")
+        variant, overrides = f"stages={spec.stages}", [f"quantizer.options.num_quantizers={spec.stages}"]
     return [
-        RunSpec("main", method, size, seed, [])
+        RunSpec(variant, method, size, seed, list(overrides))
         for method, size, seed in itertools.product(methods, spec.sizes, spec.seeds)
         if not spec.replicate or method in spec.replicate or seed == spec.seeds[0]
     ]
@@ -143,24 +156,6 @@ def ablation_runs(spec: SweepSpec, variants: list[str] | None = None) -> list[Ru
 
 
 # ----------------------------------------------------------------------------- results file
-
-
-def read_results(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def append_result(path: str | Path, row: dict) -> None:
-    """Append one row; the file is rewritten through a temp file so a kill never leaves half a row."""
-    rows = read_results(path) + [{name: row.get(name, "") for name in RESULT_FIELDS}]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def finished_keys(path: str | Path) -> set[tuple]:
@@ -221,7 +216,7 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
         "max_steps": spec.budget,
         "plateau": str(plateau["plateau"]).lower(),
         "seconds_per_step": round(metrics["train_seconds"] / max(1, steps), 4) if "train_seconds" in metrics else "",
-        "device": _device_name(),
+        "device": device_name(),
         "run_dir": str(run_dir),
         **{name: metrics[name] for name in RESULT_FIELDS if name in metrics and name not in ("codebook_size", "steps")},
     }
@@ -229,14 +224,8 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
     return row, curve
 
 
-def _device_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
-
-
 def _record(spec: SweepSpec, run: RunSpec, row: dict, curve: list[dict]) -> None:
-    append_result(spec.results, row)
+    append_result(spec.results, row, fields=RESULT_FIELDS)
     if curve:
         add_curve(spec.curves, run.name, curve)
 
@@ -286,12 +275,14 @@ def _spec_from_args(args) -> SweepSpec:
     if sweep_file.get("recipe"):
         spec.recipe = sweep_file["recipe"]
     bench = sweep_file.get("bench", {}) or {}
-    for name in ("methods", "sizes", "seeds", "replicate", "budget", "fid_images", "until_plateau", "workers"):
+    for name in ("methods", "sizes", "seeds", "replicate", "budget", "fid_images", "until_plateau", "workers", "stages"):
         value = getattr(args, name)
         if value is None:
             value = bench.get(name)
         if value is not None:
             setattr(spec, name, value)
+    if spec.stages is not None and args.methods is None:
+        spec.methods = []  # the residual table's methods, not the config's one-index-per-token list
     return spec
 
 
@@ -307,6 +298,10 @@ def _read_sweep_file(config_path: str) -> dict:
 
 
 def _bench(args) -> int:
+    if args.kind == "generation":
+        from .generation_bench import bench_generation
+
+        return bench_generation(args)
     spec = _spec_from_args(args)
     runs = image_runs(spec) if args.kind == "image" else ablation_runs(spec, args.variants)
     added = run_sweep(spec, runs, progress=not args.quiet)
@@ -318,7 +313,7 @@ def _bench(args) -> int:
 
 def add_parser(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="the comparison sweep (quantizers x sizes x seeds) and ablations")
-    bench.add_argument("kind", choices=["image", "ablations"])
+    bench.add_argument("kind", choices=["image", "ablations", "generation"])
     bench.add_argument("overrides", nargs="*", help="recipe overrides applied to every run (section.key=value)")
     bench.add_argument("--config", default="configs/bench/image.yaml")
     bench.add_argument("--methods", nargs="+", default=None, help="quantizer names (default: the config's list)")
@@ -330,7 +325,10 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--until-plateau", action="store_const", const=True, default=None,
                        help="stop each run once usage and PSNR stop improving (criterion: the recipe's `plateau:` section); --budget is the cap")
     bench.add_argument("--workers", type=int, default=None, help="runs trained side by side (default 1)")
+    bench.add_argument("--stages", type=int, default=None,
+                       help=f"the residual table: {', '.join(RESIDUAL_METHODS)} (default) at this many stages, variant 'stages=N'")
     bench.add_argument("--variants", nargs="+", default=None, help=f"ablations to run (default all): {', '.join(ABLATIONS)}")
+    bench.add_argument("--tokenizers", default=None, help="generation: the image benchmark's results CSV whose run_dir rows get a prior each")
     bench.add_argument("--out", default="runs/bench", help="where the run directories go")
     bench.add_argument("--results", default="results.csv", help="the CSV every finished run is appended to")
     bench.add_argument("--quiet", action="store_true")

@@ -4,13 +4,17 @@ from .affine import AffineVQ
 from .base import CodebookQuantizer, FlatOutput, Quantizer, QuantizerOutput, straight_through
 from .cvq import CVQ
 from .fsq import FSQ
+from .hqa import HQA
 from .lc import LCVQ
 from .lfq import LFQ
+from .qinco import QINCo
 from .registry import build_quantizer, list_quantizers, register_quantizer
 from .residual import ResidualQuantizer, ResidualSimVQ
+from .sc_vae import SCVAE, SparseQuantizerOutput
 from .simvq import SimVQ
 from .sqvae import SQVAE
 from .vq import EMAVQ, VQ, FactorizedVQ, KMeansVQ, ResetVQ
+from .vq_wae import VQWAE
 
 __all__ = [
     "AffineVQ",
@@ -20,17 +24,22 @@ __all__ = [
     "FSQ",
     "FactorizedVQ",
     "FlatOutput",
+    "HQA",
     "KMeansVQ",
     "LCVQ",
     "LFQ",
     "Quantizer",
+    "QINCo",
     "QuantizerOutput",
     "ResetVQ",
     "ResidualQuantizer",
     "ResidualSimVQ",
+    "SCVAE",
     "SQVAE",
     "SimVQ",
+    "SparseQuantizerOutput",
     "VQ",
+    "VQWAE",
     "build_quantizer",
     "list_quantizers",
     "register_quantizer",

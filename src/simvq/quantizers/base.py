@@ -322,6 +322,8 @@ class Quantizer(nn.Module):
 
     # number of trailing dimensions a single vector's code has (0: a scalar index; 1: per stage)
     code_ndim: int = 0
+    # outputs besides the codes that ``decode`` needs (sc_vae: its coefficients); empty for index codes
+    decode_inputs: tuple[str, ...] = ()
 
     # -- to implement -------------------------------------------------------------------------
 

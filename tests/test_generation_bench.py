@@ -1,0 +1,57 @@
+"""``simvq bench generation`` picks its tokenizers from the image benchmark's CSV, appends one row per
+prior and skips finished rows (training and evaluation are stubbed: the recipe has its own tests)."""
+
+import json
+
+from simvq.experiments import generation_bench
+from simvq.experiments.results_file import append_result, read_results
+from simvq.experiments.sweep import RESULT_FIELDS
+
+
+def test_generation_bench_selects_appends_and_resumes(tmp_path, monkeypatch):
+    tokenizers = tmp_path / "results.csv"
+    for variant, method, size, seed in [("main", "simvq", 1024, 0), ("main", "simvq", 1024, 1), ("main", "vq", 1024, 0),
+                                        ("main", "simvq", 8192, 0), ("dim=8", "simvq", 1024, 0), ("main", "cvq", 1024, 0)]:
+        append_result(tokenizers, {"variant": variant, "method": method, "codebook_size": size, "seed": seed,
+                                   "run_dir": f"runs/{variant}/{method}-K{size}-seed{seed}"}, fields=RESULT_FIELDS)
+    assert list(read_results(tokenizers)[0]) == RESULT_FIELDS
+    trained = []
+
+    def fake_train(config, progress=None):
+        trained.append((config.tokenizer, config.trainer.max_steps, config.trainer.seed, config.model.layers))
+        run = tmp_path / config.out_dir
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "progress.json").write_text(json.dumps({"sessions": [{"seconds": 2.5}]}))
+        return run
+
+    def fake_evaluate(run_dir, **options):
+        return {"nll_bits_per_token": 7.5, "domain_fid": 12.0, "class_accuracy": 0.8, "unrelated": 1}
+
+    monkeypatch.setattr("simvq.train.prior.train_prior", fake_train)
+    monkeypatch.setattr("simvq.train.prior.evaluate_prior_run", fake_evaluate)
+    spec = generation_bench.GenerationSpec(tokenizers=str(tokenizers), sizes=[1024], seeds=[0, 1], budget=50,
+                                           out=str(tmp_path / "gen"), results=str(tmp_path / "gen.csv"), overrides=["model.layers=1"])
+    added = generation_bench.run_generation_bench(spec, progress=False)
+    assert [(r["method"], r["seed"]) for r in added] == [("simvq", 0), ("vq", 0), ("simvq", 1)]
+    assert trained[0] == ("runs/main/simvq-K1024-seed0", 50, 0, 1) and trained[2][2] == 1
+    rows = read_results(spec.results)
+    assert list(rows[0]) == generation_bench.GENERATION_FIELDS
+    assert rows[0]["nll_bits_per_token"] == "7.5" and rows[0]["train_seconds"] == "2.5" and rows[0]["steps"] == "50"
+    assert generation_bench.run_generation_bench(spec, progress=False) == []  # finished rows are skipped
+    assert len(trained) == 3
+    spec.seeds = [0, 1, 2]
+    spec.sizes = [1024, 8192]
+    assert [(r["method"], r["codebook_size"]) for r in generation_bench.run_generation_bench(spec, progress=False)] == [("simvq", 8192)]
+
+
+def test_bench_generation_cli_needs_the_tokenizer_csv(tmp_path):
+    import pytest
+
+    from simvq.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "generation", "--results", str(tmp_path / "g.csv")])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "generation", "--tokenizers", str(tmp_path / "missing.csv")])
+    assert exit_info.value.code == 2

