@@ -170,15 +170,16 @@ def test_quantizer_output_is_right_or_refused(name, leading, empty, dim, channel
     assert 0 <= int(out.codes.min()) and int(out.codes.max()) < quantizer.codebook_size
     assert torch.isfinite(out.loss) and torch.isfinite(out.quantized.float()).all()
     quantizer.eval()
+    eval_out = quantizer(z.detach())
     codes = quantizer.encode(z)
-    decoded = quantizer.decode(codes)
+    extra = {name: getattr(eval_out, name) for name in quantizer.decode_inputs}  # e.g. sparse coefficients
+    decoded = quantizer.decode(codes, **extra)
     assert decoded.shape == z.shape and torch.isfinite(decoded).all()
     flat_layout = "b d ... -> (b ...) d" if channel_first else "... d -> (...) d"
     flat = __import__("einops").rearrange(z.detach(), flat_layout)
     if isinstance(quantizer, CodebookQuantizer) and not hasattr(quantizer, "stages"):
         vectors, codebook = search_space(quantizer, flat)
         assert_nearest(vectors, codebook, codes.reshape(-1))
-    eval_out = quantizer(z.detach())
     assert torch.equal(eval_out.codes, codes)
     tolerance = 1e-3 * (1 + largest(z))
     torch.testing.assert_close(eval_out.quantized.double(), decoded.to(z.dtype).double(), rtol=1e-2, atol=tolerance)
