@@ -78,5 +78,6 @@ def test_every_quantizer_learns_on_the_toy(name):
     print(f"{name}: MSE {trained:.4f}, with the untrained quantizer {untrained:.4f}, usage {float(result.usage[-1]):.3f}")
     assert trained == pytest.approx(relative_mse(result, result.modules["quantizer"]), rel=1e-5)
     assert trained < CONSTANT_OUTPUT_MSE / 2.5, f"{name}: MSE {trained:.4f} vs {CONSTANT_OUTPUT_MSE:.4f} for a constant output"
-    if untrained_quantizer.state_dict():
+    # learned or updated state only: FSQ's state dict records its (fixed) levels, nothing it learns
+    if any(t.is_floating_point() for t in untrained_quantizer.state_dict().values()):
         assert untrained > 1.3 * trained, f"{name}: MSE {trained:.4f} trained vs {untrained:.4f} with its untrained state"
