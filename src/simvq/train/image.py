@@ -197,6 +197,9 @@ class ImageTokenizerModule(pl.LightningModule):
         checkpoint["simvq"] = {
             "usage_history": json.dumps(self.usage_history),
             "window_counts": self.window_usage.counts.cpu(),
+            # the random streams of dead-code restarts, k-means and anchor sampling: without them a
+            # resumed run would draw other rows than an uninterrupted one
+            "generators": {name: generator.get_state() for name, generator in self._quantizer_generators()},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -204,6 +207,16 @@ class ImageTokenizerModule(pl.LightningModule):
         self.usage_history = json.loads(state.get("usage_history", "[]"))
         if "window_counts" in state:
             self.window_usage.counts = state["window_counts"].clone()
+        saved = state.get("generators", {})
+        for name, generator in self._quantizer_generators():
+            if name in saved:
+                generator.set_state(saved[name])
+
+    def _quantizer_generators(self):
+        """``(module name, torch.Generator)`` of every seeded quantizer stream in the model."""
+        for name, module in self.model.named_modules():
+            if isinstance(getattr(module, "_generator", None), torch.Generator):
+                yield name, module._generator
 
 
 def reconstruction_error(reconstruction: torch.Tensor, images: torch.Tensor, loss_config) -> torch.Tensor:
