@@ -37,3 +37,13 @@ def backward_through_an_encoder(quantizer, dim, count=32):
     (out.quantized.pow(2).sum() + out.loss).backward()
     assert torch.isfinite(encoder.weight.grad).all() and encoder.weight.grad.abs().sum() > 0
     return out
+
+
+def assert_channel_first_agrees(quantizer, clone, dim):
+    """Loads ``quantizer``'s state into ``clone`` (built with ``channel_first=True``) and checks both
+    give the same codes and outputs on one ``(B, dim, H, W)`` batch."""
+    clone.load_state_dict(quantizer.state_dict())
+    z = torch.randn(2, dim, 3, 3)
+    a, b = clone(z), quantizer(z.movedim(1, -1))
+    torch.testing.assert_close(a.quantized.movedim(1, -1), b.quantized)
+    assert torch.equal(a.codes, b.codes)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from quantizer_references import backward_through_an_encoder
+from quantizer_references import assert_channel_first_agrees, backward_through_an_encoder
 
 from simvq import build_quantizer
 from simvq.metrics.usage import CodebookUsage
@@ -137,12 +137,7 @@ def test_channel_first_and_state_dict():
     quantizer = build()
     with torch.no_grad():
         quantizer.dictionary.add_(0.05 * torch.randn_like(quantizer.dictionary))
-    clone = build(channel_first=True)
-    clone.load_state_dict(quantizer.state_dict())
-    z = torch.randn(2, DIM, 3, 3)
-    a, b = clone(z), quantizer(z.movedim(1, -1))
-    torch.testing.assert_close(a.quantized.movedim(1, -1), b.quantized)
-    assert torch.equal(a.codes, b.codes)
+    assert_channel_first_agrees(quantizer, build(channel_first=True), DIM)
 
 
 @pytest.mark.parametrize(
