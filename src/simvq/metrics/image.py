@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..data.in_memory import to_unit_float, uint8_images
 from ..utils import atomic_write_bytes
+from .evaluation import prepare_evaluation
 from .usage import CodebookUsage
 
 INCEPTION_SIZE = (299, 299)
@@ -201,12 +202,7 @@ def evaluate_reconstructions(
     )
     from tqdm.auto import tqdm
 
-    device = torch.device(device or next(model.parameters()).device)
-    was_training = model.training
-    model.eval().to(device)
-    num_images = len(dataset) if max_images is None else min(max_images, len(dataset))
-    if num_images < 1:
-        raise ValueError("the evaluation set is empty")
+    device, was_training, num_images = prepare_evaluation(model, device, len(dataset), max_images)
     rank, world_size = shard
     # counted locally and reduced below only when sharded (a global count would all-reduce on its
     # own, and hang when only rank 0 evaluates after a DDP run)
