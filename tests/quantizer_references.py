@@ -3,9 +3,14 @@
 import torch
 
 
+def squared_distances(x, codes):
+    """Every squared distance from ``x`` to ``codes``, in float64."""
+    return torch.cdist(x.double(), codes.double()).pow(2)
+
+
 def brute_force(x, codebook):
     """``(indices, squared distances)`` of the nearest code, by a float64 ``cdist`` over all codes."""
-    distances = torch.cdist(x.double(), codebook.double()).pow(2)
+    distances = squared_distances(x, codebook)
     return distances.argmin(1), distances.min(1).values
 
 
@@ -22,3 +27,23 @@ def clustered_data(num_clusters=16, per_cluster=40, dim=8, seed=0):
 
 def distortion(x, codebook):
     return torch.cdist(x, codebook).pow(2).min(1).values.mean().item()
+
+
+def backward_through_an_encoder(quantizer, dim, count=32):
+    """Runs ``count`` points through a linear encoder and ``quantizer``, back-propagates a loss of the
+    output, checks the encoder got a finite non-zero gradient, and returns the quantizer's output."""
+    encoder = torch.nn.Linear(3, dim)
+    out = quantizer(encoder(torch.randn(count, 3)))
+    (out.quantized.pow(2).sum() + out.loss).backward()
+    assert torch.isfinite(encoder.weight.grad).all() and encoder.weight.grad.abs().sum() > 0
+    return out
+
+
+def assert_channel_first_agrees(quantizer, clone, dim):
+    """Loads ``quantizer``'s state into ``clone`` (built with ``channel_first=True``) and checks both
+    give the same codes and outputs on one ``(B, dim, H, W)`` batch."""
+    clone.load_state_dict(quantizer.state_dict())
+    z = torch.randn(2, dim, 3, 3)
+    a, b = clone(z), quantizer(z.movedim(1, -1))
+    torch.testing.assert_close(a.quantized.movedim(1, -1), b.quantized)
+    assert torch.equal(a.codes, b.codes)

@@ -14,16 +14,9 @@ from simvq.models import AudioCodec, CodecLoss
 from simvq.models.codec import StridedConv, StridedTransposedConv
 from simvq.models.codec_losses import MelLoss, MultiResolutionSTFTLoss
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "speech.yaml"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs gain nothing from threads, and on a shared CPU the spinning threads cost ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 TINY = dict(channels=4, dim=16, decoder_width=32, decoder_blocks=1, codebook_size=64)

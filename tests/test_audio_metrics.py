@@ -25,19 +25,13 @@ from simvq.metrics.audio import (
 )
 from simvq.models import AudioCodec
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 pytest.importorskip("pesq")
 pytest.importorskip("pystoi")
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
 NOISE_LEVELS = (0.003, 0.02, 0.1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

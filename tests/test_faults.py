@@ -9,6 +9,7 @@ import struct
 
 import pytest
 import torch
+from helpers import tiny_image_config, train
 
 from simvq.train.config import load_config
 
@@ -16,34 +17,25 @@ pytest.importorskip("lightning")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
 
+# small batches and a single downsampling keep each resumed step cheap; 32-bit on the CPU so
+# an interrupted run and an uninterrupted one agree exactly
+FAULT_RUN = (
+    "data.batch_size=8",
+    "model.channel_multipliers=[1,1]",
+    "model.downsamplings=1",
+    "model.dim=8",
+    "quantizer.codebook_size=32",
+    "trainer.log_every=2",
+    "trainer.checkpoint_every=100",
+    "trainer.precision=32-true",
+    "trainer.accelerator=cpu",
+    "eval.max_images=16",
+    "eval.grid_images=4",
+)
+
+
 def tiny_config(out_dir, *overrides):
-    return load_config(None, [
-        f"out_dir={out_dir}",
-        "data.batch_size=8",
-        "model.channels=8",
-        "model.channel_multipliers=[1,1]",
-        "model.downsamplings=1",
-        "model.num_res_blocks=0",
-        "model.dim=8",
-        "quantizer.codebook_size=32",
-        "quantizer.options.seed=0",
-        "optim.lr=3e-3",
-        "trainer.log_every=2",
-        "trainer.checkpoint_every=100",
-        "trainer.progress_bar=false",
-        "trainer.precision=32-true",
-        "trainer.accelerator=cpu",
-        "eval.fid_images=0",
-        "eval.max_images=16",
-        "eval.grid_images=4",
-        *overrides,
-    ])
-
-
-def train(config, **kwargs):
-    from simvq.train.image import train_tokenizer
-
-    return train_tokenizer(config, **kwargs)
+    return tiny_image_config(out_dir, *FAULT_RUN, *overrides)
 
 
 def crash_at(monkeypatch, step, error=None):

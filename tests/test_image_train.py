@@ -8,41 +8,30 @@ import sys
 
 import pytest
 import torch
+from helpers import tiny_image_config, train
 
 import simvq
 from simvq.data import FashionMNIST
 from simvq.tokenizer import Tokenizer, checkpoint_model_state
-from simvq.train.config import load_config
 
 pytest.importorskip("lightning")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
 
+IMAGE_RUN = (
+    "data.batch_size=16",
+    "model.channel_multipliers=[1,1,2]",
+    "model.dim=16",
+    "quantizer.codebook_size=64",
+    "trainer.log_every=1",
+    "trainer.checkpoint_every=10",
+    "eval.max_images=64",
+    "eval.grid_images=8",
+)
+
+
 def tiny_config(out_dir, *overrides):
-    return load_config(None, [
-        f"out_dir={out_dir}",
-        "data.batch_size=16",
-        "model.channels=8",
-        "model.channel_multipliers=[1,1,2]",
-        "model.num_res_blocks=0",
-        "model.dim=16",
-        "quantizer.codebook_size=64",
-        "quantizer.options.seed=0",
-        "optim.lr=3e-3",
-        "trainer.log_every=1",
-        "trainer.checkpoint_every=10",
-        "trainer.progress_bar=false",
-        "eval.fid_images=0",
-        "eval.max_images=64",
-        "eval.grid_images=8",
-        *overrides,
-    ])
-
-
-def train(config, **kwargs):
-    from simvq.train.image import train_tokenizer
-
-    return train_tokenizer(config, **kwargs)
+    return tiny_image_config(out_dir, *IMAGE_RUN, *overrides)
 
 
 def read_log(run_dir, key):

@@ -3,19 +3,15 @@
 import pytest
 import torch
 
+from quantizer_references import assert_channel_first_agrees, backward_through_an_encoder
+
 from simvq import build_quantizer
 from simvq.quantizers.qinco import QINCo
 from simvq.quantizers.residual import ResidualQuantizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DIM, CODEBOOK_SIZE, STAGES = 6, 16, 3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(**options):
@@ -113,11 +109,8 @@ def test_decode_and_encode_match_the_forward():
 
 def test_gradients_reach_the_encoder_codebooks_and_networks():
     quantizer = build()
-    encoder = torch.nn.Linear(3, DIM)
-    out = quantizer(encoder(torch.randn(32, 3)))
+    out = backward_through_an_encoder(quantizer, DIM)
     assert set(out.losses) == {"reconstruction", "commitment"}
-    (out.quantized.pow(2).sum() + out.loss).backward()
-    assert torch.isfinite(encoder.weight.grad).all() and encoder.weight.grad.abs().sum() > 0
     assert quantizer.codebooks.grad.abs().sum() > 0
     # from the zero init only the output layers can move first; they must get a gradient
     for network in quantizer.networks:
@@ -151,12 +144,7 @@ def test_constructor_conventions_match_residual():
 def test_channel_first_and_state_dict():
     quantizer = build()
     perturb_networks(quantizer)
-    clone = build(channel_first=True)
-    clone.load_state_dict(quantizer.state_dict())
-    z = torch.randn(2, DIM, 3, 3)
-    a, b = clone(z), quantizer(z.movedim(1, -1))
-    torch.testing.assert_close(a.quantized.movedim(1, -1), b.quantized)
-    assert torch.equal(a.codes, b.codes)
+    assert_channel_first_agrees(quantizer, build(channel_first=True), DIM)
 
 
 @pytest.mark.parametrize(

@@ -3,19 +3,15 @@
 import pytest
 import torch
 
+from quantizer_references import assert_channel_first_agrees, backward_through_an_encoder
+
 from simvq import build_quantizer
 from simvq.metrics.usage import CodebookUsage
 from simvq.quantizers.sc_vae import SCVAE, SparseQuantizerOutput, ista, lasso_objective, overcomplete_dct, soft_threshold
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DIM, CODEBOOK_SIZE = 8, 24
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(**options):
@@ -131,10 +127,7 @@ def test_usage_is_the_fraction_of_atoms_active_and_codebook_usage_agrees():
 
 def test_gradients_reach_the_encoder_the_dictionary_and_the_step():
     quantizer = build()
-    encoder = torch.nn.Linear(3, DIM)
-    out = quantizer(encoder(torch.randn(32, 3)))
-    (out.quantized.pow(2).sum() + out.loss).backward()
-    assert torch.isfinite(encoder.weight.grad).all() and encoder.weight.grad.abs().sum() > 0
+    backward_through_an_encoder(quantizer, DIM)
     assert quantizer.dictionary.grad.abs().sum() > 0 and quantizer.log_step_scale.grad.abs() > 0
     fixed = build(train_dictionary=False)
     assert "dictionary" in dict(fixed.named_buffers()) and "dictionary" not in dict(fixed.named_parameters())
@@ -144,12 +137,7 @@ def test_channel_first_and_state_dict():
     quantizer = build()
     with torch.no_grad():
         quantizer.dictionary.add_(0.05 * torch.randn_like(quantizer.dictionary))
-    clone = build(channel_first=True)
-    clone.load_state_dict(quantizer.state_dict())
-    z = torch.randn(2, DIM, 3, 3)
-    a, b = clone(z), quantizer(z.movedim(1, -1))
-    torch.testing.assert_close(a.quantized.movedim(1, -1), b.quantized)
-    assert torch.equal(a.codes, b.codes)
+    assert_channel_first_agrees(quantizer, build(channel_first=True), DIM)
 
 
 @pytest.mark.parametrize(

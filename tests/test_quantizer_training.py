@@ -20,19 +20,10 @@ import torch
 from simvq import list_quantizers
 from simvq.experiments.toy import DATA_SEED_OFFSET, ToyConfig, build_toy_quantizer, toy_data, train_toy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 STEPS = 600
 CONSTANT_OUTPUT_MSE = 1 / 3  # variance of U(-1, 1): the best a decoder does without information
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny matrices: one thread is as fast as two here and leaves the other core to the rest of CI
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @torch.no_grad()

@@ -3,28 +3,20 @@
 import pytest
 import torch
 
+from quantizer_references import backward_through_an_encoder, squared_distances
+
 from simvq import build_quantizer
 from simvq.quantizers.vq_wae import VQWAE, sinkhorn_potentials, transport_cost
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DIM, CODEBOOK_SIZE = 6, 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny tensors: a second thread only adds synchronisation (and the CI machine is shared)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(seed=0, **options):
     torch.manual_seed(seed)
     return build_quantizer("vq_wae", dim=DIM, codebook_size=CODEBOOK_SIZE, seed=seed, **options)
 
-
-def squared_distances(x, codes):
-    return torch.cdist(x.double(), codes.double()).pow(2)
 
 
 def naive_sinkhorn(x, codes, epsilon, iterations):
@@ -103,11 +95,8 @@ def test_codes_are_the_nearest_codes_and_decode_equals_forward():
 
 def test_gradients_reach_the_encoder_and_every_code():
     quantizer = build()
-    encoder = torch.nn.Linear(3, DIM)
-    out = quantizer(encoder(torch.randn(64, 3)))
+    out = backward_through_an_encoder(quantizer, DIM, count=64)
     assert set(out.losses) == {"commitment", "wasserstein"}
-    (out.quantized.pow(2).sum() + out.loss).backward()
-    assert torch.isfinite(encoder.weight.grad).all() and encoder.weight.grad.abs().sum() > 0
     # the transport gives every code mass, so every code moves, used or not (a VQ codebook
     # loss would move only the codes this batch selected)
     per_code = quantizer.embedding.grad.abs().sum(1)

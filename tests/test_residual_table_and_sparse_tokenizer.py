@@ -8,13 +8,7 @@ from simvq.models import ImageAutoencoder
 from simvq.tokenizer import Tokenizer
 from simvq.train.run_files import build_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_default_sweep_leaves_out_multi_stage_and_sparse_codes():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from pathlib import Path
@@ -10,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from .folders import files_digest, folder_files
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CROPS = ("center", "random")
@@ -73,18 +74,12 @@ class ImageFolder(Dataset):
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         self.root = Path(root)
-        if files is None:
-            if not self.root.is_dir():
-                raise FileNotFoundError(f"image folder {self.root} does not exist")
-            files = list_images(self.root)
-        if not files:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {self.root}")
+        files = folder_files(self.root, files, list_images, folder="image", nouns="images", suffixes=IMAGE_SUFFIXES)
         self.files = list(files)
         self.image_size, self.channels, self.crop = image_size, channels, crop
         self.seed = seed
         self._rng: tuple[tuple, random.Random] | None = None
-        digest = hashlib.sha1("\n".join(str(f.resolve()) for f in self.files).encode()).hexdigest()[:12]
-        self.cache_key = f"folder-{digest}-{image_size}px-{channels}ch-{crop}"
+        self.cache_key = f"folder-{files_digest(self.files)}-{image_size}px-{channels}ch-{crop}"
 
     def __len__(self) -> int:
         return len(self.files)

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..utils import atomic_write_bytes, atomic_write_text
 from .fashion_mnist import MissingDatasetError
+from .folders import files_digest, folder_files
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 PCM_SCALE = 32768.0  # int16 <-> float as soundfile (and libsndfile) convert: x / 32768
@@ -497,18 +498,12 @@ class WavFolder(Dataset):
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1000:
             raise ValueError(f"sample_rate must be an integer rate in Hz, got {sample_rate!r}")
         self.root = Path(root)
-        if files is None:
-            if not self.root.is_dir():
-                raise FileNotFoundError(f"audio folder {self.root} does not exist")
-            files = list_audio(self.root)
-        if not files:
-            raise ValueError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) found under {self.root}")
+        files = folder_files(self.root, files, list_audio, folder="audio", nouns="audio files", suffixes=AUDIO_SUFFIXES)
         self.files = [Path(f) for f in files]
         self.sample_rate = sample_rate
         self.clip_samples = _clip_samples(clip_seconds, sample_rate)
         self.clipper = _Clipper(self.clip_samples, seed)
-        digest = hashlib.sha1("\n".join(str(f.resolve()) for f in self.files).encode()).hexdigest()[:12]
-        self.cache_key = f"wavs-{digest}-{sample_rate}hz"
+        self.cache_key = f"wavs-{files_digest(self.files)}-{sample_rate}hz"
 
     def __len__(self) -> int:
         return len(self.files)

@@ -32,6 +32,7 @@ from ..data.spectral import LogMelSpectrogram
 from ..data.speech import resample, wav_bytes
 from ..utils import atomic_write_bytes, pyplot, save_figure
 from .coverage import coverage_summary
+from .evaluation import prepare_evaluation
 from .usage import CodebookUsage, usage_statistics
 
 PESQ_RATE = 16000
@@ -226,12 +227,7 @@ def evaluate_codec(model, dataset, *, max_utterances: int | None = None, device=
     """
     from tqdm.auto import tqdm
 
-    device = torch.device(device or next(model.parameters()).device)
-    was_training = model.training
-    model.eval().to(device)
-    count = len(dataset) if max_utterances is None else min(max_utterances, len(dataset))
-    if count < 1:
-        raise ValueError("the evaluation set is empty")
+    device, was_training, count = prepare_evaluation(model, device, len(dataset), max_utterances)
     metrics = AudioMetrics(model.sample_rate, model.quantizer.codebook_size, hop_length=model.hop_length,
                            use_dnsmos=use_dnsmos, coverage_dim=coverage_dim)
     for index in tqdm(range(count), desc="eval", disable=not progress, leave=False):

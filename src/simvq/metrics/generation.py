@@ -25,13 +25,10 @@ from torch import Tensor
 from ..models.classifier import ImageClassifier
 from .image import (
     InceptionFeatures,
-    _batches,
-    cached_reference_statistics,
     feature_statistics,
     fid_cache_dir,
     frechet_distance,
-    inception_tag,
-    subset_indices,
+    reference_statistics,
 )
 
 CLASSIFIER_VERSION = "v1"  # bump when the architecture or its training recipe changes: a new cache file
@@ -169,15 +166,8 @@ def generation_fid(samples: Tensor, dataset, *, cache_dir=None, device=None, bat
     if samples.shape[0] < 2:
         raise ValueError(f"FID needs at least 2 samples, got {samples.shape[0]}")
     extractor = InceptionFeatures(device)
-    subset = subset_indices(len(dataset), samples.shape[0])
-    steps = -(-len(subset) // batch_size)
-
-    def reference_features():
-        return np.concatenate([extractor(images) for images in tqdm(
-            _batches(dataset, subset, batch_size), total=steps, desc="FID reference", disable=not progress, leave=False)])
-
-    key = f"{getattr(dataset, 'cache_key', type(dataset).__name__)}-n{len(subset)}-seed0-{inception_tag()}"
-    mu_ref, sigma_ref = cached_reference_statistics(key, reference_features, cache_dir=cache_dir)
+    subset, mu_ref, sigma_ref = reference_statistics(
+        extractor, dataset, samples.shape[0], batch_size=batch_size, cache_dir=cache_dir, progress=progress, desc="FID reference")
     features = [extractor(samples[start : start + batch_size])
                 for start in tqdm(range(0, samples.shape[0], batch_size), desc="FID", disable=not progress, leave=False)]
     mu, sigma = feature_statistics(np.concatenate(features))

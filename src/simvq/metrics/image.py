@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..data.in_memory import to_unit_float, uint8_images
 from ..utils import atomic_write_bytes
+from .evaluation import prepare_evaluation
 from .usage import CodebookUsage
 
 INCEPTION_SIZE = (299, 299)
@@ -201,12 +202,7 @@ def evaluate_reconstructions(
     )
     from tqdm.auto import tqdm
 
-    device = torch.device(device or next(model.parameters()).device)
-    was_training = model.training
-    model.eval().to(device)
-    num_images = len(dataset) if max_images is None else min(max_images, len(dataset))
-    if num_images < 1:
-        raise ValueError("the evaluation set is empty")
+    device, was_training, num_images = prepare_evaluation(model, device, len(dataset), max_images)
     rank, world_size = shard
     # counted locally and reduced below only when sharded (a global count would all-reduce on its
     # own, and hang when only rank 0 evaluates after a DDP run)
@@ -263,6 +259,25 @@ def code_histogram(model, dataset, *, batch_size: int = 256, device=None, progre
     return counts.cpu()
 
 
+def reference_statistics(extractor, dataset, count: int, *, batch_size: int, cache_dir, progress: bool, desc: str):
+    """``(subset, mu, sigma)``: Inception statistics of a fixed subset of ``count`` images of ``dataset``.
+
+    Cached under a key of the data set, the count and the Inception weights only, so rFID and the
+    generation FID of the same size share one reference."""
+    from tqdm.auto import tqdm
+
+    subset = subset_indices(len(dataset), count)
+    steps = -(-len(subset) // batch_size)
+
+    def reference_features():
+        return np.concatenate([extractor(images) for images in tqdm(
+            _batches(dataset, subset, batch_size), total=steps, desc=desc, disable=not progress, leave=False)])
+
+    key = f"{getattr(dataset, 'cache_key', type(dataset).__name__)}-n{len(subset)}-seed0-{inception_tag()}"
+    mu, sigma = cached_reference_statistics(key, reference_features, cache_dir=cache_dir)
+    return subset, mu, sigma
+
+
 @torch.no_grad()
 def reconstruction_fid(model, dataset, *, num_images: int, batch_size: int = 50, cache_dir=None, device=None, progress=True) -> dict:
     """rFID between a fixed subset of ``dataset`` and its reconstructions (reference cached on disk)."""
@@ -271,15 +286,9 @@ def reconstruction_fid(model, dataset, *, num_images: int, batch_size: int = 50,
     if num_images < 2:
         raise ValueError(f"rFID needs at least 2 images, got num_images={num_images}")
     extractor = InceptionFeatures(device)
-    subset = subset_indices(len(dataset), num_images)
+    subset, mu_ref, sigma_ref = reference_statistics(
+        extractor, dataset, num_images, batch_size=batch_size, cache_dir=cache_dir, progress=progress, desc="rFID reference")
     steps = -(-len(subset) // batch_size)
-
-    def reference_features():
-        return np.concatenate([extractor(images) for images in tqdm(
-            _batches(dataset, subset, batch_size), total=steps, desc="rFID reference", disable=not progress, leave=False)])
-
-    key = f"{getattr(dataset, 'cache_key', type(dataset).__name__)}-n{len(subset)}-seed0-{inception_tag()}"
-    mu_ref, sigma_ref = cached_reference_statistics(key, reference_features, cache_dir=cache_dir)
     features = []
     for images in tqdm(_batches(dataset, subset, batch_size), total=steps, desc="rFID", disable=not progress, leave=False):
         reconstruction, _ = model(images.to(device))
@@ -296,5 +305,6 @@ __all__ = [
     "feature_statistics",
     "frechet_distance",
     "reconstruction_fid",
+    "reference_statistics",
     "subset_indices",
 ]

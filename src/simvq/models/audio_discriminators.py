@@ -41,13 +41,19 @@ class PeriodDiscriminator(nn.Module):
         batch, _, length = wav.shape
         x = F.pad(wav, (0, (-length) % self.period), mode="reflect" if length > 1 else "constant")
         x = x.view(batch, 1, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.out(x)
+        return _conv_stack(self.convs, self.out, x)
+
+
+def _conv_stack(convs: nn.ModuleList, out: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """``(flat logits, every layer's output)``: both discriminators keep each feature map for the
+    feature-matching loss."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
         features.append(x)
-        return x.flatten(1), features
+    x = out(x)
+    features.append(x)
+    return x.flatten(1), features
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -66,13 +72,7 @@ class ResolutionDiscriminator(nn.Module):
     def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
         n_fft, hop, window = self.resolution
         x = stft_magnitude(wav, n_fft, hop, window).unsqueeze(1)  # (B, 1, freq, frames)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.out(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _conv_stack(self.convs, self.out, x)
 
 
 class MultiPeriodDiscriminator(nn.Module):

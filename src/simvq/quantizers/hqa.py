@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import CodebookQuantizer, FlatOutput, fp32, straight_through
+from .base import CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, straight_through
+from .options import check_float, check_int
 from .registry import register_quantizer
 
 CHUNK_ELEMENTS = 2048 * 1024  # entries of the (tokens x codes) logit tile per checkpointed chunk
@@ -101,20 +102,12 @@ class HQA(CodebookQuantizer):
             channel_first=channel_first,
             check_finite=check_finite,
         )
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
-        if not kl_weight >= 0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight!r}")
-        if not commitment_weight >= 0:
-            raise ValueError(f"commitment_weight must be >= 0, got {commitment_weight!r}")
-        if init_scale is not None and not init_scale > 0:
-            raise ValueError(f"init_scale must be positive or None, got {init_scale!r}")
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        scale = init_scale if init_scale is not None else dim**-0.5
-        self.embedding = nn.Parameter(torch.randn(codebook_size, dim, generator=generator) * scale)
-        self.temperature = temperature
-        self.kl_weight = kl_weight
-        self.commitment_weight = commitment_weight
+        seed = check_int("seed", seed, optional=True)
+        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+        self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)
+        self.kl_weight = check_float("kl_weight", kl_weight, low=0.0)
+        self.commitment_weight = check_float("commitment_weight", commitment_weight, low=0.0)
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=init_scale, seed=seed))
 
     def codebook(self) -> Tensor:
         return self.embedding

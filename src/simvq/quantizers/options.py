@@ -37,9 +37,7 @@ def check_bool(name: str, value) -> bool:
 def check_int(name: str, value, *, minimum: int | None = None, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        expected = "an integer" + (" or None" if optional else "")
-        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    _check_type(name, value, numbers.Integral, "an integer", optional)
     value = int(value)
     if minimum is not None and value < minimum:
         expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
@@ -60,9 +58,7 @@ def check_float(
     """A finite real number in ``[low, high]`` (either end open with ``*_open``)."""
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        expected = "a number" + (" or None" if optional else "")
-        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    _check_type(name, value, numbers.Real, "a number", optional)
     value = float(value)
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
@@ -72,6 +68,13 @@ def check_float(
         interval = f"{'(' if low_open or low is None else '['}{left}, {right}{')' if high_open or high is None else ']'}"
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
     return value
+
+
+def _check_type(name: str, value, kind: type, noun: str, optional: bool) -> None:
+    # bool is an Integral (and a Real), but True is not a count or a weight
+    if isinstance(value, bool) or not isinstance(value, kind):
+        expected = noun + (" or None" if optional else "")
+        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
 def check_choice(name: str, value, choices: tuple) -> str:

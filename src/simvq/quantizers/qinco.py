@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..search import nearest
-from .base import FlatOutput, Quantizer, fp32
+from .base import FlatOutput, Quantizer, fp32, seeded_global_rng
+from .options import check_float, check_int
 from .registry import register_quantizer
 
 SEARCH_ELEMENTS = 2**22  # candidate entries (tokens x candidates x width) per search chunk
@@ -109,24 +110,15 @@ class QINCo(Quantizer):
         check_finite: bool = True,
     ):
         super().__init__(dim, codebook_size, channel_first=channel_first, check_finite=check_finite)
-        if isinstance(num_quantizers, bool) or not isinstance(num_quantizers, int) or num_quantizers < 1:
-            raise ValueError(f"num_quantizers must be a positive integer, got {num_quantizers!r}")
-        if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1:
-            raise ValueError(f"hidden_dim must be a positive integer, got {hidden_dim!r}")
-        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 0:
-            raise ValueError(f"num_blocks must be an integer >= 0, got {num_blocks!r}")
-        if candidates is not None and (isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1):
-            raise ValueError(f"candidates must be a positive integer or None (exhaustive search), got {candidates!r}")
-        if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta!r}")
-        if init_scale is not None and not init_scale > 0:
-            raise ValueError(f"init_scale must be positive or None, got {init_scale!r}")
-        self.num_quantizers = num_quantizers
-        self.candidates = candidates
-        self.beta = beta
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        self.num_quantizers = num_quantizers = check_int("num_quantizers", num_quantizers, minimum=1)
+        hidden_dim = check_int("hidden_dim", hidden_dim, minimum=1)
+        num_blocks = check_int("num_blocks", num_blocks, minimum=0)
+        self.candidates = check_int("candidates", candidates, minimum=1, optional=True)  # None: exhaustive search
+        self.beta = check_float("beta", beta, low=0.0)
+        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+        seed = check_int("seed", seed, optional=True)
+        # the codebooks and every network draw from the global RNG: nn.Linear takes no generator
+        with seeded_global_rng(seed, offset=0):
             scale = init_scale if init_scale is not None else dim**-0.5
             self.codebooks = nn.Parameter(torch.randn(num_quantizers, codebook_size, dim) * scale)
             # stage 0 has nothing to condition on: a plain codebook

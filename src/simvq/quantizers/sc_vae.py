@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import FlatOutput, Quantizer, QuantizerOutput, code_statistics, fp32
+from .options import check_bool, check_float, check_int
 from .registry import register_quantizer
 
 _COEFFICIENTS = "_coefficients"  # carries the coefficients from quantize() through Quantizer.forward
@@ -164,18 +165,14 @@ class SCVAE(Quantizer):
         check_finite: bool = True,
     ):
         super().__init__(dim, codebook_size, channel_first=channel_first, check_finite=check_finite)
-        if isinstance(num_atoms, bool) or not isinstance(num_atoms, int) or not 1 <= num_atoms <= codebook_size:
+        self.num_atoms = check_int("num_atoms", num_atoms, minimum=1)
+        if self.num_atoms > codebook_size:
             raise ValueError(f"num_atoms must be an integer in [1, codebook_size={codebook_size}], got {num_atoms!r}")
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-        if not lam >= 0:
-            raise ValueError(f"lam must be >= 0, got {lam!r}")
-        if not latent_weight >= 0:
-            raise ValueError(f"latent_weight must be >= 0, got {latent_weight!r}")
-        self.num_atoms = num_atoms
-        self.iterations = iterations
-        self.lam = lam
-        self.latent_weight = latent_weight
+        self.iterations = check_int("iterations", iterations, minimum=1)
+        self.lam = check_float("lam", lam, low=0.0)
+        self.latent_weight = check_float("latent_weight", latent_weight, low=0.0)
+        train_dictionary = check_bool("train_dictionary", train_dictionary)
+        seed = check_int("seed", seed, optional=True)
         dictionary = overcomplete_dct(dim, codebook_size, seed=seed if seed is not None else 0)
         if train_dictionary:
             self.dictionary = nn.Parameter(dictionary)

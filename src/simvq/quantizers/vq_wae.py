@@ -29,7 +29,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, straight_through
+from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, gaussian_codebook, straight_through
+from .options import check_float, check_int
 from .registry import register_quantizer
 
 DEFAULT_TILE_ELEMENTS = 2**22  # 16 MiB of float32 cost entries per tile
@@ -205,30 +206,16 @@ class VQWAE(CodebookQuantizer):
             channel_first=channel_first,
             check_finite=check_finite,
         )
-        if not wasserstein_weight > 0:
-            raise ValueError(f"wasserstein_weight must be positive, got {wasserstein_weight!r}")
-        if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta!r}")
-        if not epsilon > 0:
-            raise ValueError(f"epsilon must be positive (relative to the mean cost), got {epsilon!r}")
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-        if max_transport_codes is not None and (
-            isinstance(max_transport_codes, bool) or not isinstance(max_transport_codes, int) or max_transport_codes < 2
-        ):
-            raise ValueError(f"max_transport_codes must be an integer >= 2 or None, got {max_transport_codes!r}")
-        if isinstance(tile_elements, bool) or not isinstance(tile_elements, int) or tile_elements < 1:
-            raise ValueError(f"tile_elements must be a positive integer, got {tile_elements!r}")
-        if init_scale is not None and not init_scale > 0:
-            raise ValueError(f"init_scale must be positive or None, got {init_scale!r}")
-        self.wasserstein_weight = wasserstein_weight
-        self.epsilon = epsilon
-        self.iterations = iterations
-        self.max_transport_codes = max_transport_codes
-        self.tile_elements = tile_elements
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        scale = init_scale if init_scale is not None else dim**-0.5
-        self.embedding = nn.Parameter(torch.randn(codebook_size, dim, generator=generator) * scale)
+        # beta: checked by CodebookQuantizer
+        seed = check_int("seed", seed, optional=True)
+        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+        self.wasserstein_weight = check_float("wasserstein_weight", wasserstein_weight, low=0.0, low_open=True)
+        # relative to the mean transport cost (see absolute_epsilon)
+        self.epsilon = check_float("epsilon", epsilon, low=0.0, low_open=True)
+        self.iterations = check_int("iterations", iterations, minimum=1)
+        self.max_transport_codes = check_int("max_transport_codes", max_transport_codes, minimum=2, optional=True)
+        self.tile_elements = check_int("tile_elements", tile_elements, minimum=1)
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=init_scale, seed=seed))
 
     def codebook(self) -> Tensor:
         return self.embedding

@@ -441,30 +441,17 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
     if config.loss.discriminator and precision.startswith("16"):
         raise ValueError("trainer.precision=16-mixed is not supported with the discriminator; use bf16-mixed or 32-true")
     start_step = _checkpoint_step(checkpoint_path)
-    loggers = [
-        ResumableCSVLogger(run_dir / "logs", name="csv", version=0, resume_step=start_step),
-        pl.loggers.TensorBoardLogger(run_dir / "logs", name="tensorboard", version=0, default_hp_metric=False),
-    ]
     consistency = RankConsistency()
-    trainer = pl.Trainer(
-        max_steps=config.trainer.max_steps,
-        max_epochs=-1,
-        accelerator=config.trainer.accelerator,
-        devices=config.trainer.devices,
+    trainer = resumable_trainer(
+        config,
+        run_dir,
+        start_step,
+        # plateau first: its state is checkpointed
+        callbacks=[*plateau_callbacks(config), PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every), consistency],
+        show_progress=show_progress,
         num_nodes=config.trainer.num_nodes,
         strategy=strategy,
         precision=precision,
-        logger=loggers,
-        log_every_n_steps=config.trainer.log_every,
-        enable_checkpointing=False,
-        # plateau first: its state is checkpointed
-        callbacks=[*plateau_callbacks(config), PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every), consistency],
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=show_progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=run_dir,
     )
     started = time.time()
     _quiet_lightning()
@@ -493,6 +480,32 @@ def train_tokenizer(config: TokenizerConfig, *, evaluate: bool = True, progress:
     elif evaluate:
         evaluate_run(run_dir, progress=show_progress)
     return run_dir
+
+
+def resumable_trainer(config, run_dir: Path, start_step: int, *, callbacks: list, show_progress: bool, **options) -> pl.Trainer:
+    """The Lightning trainer of every recipe (tokenizer, prior): step-limited, logging to csv and
+    tensorboard from ``start_step`` on, checkpointing only through the ``callbacks`` (atomically),
+    no validation loop. ``options`` (strategy, precision, ...) are the recipe's own."""
+    return pl.Trainer(
+        max_steps=config.trainer.max_steps,
+        max_epochs=-1,
+        accelerator=config.trainer.accelerator,
+        devices=config.trainer.devices,
+        logger=[
+            ResumableCSVLogger(run_dir / "logs", name="csv", version=0, resume_step=start_step),
+            pl.loggers.TensorBoardLogger(run_dir / "logs", name="tensorboard", version=0, default_hp_metric=False),
+        ],
+        log_every_n_steps=config.trainer.log_every,
+        enable_checkpointing=False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=show_progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=run_dir,
+        **options,
+    )
 
 
 def _quiet_lightning() -> None:

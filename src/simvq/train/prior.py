@@ -232,13 +232,12 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     from ..tokenizer import CHECKPOINT_FILE, WEIGHTS_FILE, Tokenizer, save_weights
     from ..utils import atomic_write_text
     from .image import (
-        AtomicCheckpointIO,
         PeriodicCheckpoint,
-        ResumableCSVLogger,
         _append_progress,
         _checkpoint_step,
         _quiet_lightning,
         resolve_precision,
+        resumable_trainer,
     )
 
     if not config.tokenizer:
@@ -269,28 +268,16 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = PriorModule(config, codebook_size=meta["codebook_size"], grid=tuple(meta["grid"]), num_classes=meta["num_classes"])
     start_step = _checkpoint_step(checkpoint_path)
-    trainer = pl.Trainer(
-        max_steps=config.trainer.max_steps,
-        max_epochs=-1,
-        accelerator=config.trainer.accelerator,
-        devices=config.trainer.devices,
+    trainer = resumable_trainer(
+        config,
+        run_dir,
+        start_step,
+        callbacks=[PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every)],
+        show_progress=show_progress,
         strategy=config.trainer.strategy,
         precision=resolve_precision(config.trainer.precision, config.trainer.accelerator),
         gradient_clip_val=config.optim.grad_clip,
-        logger=[
-            ResumableCSVLogger(run_dir / "logs", name="csv", version=0, resume_step=start_step),
-            pl.loggers.TensorBoardLogger(run_dir / "logs", name="tensorboard", version=0, default_hp_metric=False),
-        ],
-        log_every_n_steps=config.trainer.log_every,
-        enable_checkpointing=False,
-        callbacks=[PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every)],
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=show_progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
         use_distributed_sampler=False,
-        default_root_dir=run_dir,
     )
     started = time.time()
     _quiet_lightning()
