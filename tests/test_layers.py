@@ -138,7 +138,6 @@ def test_cycle_finder_finds_cycles(graph, has_cycle):
     assert (find_cycle(graph) is not None) == has_cycle
 
 
-def test_walker_sees_function_level_and_relative_imports(tmp_path):
-    # the real tree must contain a function-level relative import the walker resolves
+def test_walker_sees_function_level_and_relative_imports():
     graph = import_graph()
     assert "simvq.train.image" in graph["simvq.train.commands"]  # `from .image import ...` inside a function
