@@ -15,7 +15,7 @@ import sys
 COMMAND_MODULES = [
     "simvq.experiments.demo",
     "simvq.experiments.sweep",
-    "simvq.experiments.report",
+    "simvq.experiments.report_command",
     "simvq.experiments.toy_cli",
     "simvq.train.commands",
     "simvq.train.prior_commands",

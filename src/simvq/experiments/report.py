@@ -572,13 +572,15 @@ def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list
     return f"{BEGIN}\n" + "\n".join(body) + f"\n{END}"
 
 
-def splice(out: Path, block: str) -> str:
-    """The page with its generated block replaced (hand-written text around it stays)."""
+def splice(out: Path, block: str, *, begin: str = BEGIN, end: str = END,
+           heading: str = "## Comparison sweep (`simvq bench image`, `simvq report`)") -> str:
+    """The page with its generated block (between ``begin`` and ``end``) replaced; hand-written text
+    around it stays. A page without the block gets it appended under ``heading``."""
     content = out.read_text() if out.is_file() else "# Results\n"
-    if BEGIN in content and END in content:
-        head, rest = content.split(BEGIN, 1)
-        return head + block + rest.split(END, 1)[1]
-    return content.rstrip() + "\n\n## Comparison sweep (`simvq bench image`, `simvq report`)\n\n" + block + "\n"
+    if begin in content and end in content:
+        head, rest = content.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
+    return content.rstrip() + f"\n\n{heading}\n\n" + block + "\n"
 
 
 def default_curves(results: str | Path) -> Path:
@@ -597,21 +599,3 @@ def write_report(results: str | Path, out: str | Path = "docs/results.md", *, fi
     block = render(rows, groups, results, [os.path.relpath(p, out.parent) for p in pictures])
     atomic_write_text(out, splice(out, block))
     return out
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def _report(args) -> int:
-    path = write_report(args.results, args.out, figures_dir=args.figures, curves=args.curves)
-    print(f"report written to {path}")
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    report = subparsers.add_parser("report", help="results.csv -> docs/results.md tables, findings and PNG plots")
-    report.add_argument("--results", default="results.csv")
-    report.add_argument("--curves", default=None, help="usage/PSNR-over-steps file (default: <results>_curves.json)")
-    report.add_argument("--out", default="docs/results.md")
-    report.add_argument("--figures", default="docs/figures")
-    report.set_defaults(func=_report)

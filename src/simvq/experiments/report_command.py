@@ -1,0 +1,27 @@
+"""``simvq report``: the image benchmark's CSV and/or the generation benchmark's CSV -> docs/results.md."""
+
+from __future__ import annotations
+
+
+def _report(args) -> int:
+    from .generation_report import write_generation_report
+    from .report import write_report
+
+    if args.results is not None or args.generation is None:
+        path = write_report(args.results or "results.csv", args.out, figures_dir=args.figures, curves=args.curves)
+        print(f"report written to {path}")
+    if args.generation is not None:
+        path = write_generation_report(args.generation, args.out, figures_dir=args.figures)
+        print(f"generation report written to {path}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    report = subparsers.add_parser("report", help="results CSVs -> docs/results.md tables, findings and PNG plots")
+    report.add_argument("--results", default=None,
+                        help="the image benchmark's CSV (default results.csv, unless only --generation is given)")
+    report.add_argument("--generation", default=None, help="`simvq bench generation`'s CSV: adds the generation section")
+    report.add_argument("--curves", default=None, help="usage/PSNR-over-steps file (default: <results>_curves.json)")
+    report.add_argument("--out", default="docs/results.md")
+    report.add_argument("--figures", default="docs/figures")
+    report.set_defaults(func=_report)
