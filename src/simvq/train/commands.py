@@ -24,15 +24,21 @@ def _split_flags(args) -> None:
     args.overrides = rest
 
 
+def recipe_module(kind: str):
+    """The module of a recipe kind: ``train_tokenizer(config, evaluate=...)`` and ``evaluate_run(run, ...)``."""
+    from . import image
+
+    return image
+
+
 def _train(args) -> int:
-    from .config import load_config
-    from .image import train_tokenizer
+    from .config import load_recipe
 
     _split_flags(args)
-    config = load_config(args.config, args.overrides)
+    config = load_recipe(args.config, args.overrides)
     if args.out is not None:
         config.out_dir = args.out
-    run_dir = train_tokenizer(config, evaluate=not args.no_eval)
+    run_dir = recipe_module(config.recipe).train_tokenizer(config, evaluate=not args.no_eval)
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
         print(json.dumps(json.loads(metrics_file.read_text()), indent=2))
@@ -41,9 +47,11 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from .image import evaluate_run
+    from .config import read_run_config
+    from .run_files import resolve_run
 
-    evaluate_run(
+    _, run_dir = resolve_run(args.run)
+    recipe_module(read_run_config(run_dir).recipe).evaluate_run(
         args.run,
         fid_images=args.fid_images,
         max_images=args.max_images,
@@ -59,9 +67,9 @@ def _eval(args) -> int:
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train an image tokenizer from a YAML recipe",
-        description="Train (or resume) an image tokenizer. Example: "
-        "simvq train configs/fmnist.yaml quantizer.name=vq_ema quantizer.codebook_size=65536",
+        help="train a tokenizer from a YAML recipe",
+        description="Train (or resume) a tokenizer; the recipe's `recipe:` key (image when absent) picks the kind. "
+        "Example: simvq train configs/fmnist.yaml quantizer.name=vq_ema quantizer.codebook_size=65536",
     )
     train.add_argument("config", help="YAML recipe, e.g. configs/fmnist.yaml")
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="dotted overrides: section.key=value (quantizer.options.beta=0.5)")
