@@ -26,6 +26,10 @@ def _split_flags(args) -> None:
 
 def recipe_module(kind: str):
     """The module of a recipe kind: ``train_tokenizer(config, evaluate=...)`` and ``evaluate_run(run, ...)``."""
+    if kind == "audio":
+        from . import audio
+
+        return audio
     from . import image
 
     return image
@@ -51,11 +55,14 @@ def _eval(args) -> int:
     from .run_files import resolve_run
 
     _, run_dir = resolve_run(args.run)
-    recipe_module(read_run_config(run_dir).recipe).evaluate_run(
+    kind = read_run_config(run_dir).recipe
+    if kind == "audio":
+        options = {"max_utterances": args.max_images}
+    else:
+        options = {"fid_images": args.fid_images, "max_images": args.max_images, "batch_size": args.batch_size}
+    recipe_module(kind).evaluate_run(
         args.run,
-        fid_images=args.fid_images,
-        max_images=args.max_images,
-        batch_size=args.batch_size,
+        **options,
         device=args.device,
         progress=not args.quiet,
         # printed before the files are written: a read-only run directory loses nothing
@@ -77,10 +84,10 @@ def add_parser(subparsers) -> None:
     train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
     train.set_defaults(func=_train)
 
-    evaluate = subparsers.add_parser("eval", help="evaluate a run directory (or .safetensors/.ckpt) on its test split")
+    evaluate = subparsers.add_parser("eval", help="evaluate a run directory (or .safetensors/.ckpt) on its test split (image or audio)")
     evaluate.add_argument("run", help="run directory, or its model.safetensors / checkpoints/last.ckpt")
     evaluate.add_argument("--fid-images", type=int, default=None, help="rFID subset size (0 skips rFID)")
-    evaluate.add_argument("--max-images", type=int, default=None, help="evaluate only the first N test images")
+    evaluate.add_argument("--max-images", type=int, default=None, help="evaluate only the first N test images (utterances of an audio run)")
     evaluate.add_argument("--batch-size", type=int, default=None)
     evaluate.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: cpu)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")

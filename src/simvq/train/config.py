@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.speech import SpeechCorpusSpec
+
 
 @dataclass
 class DataConfig:
@@ -132,6 +134,86 @@ class TokenizerConfig:
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
 
 
+# ----------------------------------------------------------------------------- the audio recipe
+
+
+@dataclass
+class AudioDataConfig:
+    name: str = "espeak_corpus"  # espeak_corpus (built offline with espeak-ng on first use) | wav_folder
+    root: str = "data/speech"  # the corpus directory, or the folder of training audio
+    test_root: str | None = None  # wav_folder: held-out audio; None: evaluate on root itself
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0  # random training clips; evaluation uses whole utterances
+    batch_size: int = 16
+    in_memory: bool = True  # the train split held as int16, batches gathered by one index op
+    corpus: SpeechCorpusSpec = field(default_factory=SpeechCorpusSpec)  # espeak_corpus: what to synthesise
+    workers: int = 2  # parallel syntheses while the corpus is built
+
+
+@dataclass
+class CodecModelConfig:
+    """``simvq.models.AudioCodec``'s keyword arguments, as they are."""
+
+    strides: tuple[int, ...] = (2, 4, 5, 8)
+    channels: int = 8
+    dim: int = 64
+    residual_layers: int = 1
+    bottleneck_blocks: int = 1
+    decoder: str = "vocos"  # vocos (ConvNeXt + iSTFT) | transposed (SEANet mirror)
+    decoder_width: int = 128
+    decoder_blocks: int = 4
+    weight_norm: bool = True
+
+
+@dataclass
+class MelConfig:
+    n_fft: int = 1024
+    hop_length: int = 256
+    n_mels: int = 80
+
+
+@dataclass
+class AudioLossConfig:
+    mel_weight: float = 45.0  # log-mel L1 (HiFi-GAN / Vocos weight)
+    stft_weight: float = 1.0  # multi-resolution STFT
+    mel: MelConfig = field(default_factory=MelConfig)
+    quantizer_weight: float = 1000.0  # the official SimVQ audio recipe's commitment weight
+    discriminator: bool = False  # multi-period + multi-resolution discriminators with feature matching
+    discriminator_weight: float = 1.0
+    feature_matching_weight: float = 2.0
+    discriminator_start: int = 0
+    discriminator_channels: int = 16
+
+
+@dataclass
+class AudioTrainerConfig(TrainerConfig):
+    max_steps: int = 20_000
+    precision: str = "32"
+    checkpoint_every: int = 1000
+    channels_last: bool = False  # (images only)
+    sample_every: int = 1000  # steps between reconstructed wavs + spectrograms of a few test utterances; 0: off
+
+
+@dataclass
+class AudioEvalConfig:
+    max_utterances: int | None = None  # None: the whole test split
+    samples: int = 4  # utterances written as wav + spectrogram PNG
+    dnsmos: bool | None = None  # None: when speechmos and onnxruntime are installed
+
+
+@dataclass
+class AudioConfig:
+    recipe: str = "audio"
+    out_dir: str = "runs/speech"
+    data: AudioDataConfig = field(default_factory=AudioDataConfig)
+    model: CodecModelConfig = field(default_factory=CodecModelConfig)
+    quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(codebook_size=4096))
+    loss: AudioLossConfig = field(default_factory=AudioLossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, betas=(0.9, 0.999), warmup_steps=1000))
+    trainer: AudioTrainerConfig = field(default_factory=AudioTrainerConfig)
+    eval: AudioEvalConfig = field(default_factory=AudioEvalConfig)
+
+
 # ----------------------------------------------------------------------------- (de)serialisation
 
 
@@ -159,6 +241,21 @@ def load_structured(schema: type, path: str | Path | None = None, overrides: lis
         return OmegaConf.to_object(config)
     except OmegaConfBaseException as error:  # e.g. an interpolation ``${...}`` naming no key
         raise ValueError(f"{error.full_key}: {str(error).splitlines()[0]}") from None
+    except (ValueError, TypeError) as error:  # a section's own check (its dataclass's __post_init__)
+        raise ValueError(f"{_refused_section(config)}: {error}") from None
+
+
+def _refused_section(config, prefix: str = "") -> str:
+    """The dotted key of the innermost section of ``config`` that cannot be built."""
+    from omegaconf import DictConfig, OmegaConf
+
+    for key, node in config.items_ex(resolve=False) if isinstance(config, DictConfig) else ():
+        if isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None):
+            try:
+                OmegaConf.to_object(node)
+            except (ValueError, TypeError):
+                return _refused_section(node, f"{prefix}{key}.")
+    return prefix.rstrip(".") or "config"
 
 
 def _override(schema: type, key: str, raw: str):
@@ -237,7 +334,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def recipe_schemas() -> dict[str, type]:
     """``recipe`` value -> the schema of its config."""
-    return {"image": TokenizerConfig}
+    return {"image": TokenizerConfig, "audio": AudioConfig}
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None):
@@ -282,6 +379,8 @@ _POSITIVE = (
     ("quantizer.codebook_size", 2),
     ("model.dim", 1),
     ("trainer.num_nodes", 1),
+    ("data.sample_rate", 8000),
+    ("trainer.sample_every", 0),
 )
 
 

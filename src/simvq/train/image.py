@@ -29,7 +29,7 @@ from ..utils import atomic_write_text
 from .config import TokenizerConfig
 from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
 from .recipe import Modality, TokenizerModule, fit_tokenizer
-from .run_files import build_model, load_run_model
+from .run_files import build_model, load_run_model, training_facts
 
 RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 RECONSTRUCTION_RANGES = ("[0, 1]", "[-1, 1]")
@@ -189,10 +189,7 @@ def evaluate_run(
         codebook_size=model.quantizer.codebook_size,
         dataset=getattr(dataset, "cache_key", config.data.name),
     )
-    progress_file = path / "progress.json"
-    if progress_file.is_file():
-        metrics["global_step"] = json.loads(progress_file.read_text())["global_step"]
-        metrics["train_seconds"] = sum(s["seconds"] for s in json.loads(progress_file.read_text())["sessions"])
+    metrics.update(training_facts(path))
     if report is not None:
         report(metrics)
     if write:
