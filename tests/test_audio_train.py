@@ -81,7 +81,7 @@ def test_a_short_audio_run_lowers_the_loss_and_writes_wavs_spectrograms_and_metr
                 assert image.size[0] > 100 and image.size[1] > 100
 
 
-def test_discriminators_switch_on_at_their_start_step(audio_run, tmp_path):
+def test_discriminators_switch_on_at_their_start_step_and_a_run_resumes(audio_run, tmp_path):
     from simvq.train.audio import train_tokenizer
     from simvq.train.config import load_recipe
 
@@ -94,6 +94,13 @@ def test_discriminators_switch_on_at_their_start_step(audio_run, tmp_path):
     adversarial = [int(row["step"]) for row in rows if row["train/discriminator"]]
     assert adversarial == [3, 4, 5] and all(float(row["train/feature_matching"]) > 0 for row in rows[3:])
     assert json.loads((tmp_path / "progress.json").read_text())["global_step"] == 6  # the discriminator step is not counted
+
+    config.trainer.max_steps = 8  # a raised cap resumes from the checkpoint, discriminator state included
+    train_tokenizer(config, evaluate=False)
+    sessions = json.loads((tmp_path / "progress.json").read_text())["sessions"]
+    assert [(s["start_step"], s["end_step"]) for s in sessions] == [(0, 6), (6, 8)]
+    with open(tmp_path / "logs" / "csv" / "version_0" / "metrics.csv") as handle:
+        assert [int(row["step"]) for row in csv.DictReader(handle)] == list(range(8))
 
 
 def test_the_tokenizer_round_trips_an_audio_runs_codes(audio_run):
