@@ -102,7 +102,8 @@ def bare_loop_seconds(overrides: list[str], repeats: int, device) -> tuple[float
     from simvq.data import build_image_dataset
     from simvq.data.in_memory import ShuffledBatches, uint8_images
     from simvq.train.config import load_config
-    from simvq.train.image import ImageTokenizerModule, resolve_precision
+    from simvq.train.core import resolve_precision
+    from simvq.train.image import ImageTokenizerModule
 
     config = load_config(RECIPE, COMMON + overrides)
     module = ImageTokenizerModule(config).to(device)
@@ -112,13 +113,13 @@ def bare_loop_seconds(overrides: list[str], repeats: int, device) -> tuple[float
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
 
     def step():
-        images = module.prepare_images(next(batches).to(device, non_blocking=True))
+        images = module.modality.prepare(next(batches).to(device, non_blocking=True), config)
         with autocast:
             loss, _, out, _ = module.generator_loss(images)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        module._update_ema()
+        module.update_ema()
         module.window_usage.update(out.codes, check=False)
 
     bare = timed(step, device, repeats)

@@ -93,21 +93,17 @@ def test_input_checks():
         AudioCodec(decoder="wavenet")
 
 
-def codec_from_config(config):
-    """How the recipe builds the codec: the yaml's ``model`` section is ``AudioCodec``'s keyword arguments."""
-    quantizer = config["quantizer"]
-    return AudioCodec(quantizer=quantizer["name"], codebook_size=quantizer["codebook_size"],
-                      quantizer_options=quantizer["options"], sample_rate=config["data"]["sample_rate"], **config["model"])
+def test_the_speech_recipe_builds_the_configured_codec():
+    from simvq.train.config import load_recipe
+    from simvq.train.run_files import build_codec
 
-
-def test_the_draft_config_builds_the_configured_codec():
-    config = yaml.safe_load(CONFIG.read_text())
-    model = codec_from_config(config)
-    assert model.tokens_per_second == 50 and model.quantizer.codebook_size == 4096
-    assert config["loss"]["quantizer_weight"] == 1000 and config["optim"]["warmup_steps"] > 0 and config["optim"]["grad_clip"]
-    config["model"]["decoder"] = "transposed"
-    config["data"]["sample_rate"] = 24000
-    assert codec_from_config(config).tokens_per_second == 75
+    config = load_recipe(CONFIG)
+    model = build_codec(config)  # the yaml's ``model`` section is ``AudioCodec``'s keyword arguments
+    assert isinstance(model, AudioCodec) and model.tokens_per_second == 50 and model.quantizer.codebook_size == 4096
+    assert config.loss.quantizer_weight == 1000 and config.optim.warmup_steps > 0 and config.optim.grad_clip
+    raw = yaml.safe_load(CONFIG.read_text())["model"]
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in AudioCodec(codebook_size=4096, **raw).parameters())
+    assert build_codec(load_recipe(CONFIG, ["model.decoder=transposed", "data.sample_rate=24000"])).tokens_per_second == 75
 
 
 def test_mel_filterbank_matches_its_definition():

@@ -108,6 +108,9 @@ def test_a_run_killed_at_a_random_step_and_resumed_ends_like_an_uninterrupted_ru
     assert_same_state(*exported, "model.safetensors")  # (the header's metadata order is not stable)
     history = [(tmp_path / run / "usage_history.json").read_text() for run in ("straight", "resumed")]
     assert history[0] == history[1]
+    # the logged rows too: every second step, none lost or repeated across the checkpoint saved mid-batch
+    logs = [(tmp_path / run / "logs" / "csv" / "version_0" / "metrics.csv").read_text() for run in ("straight", "resumed")]
+    assert logs[0] == logs[1] and [row.split(",")[1] for row in logs[0].splitlines()] == ["step", "1", "3", "5", "7", "9"]
     sessions = json.loads((tmp_path / "resumed" / "progress.json").read_text())["sessions"]
     assert [(s["start_step"], s["end_step"]) for s in sessions] == [(0, killed_at), (killed_at, 10)]
 
@@ -122,7 +125,7 @@ def test_sigterm_session_is_recorded_in_progress(tmp_path, monkeypatch):
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
-    from simvq.train.image import AtomicCheckpointIO
+    from simvq.train.core import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()

@@ -1,4 +1,5 @@
-"""Recipe configs: YAML + dotted overrides, coerced to the fields' types."""
+"""Recipe configs: YAML + dotted overrides, checked by OmegaConf against the dataclass schemas and
+converted to the fields' types."""
 
 from pathlib import Path
 
@@ -50,17 +51,58 @@ def test_bad_overrides_name_the_key():
         load_config(None, ["quantizer.codebook_size"])
 
 
-# recipes of other kinds, loaded and checked by their own tests (test_prior_train.py, test_audio_codec.py)
-NOT_IMAGE_RECIPES = {"prior.yaml", "speech.yaml"}
+def test_unknown_keys_and_wrong_types_are_one_line_naming_the_key(tmp_path, capsys):
+    with pytest.raises(ValueError) as error:
+        load_config(None, ["trainer.max_stepz=3"])
+    assert str(error.value) == "trainer.max_stepz: unknown key (did you mean 'max_steps'?)"
+    with pytest.raises(ValueError) as error:
+        load_config(None, ["optim.lr=abc"])
+    assert str(error.value) == "optim.lr: expected a float, got 'abc'"
+    with pytest.raises(ValueError, match=r"^optim.betas: expected a list of 2 items"):
+        load_config(None, ["optim.betas=[1,2,3]"])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("trainer:\n  max_steps: lots\n")
+    with pytest.raises(ValueError, match=r"^trainer.max_steps: expected an integer, got 'lots'"):
+        load_config(recipe)
+    recipe.write_text("model:\n  widthh: 3\n")
+    with pytest.raises(ValueError, match=r"^model.widthh: unknown key"):
+        load_config(recipe)
+    # a text field keeps the text it is given; a nullable one reads null as None
+    config = load_config(None, ["loss.reconstruction_range=[-1, 1]", "data.root=null", "trainer.devices=auto"])
+    assert (config.loss.reconstruction_range, config.data.root, config.trainer.devices) == ("[-1, 1]", None, "auto")
+
+    from simvq.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(CONFIGS / "fmnist.yaml"), "trainer.max_stepz=3"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "simvq train: error: trainer.max_stepz: unknown key (did you mean 'max_steps'?)\n"
+
+
+def test_a_recipe_names_its_kind_and_the_image_schema_refuses_another():
+    from simvq.train.config import load_recipe
+
+    assert load_recipe(CONFIGS / "fmnist.yaml").recipe == "image"
+    with pytest.raises(ValueError, match="^recipe: "):
+        load_config(None, ["recipe=audio"])
+
+
+# the prior's recipe is not a tokenizer's: loaded and checked by test_prior_train.py
+NOT_TOKENIZER_RECIPES = {"prior.yaml"}
 
 
 def test_every_recipe_loads_and_round_trips(tmp_path):
+    from simvq.train.config import load_recipe
+
+    kinds = set()
     for path in sorted(CONFIGS.glob("*.yaml")):
-        if path.name in NOT_IMAGE_RECIPES:
+        if path.name in NOT_TOKENIZER_RECIPES:
             continue
-        config = load_config(path)
+        config = load_recipe(path)
+        kinds.add(config.recipe)
         save_config(config, tmp_path)
         assert to_dict(read_run_config(tmp_path)) == to_dict(config), path.name
+    assert kinds == {"image", "audio"}
     assert to_dict(load_config(None)) == to_dict(TokenizerConfig())
 
 

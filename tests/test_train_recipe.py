@@ -44,13 +44,13 @@ def test_uint8_images_and_unit_float():
 
 
 def test_auto_precision_is_float32_on_a_cpu_without_fast_bf16(monkeypatch):
-    from simvq.train import image
+    from simvq.train import core
 
-    monkeypatch.setattr(image, "cpu_has_fast_bf16", lambda: False)
-    assert image.resolve_precision("auto", "cpu") == "32-true"
-    monkeypatch.setattr(image, "cpu_has_fast_bf16", lambda: True)
-    assert image.resolve_precision("auto", "cpu") == "bf16-mixed"
-    assert image.resolve_precision("16-mixed", "cpu") == "16-mixed"  # an explicit choice is kept
+    monkeypatch.setattr(core, "cpu_has_fast_bf16", lambda: False)
+    assert core.resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr(core, "cpu_has_fast_bf16", lambda: True)
+    assert core.resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert core.resolve_precision("16-mixed", "cpu") == "16-mixed"  # an explicit choice is kept
 
 
 def test_reconstruction_range_doubles_l1_and_quadruples_l2():
@@ -72,7 +72,7 @@ def test_unknown_reconstruction_range_is_refused():
 
 
 def test_fused_ema_matches_the_per_parameter_update():
-    from simvq.train.image import update_ema
+    from simvq.train.core import update_ema
 
     torch.manual_seed(0)
     live, ema = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)

@@ -1,4 +1,6 @@
-"""Inference API for trained image tokenizers: ``Tokenizer.from_run(run_dir)``, ``encode``, ``decode``.
+"""Inference API for trained tokenizers: ``Tokenizer.from_run(run_dir)``, ``encode``, ``decode``.
+An image run gives a ``Tokenizer`` (images <-> code grids), an audio run an ``AudioTokenizer``
+(waveforms <-> code sequences).
 
 Weights are read from safetensors (``model.safetensors`` in the run directory) or, for a run that
 is still training, from its Lightning checkpoint with ``torch.load(weights_only=True)``; nothing is
@@ -21,7 +23,7 @@ from .train.run_files import (
 )
 
 # the run-directory files, re-exported for the users of the inference API
-__all__ = ["CHECKPOINT_FILE", "WEIGHTS_FILE", "Tokenizer", "checkpoint_model_state", "save_weights"]
+__all__ = ["AudioTokenizer", "CHECKPOINT_FILE", "WEIGHTS_FILE", "Tokenizer", "checkpoint_model_state", "save_weights"]
 
 
 def unit_images(images: Tensor) -> Tensor:
@@ -53,9 +55,10 @@ class Tokenizer:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, device: torch.device | str | None = None) -> Tokenizer:
-        """Load a run directory (final ``model.safetensors``, else the last checkpoint)."""
+        """Load a run directory (final ``model.safetensors``, else the last checkpoint); an audio
+        run gives an ``AudioTokenizer``."""
         model, config, _ = load_run_model(run_dir, device=device)
-        return cls(model, config)
+        return (AudioTokenizer if config.recipe == "audio" else Tokenizer)(model, config)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, device: torch.device | str | None = None) -> Tokenizer:
@@ -101,3 +104,45 @@ class Tokenizer:
             reconstruction, _ = self.model(images.to(self.device, torch.float32))
             return reconstruction.clamp(0, 1)
         return self.decode(self.encode(images))
+
+
+class AudioTokenizer(Tokenizer):
+    """A trained speech codec: mono waveforms ``(B, S)`` in ``[-1, 1]`` at ``sample_rate`` <-> codes
+    ``(B, T)``, ``T = ceil(S / hop_length)`` (``(B, T, stages)`` for multi-stage quantizers)."""
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
+
+    @property
+    def downsampling_factor(self) -> int:
+        """Samples per token."""
+        return self.model.hop_length
+
+    @torch.no_grad()
+    def encode(self, wav: Tensor) -> Tensor:
+        """Codes ``(B, T)`` int64 for float waveforms ``(B, S)``."""
+        return self.model.encode(self._mono(wav).to(self.device))
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor, *, length: int | None = None) -> Tensor:
+        """Waveforms ``(B, T * hop_length)`` in ``[-1, 1]`` (trimmed to ``length`` samples if given)."""
+        expected = 2 + self.model.quantizer.code_ndim
+        if not isinstance(codes, Tensor) or codes.ndim != expected:
+            shape = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
+            raise ValueError(f"codes must have shape {'(B, T)' if expected == 2 else '(B, T, stages)'}, got {shape}")
+        return self.model.decode(codes.to(self.device), length=length)[:, 0]
+
+    @torch.no_grad()
+    def reconstruct(self, wav: Tensor) -> Tensor:
+        """``decode(encode(wav))`` trimmed to the input's length (``(B, S)``)."""
+        if self.model.quantizer.decode_inputs:
+            return self.model(self._mono(wav).to(self.device))[0].clamp(-1, 1)[:, 0]
+        return self.decode(self.encode(wav), length=wav.shape[-1])
+
+    @staticmethod
+    def _mono(wav: Tensor) -> Tensor:
+        if not isinstance(wav, Tensor) or not wav.is_floating_point() or wav.ndim != 2:
+            what = f"{tuple(wav.shape)} {wav.dtype}" if isinstance(wav, Tensor) else type(wav).__name__
+            raise ValueError(f"wav must be a float tensor (B, S) of mono samples in [-1, 1], got {what}")
+        return wav.float().unsqueeze(1)

@@ -5,7 +5,7 @@
 from .fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, FashionMNIST, MissingDatasetError
 from .image_folder import ImageFolder
 from .photos import SamplePhotoCrops
-from .build import build_image_dataset
+from .build import build_image_dataset, build_speech_dataset
 from .speech import (
     InMemorySpeech,
     RandomClipBatches,
@@ -29,6 +29,7 @@ __all__ = [
     "SpeechCorpusSpec",
     "WavFolder",
     "build_image_dataset",
+    "build_speech_dataset",
     "build_speech_corpus",
     "pad_collate",
     "read_manifest",

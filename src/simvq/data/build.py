@@ -1,4 +1,5 @@
-"""``build_image_dataset(data_config, split)``: the data set a recipe names."""
+"""``build_image_dataset(data_config, split)``, ``build_speech_dataset(data_config, split)``: the data
+set a recipe names."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from .fashion_mnist import FashionMNIST
 from .image_folder import ImageFolder, list_images
 from .photos import SamplePhotoCrops
+from .speech import SpeechCorpus, WavFolder, build_speech_corpus, rate_dir
 
 DATASETS = ("fashion_mnist", "image_folder", "photos")
 
@@ -52,3 +54,23 @@ def build_image_dataset(config, split: str, *, seed: int = 0):
             seed=seed,
         )
     raise ValueError(f"data.name must be one of {DATASETS}, got {config.name!r}")
+
+
+SPEECH_DATASETS = ("espeak_corpus", "wav_folder")
+
+
+def build_speech_dataset(config, split: str, *, seed: int = 0):
+    """``config``: a :class:`simvq.train.config.AudioDataConfig`. The train split gives random clips
+    of ``clip_seconds``, the test split whole utterances. ``espeak_corpus`` is synthesised under
+    ``root`` on first use (``build_speech_corpus``; needs espeak-ng)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    clip_seconds = config.clip_seconds if split == "train" else None
+    if config.name == "espeak_corpus":
+        if not (Path(config.root) / "manifest.csv").is_file() or not rate_dir(config.root, config.sample_rate).is_dir():
+            build_speech_corpus(config.root, config.corpus, workers=config.workers, progress=True)
+        return SpeechCorpus(config.root, split, sample_rate=config.sample_rate, clip_seconds=clip_seconds, seed=seed)
+    if config.name == "wav_folder":
+        root = config.test_root if split == "test" and config.test_root is not None else config.root
+        return WavFolder(root, sample_rate=config.sample_rate, clip_seconds=clip_seconds, seed=seed)
+    raise ValueError(f"data.name must be one of {SPEECH_DATASETS}, got {config.name!r}")

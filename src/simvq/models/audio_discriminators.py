@@ -5,7 +5,8 @@
                                   ``(S / p, p)`` for prime periods p, 2-D convs along time.
 ``MultiResolutionDiscriminator``  UnivNet (Jang et al. 2021): 2-D convs on magnitude spectrograms
                                   at three STFT resolutions.
-Both return, per sub-discriminator, the logits and the feature maps (for feature matching).
+Both return, per sub-discriminator, the logits and the feature maps (for feature matching);
+``CodecDiscriminator`` runs both.
 Widths are scaled down by ``channels`` (HiFi-GAN's MPD is 32..1024 wide, ~41 M parameters; the
 defaults here are 16..128) so they train beside a tiny codec on a CPU.
 """
@@ -99,6 +100,21 @@ class MultiResolutionDiscriminator(nn.Module):
         return [o[0] for o in outputs], [o[1] for o in outputs]
 
 
+class CodecDiscriminator(nn.Module):
+    """Both waveform discriminators as one: ``wav -> (logits, feature maps)`` of every period and
+    every resolution (what the codec recipe trains against)."""
+
+    def __init__(self, *, channels: int = 16):
+        super().__init__()
+        self.period = MultiPeriodDiscriminator(channels=channels)
+        self.resolution = MultiResolutionDiscriminator(channels=channels)
+
+    def forward(self, wav: Tensor) -> tuple[list[Tensor], list[list[Tensor]]]:
+        period_logits, period_features = self.period(wav)
+        resolution_logits, resolution_features = self.resolution(wav)
+        return period_logits + resolution_logits, period_features + resolution_features
+
+
 def discriminator_loss(real_logits: list[Tensor], fake_logits: list[Tensor]) -> Tensor:
     """Hinge loss, averaged over sub-discriminators (pass the fake waveform detached)."""
     terms = [F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_logits, fake_logits)]
@@ -118,6 +134,7 @@ def feature_matching_loss(real_features: list[list[Tensor]], fake_features: list
 
 
 __all__ = [
+    "CodecDiscriminator",
     "MPD_PERIODS",
     "MRD_RESOLUTIONS",
     "MultiPeriodDiscriminator",

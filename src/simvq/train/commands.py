@@ -24,15 +24,25 @@ def _split_flags(args) -> None:
     args.overrides = rest
 
 
+def recipe_module(kind: str):
+    """The module of a recipe kind: ``train_tokenizer(config, evaluate=...)`` and ``evaluate_run(run, ...)``."""
+    if kind == "audio":
+        from . import audio
+
+        return audio
+    from . import image
+
+    return image
+
+
 def _train(args) -> int:
-    from .config import load_config
-    from .image import train_tokenizer
+    from .config import load_recipe
 
     _split_flags(args)
-    config = load_config(args.config, args.overrides)
+    config = load_recipe(args.config, args.overrides)
     if args.out is not None:
         config.out_dir = args.out
-    run_dir = train_tokenizer(config, evaluate=not args.no_eval)
+    run_dir = recipe_module(config.recipe).train_tokenizer(config, evaluate=not args.no_eval)
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
         print(json.dumps(json.loads(metrics_file.read_text()), indent=2))
@@ -41,13 +51,18 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from .image import evaluate_run
+    from .config import read_run_config
+    from .run_files import resolve_run
 
-    evaluate_run(
+    _, run_dir = resolve_run(args.run)
+    kind = read_run_config(run_dir).recipe
+    if kind == "audio":
+        options = {"max_utterances": args.max_images}
+    else:
+        options = {"fid_images": args.fid_images, "max_images": args.max_images, "batch_size": args.batch_size}
+    recipe_module(kind).evaluate_run(
         args.run,
-        fid_images=args.fid_images,
-        max_images=args.max_images,
-        batch_size=args.batch_size,
+        **options,
         device=args.device,
         progress=not args.quiet,
         # printed before the files are written: a read-only run directory loses nothing
@@ -59,9 +74,9 @@ def _eval(args) -> int:
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train an image tokenizer from a YAML recipe",
-        description="Train (or resume) an image tokenizer. Example: "
-        "simvq train configs/fmnist.yaml quantizer.name=vq_ema quantizer.codebook_size=65536",
+        help="train a tokenizer from a YAML recipe",
+        description="Train (or resume) a tokenizer; the recipe's `recipe:` key (image when absent) picks the kind. "
+        "Example: simvq train configs/fmnist.yaml quantizer.name=vq_ema quantizer.codebook_size=65536",
     )
     train.add_argument("config", help="YAML recipe, e.g. configs/fmnist.yaml")
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="dotted overrides: section.key=value (quantizer.options.beta=0.5)")
@@ -69,10 +84,10 @@ def add_parser(subparsers) -> None:
     train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
     train.set_defaults(func=_train)
 
-    evaluate = subparsers.add_parser("eval", help="evaluate a run directory (or .safetensors/.ckpt) on its test split")
+    evaluate = subparsers.add_parser("eval", help="evaluate a run directory (or .safetensors/.ckpt) on its test split (image or audio)")
     evaluate.add_argument("run", help="run directory, or its model.safetensors / checkpoints/last.ckpt")
     evaluate.add_argument("--fid-images", type=int, default=None, help="rFID subset size (0 skips rFID)")
-    evaluate.add_argument("--max-images", type=int, default=None, help="evaluate only the first N test images")
+    evaluate.add_argument("--max-images", type=int, default=None, help="evaluate only the first N test images (utterances of an audio run)")
     evaluate.add_argument("--batch-size", type=int, default=None)
     evaluate.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: cpu)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")

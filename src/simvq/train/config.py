@@ -1,10 +1,12 @@
-"""Recipe configuration as plain dataclasses (nanoGPT style), YAML files and dotted overrides.
+"""Recipe configuration: dataclass schemas (nanoGPT style) filled by OmegaConf from YAML files and
+dotted overrides.
 
     config = load_config("configs/fmnist.yaml", ["quantizer.name=vq", "trainer.max_steps=200"])
 
-Overrides are coerced to the type of the field they set (``"65536"`` -> int, ``"[1,2,2]"`` -> tuple,
-``"null"`` -> None); ``quantizer.options.<key>=<value>`` passes a keyword option to the quantizer,
-parsed as YAML (``0.5`` -> float, ``true`` -> bool). This module imports no training framework.
+OmegaConf converts each value to the type of the field it sets (``"65536"`` -> int, ``"[1,2,2]"`` ->
+tuple, ``"null"`` -> None) and refuses unknown keys; ``quantizer.options.<key>=<value>`` passes a
+keyword option to the quantizer as it is parsed (``0.5`` -> float, ``true`` -> bool). The loaded
+config is a plain dataclass instance. This module imports no training framework.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..data.speech import SpeechCorpusSpec
 
 
 @dataclass
@@ -118,6 +122,7 @@ class EvalConfig:
 
 @dataclass
 class TokenizerConfig:
+    recipe: str = "image"  # the kind of tokenizer a file or run holds: image | audio (its own schema)
     out_dir: str = "runs/tokenizer"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -129,6 +134,86 @@ class TokenizerConfig:
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
 
 
+# ----------------------------------------------------------------------------- the audio recipe
+
+
+@dataclass
+class AudioDataConfig:
+    name: str = "espeak_corpus"  # espeak_corpus (built offline with espeak-ng on first use) | wav_folder
+    root: str = "data/speech"  # the corpus directory, or the folder of training audio
+    test_root: str | None = None  # wav_folder: held-out audio; None: evaluate on root itself
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0  # random training clips; evaluation uses whole utterances
+    batch_size: int = 16
+    in_memory: bool = True  # the train split held as int16, batches gathered by one index op
+    corpus: SpeechCorpusSpec = field(default_factory=SpeechCorpusSpec)  # espeak_corpus: what to synthesise
+    workers: int = 2  # parallel syntheses while the corpus is built
+
+
+@dataclass
+class CodecModelConfig:
+    """``simvq.models.AudioCodec``'s keyword arguments, as they are."""
+
+    strides: tuple[int, ...] = (2, 4, 5, 8)
+    channels: int = 8
+    dim: int = 64
+    residual_layers: int = 1
+    bottleneck_blocks: int = 1
+    decoder: str = "vocos"  # vocos (ConvNeXt + iSTFT) | transposed (SEANet mirror)
+    decoder_width: int = 128
+    decoder_blocks: int = 4
+    weight_norm: bool = True
+
+
+@dataclass
+class MelConfig:
+    n_fft: int = 1024
+    hop_length: int = 256
+    n_mels: int = 80
+
+
+@dataclass
+class AudioLossConfig:
+    mel_weight: float = 45.0  # log-mel L1 (HiFi-GAN / Vocos weight)
+    stft_weight: float = 1.0  # multi-resolution STFT
+    mel: MelConfig = field(default_factory=MelConfig)
+    quantizer_weight: float = 1000.0  # the official SimVQ audio recipe's commitment weight
+    discriminator: bool = False  # multi-period + multi-resolution discriminators with feature matching
+    discriminator_weight: float = 1.0
+    feature_matching_weight: float = 2.0
+    discriminator_start: int = 0
+    discriminator_channels: int = 16
+
+
+@dataclass
+class AudioTrainerConfig(TrainerConfig):
+    max_steps: int = 20_000
+    precision: str = "32"
+    checkpoint_every: int = 1000
+    channels_last: bool = False  # (images only)
+    sample_every: int = 1000  # steps between reconstructed wavs + spectrograms of a few test utterances; 0: off
+
+
+@dataclass
+class AudioEvalConfig:
+    max_utterances: int | None = None  # None: the whole test split
+    samples: int = 4  # utterances written as wav + spectrogram PNG
+    dnsmos: bool | None = None  # None: when speechmos and onnxruntime are installed
+
+
+@dataclass
+class AudioConfig:
+    recipe: str = "audio"
+    out_dir: str = "runs/speech"
+    data: AudioDataConfig = field(default_factory=AudioDataConfig)
+    model: CodecModelConfig = field(default_factory=CodecModelConfig)
+    quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(codebook_size=4096))
+    loss: AudioLossConfig = field(default_factory=AudioLossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, betas=(0.9, 0.999), warmup_steps=1000))
+    trainer: AudioTrainerConfig = field(default_factory=AudioTrainerConfig)
+    eval: AudioEvalConfig = field(default_factory=AudioEvalConfig)
+
+
 # ----------------------------------------------------------------------------- (de)serialisation
 
 
@@ -137,157 +222,133 @@ def to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def from_dict(cls, values: dict, *, where: str = ""):
-    """Build dataclass ``cls`` from nested ``values``, coercing each leaf to its field's type."""
-    if not isinstance(values, dict):
-        raise TypeError(f"{where or cls.__name__} must be a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} in {where or cls.__name__}; expected some of {sorted(names)}")
-    kwargs = {}
-    for name, value in values.items():
-        path = f"{where}.{name}" if where else name
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = from_dict(hint, value, where=path)
-        else:
-            kwargs[name] = coerce(value, hint, where=path)
-    return cls(**kwargs)
+def load_structured(schema: type, path: str | Path | None = None, overrides: list[str] | None = None):
+    """An instance of the dataclass ``schema``: its defaults, then the YAML (or JSON) file at ``path``,
+    then ``overrides`` (``section.key=value``, values parsed as YAML). OmegaConf checks every key and
+    type; a mistake is one ``ValueError`` naming the key (``optim.lr: expected a float, got 'abc'``)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-
-def coerce(value, hint, *, where: str):
-    """``value`` (possibly a string from the command line) as type ``hint``; errors name ``where``."""
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return _parse_yaml(value) if isinstance(value, str) else value
-    if origin in (typing.Union, types.UnionType):
-        return _coerce_union(value, typing.get_args(hint), where=where)
-    if origin in (tuple, list):
-        return _coerce_sequence(value, origin, typing.get_args(hint), where=where)
-    if origin is dict:
-        return _coerce_mapping(value, typing.get_args(hint), where=where)
-    if hint in _SCALARS:
-        return _SCALARS[hint](value, where=where)
-    raise TypeError(f"{where}: unsupported field type {hint}")
-
-
-def _is_null(value) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~"))
-
-
-def _coerce_union(value, options: tuple, *, where: str):
-    if _is_null(value) and type(None) in options:
-        return None
-    errors = []
-    for option in (a for a in options if a is not type(None)):
-        try:
-            return coerce(value, option, where=where)
-        except (TypeError, ValueError) as error:
-            errors.append(str(error))
-    raise ValueError(f"{where}: cannot read {value!r} as {' | '.join(map(str, options))}: {'; '.join(errors)}")
-
-
-def _coerce_sequence(value, origin, args: tuple, *, where: str):
-    if isinstance(value, str):
-        value = _parse_yaml(value)
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{where} must be a list, got {value!r}")
-    if origin is tuple and args and args[-1] is not Ellipsis:
-        if len(value) != len(args):
-            raise ValueError(f"{where} must have {len(args)} items, got {len(value)}")
-        items = [coerce(v, a, where=where) for v, a in zip(value, args)]
-    else:
-        items = [coerce(v, args[0] if args else Any, where=where) for v in value]
-    return tuple(items) if origin is tuple else items
-
-
-def _coerce_mapping(value, args: tuple, *, where: str) -> dict:
-    if isinstance(value, str):
-        value = _parse_yaml(value)
-    if not isinstance(value, dict):
-        raise TypeError(f"{where} must be a mapping, got {value!r}")
-    value_hint = args[1] if len(args) == 2 else Any
-    return {key: coerce(item, value_hint, where=f"{where}.{key}") for key, item in value.items()}
-
-
-def _coerce_bool(value, *, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-        return value.strip().lower() in ("true", "yes", "on", "1")
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise ValueError(f"{where} must be a boolean (true/false), got {value!r}")
-
-
-def _coerce_int(value, *, where: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{where} must be an integer, got {value!r}")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.replace("_", ""))
-        except ValueError:
-            raise ValueError(f"{where} must be an integer, got {value!r}") from None
-    if isinstance(value, int):
-        return value
-    raise TypeError(f"{where} must be an integer, got {value!r}")
-
-
-def _coerce_float(value, *, where: str) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"{where} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where} must be a number, got {value!r}") from None
-
-
-def _coerce_str(value, *, where: str) -> str:
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise TypeError(f"{where} must be a string, got {value!r}")
-    return str(value)
-
-
-_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
-
-
-def _parse_yaml(text: str):
-    import yaml
-
-    return yaml.safe_load(text)
-
-
-def apply_overrides(values: dict, overrides: list[str]) -> dict:
-    """Set ``a.b.c=value`` entries in the nested dict ``values`` (a copy is returned)."""
-    values = json.loads(json.dumps(values))
-    for override in overrides:
+    config = OmegaConf.structured(schema)
+    if path is not None:
+        config = _merged(config, lambda: read_config_file(Path(path)), schema, where=str(path))
+    for override in overrides or []:
         if "=" not in override:
             raise ValueError(f"override {override!r} must look like section.key=value")
-        key, raw = override.split("=", 1)
-        parts = key.strip().split(".")
-        node = values
-        for part in parts[:-1]:
-            if not isinstance(node.get(part, {}), dict):
-                raise ValueError(f"override {override!r}: {part!r} is not a section")
-            node = node.setdefault(part, {})
-        node[parts[-1]] = raw  # a string: from_dict coerces it to the field's type
-    return values
+        key, raw = (part.strip() for part in override.split("=", 1))
+        config = _merged(config, lambda: _override(schema, key, raw), schema, where=key, value=raw)
+    try:
+        return OmegaConf.to_object(config)
+    except OmegaConfBaseException as error:  # e.g. an interpolation ``${...}`` naming no key
+        raise ValueError(f"{error.full_key}: {str(error).splitlines()[0]}") from None
+    except (ValueError, TypeError) as error:  # a section's own check (its dataclass's __post_init__)
+        raise ValueError(f"{_refused_section(config)}: {error}") from None
+
+
+def _refused_section(config, prefix: str = "") -> str:
+    """The dotted key of the innermost section of ``config`` that cannot be built."""
+    from omegaconf import DictConfig, OmegaConf
+
+    for key, node in config.items_ex(resolve=False) if isinstance(config, DictConfig) else ():
+        if isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None):
+            try:
+                OmegaConf.to_object(node)
+            except (ValueError, TypeError):
+                return _refused_section(node, f"{prefix}{key}.")
+    return prefix.rstrip(".") or "config"
+
+
+def _override(schema: type, key: str, raw: str):
+    """The override ``key=raw`` as a config to merge. Text fields take ``raw`` as it is (a string
+    field given ``[-1, 1]`` keeps that text); every other value is parsed as YAML."""
+    from omegaconf import OmegaConf
+
+    hint = field_type(schema, key)
+    if hint is str or hint == (str | None):
+        value = None if hint != str and raw.lower() in ("null", "none", "~") else raw
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        return OmegaConf.create(value)
+    return OmegaConf.from_dotlist([f"{key}={raw}"])
+
+
+def _merged(config, read, schema: type, *, where: str, value=None):
+    """``config`` merged with ``read()``; OmegaConf's errors become one line naming the key."""
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    try:
+        return OmegaConf.merge(config, read())
+    except yaml.YAMLError:
+        raise ValueError(f"{where}: cannot parse {value!r}") from None
+    except OmegaConfBaseException as error:
+        key = error.full_key or where
+        if isinstance(error, (ConfigKeyError, AttributeError)) and "not in" in str(error):
+            hint = str(error).splitlines()[0].partition("Did you mean: ")[2].rstrip("?")
+            raise ValueError(f"{key}: unknown key" + (f" (did you mean {hint}?)" if hint else "")) from None
+        shown = value if value is not None and key == where else getattr(error, "value", None)
+        expected = describe_type(field_type(schema, key))
+        if expected is None:
+            raise ValueError(f"{key}: {str(error).splitlines()[0]}") from None
+        raise ValueError(f"{key}: expected {expected}, got {shown!r}") from None
+
+
+def field_type(schema: type, key: str):
+    """The annotation of the dotted ``key`` in ``schema`` (None when the key leads nowhere)."""
+    hint = schema
+    for part in key.split("."):
+        name, _, index = part.partition("[")
+        if not (dataclasses.is_dataclass(hint) and name in {f.name for f in dataclasses.fields(hint)}):
+            return None
+        hint = typing.get_type_hints(hint)[name]
+        if index and typing.get_origin(hint) in (tuple, list):
+            hint = typing.get_args(hint)[0]
+    return hint
+
+
+_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a float", str: "a string"}
+
+
+def describe_type(hint) -> str | None:
+    """``hint`` in words for an error message."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        named = [describe_type(a) for a in args if a is not type(None)]
+        return None if None in named else " or ".join(named + (["null"] if type(None) in args else []))
+    if origin in (tuple, list):
+        fixed = origin is tuple and args and args[-1] is not Ellipsis
+        return f"a list of {len(args)} items" if fixed else "a list"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(hint):
+        return "a section (a mapping of keys)"
+    return _TYPE_NAMES.get(hint)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TokenizerConfig:
-    """Defaults, then the YAML (or JSON) file at ``path``, then ``overrides`` (``section.key=value``)."""
-    values = to_dict(TokenizerConfig())
-    if path is not None:
-        values = _merge(values, _read_config_file(Path(path)))
-    values = apply_overrides(values, overrides or [])
-    return check_config(from_dict(TokenizerConfig, values))
+    """The image recipe: defaults, then the YAML (or JSON) file at ``path``, then ``overrides``
+    (``section.key=value``). ``load_recipe`` reads a recipe of any kind."""
+    return check_config(load_structured(TokenizerConfig, path, overrides))
 
 
-def _read_config_file(path: Path) -> dict:
+def recipe_schemas() -> dict[str, type]:
+    """``recipe`` value -> the schema of its config."""
+    return {"image": TokenizerConfig, "audio": AudioConfig}
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None):
+    """A tokenizer recipe of the kind its ``recipe:`` key names (``image`` when it names none),
+    loaded and checked against that kind's schema."""
+    values = read_config_file(Path(path)) if path is not None else {}
+    kind = values.get("recipe", "image")
+    schemas = recipe_schemas()
+    if kind not in schemas:
+        raise ValueError(f"recipe: expected one of {sorted(schemas)}, got {kind!r}" + (f" (in {path})" if path else ""))
+    return check_config(load_structured(schemas[kind], path, overrides))
+
+
+def read_config_file(path: Path) -> dict:
     """The mapping in a YAML/JSON file; a parse error or a top level that is not a mapping gives a
     ValueError naming the file (a corrupt config.json used to raise a bare JSONDecodeError)."""
     import yaml
@@ -296,7 +357,7 @@ def _read_config_file(path: Path) -> dict:
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
         text = path.read_text()
-        loaded = json.loads(text) if path.suffix == ".json" else (_parse_yaml(text) or {})
+        loaded = json.loads(text) if path.suffix == ".json" else (yaml.safe_load(text) or {})
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
         reason = " ".join(str(error).split())  # YAML errors span several lines
         raise ValueError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {reason}") from None
@@ -318,31 +379,26 @@ _POSITIVE = (
     ("quantizer.codebook_size", 2),
     ("model.dim", 1),
     ("trainer.num_nodes", 1),
+    ("data.sample_rate", 8000),
+    ("trainer.sample_every", 0),
 )
 
 
-def check_config(config: TokenizerConfig) -> TokenizerConfig:
-    """Values no run can use, refused naming the key."""
+def check_config(config):
+    """Values no run of any recipe can use, refused naming the key."""
+    kind = next(name for name, schema in recipe_schemas().items() if type(config) is schema)
+    if config.recipe != kind:  # the key is there to be read, not set
+        raise ValueError(f"recipe: this is the {kind} recipe's schema, got recipe={config.recipe!r}; load the file with load_recipe")
     for key, minimum in _POSITIVE:
         section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
-        if value < minimum:
+        value = getattr(getattr(config, section), name, None)  # (a key of another recipe's schema)
+        if value is not None and value < minimum:
             raise ValueError(f"{key} must be >= {minimum}, got {value}")
     if not config.optim.lr > 0:
         raise ValueError(f"optim.lr must be positive, got {config.optim.lr}")
     if config.optim.ema_decay is not None and not 0 < config.optim.ema_decay < 1:
         raise ValueError(f"optim.ema_decay must lie in (0, 1) or be null, got {config.optim.ema_decay}")
     return config
-
-
-def _merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def save_config(config: TokenizerConfig, directory: str | Path) -> None:
@@ -356,10 +412,10 @@ def save_config(config: TokenizerConfig, directory: str | Path) -> None:
     atomic_write_text(Path(directory) / "config.yaml", yaml.safe_dump(values, sort_keys=False))
 
 
-def read_run_config(run_dir: str | Path) -> TokenizerConfig:
-    """The config a run was trained with (``config.json``, else ``config.yaml``)."""
+def read_run_config(run_dir: str | Path):
+    """The config a run was trained with (``config.json``, else ``config.yaml``), of its recipe's schema."""
     run_dir = Path(run_dir)
     for name in ("config.json", "config.yaml"):
         if (run_dir / name).is_file():
-            return load_config(run_dir / name)
+            return load_recipe(run_dir / name)
     raise FileNotFoundError(f"{run_dir} holds no config.json or config.yaml; is it a simvq run directory?")

@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 
 from ..data import build_image_dataset
 from .config import TokenizerConfig
+from .core import log_row
 
 PLATEAU_FILE = "plateau.json"
 
@@ -66,7 +67,7 @@ class PlateauStop(pl.Callback):
         if step % self.criterion.check_every:
             return
         metrics = self.measure(module)
-        module.log_dict({"plateau/usage": metrics["usage"], "plateau/psnr": metrics["psnr"]})
+        log_row(module, step - 1, {"plateau/usage": metrics["usage"], "plateau/psnr": metrics["psnr"]})
         if self.check(step, metrics):
             trainer.should_stop = True
 

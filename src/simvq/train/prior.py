@@ -3,9 +3,9 @@
     tokenizer run -> tokens of the training split (cached) -> batch (codes, labels) -> label dropout
     -> prior -> next-token cross-entropy -> AdamW step
 
-``train_prior(config) -> run_dir`` trains (or resumes) it with the tokenizer recipe's machinery
-(atomic checkpoints read back with ``weights_only=True``, resumable CSV + TensorBoard logs,
-``progress.json``); ``evaluate_prior_run(run_dir) -> dict`` measures it (``gen_metrics.json``);
+``train_prior(config) -> run_dir`` trains (or resumes) it with the recipes' shared machinery
+(``simvq.train.core``: atomic checkpoints read back with ``weights_only=True``, resumable CSV +
+TensorBoard logs, ``progress.json``); ``evaluate_prior_run(run_dir) -> dict`` measures it (``gen_metrics.json``);
 ``sample_images`` draws and decodes samples.
 
 A prior run directory holds ``config.yaml``/``config.json``, ``tokens.json`` (the tokenizer it was
@@ -27,15 +27,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from .config import (
-    OptimConfig,
-    TrainerConfig,
-    _merge,
-    apply_overrides,
-    from_dict,
-    save_config,
-    to_dict,
-)
+from .config import OptimConfig, TrainerConfig, load_structured, save_config, to_dict
+from . import core
 
 TOKENS_META = "tokens.json"
 
@@ -96,13 +89,7 @@ class PriorConfig:
 
 def load_prior_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> PriorConfig:
     """Defaults, then the YAML (or JSON) file at ``path``, then ``section.key=value`` overrides."""
-    import yaml
-
-    values = to_dict(PriorConfig())
-    if path is not None:
-        text = Path(path).read_text()
-        values = _merge(values, json.loads(text) if str(path).endswith(".json") else (yaml.safe_load(text) or {}))
-    return from_dict(PriorConfig, apply_overrides(values, overrides or []))
+    return load_structured(PriorConfig, path, overrides)
 
 
 def read_prior_config(run_dir: str | os.PathLike) -> PriorConfig:
@@ -189,16 +176,15 @@ class PriorModule(pl.LightningModule):
         else:
             labels = None
         loss = self.model.loss(codes, labels)
-        self.log("train/loss", loss.detach(), prog_bar=True)
-        self.log("train/bits_per_token", loss.detach() / math.log(2))
+        if (self.global_step + 1) % self.config.trainer.log_every == 0:  # before the optimizer step
+            self.log("train/loss", loss.detach(), prog_bar=True, logger=False)
+            core.log_row(self, self.global_step, {"train/loss": loss, "train/bits_per_token": loss / math.log(2)})
         self.steps_this_session += 1
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema_model is not None:
-            from .image import update_ema
-
-            update_ema(self.ema_model, self.model, self.config.optim.ema_decay)
+            core.update_ema(self.ema_model, self.model, self.config.optim.ema_decay)
 
     def eval_model(self):
         return self.ema_model if self.ema_model is not None else self.model
@@ -231,14 +217,6 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     """Train (or resume from ``checkpoints/last.ckpt``) the prior ``config`` describes; returns its run directory."""
     from ..tokenizer import CHECKPOINT_FILE, WEIGHTS_FILE, Tokenizer, save_weights
     from ..utils import atomic_write_text
-    from .image import (
-        PeriodicCheckpoint,
-        _append_progress,
-        _checkpoint_step,
-        _quiet_lightning,
-        resolve_precision,
-        resumable_trainer,
-    )
 
     if not config.tokenizer:
         raise ValueError("name the tokenizer run directory (tokenizer=... or the RUN_DIR argument)")
@@ -267,24 +245,24 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
 
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = PriorModule(config, codebook_size=meta["codebook_size"], grid=tuple(meta["grid"]), num_classes=meta["num_classes"])
-    start_step = _checkpoint_step(checkpoint_path)
-    trainer = resumable_trainer(
+    start_step = core.checkpoint_step(checkpoint_path)
+    trainer = core.resumable_trainer(
         config,
         run_dir,
         start_step,
-        callbacks=[PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every)],
+        callbacks=[core.PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every)],
         show_progress=show_progress,
         strategy=config.trainer.strategy,
-        precision=resolve_precision(config.trainer.precision, config.trainer.accelerator),
+        precision=core.resolve_precision(config.trainer.precision, config.trainer.accelerator),
         gradient_clip_val=config.optim.grad_clip,
         use_distributed_sampler=False,
     )
     started = time.time()
-    _quiet_lightning()
+    core.quiet_lightning()
     loader = _token_loader(codes, labels, config.data.batch_size, config.trainer.seed + start_step)
     trainer.fit(module, loader, ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
     if trainer.is_global_zero:
-        _append_progress(run_dir, start_step, trainer.global_step, module.steps_this_session, time.time() - started)
+        core.append_progress(run_dir, start_step, trainer.global_step, module.steps_this_session, time.time() - started)
         save_weights(module.eval_model(), run_dir / WEIGHTS_FILE)
     return run_dir
 

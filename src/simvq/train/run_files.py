@@ -3,12 +3,13 @@
 A run directory holds ``config.json``/``config.yaml`` (the recipe), ``model.safetensors`` (the final
 weights: the EMA copy when EMA is on) and ``checkpoints/last.ckpt`` (Lightning state for resuming).
 ``resolve_run`` turns any of the three paths a user may give into (weights file, run directory);
-``load_run_model`` builds the trained autoencoder from it. Nothing is ever unpickled: checkpoints
+``load_run_model`` builds the trained autoencoder (image) or codec (audio) from it. Nothing is ever unpickled: checkpoints
 are read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..utils import atomic_path, load_safetensors, load_torch_file
-from .config import TokenizerConfig, read_run_config
+from .config import read_run_config
 
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = Path("checkpoints") / "last.ckpt"
@@ -67,8 +68,11 @@ def read_model_state(weights: Path) -> dict[str, Tensor]:
     return checkpoint_model_state(weights)
 
 
-def build_model(config: TokenizerConfig):
-    """The autoencoder ``config`` describes (the models never read the training config themselves)."""
+def build_model(config):
+    """The autoencoder ``config`` describes (the models never read the training config themselves):
+    an ``ImageAutoencoder`` for an image recipe, an ``AudioCodec`` for an audio one."""
+    if config.recipe == "audio":
+        return build_codec(config)
     from ..models import ImageAutoencoder
 
     return ImageAutoencoder(
@@ -83,6 +87,30 @@ def build_model(config: TokenizerConfig):
         norm_groups=config.model.norm_groups,
         dim=config.model.dim,
     )
+
+
+def build_codec(config):
+    """The ``AudioCodec`` of an audio recipe: its ``model`` section is the codec's keyword arguments."""
+    import dataclasses
+
+    from ..models import AudioCodec
+
+    return AudioCodec(
+        quantizer=config.quantizer.name,
+        codebook_size=config.quantizer.codebook_size,
+        quantizer_options=config.quantizer.options,
+        sample_rate=config.data.sample_rate,
+        **dataclasses.asdict(config.model),
+    )
+
+
+def training_facts(run_dir: Path) -> dict:
+    """``global_step`` and ``train_seconds`` (over every session) from the run's ``progress.json``."""
+    progress_file = Path(run_dir) / "progress.json"
+    if not progress_file.is_file():
+        return {}
+    progress = json.loads(progress_file.read_text())
+    return {"global_step": progress["global_step"], "train_seconds": sum(s["seconds"] for s in progress["sessions"])}
 
 
 def load_run_model(path: str | os.PathLike, *, device: torch.device | str | None = None):

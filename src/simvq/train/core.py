@@ -1,0 +1,273 @@
+"""What every training recipe (tokenizer of any modality, prior) shares on Lightning: a run
+directory that resumes, written through public Lightning APIs only.
+
+- ``resumable_trainer``: the step-limited trainer with CSV + TensorBoard logs and atomic checkpoints;
+- ``AtomicCheckpointIO``, ``PeriodicCheckpoint``: ``checkpoints/last.ckpt`` written atomically, read
+  with ``weights_only=True``; ``checkpoint_step`` reads where a run stopped;
+- ``ResumableCSVLogger``: ``metrics.csv`` kept across sessions (rows after the resume step dropped);
+- ``append_progress``: ``progress.json``, one entry per session;
+- ``RankConsistency``: under DDP, every rank ends with the same tensors;
+- ``log_row``: a row of metrics for every logger at the recipe's own step;
+- ``update_ema``, ``resolve_precision``, ``quiet_lightning``: small shared pieces.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+
+from ..utils import atomic_path, atomic_write_text, load_torch_file
+
+
+@torch.no_grad()
+def update_ema(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """Parameters: ``ema += (1 - decay) (live - ema)`` in one fused call; buffers (frozen bases,
+    EMA codebook statistics) are copied, not averaged."""
+    torch._foreach_lerp_(list(ema_model.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
+    ema_buffers, live_buffers = list(ema_model.buffers()), list(model.buffers())
+    if ema_buffers:
+        torch._foreach_copy_(ema_buffers, live_buffers)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Native bf16 dot products (AVX512-BF16 or AMX): bf16 convolutions beat float32 there only."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``trainer.precision``; "auto" is bf16-mixed where bf16 is fast (CUDA with bf16, CPUs with
+    native bf16), else 32-true. The quantizer's search and losses run in float32 either way."""
+    if precision != "auto":
+        return precision
+    on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if on_cuda:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if accelerator in ("auto", "cpu") and cpu_has_fast_bf16() else "32-true"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Streams to a temporary file, syncs it, then renames (a crash never leaves half a checkpoint,
+    and no second in-memory copy of the checkpoint is built); reads with
+    ``torch.load(weights_only=True)`` so no pickled code is ever run, and a corrupt file gives one
+    error naming it."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
+        return load_torch_file(path, map_location=map_location)
+
+
+class PeriodicCheckpoint(pl.Callback):
+    """``last.ckpt`` every ``every`` steps, at the end, and when training stops on an exception
+    (Ctrl-C included), so a resumed run loses at most ``every`` steps."""
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = path, max(1, every)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every == 0:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+    def on_train_end(self, trainer, module) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+    def on_exception(self, trainer, module, exception) -> None:
+        if trainer.global_step > 0:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+
+class RankConsistency(pl.Callback):
+    """Under DDP, every parameter and buffer (encoder, quantizer statistics, weight EMA,
+    discriminator) must be identical on every rank when training ends: a codebook updated from one
+    rank's batch only, or a collective skipped by some ranks, shows up here as an error naming the
+    tensors instead of as silently diverging replicas. One all-gather of two float64 fingerprints
+    per tensor; every rank runs it (no rank-dependent branch around the collective)."""
+
+    def __init__(self):
+        self.compared = 0
+
+    def on_train_end(self, trainer, module) -> None:
+        if trainer.world_size < 2:
+            return
+        names, fingerprints = tensor_fingerprints(module.state_dict())
+        gathered = module.all_gather(fingerprints)  # (world_size, tensors, 2)
+        differ = (gathered != gathered[0]).any(dim=2).any(dim=0)
+        if bool(differ.any()):
+            different = [name for name, bad in zip(names, differ.tolist()) if bad]
+            raise RuntimeError(f"DDP ranks disagree on {len(different)} tensors after training, e.g. {different[:5]}")
+        self.compared = len(names)
+
+
+def tensor_fingerprints(state: dict) -> tuple[list[str], torch.Tensor]:
+    """``(names, (tensors, 2) float64)``: each tensor's sum and its dot product with a fixed
+    pseudo-random vector, so a one-ulp difference anywhere changes it."""
+    names, rows = [], []
+    for name, tensor in state.items():
+        values = tensor.detach().flatten().double()
+        weights = torch.sin(torch.arange(values.numel(), device=values.device, dtype=torch.float64) * 12.9898 + 78.233)
+        names.append(name)
+        rows.append(torch.stack([values.sum(), (values * weights).sum()]))
+    device = rows[0].device if rows else "cpu"
+    return names, torch.stack(rows) if rows else torch.zeros(0, 2, dtype=torch.float64, device=device)
+
+
+# ----------------------------------------------------------------------------- logs and progress
+
+
+class ResumableCSVLogger(Logger):
+    """``metrics.csv`` in ``directory``, one row per logged step (Lightning's CSV layout: ``epoch``,
+    ``step`` and the sorted metric names). Unlike Lightning's CSV logger it keeps the file of earlier
+    sessions, dropping rows at or after ``resume_step`` (logged after the last checkpoint of a run
+    that was killed, and about to be redone). Rows are written on ``save()``."""
+
+    def __init__(self, directory: str | os.PathLike, *, resume_step: int = 0):
+        super().__init__()
+        self.directory, self.resume_step = Path(directory), resume_step
+        self.path = self.directory / "metrics.csv"
+        self.rows: list[dict] = []
+        self.keys: list[str] | None = None  # read from the file on the first flush
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    @property
+    def log_dir(self) -> str:
+        return str(self.directory)
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass  # the run directory's config.yaml holds them
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        row = {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        self.rows.append({**row, "step": len(self.rows) if step is None else step})
+
+    @rank_zero_only
+    def save(self) -> None:
+        if not self.rows:
+            return
+        keys = {k for row in self.rows for k in row}
+        if self.keys is None:  # this session's first flush: keep the earlier sessions' rows
+            self.keys, rows = self._earlier_rows()
+        elif keys <= set(self.keys):
+            with open(self.path, "a", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=self.keys).writerows(self.rows)
+            self.rows = []
+            return
+        else:  # a new column: rewrite the file under the wider header
+            rows = self._read_rows()
+        self.keys = sorted(set(self.keys) | keys)
+        self._write(rows + self.rows)
+        self.rows = []
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()
+
+    def _earlier_rows(self) -> tuple[list[str], list[dict]]:
+        if not self.path.is_file():
+            return [], []
+        with open(self.path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            keys = list(reader.fieldnames or [])
+            return keys, [row for row in reader if int(row["step"]) < self.resume_step]
+
+    def _read_rows(self) -> list[dict]:
+        with open(self.path, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    def _write(self, rows: list[dict]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path, buffer.getvalue())
+
+
+def log_row(module: pl.LightningModule, step: int, metrics: dict) -> None:
+    """One row of ``metrics`` for every logger at ``step`` (the optimizer steps finished before this
+    batch), through the public ``Logger`` API. The recipes decide which steps log and log them here,
+    not with ``self.log``: Lightning's own logging counter, which ``self.log`` rows follow, is left
+    one step ahead when a run resumes from a checkpoint saved mid-batch (on an exception)."""
+    row = {name: float(value.detach()) if isinstance(value, torch.Tensor) else float(value) for name, value in metrics.items()}
+    row["epoch"] = module.current_epoch
+    for logger in module.loggers:
+        logger.log_metrics(row, step=step)
+        logger.save()
+
+
+def resumable_trainer(config, run_dir: Path, start_step: int, *, callbacks: list, show_progress: bool, **options) -> pl.Trainer:
+    """The Lightning trainer of every recipe (tokenizer, prior): step-limited, logging to csv and
+    tensorboard from ``start_step`` on, checkpointing only through the ``callbacks`` (atomically),
+    no validation loop. ``options`` (strategy, precision, ...) are the recipe's own. The modules
+    write their rows with ``log_row``."""
+    return pl.Trainer(
+        max_steps=config.trainer.max_steps,
+        max_epochs=-1,
+        accelerator=config.trainer.accelerator,
+        devices=config.trainer.devices,
+        logger=[
+            ResumableCSVLogger(run_dir / "logs" / "csv" / "version_0", resume_step=start_step),
+            pl.loggers.TensorBoardLogger(run_dir / "logs", name="tensorboard", version=0, default_hp_metric=False),
+        ],
+        log_every_n_steps=config.trainer.log_every,
+        enable_checkpointing=False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=show_progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=run_dir,
+        **options,
+    )
+
+
+def quiet_lightning() -> None:
+    # "GPU available: False" and friends on every call are noise in a sweep
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def checkpoint_step(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    checkpoint = load_torch_file(path)
+    if not isinstance(checkpoint, dict) or "global_step" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no global_step); delete it to start over")
+    return int(checkpoint["global_step"])
+
+
+def append_progress(run_dir: Path, start: int, end: int, steps_run: int, seconds: float, **facts) -> None:
+    path = run_dir / "progress.json"
+    sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
+    sessions.append({"start_step": start, "end_step": end, "steps_run": steps_run, "seconds": round(seconds, 1), **facts})
+    atomic_write_text(path, json.dumps({"global_step": end, "sessions": sessions}, indent=1) + "\n")

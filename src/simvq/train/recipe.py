@@ -1,0 +1,317 @@
+"""The tokenizer recipe of every modality: one ``training_step`` shows the whole data flow
+
+    batch -> modality.prepare -> autoencoder (encoder -> quantizer -> decoder)
+          -> modality.reconstruction_loss + quantizer_weight x quantizer loss (+ adversarial) -> step
+
+``TokenizerModule`` is the LightningModule (weight EMA, code-usage tracking, the seeded quantizer
+streams in the checkpoint); ``fit_tokenizer`` trains or resumes a run directory with it. What differs
+between images and audio (the data, the autoencoder, the losses, the discriminator, the evaluation)
+comes from a ``Modality`` plug-in (``simvq.train.image.ImageModality``, ``simvq.train.audio.AudioModality``).
+
+The config a recipe reads has the sections ``data``, ``model``, ``quantizer``, ``loss``
+(``quantizer_weight``, ``discriminator``, ``discriminator_start``), ``optim`` (``lr``, ``betas``,
+``weight_decay``, ``warmup_steps``, ``grad_clip``, ``ema_decay``) and ``trainer``
+(:class:`simvq.train.config.TrainerConfig`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from ..metrics import CodebookUsage
+from ..utils import atomic_write_text
+from .config import read_run_config, save_config, to_dict
+from .core import (
+    PeriodicCheckpoint,
+    RankConsistency,
+    append_progress,
+    checkpoint_step,
+    log_row,
+    quiet_lightning,
+    resolve_precision,
+    resumable_trainer,
+    update_ema,
+)
+from .run_files import CHECKPOINT_FILE, WEIGHTS_FILE, save_weights
+
+# the config sections a resumed run must share with the run it continues (the schedule, evaluation
+# and logging may change)
+MODEL_SECTIONS = ("data", "model", "quantizer", "loss")
+
+
+class Modality:
+    """What the tokenizer recipe needs from one kind of data. ``config`` is the recipe's config."""
+
+    def build_model(self, config) -> torch.nn.Module:
+        """The autoencoder: ``model(x) -> (reconstruction, QuantizerOutput)``, with ``.quantizer``,
+        ``.encoder`` and ``.decoder``."""
+        raise NotImplementedError
+
+    def build_discriminator(self, config) -> torch.nn.Module | None:
+        return None
+
+    def prepare(self, batch, config) -> torch.Tensor:
+        """A loader batch as the autoencoder's input (and reconstruction target)."""
+        raise NotImplementedError
+
+    def reconstruction_loss(self, reconstruction, target, config) -> tuple[torch.Tensor, dict]:
+        """``(loss, logs)``; ``logs`` maps ``train/<name>`` to tensors."""
+        raise NotImplementedError
+
+    def adversarial_loss(self, discriminator, real, fake, config) -> tuple[torch.Tensor, dict]:
+        """The generator's weighted adversarial terms and their logs."""
+        raise NotImplementedError
+
+    def discriminator_loss(self, discriminator, real, fake) -> torch.Tensor:
+        raise NotImplementedError
+
+    def train_loader(self, config, start_step: int):
+        """The training batches; a resumed run continues the sequence at ``start_step``."""
+        raise NotImplementedError
+
+    def callbacks(self, config) -> list[pl.Callback]:
+        return []
+
+    def finish(self, trainer: pl.Trainer, run_dir: Path) -> None:
+        """Files of the modality written on rank 0 after training."""
+
+    def evaluate(self, run_dir: Path, *, progress: bool, **options) -> dict:
+        raise NotImplementedError
+
+
+class TokenizerModule(pl.LightningModule):
+    """The training recipe. Manual optimisation: one generator step per batch (plus a
+    discriminator step once the adversarial loss is on), so ``global_step`` counts batches.
+
+    The hot path holds no host synchronisation: batch statistics are logged (and the usage window
+    is read) only every ``trainer.log_every`` steps, the code histogram is accumulated on the device
+    without validation (the quantizer's codes are in range by construction), and the weight EMA is
+    one fused ``_foreach_lerp_``."""
+
+    def __init__(self, config, modality: Modality):
+        super().__init__()
+        self.config, self.modality = config, modality
+        self.automatic_optimization = False
+        self.model = modality.build_model(config)
+        self.discriminator = modality.build_discriminator(config) if config.loss.discriminator else None
+        self.ema_model = None
+        if config.optim.ema_decay:
+            self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
+        if config.trainer.channels_last:
+            self.to(memory_format=torch.channels_last)
+        if config.trainer.compile:
+            # in place: the state_dict keys stay those of the plain modules
+            for part in (self.model.encoder, self.model.decoder):
+                part.compile()
+        self.window_usage = CodebookUsage(self.model.quantizer.codebook_size)
+        self.usage_history: list[dict] = []  # one point per trainer.log_every steps
+        self.steps_this_session = 0
+
+    # -- optimisers ---------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        optim = self.config.optim
+
+        def warmup(step: int) -> float:
+            return min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else 1.0
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        generator = torch.optim.Adam(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+        schedules = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(generator, warmup), "interval": "step"}]
+        if self.discriminator is None:
+            return [generator], schedules
+        discriminator = torch.optim.Adam(self.discriminator.parameters(), lr=optim.lr, betas=tuple(optim.betas))
+        return [generator, discriminator], schedules
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def generator_loss(self, inputs: torch.Tensor):
+        """``(loss, reconstruction, quantizer output, logs)`` of the autoencoder on ``inputs``."""
+        loss_config = self.config.loss
+        reconstruction, out = self.model(inputs)
+        reconstruction_loss, logs = self.modality.reconstruction_loss(reconstruction, inputs, self.config)
+        loss = reconstruction_loss + loss_config.quantizer_weight * out.loss
+        logs["train/quantizer"] = out.loss
+        if self.adversarial_on():
+            adversarial, adversarial_logs = self.modality.adversarial_loss(self.discriminator, inputs, reconstruction, self.config)
+            loss = loss + adversarial
+            logs.update(adversarial_logs)
+        return loss, reconstruction, out, logs
+
+    def adversarial_on(self) -> bool:
+        return self.discriminator is not None and self.global_step >= self.config.loss.discriminator_start
+
+    def training_step(self, batch, batch_idx):
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        scheduler = self.lr_schedulers()
+        inputs = self.modality.prepare(batch, self.config)
+        gan_on = self.adversarial_on()
+        loss, reconstruction, out, logs = self.generator_loss(inputs)
+        logging = self.logging_step()
+        if logging:
+            logs["train/lr"] = torch.tensor(scheduler.get_last_lr()[0])  # the rate this step uses
+
+        generator_opt = optimizers[0]
+        generator_opt.zero_grad()
+        self.manual_backward(loss)
+        self.clip(generator_opt)
+        generator_opt.step()  # the LightningOptimizer step: this is what advances global_step
+        scheduler.step()
+
+        if gan_on:
+            discriminator_opt = optimizers[1]
+            discriminator_opt.zero_grad()
+            discriminator_loss = self.modality.discriminator_loss(self.discriminator, inputs, reconstruction.detach())
+            self.manual_backward(discriminator_loss)
+            self.clip(discriminator_opt)
+            # the raw torch optimiser, so the discriminator's step does not count as a training step
+            discriminator_opt.optimizer.step()
+            logs["train/discriminator"] = discriminator_loss
+
+        self.update_ema()
+        self.steps_this_session += 1
+        self.window_usage.update(out.codes.detach(), check=False)
+        if logging:
+            logs.update({f"train/batch_{k}": v for k, v in out.metrics.items() if v.numel() == 1})
+            logs.update(self.record_usage_point())
+            self.log("train/loss", loss.detach(), prog_bar=True, logger=False)
+            log_row(self, self.global_step - 1, {"train/loss": loss, **logs})  # after the optimizer step
+        return loss.detach()
+
+    def logging_step(self) -> bool:
+        # ``global_step`` counts finished steps: this batch is step global_step + 1
+        step = self.global_step + 1
+        return step % self.config.trainer.log_every == 0 or step == self.trainer.max_steps
+
+    def clip(self, optimizer) -> None:
+        if self.config.optim.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.config.optim.grad_clip, gradient_clip_algorithm="norm")
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.ema_model is not None:
+            update_ema(self.ema_model, self.model, self.config.optim.ema_decay)
+
+    def record_usage_point(self) -> dict:
+        """The usage of the codes since the last point, added to ``usage_history``; its logs."""
+        stats = self.window_usage.compute()
+        self.window_usage.reset()
+        self.usage_history.append({"step": self.global_step, **stats})  # global_step counts this batch
+        return {"train/window_usage": stats["usage"], "train/window_perplexity": stats["perplexity"]}
+
+    def eval_model(self) -> torch.nn.Module:
+        """The weights evaluation and export use: the EMA copy when there is one."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    # -- state that is not a parameter --------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["simvq"] = {
+            "usage_history": json.dumps(self.usage_history),
+            "window_counts": self.window_usage.counts.cpu(),
+            # the random streams of dead-code restarts, k-means and anchor sampling: without them a
+            # resumed run would draw other rows than an uninterrupted one
+            "generators": {name: generator.get_state() for name, generator in self._quantizer_generators()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("simvq", {})
+        self.usage_history = json.loads(state.get("usage_history", "[]"))
+        if "window_counts" in state:
+            self.window_usage.counts = state["window_counts"].clone()
+        saved = state.get("generators", {})
+        for name, generator in self._quantizer_generators():
+            if name in saved:
+                generator.set_state(saved[name])
+
+    def _quantizer_generators(self):
+        """``(module name, torch.Generator)`` of every seeded quantizer stream in the model."""
+        for name, module in self.model.named_modules():
+            if isinstance(getattr(module, "_generator", None), torch.Generator):
+                yield name, module._generator
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def check_resumable(saved, config, run_dir: Path, sections=MODEL_SECTIONS) -> None:
+    """Resuming is allowed when only the schedule/eval/logging changed, not the model or data."""
+    for section in sections:
+        if to_dict(getattr(saved, section)) != to_dict(getattr(config, section)):
+            raise ValueError(
+                f"{run_dir} was trained with a different `{section}` config; "
+                f"use a new out_dir (saved: {to_dict(getattr(saved, section))}, "
+                f"given: {to_dict(getattr(config, section))})"
+            )
+
+
+def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool | None = None) -> Path:
+    """Train (or resume) the tokenizer ``config`` describes; returns its run directory.
+
+    ``build_module()`` makes the ``TokenizerModule`` (after the seed is set). ``config.out_dir`` is
+    the run directory; if it holds ``checkpoints/last.ckpt`` from an earlier call, training resumes
+    from it (steps already done are not redone). With ``evaluate`` the modality's evaluation runs
+    afterwards (every rank measures a shard under DDP; rank 0 writes).
+    """
+    run_dir = Path(config.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = run_dir / CHECKPOINT_FILE
+    if checkpoint_path.is_file():
+        check_resumable(read_run_config(run_dir), config, run_dir)
+    save_config(config, run_dir)
+    pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    show_progress = config.trainer.progress_bar if progress is None else progress
+
+    module = build_module()
+    modality = module.modality
+    strategy = config.trainer.strategy
+    if strategy == "ddp" and config.loss.discriminator:
+        strategy = "ddp_find_unused_parameters_true"  # the discriminator sits idle before its start step
+    precision = resolve_precision(config.trainer.precision, config.trainer.accelerator)
+    if config.loss.discriminator and precision.startswith("16"):
+        raise ValueError("trainer.precision=16-mixed is not supported with the discriminator; use bf16-mixed or 32-true")
+    start_step = checkpoint_step(checkpoint_path)
+    consistency = RankConsistency()
+    trainer = resumable_trainer(
+        config,
+        run_dir,
+        start_step,
+        # the modality's first (e.g. the plateau stop): their state is checkpointed
+        callbacks=[*modality.callbacks(config), PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every), consistency],
+        show_progress=show_progress,
+        num_nodes=config.trainer.num_nodes,
+        strategy=strategy,
+        precision=precision,
+    )
+    started = time.time()
+    quiet_lightning()
+    try:
+        trainer.fit(module, modality.train_loader(config, start_step), ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
+    finally:
+        # also when the session ends on SIGTERM, Ctrl-C or an error: the steps it ran are on disk
+        # (PeriodicCheckpoint saved them), so they belong in the record
+        if trainer.is_global_zero:
+            append_progress(
+                run_dir, start_step, trainer.global_step, module.steps_this_session, time.time() - started,
+                world_size=trainer.world_size, tensors_identical_across_ranks=consistency.compared,
+            )
+
+    if trainer.is_global_zero:
+        atomic_write_text(run_dir / "usage_history.json", json.dumps(module.usage_history, indent=1) + "\n")
+        save_weights(module.eval_model(), run_dir / WEIGHTS_FILE)
+        modality.finish(trainer, run_dir)
+    if evaluate and trainer.world_size > 1:
+        # every rank evaluates a shard of the test split (rank 0 writes); the weights file must exist first
+        trainer.strategy.barrier("weights written")
+        modality.evaluate(run_dir, progress=show_progress and trainer.is_global_zero, write=trainer.is_global_zero,
+                          shard=(trainer.global_rank, trainer.world_size), device=trainer.strategy.root_device)
+    elif evaluate:
+        modality.evaluate(run_dir, progress=show_progress)
+    return run_dir
