@@ -141,14 +141,16 @@ class AffineVQ(CodebookQuantizer):
         input_mean, input_var = moments[0], (moments[1] - moments[0].pow(2)).clamp_min(0.0)
         codes = self.embedding.float()
         code_mean, code_var = codes.mean(0), codes.var(0, unbiased=False)
-        momentum = 0.0 if not bool(self.stats_ready) else 1.0 - self.affine_momentum
+        momentum = 1.0 - self.affine_momentum
         for buffer, value in (
             (self.input_mean, input_mean),
             (self.input_var, input_var),
             (self.code_mean, code_mean),
             (self.code_var, code_var),
         ):
-            buffer.mul_(momentum).add_(value, alpha=1.0 - momentum)
+            # the first batch is copied as is: a masked write, not a Python branch on the flag, so
+            # a compiled graph holds no branch on data
+            buffer.copy_(torch.where(self.stats_ready, buffer.mul(momentum).add(value, alpha=1.0 - momentum), value))
         self.stats_ready.fill_(True)
 
     # -- forward --------------------------------------------------------------------------------

@@ -59,6 +59,42 @@ def seeded_global_rng(seed: int | None, offset: int = SEED_OFFSET_LAYERS) -> Ite
         yield
 
 
+# Training draws (k-means starts, dead-code restarts, anchors) come from a stream kept as the state
+# tensor of a generator, in a non-persistent buffer under this name (``None`` without a seed: the
+# global RNG): a compiled graph can hand a tensor to the op that draws, never a ``torch.Generator``.
+TRAINING_STREAM = "training_rng_state"
+
+
+def register_training_stream(module: nn.Module, seed: int | None) -> None:
+    """Give ``module`` its training stream: ``seeded_generator(seed, SEED_OFFSET_TRAINING)``'s
+    state, or ``None`` (the global RNG) without a seed. Not in ``state_dict``: weights files stay
+    as they were; training checkpoints save it beside them (``training_streams``)."""
+    generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
+    module.register_buffer(TRAINING_STREAM, None if generator is None else generator.get_state(), persistent=False)
+
+
+def training_streams(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """``(module name, stream state)`` of every seeded training stream in ``model``; restore one by
+    copying a saved state into it."""
+    for name, module in model.named_modules():
+        state = getattr(module, TRAINING_STREAM, None)
+        if isinstance(state, Tensor):
+            yield name, state
+
+
+@contextmanager
+def continued_stream(state: Tensor | None) -> Iterator[torch.Generator | None]:
+    """A generator that continues the stream ``state`` (``None``: the global RNG, as it stands) and
+    writes its advanced state back into ``state`` when the block ends."""
+    if state is None:
+        yield None
+        return
+    generator = torch.Generator()
+    generator.set_state(state.detach().cpu())
+    yield generator
+    state.copy_(generator.get_state())
+
+
 def gaussian_codebook(codebook_size: int, dim: int, *, init_scale: float | None = None, seed: int | None = None) -> Tensor:
     """``(codebook_size, dim)`` codes drawn ``N(0, init_scale**2)``. The default ``dim**-0.5`` gives rows
     of norm ~1: SimVQ's official ``C``, and the start every Gaussian-initialised baseline shares so
@@ -405,13 +441,16 @@ __all__ = [
     "code_counts",
     "code_statistics",
     "commitment_losses",
+    "continued_stream",
     "fp32",
     "gaussian_codebook",
     "is_integer_at_least",
     "linear_fp32",
     "projections",
+    "register_training_stream",
     "seeded_generator",
     "seeded_global_rng",
     "straight_through",
+    "training_streams",
     "uniform_codebook",
 ]

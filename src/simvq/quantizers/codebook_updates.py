@@ -8,6 +8,11 @@ here runs under ``torch.no_grad`` and in float32; the nearest-code step is alway
 DDP: when ``torch.distributed`` is initialised (checked at call time, never cached), statistics
 are summed over processes and randomly drawn rows are broadcast from rank 0, so every process
 holds the same codebook after an update.
+
+torch.compile: the draws that happen only on some steps (a restart when a code died, k-means on
+the first batch) are ``sample_rows_when`` and ``kmeans_when``, custom ops that decide on the host
+and draw from a quantizer's stream tensor. ``fullgraph=True`` captures them whole (a graph can
+neither branch on data nor hold a ``torch.Generator``) and they run the eager code unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..search import nearest
+from .base import continued_stream
 
 
 def is_distributed() -> bool:
@@ -106,6 +112,52 @@ def kmeans(
     return centroids, counts
 
 
+# ----------------------------------------------------------------------------- draws on some steps only
+
+
+@torch.library.custom_op("simvq::sample_rows_when", mutates_args=("stream",))
+def _sample_rows_when(x: Tensor, num_rows: int, when: Tensor, stream: Tensor | None) -> Tensor:
+    if not bool(when):
+        return x.new_zeros(num_rows, x.shape[1], dtype=torch.float32)
+    with continued_stream(stream) as generator:
+        return sample_rows(x, num_rows, generator=generator)
+
+
+@_sample_rows_when.register_fake
+def _(x: Tensor, num_rows: int, when: Tensor, stream: Tensor | None) -> Tensor:
+    return x.new_empty(num_rows, x.shape[1], dtype=torch.float32)
+
+
+def sample_rows_when(when: Tensor, x: Tensor, num_rows: int, *, stream: Tensor | None) -> Tensor:
+    """``sample_rows(x, num_rows)`` drawn from ``stream`` (a generator state, advanced in place;
+    ``None``: the global RNG) if the 0-dim bool ``when`` holds; zeros, with nothing drawn, if not."""
+    return torch.ops.simvq.sample_rows_when(x.detach(), num_rows, when, stream)
+
+
+@torch.library.custom_op("simvq::kmeans_when", mutates_args=("stream",))
+def _kmeans_when(
+    x: Tensor, num_clusters: int, iters: int, chunk_size: int | None, when: Tensor, stream: Tensor | None
+) -> Tensor:
+    if not bool(when):
+        return x.new_zeros(num_clusters, x.shape[1], dtype=torch.float32)
+    with continued_stream(stream) as generator:
+        centroids, _ = kmeans(x, num_clusters, iters=iters, chunk_size=chunk_size, generator=generator)
+    return centroids
+
+
+@_kmeans_when.register_fake
+def _(x: Tensor, num_clusters: int, iters: int, chunk_size: int | None, when: Tensor, stream: Tensor | None) -> Tensor:
+    return x.new_empty(num_clusters, x.shape[1], dtype=torch.float32)
+
+
+def kmeans_when(
+    when: Tensor, x: Tensor, num_clusters: int, *, iters: int, chunk_size: int | None, stream: Tensor | None
+) -> Tensor:
+    """``kmeans(x, num_clusters)``'s centroids, drawing its start from ``stream`` (as in
+    ``sample_rows_when``), if the 0-dim bool ``when`` holds; zeros, with nothing computed, if not."""
+    return torch.ops.simvq.kmeans_when(x.detach(), num_clusters, iters, chunk_size, when, stream)
+
+
 __all__ = [
     "all_reduce_mean_",
     "all_reduce_sum_",
@@ -114,5 +166,7 @@ __all__ = [
     "ema_",
     "is_distributed",
     "kmeans",
+    "kmeans_when",
     "sample_rows",
+    "sample_rows_when",
 ]

@@ -13,14 +13,13 @@ from torch import Tensor, nn
 
 from ..search import nearest
 from .base import (
-    SEED_OFFSET_TRAINING,
     CodebookQuantizer,
     FlatOutput,
     fp32,
-    seeded_generator,
+    register_training_stream,
     uniform_codebook,
 )
-from .codebook_updates import all_reduce_sum_, broadcast_, ema_, sample_rows
+from .codebook_updates import all_reduce_sum_, broadcast_, ema_, sample_rows_when
 from .options import check_bool, check_choice, check_float, check_int
 from .registry import register_quantizer
 
@@ -84,7 +83,7 @@ class CVQ(CodebookQuantizer):
         self.usage_decay = check_float("usage_decay", usage_decay, low=0.0, high=1.0, low_open=True, high_open=True)
         self.contrastive = check_bool("contrastive", contrastive)
         self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)  # 0 gave NaN logits
-        self._generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
+        register_training_stream(self, seed)
         bound = init_scale if init_scale is not None else 1.0 / codebook_size
         self.embedding = nn.Parameter(uniform_codebook(codebook_size, dim, bound=bound, seed=seed))
         # running average of each code's share of the tokens (sums to ~1); resumes with the model
@@ -119,7 +118,7 @@ class CVQ(CodebookQuantizer):
             feature_index, _ = nearest(self._search_space(self.embedding), self._search_space(x), chunk_size=self.chunk_size)
             anchors = broadcast_(x.float()[feature_index].contiguous())
         else:
-            anchors = sample_rows(x, self.codebook_size, generator=self._generator)
+            anchors = sample_rows_when(torch.tensor(True), x, self.codebook_size, stream=self.training_rng_state)
         alpha = torch.exp(-(self.usage * self.codebook_size * 10.0) / (1.0 - self.usage_decay) - 1e-3)[:, None]
         self.embedding.data.mul_(1.0 - alpha).add_(alpha * anchors)
 

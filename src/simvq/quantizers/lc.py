@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import SEED_OFFSET_TRAINING, FlatOutput, seeded_generator
-from .codebook_updates import kmeans
+from .base import FlatOutput, register_training_stream
+from .codebook_updates import kmeans_when
 from .options import check_int
 from .registry import register_quantizer
 from .simvq import SimVQ, check_table
@@ -69,7 +69,10 @@ class LCVQ(SimVQ):
             basis=features,
         )
         self.kmeans_iters = check_int("kmeans_iters", kmeans_iters, minimum=0)
-        self._generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
+        register_training_stream(self, seed)
+        # clustering the first batch is this module's job only when no features were given: the
+        # masked writes below would otherwise copy a (possibly 100k-row) table on every step
+        self._features_from_data = features is None
         if features is None:
             with torch.no_grad():
                 self.proj.weight.copy_(torch.eye(dim))
@@ -82,12 +85,14 @@ class LCVQ(SimVQ):
         return self.basis.shape[1]
 
     def quantize(self, x: Tensor) -> FlatOutput:
-        if self.training and not bool(self.features_ready):
+        if self.training and self._features_from_data:
+            # on the first training batch only (the op decides); masked writes, no branch on data
             with torch.no_grad():
-                centroids, _ = kmeans(
-                    x.detach(), self.codebook_size, iters=self.kmeans_iters, chunk_size=self.chunk_size, generator=self._generator
+                pending = ~self.features_ready
+                centroids = kmeans_when(
+                    pending, x, self.codebook_size, iters=self.kmeans_iters, chunk_size=self.chunk_size, stream=self.training_rng_state
                 )
-                self.basis.copy_(centroids)
+                self.basis.copy_(torch.where(pending, centroids, self.basis))
                 self.features_ready.fill_(True)
         return super().quantize(x)
 

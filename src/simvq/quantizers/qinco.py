@@ -139,7 +139,8 @@ class QINCo(Quantizer):
             return nearest(residual, codebook, return_distances=False)
         network = self.networks[stage - 1]
         num_candidates = self.codebook_size if self.candidates is None else min(self.candidates, self.codebook_size)
-        width = max(2 * self.dim, max((block[0].out_features for block in network.blocks), default=1))
+        # a list, not max(generator, default=...): torch.compile cannot trace the latter
+        width = max([2 * self.dim, *(block[0].out_features for block in network.blocks)])
         # bounded twice: the candidates through the network, and the pre-selection's distance table
         token_chunk = max(1, min(SEARCH_ELEMENTS // (num_candidates * width), SEARCH_ELEMENTS // self.codebook_size))
         codes = []

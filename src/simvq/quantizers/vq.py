@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (
-    SEED_OFFSET_TRAINING,
     CodebookQuantizer,
     FlatOutput,
     commitment_losses,
@@ -29,10 +28,10 @@ from .base import (
     gaussian_codebook,
     linear_fp32,
     projections,
-    seeded_generator,
+    register_training_stream,
     straight_through,
 )
-from .codebook_updates import cluster_sums, ema_, kmeans, sample_rows
+from .codebook_updates import cluster_sums, ema_, kmeans_when, sample_rows_when
 from .options import check_bool, check_float, check_int
 from .registry import register_quantizer
 
@@ -108,7 +107,7 @@ class VQ(CodebookQuantizer):
         self.kmeans_iters = check_int("kmeans_iters", kmeans_iters, minimum=0)
         self.l2_normalize = check_bool("l2_normalize", l2_normalize)
         self.codebook_dim = codebook_dim if codebook_dim is not None else dim
-        self._generator = seeded_generator(seed, SEED_OFFSET_TRAINING)
+        register_training_stream(self, seed)
         # ViT-VQGAN: Linear(dim, codebook_dim) before the lookup, Linear(codebook_dim, dim) after
         self.project_in, self.project_out = projections(dim, self.codebook_dim, enabled=codebook_dim is not None, seed=seed)
         self._register_codebook(gaussian_codebook(codebook_size, self.codebook_dim, init_scale=init_scale, seed=seed))
@@ -159,7 +158,7 @@ class VQ(CodebookQuantizer):
 
     def quantize(self, x: Tensor) -> FlatOutput:
         latent = self.to_latent(x)
-        if self.training and self.kmeans_init and not bool(self.kmeans_done):
+        if self.training and self.kmeans_init:
             self._initialise_by_kmeans(latent.detach())
         codes = self.search(latent)
         with fp32(x.device.type):
@@ -183,13 +182,16 @@ class VQ(CodebookQuantizer):
 
     @torch.no_grad()
     def _initialise_by_kmeans(self, latent: Tensor) -> None:
-        centroids, _ = kmeans(
-            latent, self.codebook_size, iters=self.kmeans_iters, chunk_size=self.chunk_size, generator=self._generator
+        """On the first training batch only (the op decides): the codebook becomes k-means centroids.
+        Masked writes rather than a Python ``if``, so a compiled graph holds no branch on data."""
+        pending = ~self.kmeans_done
+        centroids = kmeans_when(
+            pending, latent, self.codebook_size, iters=self.kmeans_iters, chunk_size=self.chunk_size, stream=self.training_rng_state
         )
-        self.embedding.data.copy_(centroids)
+        self.embedding.data.copy_(torch.where(pending, centroids, self.embedding.data))
         if self.ema_decay is not None:
-            self.ema_cluster_size.fill_(1.0)
-            self.ema_embed_sum.copy_(centroids)
+            self.ema_cluster_size.copy_(torch.where(pending, 1.0, self.ema_cluster_size))
+            self.ema_embed_sum.copy_(torch.where(pending, centroids, self.ema_embed_sum))
         self.kmeans_done.fill_(True)
 
     @torch.no_grad()
@@ -218,14 +220,16 @@ class VQ(CodebookQuantizer):
         """Jukebox: codes whose usage EMA fell below the threshold take random batch vectors."""
         ema_(self.code_usage, counts, self.dead_code_decay)
         dead = self.code_usage < self.dead_code_threshold
-        if not bool(dead.any()):
-            return
-        # drawn for every code (as Jukebox does) so all processes draw the same amount, then masked
-        replacement = sample_rows(latent, self.codebook_size, generator=self._generator)
+        any_dead = dead.any()
+        # drawn for every code (as Jukebox does) so all processes draw the same amount, then masked;
+        # drawn only on steps where a code died (the op decides), and written with masks rather
+        # than under a Python ``if``, so a compiled graph holds no branch on data
+        replacement = sample_rows_when(any_dead, latent, self.codebook_size, stream=self.training_rng_state)
         self.embedding.data.copy_(torch.where(dead[:, None], replacement, self.embedding.data))
         if self.ema_decay is not None:
             # keep the EMA consistent: m / laplace(N) must reproduce the new code
-            self.ema_embed_sum.copy_(self.embedding * self._smoothed_cluster_size()[:, None])
+            rebuilt = self.embedding * self._smoothed_cluster_size()[:, None]
+            self.ema_embed_sum.copy_(torch.where(any_dead, rebuilt, self.ema_embed_sum))
 
     def extra_repr(self) -> str:
         parts = [super().extra_repr(), f"beta={self.beta}"]

@@ -25,6 +25,7 @@ import lightning.pytorch as pl
 import torch
 
 from ..metrics import CodebookUsage
+from ..quantizers.base import training_streams
 from ..utils import atomic_write_text
 from .config import read_run_config, save_config, to_dict
 from .core import (
@@ -218,7 +219,7 @@ class TokenizerModule(pl.LightningModule):
             "window_counts": self.window_usage.counts.cpu(),
             # the random streams of dead-code restarts, k-means and anchor sampling: without them a
             # resumed run would draw other rows than an uninterrupted one
-            "generators": {name: generator.get_state() for name, generator in self._quantizer_generators()},
+            "generators": {name: state.cpu().clone() for name, state in training_streams(self.model)},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -227,15 +228,9 @@ class TokenizerModule(pl.LightningModule):
         if "window_counts" in state:
             self.window_usage.counts = state["window_counts"].clone()
         saved = state.get("generators", {})
-        for name, generator in self._quantizer_generators():
+        for name, stream in training_streams(self.model):
             if name in saved:
-                generator.set_state(saved[name])
-
-    def _quantizer_generators(self):
-        """``(module name, torch.Generator)`` of every seeded quantizer stream in the model."""
-        for name, module in self.model.named_modules():
-            if isinstance(getattr(module, "_generator", None), torch.Generator):
-                yield name, module._generator
+                stream.copy_(saved[name])
 
 
 # ----------------------------------------------------------------------------- train
