@@ -81,11 +81,18 @@ def assert_same_state(left, right, where=""):
 
 
 # EMA codebook buffers besides weights (vq_ema); the seeded random stream of dead-code restarts
-# (vq_reset: fails when the checkpoint does not carry the generator state)
-@pytest.mark.parametrize("quantizer", ["vq_ema", "vq_reset"])
+# (vq_reset: fails when the checkpoint does not carry the generator state); restarts drawn from
+# torch's global RNG (vq_reset without a seed: fails when the checkpoint does not carry its state)
+@pytest.mark.parametrize("quantizer", ["vq_ema", "vq_reset", "vq_reset-unseeded"])
 def test_a_run_killed_at_a_random_step_and_resumed_ends_like_an_uninterrupted_run(tmp_path, monkeypatch, quantizer):
-    """Weights, weight EMA, quantizer buffers, optimizer moments, LR schedule and usage history."""
-    overrides = ["trainer.max_steps=10", "optim.ema_decay=0.9", "optim.warmup_steps=4", f"quantizer.name={quantizer}"]
+    """Weights, weight EMA, quantizer buffers, optimizer moments, LR schedule, usage history and
+    the global random state."""
+    name, _, variant = quantizer.partition("-")
+    overrides = ["trainer.max_steps=10", "optim.ema_decay=0.9", "optim.warmup_steps=4", f"quantizer.name={name}"]
+    if variant == "unseeded":
+        # a threshold above the mean usage (8 x 14 x 14 tokens over 32 codes): restarts on every
+        # step, so every step after the kill draws from the global RNG
+        overrides += ["quantizer.options.seed=null", "quantizer.options.dead_code_threshold=64"]
     train(tiny_config(tmp_path / "straight", *overrides), evaluate=False)
 
     killed_at = random.Random(f"h3-{quantizer}").randint(1, 9)
@@ -102,6 +109,7 @@ def test_a_run_killed_at_a_random_step_and_resumed_ends_like_an_uninterrupted_ru
     assert_same_state(straight["optimizer_states"], resumed["optimizer_states"], "optimizer")
     assert_same_state(straight["lr_schedulers"], resumed["lr_schedulers"], "lr_schedulers")
     assert_same_state(straight["simvq"], resumed["simvq"], "usage")
+    assert_same_state(straight["callbacks"]["GlobalRandomState"], resumed["callbacks"]["GlobalRandomState"], "rng")
     from safetensors.torch import load_file
 
     exported = [load_file(tmp_path / run / "model.safetensors") for run in ("straight", "resumed")]

@@ -6,6 +6,7 @@ directory that resumes, written through public Lightning APIs only.
   with ``weights_only=True``; ``checkpoint_step`` reads where a run stopped;
 - ``ResumableCSVLogger``: ``metrics.csv`` kept across sessions (rows after the resume step dropped);
 - ``append_progress``: ``progress.json``, one entry per session;
+- ``GlobalRandomState``: torch's global random state in every checkpoint, restored on resume;
 - ``RankConsistency``: under DDP, every rank ends with the same tensors;
 - ``log_row``: a row of metrics for every logger at the recipe's own step;
 - ``update_ema``, ``resolve_precision``, ``quiet_lightning``: small shared pieces.
@@ -95,6 +96,38 @@ class PeriodicCheckpoint(pl.Callback):
     def on_exception(self, trainer, module, exception) -> None:
         if trainer.global_step > 0:
             trainer.save_checkpoint(self.path, weights_only=False)
+
+
+class GlobalRandomState(pl.Callback):
+    """torch's global random streams (CPU, and CUDA once initialised) in every checkpoint, restored
+    when the first batch of a resumed session starts. Lightning saves none, and a quantizer built
+    without a seed draws its restarts, k-means starts and anchors from them (dropout too): without
+    them a resumed run draws other numbers than an uninterrupted one. Restored at the batch, not at
+    load time, because creating the data loader's iterator draws from the CPU stream in between.
+    Python's ``random`` and numpy's global state are left out: no recipe draws from them (their
+    data pipelines own seeded generators). Under DDP rank 0's states are saved; every rank draws
+    alike (restarts are drawn on all ranks and broadcast), so they hold the same states."""
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            # a machine with fewer devices than the one that saved takes the first ones' states
+            torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
 class RankConsistency(pl.Callback):
@@ -227,8 +260,9 @@ def log_row(module: pl.LightningModule, step: int, metrics: dict) -> None:
 def resumable_trainer(config, run_dir: Path, start_step: int, *, callbacks: list, show_progress: bool, **options) -> pl.Trainer:
     """The Lightning trainer of every recipe (tokenizer, prior): step-limited, logging to csv and
     tensorboard from ``start_step`` on, checkpointing only through the ``callbacks`` (atomically),
-    no validation loop. ``options`` (strategy, precision, ...) are the recipe's own. The modules
-    write their rows with ``log_row``."""
+    with torch's global random state in every checkpoint (``GlobalRandomState``), no validation
+    loop. ``options`` (strategy, precision, ...) are the recipe's own. The modules write their rows
+    with ``log_row``."""
     return pl.Trainer(
         max_steps=config.trainer.max_steps,
         max_epochs=-1,
@@ -240,7 +274,7 @@ def resumable_trainer(config, run_dir: Path, start_step: int, *, callbacks: list
         ],
         log_every_n_steps=config.trainer.log_every,
         enable_checkpointing=False,
-        callbacks=callbacks,
+        callbacks=[*callbacks, GlobalRandomState()],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=show_progress,
         enable_model_summary=False,
