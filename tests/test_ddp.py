@@ -159,3 +159,55 @@ def test_sharded_evaluation_gives_the_numbers_of_one_process(ranks_output):
     assert sharded["metrics"].keys() == metrics.keys()
     for key, value in metrics.items():
         assert sharded["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-8), key  # float32 sums per batch
+
+
+def _evaluate_with_rfid(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    torch.set_num_threads(1)
+    from simvq.metrics.image import evaluate_reconstructions
+
+    model, dataset = _eval_model_and_images()
+    # the reference statistics are computed in shards too (an empty cache), then written by rank 0
+    metrics, _ = evaluate_reconstructions(model, dataset, max_images=8, batch_size=8, fid_images=FID_IMAGES, progress=False,
+                                          shard=(rank, WORLD_SIZE), fid_cache_dir=Path(out_dir) / "fid")
+    if rank == 1:  # a non-zero rank must hold the rFID too
+        (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics))
+    dist.destroy_process_group()
+
+
+def _eval_model_and_images():
+    from simvq.data import build_image_dataset
+    from simvq.train.config import load_config
+    from simvq.train.run_files import build_model
+
+    config = load_config(None, EVAL_OVERRIDES)
+    torch.manual_seed(0)
+    return build_model(config).eval(), first_images(build_image_dataset(config.data, "test", seed=0), 64)
+
+
+FID_IMAGES = 3  # shards of 2 and 1 images: uneven, as most are
+
+
+@pytest.mark.slow
+def test_sharded_rfid_equals_the_rfid_of_one_process(tmp_path):
+    """Each rank extracts the Inception features of its shard of the rFID subset (reconstructions
+    and reference); the gathered features give every rank the statistics one process computes."""
+    pytest.importorskip("scipy")
+    import numpy as np
+
+    from simvq.metrics.image import evaluate_reconstructions
+
+    sharded_dir = tmp_path / "sharded"
+    sharded_dir.mkdir()
+    mp.spawn(_evaluate_with_rfid, args=(str(tmp_path / "init"), str(sharded_dir)), nprocs=WORLD_SIZE, join=True)
+    sharded = json.loads((sharded_dir / "metrics.json").read_text())
+    model, dataset = _eval_model_and_images()
+    metrics, _ = evaluate_reconstructions(model, dataset, max_images=8, batch_size=8, fid_images=FID_IMAGES, progress=False,
+                                          fid_cache_dir=tmp_path / "single")
+    assert metrics["rfid_images"] == sharded["rfid_images"] == FID_IMAGES
+    assert sharded["rfid"] == pytest.approx(metrics["rfid"], rel=1e-9)  # the same features, in the same order
+    (single,), (shards,) = list((tmp_path / "single").glob("*.npz")), list((sharded_dir / "fid").glob("*.npz"))
+    with np.load(single) as one, np.load(shards) as two:  # the reference statistics
+        for name in ("mu", "sigma"):
+            np.testing.assert_allclose(two[name], one[name], rtol=1e-9, atol=1e-12)
+

@@ -134,17 +134,30 @@ def fid_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(root) / "fid"
 
 
-def cached_reference_statistics(key: str, compute, *, cache_dir=None) -> tuple[np.ndarray, np.ndarray]:
+def cached_reference_statistics(
+    key: str, compute, *, cache_dir=None, shard: tuple[int, int] = (0, 1), device=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Reference ``(mu, sigma)`` stored as ``<cache_dir>/<key>.npz``; ``compute()`` returns the
-    features on a miss. The key names the data set, split, subset and the Inception file."""
+    features on a miss. The key names the data set, split, subset and the Inception file.
+
+    ``shard=(rank, world_size)``: ``compute`` is a collective (each process extracts a shard), so
+    the processes first agree on hit or miss (a cache on one node's disk only must not leave the
+    others waiting in ``compute``); rank 0 writes the file."""
     path = fid_cache_dir(cache_dir) / f"{key}.npz"
-    if path.is_file():
+    rank, world_size = shard
+    missing = not path.is_file()
+    if world_size > 1:
+        flag = torch.tensor([float(missing)], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        missing = bool(flag.item())
+    if not missing:
         with np.load(path, allow_pickle=False) as stored:
             return stored["mu"], stored["sigma"]
     mu, sigma = feature_statistics(compute())
-    buffer = io.BytesIO()
-    np.savez(buffer, mu=mu, sigma=sigma)
-    atomic_write_bytes(path, buffer.getvalue())
+    if rank == 0:
+        buffer = io.BytesIO()
+        np.savez(buffer, mu=mu, sigma=sigma)
+        atomic_write_bytes(path, buffer.getvalue())
     return mu, sigma
 
 
@@ -165,6 +178,36 @@ def _batches(dataset, indices, batch_size):
             yield to_unit_float(images[torch.as_tensor(chunk, dtype=torch.long)])
         else:
             yield torch.stack([dataset[int(i)] for i in chunk])
+
+
+def sharded_features(extract, dataset, subset: np.ndarray, *, batch_size: int, shard: tuple[int, int], device=None,
+                     progress: bool = True, desc: str = "features") -> np.ndarray:
+    """``(len(subset), D)`` float64 features, in ``subset``'s order, of ``extract(images)`` over
+    the images ``subset`` indexes in ``dataset``, ``batch_size`` at a time.
+
+    ``shard=(rank, world_size)``: each process extracts every ``world_size``-th image of
+    ``subset`` and the shards are all-gathered, so every process returns the rows one process
+    would, in the same order (Inception statistics over them then match too). Every rank must call."""
+    from tqdm.auto import tqdm
+
+    rank, world_size = shard
+    local = subset[rank::world_size]
+    steps = -(-len(local) // batch_size)
+    batches = _batches(dataset, local, batch_size)
+    parts = [extract(images) for images in tqdm(batches, total=steps, desc=desc, disable=not progress, leave=False)]
+    features = np.concatenate(parts) if parts else np.zeros((0, FEATURE_DIM))
+    if world_size == 1:
+        return features
+    # all_gather needs equal shapes: shards padded to the largest one, the padding dropped again
+    rows = -(-len(subset) // world_size)
+    padded = torch.zeros(rows, features.shape[1], dtype=torch.float64, device=device)
+    padded[: len(features)] = torch.from_numpy(features).to(padded.device)
+    gathered = [torch.empty_like(padded) for _ in range(world_size)]
+    torch.distributed.all_gather(gathered, padded)
+    merged = np.empty((len(subset), features.shape[1]))
+    for other, part in enumerate(gathered):
+        merged[other::world_size] = part[: len(range(other, len(subset), world_size))].cpu().numpy()
+    return merged
 
 
 def subset_indices(num_items: int, size: int, *, seed: int = 0) -> np.ndarray:
@@ -194,7 +237,9 @@ def evaluate_reconstructions(
 
     ``shard=(rank, world_size)``: under torch.distributed every process measures every
     ``world_size``-th image and the sums are all-reduced, so each process returns the numbers one
-    process would (up to summation order); rFID is computed by rank 0 alone. Every rank must call.
+    process would (up to summation order); rFID's Inception features (of the reconstructions and,
+    on a cache miss, of the reference images) are extracted in shards too and all-gathered, so
+    every process returns the rFID one process would. Every rank must call.
     """
     from torchmetrics.functional.image import (
         peak_signal_noise_ratio,
@@ -229,9 +274,9 @@ def evaluate_reconstructions(
         "ssim": (sums[1] / sums[2]).item(),
         "images": num_images,
     }
-    if fid_images and rank == 0:
+    if fid_images:
         metrics.update(reconstruction_fid(model, dataset, num_images=min(fid_images, num_images), batch_size=min(batch_size, 50),
-                                          cache_dir=fid_cache_dir, device=device, progress=progress))
+                                          cache_dir=fid_cache_dir, device=device, progress=progress, shard=shard))
     model.train(was_training)
     return metrics, counts.cpu()
 
@@ -259,42 +304,50 @@ def code_histogram(model, dataset, *, batch_size: int = 256, device=None, progre
     return counts.cpu()
 
 
-def reference_statistics(extractor, dataset, count: int, *, batch_size: int, cache_dir, progress: bool, desc: str):
+def reference_statistics(extractor, dataset, count: int, *, batch_size: int, cache_dir, progress: bool, desc: str,
+                         shard: tuple[int, int] = (0, 1)):
     """``(subset, mu, sigma)``: Inception statistics of a fixed subset of ``count`` images of ``dataset``.
 
     Cached under a key of the data set, the count and the Inception weights only, so rFID and the
-    generation FID of the same size share one reference."""
-    from tqdm.auto import tqdm
-
+    generation FID of the same size share one reference. ``shard``: as in ``sharded_features``."""
     subset = subset_indices(len(dataset), count)
-    steps = -(-len(subset) // batch_size)
 
     def reference_features():
-        return np.concatenate([extractor(images) for images in tqdm(
-            _batches(dataset, subset, batch_size), total=steps, desc=desc, disable=not progress, leave=False)])
+        return sharded_features(extractor, dataset, subset, batch_size=batch_size, shard=shard, device=extractor.device,
+                                progress=progress, desc=desc)
 
     key = f"{getattr(dataset, 'cache_key', type(dataset).__name__)}-n{len(subset)}-seed0-{inception_tag()}"
-    mu, sigma = cached_reference_statistics(key, reference_features, cache_dir=cache_dir)
+    mu, sigma = cached_reference_statistics(key, reference_features, cache_dir=cache_dir, shard=shard, device=extractor.device)
     return subset, mu, sigma
 
 
 @torch.no_grad()
-def reconstruction_fid(model, dataset, *, num_images: int, batch_size: int = 50, cache_dir=None, device=None, progress=True) -> dict:
-    """rFID between a fixed subset of ``dataset`` and its reconstructions (reference cached on disk)."""
-    from tqdm.auto import tqdm
-
+def reconstruction_fid(model, dataset, *, num_images: int, batch_size: int = 50, cache_dir=None, device=None, progress=True,
+                       shard: tuple[int, int] = (0, 1)) -> dict:
+    """rFID between a fixed subset of ``dataset`` and its reconstructions (reference cached on disk).
+    ``shard=(rank, world_size)``: every process reconstructs and extracts a shard of the subset
+    (``sharded_features``), rank 0 computes the distance from all of them and every process returns
+    it: the rFID one process would. Every rank must call."""
     if num_images < 2:
         raise ValueError(f"rFID needs at least 2 images, got num_images={num_images}")
     extractor = InceptionFeatures(device)
     subset, mu_ref, sigma_ref = reference_statistics(
-        extractor, dataset, num_images, batch_size=batch_size, cache_dir=cache_dir, progress=progress, desc="rFID reference")
-    steps = -(-len(subset) // batch_size)
-    features = []
-    for images in tqdm(_batches(dataset, subset, batch_size), total=steps, desc="rFID", disable=not progress, leave=False):
+        extractor, dataset, num_images, batch_size=batch_size, cache_dir=cache_dir, progress=progress, desc="rFID reference", shard=shard)
+
+    def reconstruction_features(images: Tensor) -> np.ndarray:
         reconstruction, _ = model(images.to(device))
-        features.append(extractor(reconstruction.float().clamp(0, 1)))
-    mu, sigma = feature_statistics(np.concatenate(features))
-    return {"rfid": frechet_distance(mu, sigma, mu_ref, sigma_ref), "rfid_images": len(subset)}
+        return extractor(reconstruction.float().clamp(0, 1))
+
+    features = sharded_features(reconstruction_features, dataset, subset, batch_size=batch_size, shard=shard,
+                                device=extractor.device, progress=progress, desc="rFID")
+    rank, world_size = shard
+    rfid = frechet_distance(*feature_statistics(features), mu_ref, sigma_ref) if rank == 0 else 0.0
+    if world_size > 1:
+        # the square root of a 2048 x 2048 matrix takes seconds: rank 0's alone, sent to every rank
+        value = torch.tensor([rfid], dtype=torch.float64, device=extractor.device)
+        torch.distributed.broadcast(value, src=0)
+        rfid = value.item()
+    return {"rfid": rfid, "rfid_images": len(subset)}
 
 
 __all__ = [
@@ -306,5 +359,6 @@ __all__ = [
     "frechet_distance",
     "reconstruction_fid",
     "reference_statistics",
+    "sharded_features",
     "subset_indices",
 ]
