@@ -49,6 +49,27 @@ def test_nearest_refuses_nan_inf_and_overflowing_values_naming_the_argument(argu
         nearest(x, codebook)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nearest_told_x_was_checked_still_refuses_a_bad_codebook_and_by_default_checks_x(value):
+    x, codebook = torch.randn(5, 16), unit_codebook()
+    bad_x, bad_codebook = x.clone(), codebook.clone()
+    bad_x[1, 3] = bad_codebook[1, 3] = value
+    with pytest.raises(ValueError, match="^x contains NaN or Inf"):
+        nearest(bad_x, codebook)  # the public default
+    with pytest.raises(ValueError, match="^codebook contains NaN or Inf"):
+        nearest(x, bad_codebook, x_checked=True)
+    assert torch.equal(nearest(x, codebook, x_checked=True)[0], nearest(x, codebook)[0])
+
+
+def test_nearest_told_x_was_checked_still_rescales_tiny_inputs():
+    """The rescale needs x's largest value: with a tiny codebook x is read after all."""
+    codebook = unit_codebook() * 2.0**-60
+    target = torch.arange(40) % 64
+    x = codebook[target] * 0.9
+    assert torch.equal(nearest(x, codebook, x_checked=True)[0], target)
+    assert torch.equal(nearest(x, codebook)[0], target)
+
+
 def test_nearest_accepts_values_up_to_its_limit_and_is_right_there():
     codebook = unit_codebook()
     scale = max_abs_value(16) / 2
@@ -131,6 +152,65 @@ def test_huge_inputs_are_refused_not_turned_into_inf_or_nan(name):
     quantizer = build_quantizer(name, **SMALL)
     with pytest.raises(ValueError, match="z holds values up to .* rescale"):
         quantizer(torch.randn(32, 16) * 1e20)
+
+
+@pytest.mark.parametrize("name", list_quantizers())
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_inputs_are_refused_naming_z(name, value):
+    z = torch.randn(4, 8, 16)
+    z[2, 5, 7] = value
+    for training in (True, False):
+        with pytest.raises(ValueError, match="^z contains NaN or Inf"):
+            build_quantizer(name, **SMALL).train(training)(z)
+
+
+# Searches whose query is not z, so they check it: vq_l2 searches a learned projection of z;
+# cvq's training anchor search swaps the roles (the code table asks for its nearest batch rows).
+OTHER_QUERIES = {("vq_l2", True): 1, ("vq_l2", False): 1, ("cvq", True): 1}
+
+
+@pytest.fixture
+def checked_values(monkeypatch):
+    """The names of the arguments ``check_values`` is called on, in order (one pass and one host
+    sync each)."""
+    import simvq.quantizers.base as base
+    import simvq.search as search
+
+    names = []
+    original = search.check_values
+
+    def recording(argument, t, **options):
+        names.append(argument)
+        return original(argument, t, **options)
+
+    monkeypatch.setattr(search, "check_values", recording)
+    monkeypatch.setattr(base, "check_values", recording)
+    return names
+
+
+@pytest.mark.parametrize("name", list_quantizers())
+def test_a_forward_checks_its_input_once(name, checked_values):
+    """``z`` is checked where it comes in; a search on it must not check it again, only the
+    codebook. (A first training step's k-means is left out: ``test_kmeans_checks_its_data_once``.)"""
+    torch.manual_seed(0)
+    quantizer = build_quantizer(name, **SMALL)
+    quantizer(torch.randn(4, 8, 16))  # k-means initialisations happen on this step
+    for training in (True, False):
+        checked_values.clear()
+        quantizer.train(training)(torch.randn(4, 8, 16))
+        assert checked_values.count("z") == 1, (training, checked_values)
+        assert checked_values.count("x") == OTHER_QUERIES.get((name, training), 0), (training, checked_values)
+    checked_values.clear()
+    quantizer.encode(torch.randn(4, 8, 16))
+    assert checked_values.count("z") == 1, checked_values
+    assert checked_values.count("x") == OTHER_QUERIES.get((name, False), 0), checked_values
+
+
+def test_kmeans_checks_its_data_once(checked_values):
+    from simvq.quantizers.codebook_updates import kmeans
+
+    kmeans(torch.randn(64, 16), 8, iters=5, generator=torch.Generator().manual_seed(0))
+    assert checked_values == ["codebook", "x"] + ["codebook"] * 4  # then the moved centroids only
 
 
 @pytest.mark.parametrize("name", list_quantizers())

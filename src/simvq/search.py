@@ -91,11 +91,17 @@ def check_values(name: str, t: Tensor, *, limit: float | None = None) -> float:
     )
 
 
-def _check_magnitudes(x: Tensor, codebook: Tensor) -> float:
+def _check_magnitudes(x: Tensor, codebook: Tensor, *, x_checked: bool = False) -> float:
     """NaN/Inf in either argument (NaN used to give index 0 silently), and magnitudes whose squared
-    distances ``(|x| + |c|)^2 dim`` would overflow float32. Returns the largest ``|value|``."""
+    distances ``(|x| + |c|)^2 dim`` would overflow float32. Returns the largest ``|value|``, or
+    with ``x_checked`` the codebook's when that is at least ``TINY_VALUE`` (the largest value
+    matters only to the tiny-input rescale, which such a code rules out)."""
     limit = max_abs_value(x.shape[1])
     largest_code = check_values("codebook", codebook, limit=limit)
+    if x_checked and largest_code >= TINY_VALUE:
+        # the caller refused NaN/Inf and |x| > limit: (|x| + |c|)^2 dim <= 4 limit^2 dim stays
+        # 256x below float32's largest value, so no score overflows without a second pass over x
+        return largest_code
     return max(largest_code, check_values("x", x, limit=limit - largest_code))
 
 
@@ -410,6 +416,7 @@ def nearest(
     method: str = "auto",
     return_distances: bool = True,
     check_finite: bool = True,
+    x_checked: bool = False,
 ) -> tuple[Tensor, Tensor] | Tensor:
     """Index of the nearest code to each row of ``x`` and its squared distance.
 
@@ -423,13 +430,17 @@ def nearest(
         naming ``x`` or ``codebook``), and rescale tiny inputs (largest ``|value|`` below
         ``TINY_VALUE``) by a power of two; one pass over each and one host sync. Switch it off
         only where the caller has checked (the search itself never syncs on an accelerator).
+    x_checked: the caller has already refused NaN/Inf in ``x`` and values beyond
+        ``max_abs_value(dim)`` (a quantizer's forward does, naming its input ``z``): only the
+        codebook is checked, so ``x`` is not read twice. ``x`` is read again only when the
+        codebook is tiny enough that the rescale above may apply; the indices are the same.
     """
     _check(x, codebook, chunk_size, method)
     if x.shape[0] == 0:  # (a static shape: also fine under torch.compile)
         return (x.new_zeros(0, dtype=torch.long), x.new_zeros(0, dtype=torch.float32)) if return_distances else x.new_zeros(0, dtype=torch.long)
     # a compiled graph cannot raise on data (the check needs the host): the eager call checks
     compiling = torch.compiler.is_compiling()
-    scale = _power_of_two_scale(_check_magnitudes(x, codebook)) if check_finite and not compiling else 1.0
+    scale = _power_of_two_scale(_check_magnitudes(x, codebook, x_checked=x_checked)) if check_finite and not compiling else 1.0
     with torch.autocast(device_type=x.device.type, enabled=False):
         if scale != 1.0:  # in float64, so values below float32's range survive the scaling
             x, codebook = x.double() * scale, codebook.double() * scale

@@ -158,7 +158,7 @@ class AffineVQ(CodebookQuantizer):
     def quantize(self, x: Tensor) -> FlatOutput:
         if self.training and self.affine == "running":
             self._update_running_statistics(x)
-        codes = self.search(x)
+        codes = self.search(x, checked=self.check_finite)
         if self.training and self.alternating_lr is not None:
             self._alternating_step(x, codes)
         with fp32(x.device.type):

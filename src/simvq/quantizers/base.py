@@ -258,7 +258,8 @@ class Quantizer(nn.Module):
 
     Subclasses implement ``quantize(x: (N, dim)) -> FlatOutput``, ``encode_flat(x) -> codes`` and
     ``decode_flat(codes) -> (N, dim)``. ``codebook_size`` is the number of distinct codes (per stage
-    for multi-stage quantizers).
+    for multi-stage quantizers). ``quantize`` and ``encode_flat`` receive the batch ``_flatten``
+    validated (values checked when ``check_finite``): a search on it need not check it again.
     """
 
     def __init__(
@@ -407,16 +408,19 @@ class CodebookQuantizer(Quantizer):
         """Code vectors with a graph to the codebook's parameters; default: rows of ``codebook()``."""
         return F.embedding(codes, self.codebook())
 
-    def search(self, x: Tensor) -> Tensor:
-        """Indices ``(N,)`` of the nearest codes to ``x: (N, dim)``."""
+    def search(self, x: Tensor, *, checked: bool = False) -> Tensor:
+        """Indices ``(N,)`` of the nearest codes to ``x: (N, dim)``. ``checked``: ``x`` is an input
+        ``_flatten`` has checked (or its unit rows), so the search checks only the codebook;
+        ``quantize`` and ``encode_flat`` pass ``self.check_finite``."""
         # the table is built under no_grad too: the search needs no graph (SimVQ's W(C) included)
         with torch.no_grad():
             return nearest(
-                x.detach(), self.codebook().detach(), chunk_size=self.chunk_size, return_distances=False, check_finite=self.check_finite
+                x.detach(), self.codebook().detach(), chunk_size=self.chunk_size, return_distances=False,
+                check_finite=self.check_finite, x_checked=checked,
             )
 
     def quantize(self, x: Tensor) -> FlatOutput:
-        codes = self.search(x)
+        codes = self.search(x, checked=self.check_finite)
         with fp32(x.device.type):
             q = self.lookup(codes).float()
             losses = commitment_losses(x, q, beta=self.beta)
@@ -424,7 +428,7 @@ class CodebookQuantizer(Quantizer):
         return FlatOutput(quantized=quantized, codes=codes, losses=losses)
 
     def encode_flat(self, x: Tensor) -> Tensor:
-        return self.search(x)
+        return self.search(x, checked=self.check_finite)
 
     def decode_flat(self, codes: Tensor) -> Tensor:
         with fp32(codes.device.type):

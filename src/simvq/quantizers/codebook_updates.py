@@ -104,8 +104,9 @@ def kmeans(
         raise ValueError(f"iters must be >= 0, got {iters}")
     centroids = sample_rows(x, num_clusters, generator=generator)
     counts = torch.zeros(num_clusters, device=x.device)
-    for _ in range(iters):
-        codes, _ = nearest(x, centroids, chunk_size=chunk_size)
+    for iteration in range(iters):
+        # x is checked by the first search; later ones check the moved centroids only
+        codes, _ = nearest(x, centroids, chunk_size=chunk_size, x_checked=iteration > 0)
         counts, sums = cluster_sums(x, codes, num_clusters)
         filled = counts > 0
         centroids = torch.where(filled[:, None], sums / counts.clamp_min(1.0)[:, None], centroids)

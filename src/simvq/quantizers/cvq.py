@@ -95,8 +95,10 @@ class CVQ(CodebookQuantizer):
     def _search_space(self, t: Tensor) -> Tensor:
         return F.normalize(t.detach().float(), dim=-1) if self.distance == "cos" else t.detach()
 
-    def search(self, x: Tensor) -> Tensor:
-        return nearest(self._search_space(x), self._search_space(self.embedding), chunk_size=self.chunk_size, return_distances=False)
+    def search(self, x: Tensor, *, checked: bool = False) -> Tensor:
+        return nearest(
+            self._search_space(x), self._search_space(self.embedding), chunk_size=self.chunk_size, return_distances=False, x_checked=checked
+        )
 
     def quantize(self, x: Tensor) -> FlatOutput:
         result = super().quantize(x)  # search, losses and straight-through against the codes as searched

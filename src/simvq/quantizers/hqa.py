@@ -116,7 +116,7 @@ class HQA(CodebookQuantizer):
         with fp32(x.device.type):
             z = x.float()
             if not self.training:
-                codes = self.search(z)
+                codes = self.search(z, checked=self.check_finite)
                 q = self.lookup(codes).float()
                 return FlatOutput(quantized=straight_through(z, q, rotation_trick=self.rotation_trick), codes=codes)
             quantized, codes, kl, commitment = self._relaxed(z)

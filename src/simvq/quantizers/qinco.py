@@ -132,11 +132,12 @@ class QINCo(Quantizer):
         return base if stage == 0 else self.networks[stage - 1](base, previous)
 
     @torch.no_grad()
-    def search_stage(self, stage: int, residual: Tensor, previous: Tensor) -> Tensor:
-        """Codes ``(N,)`` of the candidates nearest to ``residual`` at stage ``stage``."""
+    def search_stage(self, stage: int, residual: Tensor, previous: Tensor, *, checked: bool = False) -> Tensor:
+        """Codes ``(N,)`` of the candidates nearest to ``residual`` at stage ``stage``. ``checked``:
+        ``residual`` is the input ``_flatten`` checked (stage 0's is), so only the codebook is."""
         codebook = self.codebooks[stage].detach().float()
         if stage == 0:
-            return nearest(residual, codebook, return_distances=False)
+            return nearest(residual, codebook, return_distances=False, x_checked=checked)
         network = self.networks[stage - 1]
         num_candidates = self.codebook_size if self.candidates is None else min(self.candidates, self.codebook_size)
         # a list, not max(generator, default=...): torch.compile cannot trace the latter
@@ -165,7 +166,7 @@ class QINCo(Quantizer):
         for stage in range(self.num_quantizers):
             residual = target - reconstruction.detach()
             metrics[f"residual_rms_{stage}"] = residual.pow(2).mean().sqrt()
-            stage_codes = self.search_stage(stage, residual, reconstruction.detach())
+            stage_codes = self.search_stage(stage, residual, reconstruction.detach(), checked=stage == 0 and self.check_finite)
             reconstruction = reconstruction + self.codeword(stage, stage_codes, reconstruction)
             codes.append(stage_codes)
             if with_losses:

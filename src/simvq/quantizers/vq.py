@@ -160,7 +160,7 @@ class VQ(CodebookQuantizer):
         latent = self.to_latent(x)
         if self.training and self.kmeans_init:
             self._initialise_by_kmeans(latent.detach())
-        codes = self.search(latent)
+        codes = self.search(latent, checked=self._latent_checked())
         with fp32(x.device.type):
             q = self.lookup(codes).float()
             losses = commitment_losses(latent, q, beta=self.beta)
@@ -172,7 +172,12 @@ class VQ(CodebookQuantizer):
         return FlatOutput(quantized=quantized, codes=codes, losses=losses)
 
     def encode_flat(self, x: Tensor) -> Tensor:
-        return self.search(self.to_latent(x))
+        return self.search(self.to_latent(x), checked=self._latent_checked())
+
+    def _latent_checked(self) -> bool:
+        """Whether the search space holds the checked input's values (or its unit rows): yes
+        without a projection; a projection's output is another tensor, which the search checks."""
+        return self.check_finite and isinstance(self.project_in, nn.Identity)
 
     def decode_flat(self, codes: Tensor) -> Tensor:
         with fp32(codes.device.type):

@@ -236,7 +236,7 @@ class VQWAE(CodebookQuantizer):
         return self.embedding[chosen]
 
     def quantize(self, x: Tensor) -> FlatOutput:
-        codes = self.search(x)
+        codes = self.search(x, checked=self.check_finite)
         with fp32(x.device.type):
             z = x.float()
             q = self.lookup(codes).float()
