@@ -222,6 +222,22 @@ def test_the_largest_accepted_inputs_give_finite_outputs_and_losses(name):
     torch.testing.assert_close(out.quantized, decode(quantizer, out), rtol=1e-4, atol=1e-3 * max_abs_value(16))
 
 
+@pytest.mark.parametrize("name", list_quantizers())
+def test_the_largest_accepted_inputs_train_with_finite_gradients_or_a_clear_error(name):
+    torch.manual_seed(0)
+    quantizer = build_quantizer(name, **SMALL).train()
+    z = ((torch.rand(32, 16) * 2 - 1) * max_abs_value(16)).requires_grad_(True)
+    try:
+        out = quantizer(z)
+    except ValueError as error:  # refusing is allowed (k-means data beyond the bound), naming what it checked
+        assert "in magnitude" in str(error)
+        return
+    (out.loss + out.quantized.mean()).backward()  # fsq has no loss: its gradient comes through the values
+    assert torch.isfinite(out.loss) and torch.isfinite(z.grad).all()
+    for param_name, param in quantizer.named_parameters():
+        assert param.grad is None or torch.isfinite(param.grad).all(), param_name
+
+
 def test_channel_first_errors_report_the_callers_shape():
     quantizer = build_quantizer("simvq", dim=4, codebook_size=8, channel_first=True)
     with pytest.raises(ValueError, match=r"got shape \(2, 3, 3, 4\)"):

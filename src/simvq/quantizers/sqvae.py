@@ -47,7 +47,10 @@ def gumbel_noise(shape, *, device) -> Tensor:
 def _relaxed_chunk(z: Tensor, codebook: Tensor, precision: Tensor, temperature: float):
     """One token chunk: relaxed sample ``(n, dim)``, ``sum P log P`` and ``sum ||z - z_q||^2``."""
     squared = (z.pow(2).sum(1, keepdim=True) - 2 * z @ codebook.t() + codebook.pow(2).sum(1)).clamp_min(0)
-    logits = -0.5 * precision * squared
+    # softmax is shift-invariant: measuring from each row's nearest code changes no probability, and
+    # keeps the logits' gradient times ``squared`` (the precision's gradient) finite for huge |z|
+    # (a ~1e31 distance times a ~1e16 gradient overflowed to inf - inf = NaN)
+    logits = -0.5 * precision * (squared - squared.detach().amin(1, keepdim=True))
     log_probs = F.log_softmax(logits, dim=-1)
     neg_entropy = (log_probs.exp() * log_probs).sum()
     weights = F.softmax((logits + gumbel_noise(logits.shape, device=z.device)) / temperature, dim=-1)
