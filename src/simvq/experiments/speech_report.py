@@ -57,7 +57,7 @@ def header(groups: dict, results) -> list[str]:
         + (f"; methods whose codebook is not K codes: {', '.join(odd)}." if odd else "."),
         "- PESQ (wideband), STOI and log-mel distance compare each test utterance with its reconstruction; "
         + (f"DNSMOS OVRL scores the reconstruction alone (the test utterances themselves: {ceiling})."
-           if any(number(r.get("dnsmos_ovrl")) is not None for r in rows) else "DNSMOS: not measured (speechmos/onnxruntime absent)."),
+           if any(number(r.get("dnsmos_ovrl")) is not None for r in rows) else "DNSMOS: not measured (eval.dnsmos off, or speechmos/onnxruntime absent)."),
         "- Cells: mean ± std over seeds (number of seeds).",
     ]
 
