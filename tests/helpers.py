@@ -1,6 +1,12 @@
 """Plain helpers shared by several test files (fixtures live in conftest.py)."""
 
+from pathlib import Path
+
+import numpy as np
+
 from simvq.train.config import load_config
+
+RATE = 16000  # the sample rate of the synthetic voices
 
 
 def tiny_image_config(out_dir, *overrides):
@@ -24,3 +30,55 @@ def train(config, **kwargs):
     from simvq.train.image import train_tokenizer
 
     return train_tokenizer(config, **kwargs)
+
+
+def voiced_clip(seconds: float, seed: int) -> np.ndarray:
+    """A gliding harmonic tone with a syllable-rate envelope (a voiced-speech stand-in)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * RATE)) / RATE
+    f0 = 110 + rng.uniform(40, 100) * t / seconds
+    phase = 2 * np.pi * np.cumsum(f0) / RATE
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(3, 5) * t)
+    return (0.3 * envelope * sum(np.sin(k * phase) / k for k in range(1, 6))).astype(np.float32)
+
+
+def write_voice_folders(root: Path) -> Path:
+    """``root/train`` (6 clips) and ``root/test`` (2 clips, 0.6 and 0.7 s) of voiced clips; returns ``root``."""
+    import soundfile
+
+    for split, count, seed in (("train", 6, 0), ("test", 2, 100)):
+        (root / split).mkdir(parents=True)
+        for i in range(count):
+            soundfile.write(root / split / f"{i}.wav", voiced_clip(0.6 + 0.1 * i, seed + i), RATE)
+    return root
+
+
+def tiny_audio_overrides(root: Path, *, steps: int) -> list[str]:
+    """configs/speech.yaml overrides for a tiny codec on ``write_voice_folders(root)``, run in ``root/run``."""
+    return [
+        f"out_dir={root / 'run'}",
+        "data.name=wav_folder", f"data.root={root / 'train'}", f"data.test_root={root / 'test'}",
+        "data.clip_seconds=0.32", "data.batch_size=4",
+        "model.channels=4", "model.dim=16", "model.decoder_width=32", "model.decoder_blocks=1",
+        "quantizer.codebook_size=64", "quantizer.options.seed=0",
+        f"trainer.max_steps={steps}", "trainer.log_every=1", "trainer.sample_every=15", "trainer.progress_bar=false",
+        "optim.lr=3e-3", "optim.warmup_steps=2", "eval.samples=2", "eval.dnsmos=false",
+    ]
+
+
+def report_section_twice(option: str, marker: str, rows: list[dict], fields: list[str], tmp_path: Path) -> tuple[str, Path]:
+    """``simvq report OPTION CSV`` (``rows`` written with ``fields``) run twice on a page that holds
+    hand-written text and the sweep's block; checks that the section's ``marker`` block appears once
+    and the rest stays. Returns the page's text and the figures folder."""
+    from simvq.cli import main
+    from simvq.experiments.results_file import append_result
+
+    results, out, figures = tmp_path / "results.csv", tmp_path / "results.md", tmp_path / "figures"
+    for row in rows:
+        append_result(results, row, fields=fields)
+    out.write_text("# Results\n\nhand-written\n\n<!-- sweep-report:begin -->\nsweep\n<!-- sweep-report:end -->\n")
+    for _ in range(2):  # a second report replaces its own block
+        assert main(["report", option, str(results), "--out", str(out), "--figures", str(figures)]) == 0
+    text = out.read_text()
+    assert text.count(f"{marker}:begin") == 1 and "hand-written" in text and "\nsweep\n" in text
+    return text, figures

@@ -161,6 +161,12 @@ def test_in_memory_speech_matches_the_files_and_batches_clips(tiny_corpus):
     for clip in batch[:, 0].numpy():  # every clip is a slice of some utterance (searched exhaustively)
         assert any(is_slice(clip, u) for u in utterances)
     assert torch.equal(next(iter(RandomClipBatches(memory, 3, 4000, seed=0))), batch)
+    # a stream started at batch 5 (a run resumed at step 5) continues the uninterrupted one exactly
+    straight = [next(batches) for _ in range(6)]
+    resumed = iter(RandomClipBatches(memory, 3, 4000, seed=0, start=5))
+    assert torch.equal(next(resumed), straight[4]) and torch.equal(next(resumed), straight[5])
+    with pytest.raises(ValueError, match="start must be a non-negative integer"):
+        RandomClipBatches(memory, 3, 4000, start=-1)
 
 
 def write(path, samples, rate):

@@ -14,43 +14,18 @@ pytest.importorskip("lightning")
 soundfile = pytest.importorskip("soundfile")
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"), pytest.mark.usefixtures("one_thread")]
 
+from helpers import RATE, tiny_audio_overrides, voiced_clip, write_voice_folders
+
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "speech.yaml"
-RATE = 16000
 STEPS = 30
-
-
-def voiced_clip(seconds: float, seed: int) -> np.ndarray:
-    """A gliding harmonic tone with a syllable-rate envelope (a voiced-speech stand-in)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * RATE)) / RATE
-    f0 = 110 + rng.uniform(40, 100) * t / seconds
-    phase = 2 * np.pi * np.cumsum(f0) / RATE
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(3, 5) * t)
-    return (0.3 * envelope * sum(np.sin(k * phase) / k for k in range(1, 6))).astype(np.float32)
-
-
-def tiny_audio_overrides(root: Path) -> list[str]:
-    return [
-        f"out_dir={root / 'run'}",
-        "data.name=wav_folder", f"data.root={root / 'train'}", f"data.test_root={root / 'test'}",
-        "data.clip_seconds=0.32", "data.batch_size=4",
-        "model.channels=4", "model.dim=16", "model.decoder_width=32", "model.decoder_blocks=1",
-        "quantizer.codebook_size=64", "quantizer.options.seed=0",
-        f"trainer.max_steps={STEPS}", "trainer.log_every=1", "trainer.sample_every=15", "trainer.progress_bar=false",
-        "optim.lr=3e-3", "optim.warmup_steps=2", "eval.samples=2", "eval.dnsmos=false",
-    ]
 
 
 @pytest.fixture(scope="module")
 def audio_run(tmp_path_factory):
     from simvq.cli import main
 
-    root = tmp_path_factory.mktemp("audio")
-    for split, count, seed in (("train", 6, 0), ("test", 2, 100)):
-        (root / split).mkdir()
-        for i in range(count):
-            soundfile.write(root / split / f"{i}.wav", voiced_clip(0.6 + 0.1 * i, seed + i), RATE)
-    assert main(["train", str(CONFIG), *tiny_audio_overrides(root)]) == 0
+    root = write_voice_folders(tmp_path_factory.mktemp("audio"))
+    assert main(["train", str(CONFIG), *tiny_audio_overrides(root, steps=STEPS)]) == 0
     return root / "run"
 
 
@@ -81,26 +56,35 @@ def test_a_short_audio_run_lowers_the_loss_and_writes_wavs_spectrograms_and_metr
                 assert image.size[0] > 100 and image.size[1] > 100
 
 
-def test_discriminators_switch_on_at_their_start_step_and_a_run_resumes(audio_run, tmp_path):
+def test_discriminators_switch_on_at_their_start_step_and_a_resumed_run_ends_like_an_uninterrupted_one(audio_run, tmp_path):
     from simvq.train.audio import train_tokenizer
     from simvq.train.config import load_recipe
 
-    overrides = tiny_audio_overrides(audio_run.parent)
-    config = load_recipe(CONFIG, [*overrides, f"out_dir={tmp_path}", "trainer.max_steps=6", "trainer.sample_every=0",
-                                  "loss.discriminator=true", "loss.discriminator_start=3", "loss.discriminator_channels=4"])
-    train_tokenizer(config, evaluate=False)
-    with open(tmp_path / "logs" / "csv" / "version_0" / "metrics.csv") as handle:
+    def config(name, steps):
+        return load_recipe(CONFIG, [*tiny_audio_overrides(audio_run.parent, steps=steps), f"out_dir={tmp_path / name}",
+                                    "trainer.sample_every=0", "loss.discriminator=true", "loss.discriminator_start=3",
+                                    "loss.discriminator_channels=4"])
+
+    resumed = tmp_path / "resumed"
+    train_tokenizer(config("resumed", 6), evaluate=False)
+    with open(resumed / "logs" / "csv" / "version_0" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     adversarial = [int(row["step"]) for row in rows if row["train/discriminator"]]
     assert adversarial == [3, 4, 5] and all(float(row["train/feature_matching"]) > 0 for row in rows[3:])
-    assert json.loads((tmp_path / "progress.json").read_text())["global_step"] == 6  # the discriminator step is not counted
+    assert json.loads((resumed / "progress.json").read_text())["global_step"] == 6  # the discriminator step is not counted
 
-    config.trainer.max_steps = 8  # a raised cap resumes from the checkpoint, discriminator state included
-    train_tokenizer(config, evaluate=False)
-    sessions = json.loads((tmp_path / "progress.json").read_text())["sessions"]
+    train_tokenizer(config("resumed", 8), evaluate=False)  # a raised cap resumes from the checkpoint, discriminator state included
+    sessions = json.loads((resumed / "progress.json").read_text())["sessions"]
     assert [(s["start_step"], s["end_step"]) for s in sessions] == [(0, 6), (6, 8)]
-    with open(tmp_path / "logs" / "csv" / "version_0" / "metrics.csv") as handle:
+    with open(resumed / "logs" / "csv" / "version_0" / "metrics.csv") as handle:
         assert [int(row["step"]) for row in csv.DictReader(handle)] == list(range(8))
+
+    # the clip stream, optimisers, LR schedule and discriminator continue exactly: the weights of an
+    # uninterrupted run, bit for bit
+    train_tokenizer(config("straight", 8), evaluate=False)
+    states = [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in ("straight", "resumed")]
+    assert states[0].keys() == states[1].keys() and any(name.startswith("discriminator.") for name in states[0])
+    assert [name for name in states[0] if not torch.equal(states[0][name], states[1][name])] == []
 
 
 def test_the_tokenizer_round_trips_an_audio_runs_codes(audio_run):

@@ -8,9 +8,10 @@ class accuracy is within the spread, and the FSQ comparison rests on one run.
 import pytest
 from PIL import Image
 
+from helpers import report_section_twice
+
 from simvq.experiments.generation_bench import GENERATION_FIELDS
 from simvq.experiments.generation_report import findings, group_rows
-from simvq.experiments.results_file import append_result
 
 
 def prior_run(method, k, seed, *, fid, accuracy, bits=4.0, entropy=7.0, run_dir="", steps=3000):
@@ -36,11 +37,6 @@ def rows(tmp_path):
     ]
 
 
-def write(rows, path):
-    for row in rows:
-        append_result(path, row, fields=GENERATION_FIELDS)
-
-
 def test_verdicts_follow_the_seed_spread(rows):
     notes = findings(group_rows(rows))
     fid_vq = next(n for n in notes if "domain FID" in n and " vs vq " in n)
@@ -53,15 +49,7 @@ def test_verdicts_follow_the_seed_spread(rows):
 
 
 def test_cli_writes_tables_grids_and_keeps_the_sweep_block(rows, tmp_path):
-    from simvq.cli import main
-
-    results, out, figures = tmp_path / "generation.csv", tmp_path / "results.md", tmp_path / "figures"
-    write(rows, results)
-    out.write_text("# Results\n\nhand-written\n\n<!-- sweep-report:begin -->\nsweep\n<!-- sweep-report:end -->\n")
-    for _ in range(2):  # a second report replaces its own block
-        assert main(["report", "--generation", str(results), "--out", str(out), "--figures", str(figures)]) == 0
-    text = out.read_text()
-    assert text.count("generation-report:begin") == 1 and "hand-written" in text and "\nsweep\n" in text
+    text, figures = report_section_twice("--generation", "generation-report", rows, GENERATION_FIELDS, tmp_path)
     table = text.split("**K=1,024**", 1)[1].split("**K=8,192**", 1)[0]
     simvq_row = next(line for line in table.splitlines() if line.startswith("| simvq |"))
     assert "10.5 ± 0.7 (2)" in simvq_row and "3.000 ± 0.000 (2)" in simvq_row  # domain FID; entropy − bits

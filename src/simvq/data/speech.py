@@ -581,12 +581,16 @@ class RandomClipBatches(IterableDataset):
     """Endless batches ``(batch_size, 1, clip_samples)`` float32 of random clips from an
     ``InMemorySpeech``, each gathered with one indexing op. Utterances are drawn uniformly and a
     clip position uniformly within each (shorter utterances are zero-padded). Draws use a
-    ``torch.Generator`` seeded with ``seed`` + 1000 * rank under ``torch.distributed``."""
+    ``torch.Generator`` seeded with ``seed`` + 1000 * rank under ``torch.distributed``.
+    ``start``: batches (per rank) already consumed, e.g. by the steps of a resumed run; their draws
+    are replayed without gathering, so the stream continues exactly where it stopped."""
 
-    def __init__(self, speech: InMemorySpeech, batch_size: int, clip_samples: int, *, seed: int = 0):
+    def __init__(self, speech: InMemorySpeech, batch_size: int, clip_samples: int, *, seed: int = 0, start: int = 0):
         if batch_size < 1 or clip_samples < 1:
             raise ValueError(f"batch_size and clip_samples must be positive, got {batch_size}, {clip_samples}")
-        self.speech, self.batch_size, self.clip_samples, self.seed = speech, batch_size, clip_samples, seed
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start must be a non-negative integer, got {start!r}")
+        self.speech, self.batch_size, self.clip_samples, self.seed, self.start = speech, batch_size, clip_samples, seed, start
 
     def __iter__(self):
         import torch.distributed as dist
@@ -596,14 +600,21 @@ class RandomClipBatches(IterableDataset):
         offsets, audio = self.speech.offsets, self.speech.audio
         lengths = offsets[1:] - offsets[:-1]
         steps = torch.arange(self.clip_samples)
+        for _ in range(self.start):
+            self._draw(lengths, generator)
         while True:
-            chosen = torch.randint(0, lengths.numel(), (self.batch_size,), generator=generator)
+            chosen, fractions = self._draw(lengths, generator)
             room = (lengths[chosen] - self.clip_samples).clamp_min(0)
-            starts = offsets[chosen] + (torch.rand(self.batch_size, generator=generator) * (room + 1)).long().clamp_max(room)
+            starts = offsets[chosen] + (fractions * (room + 1)).long().clamp_max(room)
             positions = starts[:, None] + steps
             inside = steps[None, :] < lengths[chosen][:, None]
             clips = audio[positions.clamp_max(audio.numel() - 1)].float().div_(PCM_SCALE) * inside
             yield clips.unsqueeze(1)
+
+    def _draw(self, lengths: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """One batch's random numbers: the utterances and where in each the clip starts (a fraction)."""
+        chosen = torch.randint(0, lengths.numel(), (self.batch_size,), generator=generator)
+        return chosen, torch.rand(self.batch_size, generator=generator)
 
 
 def pad_collate(batch: list[Tensor]) -> tuple[Tensor, Tensor]:

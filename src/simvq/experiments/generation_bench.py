@@ -119,12 +119,9 @@ def bench_generation(args) -> int:
             setattr(spec, name, getattr(args, name))
     if args.fid_images is not None:
         spec.fid_samples = args.fid_images
-    if args.config != "configs/bench/image.yaml":  # the image sweep's default; anything else names a prior recipe
-        spec.config = args.config
-    if args.out != "runs/bench":
-        spec.out = args.out
-    if args.results != "results.csv":
-        spec.results = args.results
+    for name in ("config", "out", "results"):  # the bench parser's shared options; None: the generation default
+        if getattr(args, name) is not None:
+            setattr(spec, name, getattr(args, name))
     added = run_generation_bench(spec, progress=not args.quiet)
     print(f"{len(added)} new prior(s); results in {spec.results}")
     for row in added:

@@ -1,4 +1,4 @@
-"""``simvq report``: the image benchmark's CSV and/or the generation benchmark's CSV -> docs/results.md."""
+"""``simvq report``: the image benchmark's CSV and/or the generation and speech benchmarks' CSVs -> docs/results.md."""
 
 from __future__ import annotations
 
@@ -6,21 +6,26 @@ from __future__ import annotations
 def _report(args) -> int:
     from .generation_report import write_generation_report
     from .report import write_report
+    from .speech_report import write_speech_report
 
-    if args.results is not None or args.generation is None:
+    if args.results is not None or (args.generation is None and args.speech is None):
         path = write_report(args.results or "results.csv", args.out, figures_dir=args.figures, curves=args.curves)
         print(f"report written to {path}")
     if args.generation is not None:
         path = write_generation_report(args.generation, args.out, figures_dir=args.figures)
         print(f"generation report written to {path}")
+    if args.speech is not None:
+        path = write_speech_report(args.speech, args.out, figures_dir=args.figures)
+        print(f"speech report written to {path}")
     return 0
 
 
 def add_parser(subparsers) -> None:
     report = subparsers.add_parser("report", help="results CSVs -> docs/results.md tables, findings and PNG plots")
     report.add_argument("--results", default=None,
-                        help="the image benchmark's CSV (default results.csv, unless only --generation is given)")
+                        help="the image benchmark's CSV (default results.csv, unless --generation or --speech is given)")
     report.add_argument("--generation", default=None, help="`simvq bench generation`'s CSV: adds the generation section")
+    report.add_argument("--speech", default=None, help="`simvq bench audio`'s CSV: adds the speech codec section")
     report.add_argument("--curves", default=None, help="usage/PSNR-over-steps file (default: <results>_curves.json)")
     report.add_argument("--out", default="docs/results.md")
     report.add_argument("--figures", default="docs/figures")

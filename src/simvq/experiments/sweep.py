@@ -1,7 +1,9 @@
-"""The comparison benchmark: quantizers x codebook sizes x seeds (and ablations) on the image recipe.
+"""The comparison benchmark: quantizers x codebook sizes x seeds (and ablations) on the image recipe,
+and the same table for the speech codec (``simvq bench audio``, the audio recipe).
 
-Every run trains the tokenizer of ``configs/bench/image.yaml`` for a fixed step budget, evaluates
-it on the test split and appends one row to ``results.csv``. Runs are independent and resumable:
+Every run trains the tokenizer of ``configs/bench/image.yaml`` (``configs/bench/speech.yaml``) for a
+fixed step budget, evaluates it on the test split and appends one row to ``results.csv``
+(``speech_results.csv``; the columns are the recipe kind's). Runs are independent and resumable:
 a row whose key is already in the file is never recomputed, and a killed run resumes from its
 own checkpoint (``train_tokenizer`` does that), so a killed sweep picks up where it stopped.
 
@@ -9,6 +11,7 @@ own checkpoint (``train_tokenizer`` does that), so a killed sweep picks up where
     simvq bench image --methods simvq vq --sizes 1024 8192 --seeds 0 --budget 300
     simvq bench ablations --budget 300                  # d, C init, joint C+W, bias, lr
     simvq bench image --stages 4 --sizes 1024           # residual table: qinco, residual, residual_simvq
+    simvq bench audio --methods simvq vq --sizes 4096 --seeds 0 --budget 200   # the speech codec
     simvq report                                         # results.csv -> docs/results.md + plots
 """
 
@@ -57,6 +60,48 @@ RESULT_FIELDS = [
     "run_dir",
 ]
 
+# the speech codec's columns (`simvq bench audio`): usage, perplexity and coverage over every token of
+# the test split; PESQ, STOI, mel distance and DNSMOS (when installed) averaged over its utterances
+AUDIO_FIELDS = [
+    "method",
+    "codebook_size",
+    "codes",  # the codes the quantizer really has (FSQ's grid: 4,375 for K=4,096)
+    "seed",
+    "steps",
+    "max_steps",
+    "usage",
+    "tokens",
+    "tokens_per_code",
+    "usage_chao1",
+    "coverage",
+    "usage_reference",
+    "perplexity",
+    "dead_fraction",
+    "pesq",
+    "stoi",
+    "mel_distance",
+    "dnsmos_ovrl",
+    "dnsmos_sig",
+    "dnsmos_bak",
+    "dnsmos_ovrl_reference",  # the test utterances themselves: the ceiling
+    "utterances",
+    "pesq_failures",  # utterances PESQ / STOI could not score (left out of their means)
+    "stoi_failures",
+    "tokens_per_second",
+    "train_seconds",
+    "seconds_per_step",
+    "device",
+    "run_dir",
+]
+RESULT_COLUMNS = {"image": RESULT_FIELDS, "audio": AUDIO_FIELDS}
+
+# `simvq bench KIND`'s defaults: (sweep file, run directories, results CSV)
+BENCH_DEFAULTS = {
+    "image": ("configs/bench/image.yaml", "runs/bench", "results.csv"),
+    "ablations": ("configs/bench/image.yaml", "runs/bench", "results.csv"),
+    "audio": ("configs/bench/speech.yaml", "runs/bench/speech", "speech_results.csv"),
+}
+
 # The ablations the paper skipped, as (variant name, quantizer-independent overrides). Each is run
 # for SimVQ; those that make sense for plain VQ too (d, lr) also run for "vq" as the contrast.
 ABLATIONS: dict[str, list[str]] = {
@@ -89,6 +134,13 @@ class SweepSpec:
     results: str = "results.csv"
     workers: int = 1  # runs trained side by side (processes); each gets cores // workers threads
     overrides: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """The recipe's kind (``image`` or ``audio``): it picks the overrides and the result columns."""
+        from ..train.config import recipe_kind
+
+        return recipe_kind(self.recipe)
 
     @property
     def curves(self) -> Path:
@@ -143,6 +195,16 @@ def image_runs(spec: SweepSpec) -> list[RunSpec]:
     ]
 
 
+def audio_runs(spec: SweepSpec) -> list[RunSpec]:
+    """The speech codec's table: ``image_runs``'s methods x sizes x seeds on an audio recipe. Every
+    run trains to the step cap: the audio recipe has no plateau criterion."""
+    if spec.until_plateau:
+        raise ValueError("--until-plateau: the audio recipe has no plateau criterion; its runs train to --budget")
+    if spec.stages is not None:
+        raise ValueError("--stages: the residual table is an image benchmark")
+    return image_runs(spec)
+
+
 def ablation_runs(spec: SweepSpec, variants: list[str] | None = None) -> list[RunSpec]:
     runs = []
     for variant in variants or list(ABLATIONS):
@@ -160,7 +222,9 @@ def ablation_runs(spec: SweepSpec, variants: list[str] | None = None) -> list[Ru
 
 def finished_keys(path: str | Path) -> set[tuple]:
     # the budget is `max_steps` (rows of plateau runs stop earlier); older rows only had `steps`
-    return {(r["variant"], r["method"], r["codebook_size"], r["seed"], r.get("max_steps") or r["steps"]) for r in read_results(path)}
+    # speech rows have no variant: they are all main runs
+    return {(r.get("variant") or "main", r["method"], r["codebook_size"], r["seed"], r.get("max_steps") or r["steps"])
+            for r in read_results(path)}
 
 
 def read_curves(path: str | Path) -> dict[str, list[dict]]:
@@ -178,12 +242,20 @@ def add_curve(path: str | Path, name: str, points: list[dict]) -> None:
 # ----------------------------------------------------------------------------- running
 
 
+def recipe_overrides(spec: SweepSpec) -> list[str]:
+    """The sweep's options that are recipe settings (the audio recipe has neither rFID nor a plateau)."""
+    if spec.kind == "audio":
+        return []
+    return [f"eval.fid_images={spec.fid_images}", f"plateau.enabled={str(spec.until_plateau).lower()}"]
+
+
 def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[dict, list[dict]]:
-    """Train + evaluate one configuration; returns its result row and its usage/PSNR curve."""
+    """Train + evaluate one configuration of an image or audio recipe; returns its result row and its
+    usage/PSNR curve (empty without plateau checks)."""
     import torch
 
-    from ..train.config import load_config
-    from ..train.image import evaluate_run, train_tokenizer
+    from ..train.commands import recipe_module
+    from ..train.config import load_recipe
     from ..train.plateau import PLATEAU_FILE
 
     if threads:
@@ -195,14 +267,14 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
         f"quantizer.codebook_size={run.codebook_size}",
         f"trainer.seed={run.seed}",
         f"trainer.max_steps={spec.budget}",
-        f"eval.fid_images={spec.fid_images}",
-        f"plateau.enabled={str(spec.until_plateau).lower()}",
+        *recipe_overrides(spec),
         *run.overrides,
     ]
-    config = load_config(spec.recipe, overrides)
+    config = load_recipe(spec.recipe, overrides)
     config.out_dir = str(run_dir)
-    train_tokenizer(config, evaluate=False, progress=False)
-    metrics = evaluate_run(run_dir, progress=False)
+    recipe = recipe_module(config.recipe)
+    recipe.train_tokenizer(config, evaluate=False, progress=False)
+    metrics = recipe.evaluate_run(run_dir, progress=False)
     plateau_file = run_dir / PLATEAU_FILE
     plateau = json.loads(plateau_file.read_text()) if plateau_file.is_file() else {"plateau": False, "history": []}
     steps = metrics.get("global_step", spec.budget)
@@ -218,14 +290,14 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
         "seconds_per_step": round(metrics["train_seconds"] / max(1, steps), 4) if "train_seconds" in metrics else "",
         "device": device_name(),
         "run_dir": str(run_dir),
-        **{name: metrics[name] for name in RESULT_FIELDS if name in metrics and name not in ("codebook_size", "steps")},
+        **{name: metrics[name] for name in RESULT_COLUMNS[config.recipe] if name in metrics and name not in ("codebook_size", "steps")},
     }
     curve = [{k: p[k] for k in ("step", "usage", "psnr", "perplexity", "tokens") if k in p} for p in plateau["history"]]
     return row, curve
 
 
 def _record(spec: SweepSpec, run: RunSpec, row: dict, curve: list[dict]) -> None:
-    append_result(spec.results, row, fields=RESULT_FIELDS)
+    append_result(spec.results, row, fields=RESULT_COLUMNS[spec.kind])
     if curve:
         add_curve(spec.curves, run.name, curve)
 
@@ -270,8 +342,9 @@ def run_sweep(spec: SweepSpec, runs: list[RunSpec], *, progress: bool = True) ->
 
 
 def _spec_from_args(args) -> SweepSpec:
-    spec = SweepSpec(config=args.config, out=args.out, results=args.results, overrides=args.overrides)
-    sweep_file = _read_sweep_file(args.config)
+    config, out, results = BENCH_DEFAULTS[args.kind]
+    spec = SweepSpec(config=args.config or config, out=args.out or out, results=args.results or results, overrides=args.overrides)
+    sweep_file = _read_sweep_file(spec.config)
     if sweep_file.get("recipe"):
         spec.recipe = sweep_file["recipe"]
     bench = sweep_file.get("bench", {}) or {}
@@ -303,19 +376,25 @@ def _bench(args) -> int:
 
         return bench_generation(args)
     spec = _spec_from_args(args)
-    runs = image_runs(spec) if args.kind == "image" else ablation_runs(spec, args.variants)
+    expected = "audio" if args.kind == "audio" else "image"
+    if spec.kind != expected:
+        raise ValueError(f"--config: {spec.config} names the {spec.kind} recipe {spec.recipe}; simvq bench {args.kind} needs an {expected} recipe")
+    if args.kind == "ablations":
+        runs = ablation_runs(spec, args.variants)
+    else:
+        runs = audio_runs(spec) if args.kind == "audio" else image_runs(spec)
     added = run_sweep(spec, runs, progress=not args.quiet)
     print(f"{len(added)} new run(s); results in {spec.results}")
     for row in added:
-        print(json.dumps({k: row[k] for k in ("variant", "method", "codebook_size", "seed", "usage", "psnr") if k in row}))
+        print(json.dumps({k: row[k] for k in ("variant", "method", "codebook_size", "seed", "usage", "psnr", "pesq", "stoi") if k in row}))
     return 0
 
 
 def add_parser(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="the comparison sweep (quantizers x sizes x seeds) and ablations")
-    bench.add_argument("kind", choices=["image", "ablations", "generation"])
+    bench.add_argument("kind", choices=["image", "ablations", "audio", "generation"])
     bench.add_argument("overrides", nargs="*", help="recipe overrides applied to every run (section.key=value)")
-    bench.add_argument("--config", default="configs/bench/image.yaml")
+    bench.add_argument("--config", default=None, help="the sweep file (default configs/bench/image.yaml; audio: configs/bench/speech.yaml)")
     bench.add_argument("--methods", nargs="+", default=None, help="quantizer names (default: the config's list)")
     bench.add_argument("--sizes", nargs="+", type=int, default=None, help="codebook sizes")
     bench.add_argument("--seeds", nargs="+", type=int, default=None)
@@ -329,7 +408,8 @@ def add_parser(subparsers) -> None:
                        help=f"the residual table: {', '.join(RESIDUAL_METHODS)} (default) at this many stages, variant 'stages=N'")
     bench.add_argument("--variants", nargs="+", default=None, help=f"ablations to run (default all): {', '.join(ABLATIONS)}")
     bench.add_argument("--tokenizers", default=None, help="generation: the image benchmark's results CSV whose run_dir rows get a prior each")
-    bench.add_argument("--out", default="runs/bench", help="where the run directories go")
-    bench.add_argument("--results", default="results.csv", help="the CSV every finished run is appended to")
+    bench.add_argument("--out", default=None, help="where the run directories go (default runs/bench; audio: runs/bench/speech)")
+    bench.add_argument("--results", default=None,
+                       help="the CSV every finished run is appended to (default results.csv; audio: speech_results.csv)")
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(func=_bench)

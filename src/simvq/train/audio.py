@@ -11,7 +11,9 @@ An audio run directory holds what an image run's does (config, ``model.safetenso
 ``metrics.json``, ``code_usage_histogram.png`` and ``samples/``: for the first ``eval.samples`` test
 utterances the original and reconstructed wav and a spectrogram PNG of both; every
 ``trainer.sample_every`` steps of training the same into ``samples/step_<N>/``. A resumed run
-draws its clips from a stream seeded by the step it resumes at (not the uninterrupted sequence).
+continues the clip stream where it stopped (``data.in_memory``: it ends with the weights of an
+uninterrupted run); clips streamed from the files (``data.in_memory: false``) are reseeded from the
+step it resumes at instead.
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ class AudioModality(Modality):
         if not data.in_memory:
             return DataLoader(dataset, batch_size=data.batch_size, shuffle=True, drop_last=True)
         clip_samples = round(data.clip_seconds * data.sample_rate)
-        batches = RandomClipBatches(InMemorySpeech(dataset), data.batch_size, clip_samples, seed=config.trainer.seed + start_step)
+        # a resumed run continues the clip stream where the checkpoint left it, so killing and
+        # resuming ends with the weights of an uninterrupted run
+        batches = RandomClipBatches(InMemorySpeech(dataset), data.batch_size, clip_samples, seed=config.trainer.seed, start=start_step)
         return DataLoader(batches, batch_size=None)
 
     def callbacks(self, config: AudioConfig) -> list[pl.Callback]:

@@ -337,15 +337,20 @@ def recipe_schemas() -> dict[str, type]:
     return {"image": TokenizerConfig, "audio": AudioConfig}
 
 
-def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None):
-    """A tokenizer recipe of the kind its ``recipe:`` key names (``image`` when it names none),
-    loaded and checked against that kind's schema."""
+def recipe_kind(path: str | Path | None = None) -> str:
+    """The kind of recipe a config file holds: its ``recipe:`` key (``image`` when it names none)."""
     values = read_config_file(Path(path)) if path is not None else {}
     kind = values.get("recipe", "image")
     schemas = recipe_schemas()
     if kind not in schemas:
         raise ValueError(f"recipe: expected one of {sorted(schemas)}, got {kind!r}" + (f" (in {path})" if path else ""))
-    return check_config(load_structured(schemas[kind], path, overrides))
+    return kind
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None):
+    """A tokenizer recipe of the kind its ``recipe:`` key names (``image`` when it names none),
+    loaded and checked against that kind's schema."""
+    return check_config(load_structured(recipe_schemas()[recipe_kind(path)], path, overrides))
 
 
 def read_config_file(path: Path) -> dict:

@@ -1,0 +1,123 @@
+"""The pieces of a report section that compares methods at equal K and budget over seeds (the
+generation and speech sections of ``simvq report``): grouping a results CSV's rows, one table per K,
+SimVQ-versus-each verdicts against the seed spread, and the runs' own figures copied beside the page.
+
+A *column* is ``(CSV column, title, scale, decimals, lower is better)``; ``lower`` None marks a
+property rather than a score (no arrow, no verdict). *Groups* map ``(method, K)`` to ``{seed: row}``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from ..utils import atomic_write_text
+from .report import Stat, fmt, k_label, method_key, method_order, number, splice, stat_text, summarize, table_rows
+from .results_file import read_results
+
+Column = tuple[str, str, float, int, bool | None]
+ARROWS = {True: " ↓", False: " ↑", None: ""}
+
+
+def group_rows(rows: list[dict], *, budget: str = "steps") -> dict[tuple[str, int], dict[str, dict]]:
+    """{(method, K): {seed: row}} at each configuration's largest ``budget`` column (a longer run
+    supersedes a shorter one; a seed's last row supersedes its earlier ones)."""
+    by_budget: dict[tuple, dict] = defaultdict(lambda: defaultdict(dict))
+    for row in rows:
+        size = number(row.get("codebook_size"))
+        if row.get("method") and size is not None:
+            by_budget[(row["method"], int(size))][number(row.get(budget)) or 0.0][str(row.get("seed", ""))] = row
+    return {key: budgets[max(budgets)] for key, budgets in by_budget.items()}
+
+
+def stat(runs: dict[str, dict], column: str) -> Stat | None:
+    return summarize(number(r.get(column)) for r in runs.values())
+
+
+def sizes(groups: dict) -> list[int]:
+    return sorted({size for _, size in groups})
+
+
+def k_table(groups: dict, k: int, columns: list[Column], *, extra: list[tuple[str, Callable[[dict], str]]] = ()) -> list[str]:
+    """The methods at K, one row each: every column some method has a value in (mean ± std (seeds)),
+    then the ``extra`` ``(title, runs -> cell)`` columns."""
+    methods = method_order(m for m, size in groups if size == k)
+    shown = [c for c in columns if any(stat(groups[(m, k)], c[0]) for m in methods)]
+    header = ["method", *(f"{title}{ARROWS[lower]}" for _, title, _, _, lower in shown), *(title for title, _ in extra)]
+    rows = [[m, *(stat_text(stat(groups[(m, k)], c), s, d) for c, _, s, d, _ in shown), *(cell(groups[(m, k)]) for _, cell in extra)]
+            for m in methods]
+    return [f"**{k_label(k)}**", "", *table_rows(header, rows), ""]
+
+
+def verdict(simvq: Stat, rival: Stat, *, scale: float, digits: int, lower: bool) -> str:
+    """A difference counts only beyond twice the larger seed std of the two; one seed on either
+    side has no spread to judge by, and the text says so."""
+    diff = (simvq.mean - rival.mean) * scale
+    better = diff < 0 if lower else diff > 0
+    if simvq.n < 2 or rival.n < 2:
+        return f"{'better' if better else 'worse' if diff else 'equal'} by {abs(diff):.{digits}f} (one seed on a side: one run, no spread)"
+    spread = 2 * max(simvq.std, rival.std) * scale
+    if abs(diff) <= spread:
+        return f"no difference beyond the seed spread ({diff:+.{digits}f} within ±{fmt(spread, digits)})"
+    return f"{'helps' if better else 'hurts'}: {diff:+.{digits}f}, beyond 2σ = {fmt(spread, digits)}"
+
+
+def simvq_verdicts(groups: dict, columns: list[Column]) -> list[str]:
+    """One sentence per K, rival and scored column: SimVQ against each other method at that K."""
+    notes = []
+    for k in sizes(groups):
+        if ("simvq", k) not in groups:
+            continue
+        for rival in method_order(m for m, size in groups if size == k and m != "simvq"):
+            for column, title, scale, digits, lower in columns:
+                a, b = stat(groups[("simvq", k)], column), stat(groups[(rival, k)], column)
+                if a is None or b is None or lower is None:
+                    continue
+                notes.append(f"{k_label(k)}, {title}: simvq {stat_text(a, scale, digits)} vs {rival} "
+                             f"{stat_text(b, scale, digits)} → {verdict(a, b, scale=scale, digits=digits, lower=lower)}.")
+    return notes
+
+
+def first_seed(runs: dict[str, dict]) -> dict:
+    return runs[min(runs, key=lambda seed: number(seed) if number(seed) is not None else float("inf"))]
+
+
+def run_figures(groups: dict, figures_dir: Path, *, source: str, name: str, methods=None) -> list[tuple[str, Path]]:
+    """Each (method, K)'s first seed's ``<run_dir>/<source>`` copied to ``figures_dir/<name>``
+    (``name`` formatted with ``method`` and ``k``); ``(label, copy)`` of those that exist."""
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for method, k in sorted(groups, key=lambda key: (key[1], method_key(key[0]))):
+        if methods is not None and method not in methods:
+            continue
+        row = first_seed(groups[(method, k)])
+        path = Path(row.get("run_dir") or "") / source
+        if row.get("run_dir") and path.is_file():
+            target = figures_dir / name.format(method=method, k=k)
+            shutil.copyfile(path, target)
+            copied.append((f"{method}, {k_label(k)}, seed {row.get('seed')}", target))
+    return copied
+
+
+def figure_section(title: str, figures: list[tuple[str, Path]], out_dir: Path) -> list[str]:
+    """A ``### title`` section of the copied figures, linked relative to the page; none without figures."""
+    if not figures:
+        return []
+    return [f"### {title}", "", *[f"![{label}]({os.path.relpath(path, out_dir)})" for label, path in figures], ""]
+
+
+def write_section(results: str | Path, out: str | Path, figures_dir: str | Path, *, render, markers: tuple[str, str],
+                  heading: str, option: str, command: str) -> Path:
+    """A benchmark's CSV -> its block of the page ``out``: ``render(rows, results, figures_dir, out_dir)``'s
+    lines between ``markers`` (the block replaced, or appended under ``heading``); the text around it stays."""
+    rows = read_results(results)
+    if not rows:
+        raise ValueError(f"{option}: no results in {results}; run `{command}` first")
+    out = Path(out)
+    begin, end = markers
+    block = "\n".join([begin, *render(rows, results, Path(figures_dir), out.parent), end])
+    atomic_write_text(out, splice(out, block, begin=begin, end=end, heading=heading))
+    return out

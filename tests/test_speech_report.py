@@ -1,0 +1,83 @@
+"""The speech section of ``simvq report`` on a hand-built ``simvq bench audio`` CSV.
+
+Layout: K=4,096 with simvq and vq at 2 seeds each and fsq at seed 0; K=65,536 with simvq and vq at
+seed 0. The numbers are chosen so that at K=4,096 SimVQ's usage and mel distance beat VQ's beyond
+twice the larger seed std, its PESQ is within the spread, and every FSQ comparison rests on one run.
+"""
+
+import pytest
+from PIL import Image
+
+from helpers import report_section_twice
+
+from simvq.experiments.comparison import group_rows
+from simvq.experiments.speech_report import findings
+from simvq.experiments.sweep import AUDIO_FIELDS
+
+
+def codec_run(method, k, seed, *, usage, pesq, mel, dnsmos=3.0, run_dir="", budget=2000):
+    return {"method": method, "codebook_size": k, "codes": 4375 if method == "fsq" else k, "seed": seed, "steps": budget, "max_steps": budget, "usage": usage,
+            "tokens": 100_000, "tokens_per_code": 100_000 / k, "perplexity": 100.0, "pesq": pesq, "stoi": 0.9,
+            "mel_distance": mel, "dnsmos_ovrl": dnsmos, "dnsmos_ovrl_reference": 3.5, "train_seconds": 4000,
+            "seconds_per_step": 2.0, "device": "cpu (2 cores)", "run_dir": run_dir}
+
+
+@pytest.fixture
+def rows(tmp_path):
+    run_dir = tmp_path / "runs" / "simvq-K4096-seed0"
+    (run_dir / "samples").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(run_dir / "samples" / "00_spectrogram.png")
+    return [
+        codec_run("simvq", 4096, 0, usage=0.95, pesq=2.00, mel=0.50, dnsmos=3.0, run_dir=str(run_dir)),
+        codec_run("simvq", 4096, 1, usage=0.97, pesq=2.10, mel=0.52, dnsmos=3.2),
+        codec_run("vq", 4096, 0, usage=0.30, pesq=2.02, mel=0.60, dnsmos=2.9),
+        codec_run("vq", 4096, 1, usage=0.34, pesq=2.06, mel=0.62, dnsmos=3.1),
+        codec_run("fsq", 4096, 0, usage=1.00, pesq=2.30, mel=0.55),
+        codec_run("simvq", 65536, 0, usage=0.60, pesq=1.90, mel=0.70, run_dir=str(tmp_path / "no-samples")),
+        codec_run("vq", 65536, 0, usage=0.02, pesq=1.80, mel=0.80),
+        codec_run("simvq", 4096, 0, usage=0.01, pesq=9.99, mel=9.0, budget=100),  # a shorter budget: superseded
+    ]
+
+
+def test_verdicts_follow_the_seed_spread(rows):
+    notes = findings(group_rows(rows, budget="max_steps"))
+    usage = next(n for n in notes if n.startswith("K=4,096, usage %") and " vs vq " in n)
+    # 96.0 ± 1.4 vs 32.0 ± 2.8: +64.0 points, 2σ = 2 x 2.83
+    assert usage.endswith("→ helps: +64.0, beyond 2σ = 5.7.") and "simvq 96.0 ± 1.4 (2)" in usage
+    mel = next(n for n in notes if n.startswith("K=4,096, mel distance") and " vs vq " in n)
+    assert mel.endswith("→ helps: -0.100, beyond 2σ = 0.028.")  # lower is better
+    pesq = next(n for n in notes if n.startswith("K=4,096, PESQ") and " vs vq " in n)
+    assert pesq.endswith("→ no difference beyond the seed spread (+0.01 within ±0.14).")
+    dnsmos = next(n for n in notes if n.startswith("K=4,096, DNSMOS OVRL") and " vs vq " in n)
+    assert "no difference beyond the seed spread" in dnsmos  # 3.10 vs 3.00, both ± 0.14
+    fsq = next(n for n in notes if n.startswith("K=4,096, PESQ") and " vs fsq " in n)
+    assert fsq.endswith("→ worse by 0.25 (one seed on a side: one run, no spread).")
+    big = next(n for n in notes if n.startswith("K=65,536, usage %"))
+    assert big.endswith("→ better by 58.0 (one seed on a side: one run, no spread).")
+    assert not any("tokens counted" in n for n in notes)  # a property of the split, not a score
+
+
+def test_cli_writes_tables_verdicts_and_the_spectrogram_and_keeps_the_other_blocks(rows, tmp_path):
+    text, figures = report_section_twice("--speech", "speech-report", rows, AUDIO_FIELDS, tmp_path)
+    table = text.split("**K=4,096**", 1)[1].split("**K=65,536**", 1)[0]
+    lines = table.strip().splitlines()
+    assert lines[0] == "| method | usage % ↑ | tokens counted | PESQ ↑ | STOI ↑ | mel distance ↓ | DNSMOS OVRL ↑ |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| simvq", "| vq", "| fsq"]
+    assert lines[2] == "| simvq | 96.0 ± 1.4 (2) | 100,000 ± 0 (2) | 2.05 ± 0.07 (2) | 0.900 ± 0.000 (2) | 0.510 ± 0.014 (2) | 3.10 ± 0.14 (2) |"
+    assert lines[4] == "| fsq | 100.0 (1) | 100,000 (1) | 2.30 (1) | 0.900 (1) | 0.550 (1) | 3.00 (1) |"
+    assert "9.99" not in text  # the 100-step run is superseded by the 2,000-step one
+    assert "every codec trained for 2,000 steps" in text and "the test utterances themselves: 3.50" in text
+    assert "tokens per code: 24.4 at K=4,096, 1.5 at K=65,536); methods whose codebook is not K codes: fsq K=4,096: 4,375 codes." in text
+    assert (figures / "speech_spectrogram_simvq_K4096.png").is_file()
+    assert "](figures/speech_spectrogram_simvq_K4096.png)" in text
+    assert not (figures / "speech_spectrogram_simvq_K65536.png").exists()  # its run directory holds no samples
+
+
+def test_cli_empty_speech_csv_is_one_line(tmp_path, capsys):
+    from simvq.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "--speech", str(tmp_path / "none.csv"), "--out", str(tmp_path / "r.md")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("simvq report: error: --speech:") and "simvq bench audio" in err
