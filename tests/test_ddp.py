@@ -211,3 +211,42 @@ def test_sharded_rfid_equals_the_rfid_of_one_process(tmp_path):
         for name in ("mu", "sigma"):
             np.testing.assert_allclose(two[name], one[name], rtol=1e-9, atol=1e-12)
 
+
+
+def _codec_and_utterances():
+    """A tiny seeded codec and three voiced utterances of different lengths (uneven shards 2 + 1)."""
+    from helpers import voiced_clip
+
+    from simvq.models import AudioCodec
+
+    torch.manual_seed(0)
+    model = AudioCodec(channels=4, dim=16, decoder_width=32, decoder_blocks=1, codebook_size=64).eval()
+    return model, [torch.from_numpy(voiced_clip(seconds, seed)).view(1, -1) for seconds, seed in ((0.5, 0), (0.6, 1), (0.7, 2))]
+
+
+def _evaluate_audio(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    torch.set_num_threads(1)
+    from simvq.metrics.audio import evaluate_codec
+
+    model, utterances = _codec_and_utterances()
+    metrics, counts = evaluate_codec(model, utterances, use_dnsmos=False, coverage_dim=16, progress=False, shard=(rank, WORLD_SIZE))
+    (Path(out_dir) / f"audio_rank{rank}.json").write_text(json.dumps({"metrics": metrics, "counts": counts.tolist()}))
+    dist.destroy_process_group()
+
+
+def test_sharded_audio_evaluation_gives_the_numbers_of_one_process(tmp_path):
+    """Each rank scores its share of the utterances; every rank ends with one process's metrics
+    (the same per-utterance scores averaged in the same order) and the summed code histogram."""
+    pytest.importorskip("pesq")
+    pytest.importorskip("pystoi")
+    from simvq.metrics.audio import evaluate_codec
+
+    mp.spawn(_evaluate_audio, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    model, utterances = _codec_and_utterances()
+    metrics, counts = evaluate_codec(model, utterances, use_dnsmos=False, coverage_dim=16, progress=False)
+    assert metrics["utterances"] == 3
+    for rank in range(WORLD_SIZE):
+        sharded = json.loads((tmp_path / f"audio_rank{rank}.json").read_text())
+        assert sharded["counts"] == counts.tolist()
+        assert sharded["metrics"] == metrics, rank  # exactly: no value is recomputed or re-summed differently

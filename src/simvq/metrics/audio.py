@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from ..data.spectral import LogMelSpectrogram
@@ -165,12 +166,15 @@ class AudioMetrics:
     """
 
     def __init__(self, sample_rate: int, codebook_size: int, *, hop_length: int = 1, use_dnsmos: bool | None = None,
-                 coverage_dim: int | None = None, mel_options: dict | None = None):
+                 coverage_dim: int | None = None, mel_options: dict | None = None, sharded: bool = False):
         self.sample_rate, self.hop_length = sample_rate, hop_length
         self.use_dnsmos = dnsmos_available() if use_dnsmos is None else use_dnsmos
         self.coverage_dim = coverage_dim
         self.mel = LogMelSpectrogram(sample_rate, **(mel_options or {}))
-        self.usage = CodebookUsage(codebook_size, distributed=False)  # one process evaluates the whole set
+        # sharded: utterance i was measured by rank i % world_size; histogram() and compute() reduce
+        # over the processes (every rank must call them), otherwise one process holds the whole set
+        self.sharded = sharded
+        self.usage = CodebookUsage(codebook_size, distributed=sharded)
         self.scores: dict[str, list[float]] = {}
 
     def _add(self, name: str, value: float) -> None:
@@ -198,17 +202,32 @@ class AudioMetrics:
                 self.usage.update(codes[i, : -(-length // self.hop_length)], check=False)
 
     def histogram(self) -> Tensor:
-        """``(K,)`` code counts (of this process: one process evaluates the whole set)."""
+        """``(K,)`` code counts (summed over the processes when ``sharded``)."""
         return self.usage.histogram().cpu()
+
+    def all_scores(self) -> dict[str, list[float]]:
+        """Every utterance's scores in utterance order: with ``sharded``, gathered from every rank and
+        interleaved back (rank r holds utterances r, r + W, ...), so the means are one process's."""
+        if not (self.sharded and dist.is_available() and dist.is_initialized()):
+            return self.scores
+        shards: list = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, self.scores)
+        names = list(dict.fromkeys(name for shard in shards for name in shard))
+        merged = {}
+        for name in names:
+            lists = [shard.get(name, []) for shard in shards]
+            merged[name] = [values[i] for i in range(max(map(len, lists))) for values in lists if i < len(values)]
+        return merged
 
     def compute(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        for name, values in self.scores.items():
+        scores = self.all_scores()
+        for name, values in scores.items():
             finite = [v for v in values if not math.isnan(v)]
             metrics[name] = float(np.mean(finite)) if finite else math.nan
-        metrics["utterances"] = len(self.scores.get("mel_distance", []))
+        metrics["utterances"] = len(scores.get("mel_distance", []))
         for name in ("pesq", "stoi"):  # utterances the score could not be computed on (left out of the mean)
-            metrics[f"{name}_failures"] = sum(math.isnan(v) for v in self.scores.get(name, []))
+            metrics[f"{name}_failures"] = sum(math.isnan(v) for v in scores.get(name, []))
         counts = self.histogram()
         metrics.update(usage_statistics(counts))
         if self.coverage_dim is not None and metrics["tokens"]:
@@ -219,18 +238,23 @@ class AudioMetrics:
 
 @torch.no_grad()
 def evaluate_codec(model, dataset, *, max_utterances: int | None = None, device=None, use_dnsmos: bool | None = None,
-                   coverage_dim: int | None = None, progress: bool = True) -> tuple[dict[str, float], Tensor]:
+                   coverage_dim: int | None = None, progress: bool = True,
+                   shard: tuple[int, int] = (0, 1)) -> tuple[dict[str, float], Tensor]:
     """Reconstruct whole utterances of ``dataset`` (items ``(1, S)``, e.g. ``SpeechCorpus(...,
     clip_seconds=None)``) one at a time with ``model`` (an ``AudioCodec``) and measure them.
 
     Returns ``(metrics, code_counts)`` as ``AudioMetrics.compute()`` and its ``(K,)`` histogram.
+    ``shard=(rank, world_size)``: under torch.distributed each process measures utterances
+    ``rank, rank + world_size, ...`` and every process gets the numbers one process would (the
+    same per-utterance scores, averaged in the same order). Every rank must call.
     """
     from tqdm.auto import tqdm
 
+    rank, world_size = shard
     device, was_training, count = prepare_evaluation(model, device, len(dataset), max_utterances)
     metrics = AudioMetrics(model.sample_rate, model.quantizer.codebook_size, hop_length=model.hop_length,
-                           use_dnsmos=use_dnsmos, coverage_dim=coverage_dim)
-    for index in tqdm(range(count), desc="eval", disable=not progress, leave=False):
+                           use_dnsmos=use_dnsmos, coverage_dim=coverage_dim, sharded=world_size > 1)
+    for index in tqdm(range(rank, count, world_size), desc="eval", disable=not progress, leave=False):
         wav = dataset[index].unsqueeze(0).to(device)
         reconstruction, out = model(wav)
         metrics.update(wav, reconstruction, out.codes)

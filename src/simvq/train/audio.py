@@ -139,17 +139,16 @@ def evaluate_run(run_dir: str | os.PathLike, *, max_utterances: int | None = Non
     installed, ``usage``, ``tokens``, ``perplexity``, coverage) plus ``quantizer``,
     ``codebook_size``, ``tokens_per_second``, ``global_step``. Writes ``samples/`` and
     ``code_usage_histogram.png``. ``max_utterances`` None takes ``eval.max_utterances``. Under DDP
-    (``shard``) rank 0 measures everything and the other ranks return ``{}``."""
+    (``shard=(rank, world_size)``) every rank measures its share of the utterances and returns the
+    whole set's numbers; pass ``write`` on rank 0 only."""
     from ..metrics.audio import evaluate_codec
     from . import plots
 
-    if shard[0] != 0:
-        return {}
     model, config, path = load_run_model(run_dir, device=device)
     dataset = build_speech_dataset(config.data, "test", seed=config.trainer.seed)
     metrics, counts = evaluate_codec(
         model, dataset, max_utterances=max_utterances if max_utterances is not None else config.eval.max_utterances,
-        device=device, use_dnsmos=config.eval.dnsmos, coverage_dim=model.quantizer.dim, progress=progress,
+        device=device, use_dnsmos=config.eval.dnsmos, coverage_dim=model.quantizer.dim, progress=progress, shard=shard,
     )
     metrics.update(quantizer=config.quantizer.name, codebook_size=model.quantizer.codebook_size,
                    tokens_per_second=model.tokens_per_second, dataset=getattr(dataset, "cache_key", config.data.name),
