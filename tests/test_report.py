@@ -204,3 +204,18 @@ def test_cli_reports_a_user_mistake_in_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no results in" in err and "Traceback" not in err
+
+
+def test_residual_methods_get_their_own_table_not_the_ablations(tmp_path):
+    stages = [run(m, 1024, 0, u, p, variant="stages=4") for m, u, p in
+              [("qinco", 0.90, 23.0), ("residual", 0.50, 22.0), ("residual_simvq", 1.00, 23.5)]]
+    results = write_csv(tmp_path / "results.csv", ROWS + stages)
+    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures").read_text()
+    residual = [line for line in section(text, "Residual table").splitlines() if line.startswith("| ")]
+    assert residual[1:] == [  # after the header; methods in the report's order (residual before residual_simvq)
+        "| 4 | qinco | 1,024 | 1 | 90.0 (1) | 460.8 (1) | 23.00 (1) | 0.700 (1) | 1,000 (1) |",
+        "| 4 | residual | 1,024 | 1 | 50.0 (1) | 256.0 (1) | 22.00 (1) | 0.700 (1) | 1,000 (1) |",
+        "| 4 | residual_simvq | 1,024 | 1 | 100.0 (1) | 512.0 (1) | 23.50 (1) | 0.700 (1) | 1,000 (1) |",
+    ]
+    assert "qinco" not in section(text, "Ablations")
+    assert "qinco" not in section(text, "Main comparison")  # not ranked against single-stage quantizers

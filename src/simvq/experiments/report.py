@@ -448,8 +448,33 @@ def ablation_row(label: str, method: str, k: int, group: Group, baseline: Group 
     ]
 
 
+def is_stages(variant: str) -> bool:
+    """The residual table's variants (``simvq bench image --stages N``): compared among themselves."""
+    return variant.startswith("stages=")
+
+
+def residual_table(groups: dict[tuple, Group]) -> list[str]:
+    """Multi-stage quantizers at equal stages and K per stage, like with like (no single-stage baseline)."""
+    keys = sorted(((v, m, k) for (v, m, k) in groups if is_stages(v)),
+                  key=lambda vmk: (int(vmk[0].split("=", 1)[1]), vmk[2], method_key(vmk[1])))
+    if not keys:
+        return []
+    rows = []
+    for variant, method, k in keys:
+        group = groups[(variant, method, k)]
+        rows.append([variant.split("=", 1)[1], method, f"{k:,}", str(len(group.rows)), cell(group, "usage", 100.0, 1),
+                     cell(group, "perplexity", 1.0, 1), cell(group, "psnr", 1.0, 2), cell(group, "ssim", 1.0, 3),
+                     cell(group, "steps", 1.0, 0)])
+    header = ["stages", "method", "K per stage", "seeds", "usage %", "perplexity", "PSNR", "SSIM", "steps"]
+    return [
+        "Residual quantizers with the same number of stages and codes per stage, on the same recipe and "
+        "budget rule. Usage pools the stages: the fraction of the K indices that some stage uses.",
+        "", *table_rows(header, rows), "",
+    ]
+
+
 def ablation_table(groups: dict[tuple, Group]) -> list[str]:
-    ablated = {(method, k) for (variant, method, k) in groups if variant != "main"}
+    ablated = {(method, k) for (variant, method, k) in groups if variant != "main" and not is_stages(variant)}
     if not ablated:
         return []
     rows = []
@@ -457,7 +482,7 @@ def ablation_table(groups: dict[tuple, Group]) -> list[str]:
         baseline = groups.get(("main", method, k))
         if baseline:
             rows.append(ablation_row("main (baseline)", method, k, baseline, None))
-        for variant in sorted(v for (v, m, size) in groups if v != "main" and (m, size) == (method, k)):
+        for variant in sorted(v for (v, m, size) in groups if v != "main" and not is_stages(v) and (m, size) == (method, k)):
             rows.append(ablation_row(variant, method, k, groups[(variant, method, k)], baseline))
     header = ["variant", "method", "K", "seeds", "usage %", "perplexity", "PSNR", "SSIM", "steps", "plateau",
               "Δ usage (points)", "Δ PSNR (dB)"]
@@ -564,6 +589,9 @@ def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list
         "### Main comparison", "", *comparison_tables(groups),
         "### Rankings (like with like)", "", *rankings(groups),
     ]
+    residual = residual_table(groups)
+    if residual:
+        body += ["### Residual table (equal stages and K per stage)", "", *residual]
     ablations = ablation_table(groups)
     if ablations:
         body += ["### Ablations", "", *ablations]
