@@ -99,7 +99,7 @@ class PeriodicCheckpoint(pl.Callback):
 
 
 class GlobalRandomState(pl.Callback):
-    """torch's global random streams (CPU, and CUDA once initialised) in every checkpoint, restored
+    """torch's global random streams (CPU, and the training accelerator's) in every checkpoint, restored
     when the first batch of a resumed session starts. Lightning saves none, and a quantizer built
     without a seed draws its restarts, k-means starts and anchors from them (dropout too): without
     them a resumed run draws other numbers than an uninterrupted one. Restored at the batch, not at
@@ -110,11 +110,24 @@ class GlobalRandomState(pl.Callback):
 
     def __init__(self):
         self._pending: dict | None = None
+        self._device_type = "cpu"
+
+    def setup(self, trainer, module, stage) -> None:
+        self._device_type = trainer.strategy.root_device.type
+
+    def _accelerator(self):
+        """The torch module of the training device type (``torch.cuda``, ``torch.xpu``, ...) when it
+        keeps per-device random streams; None on CPU."""
+        if self._device_type == "cpu":
+            return None
+        module = torch.get_device_module(self._device_type)
+        return module if hasattr(module, "get_rng_state_all") else None
 
     def state_dict(self) -> dict:
         state = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
+        accelerator = self._accelerator()
+        if accelerator is not None:
+            state["accelerator"] = {"type": self._device_type, "states": accelerator.get_rng_state_all()}
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -125,9 +138,10 @@ class GlobalRandomState(pl.Callback):
             return
         state, self._pending = self._pending, None
         torch.set_rng_state(state["cpu"])
-        if "cuda" in state and torch.cuda.is_available():
+        saved, accelerator = state.get("accelerator"), self._accelerator()
+        if saved is not None and accelerator is not None and saved["type"] == self._device_type:
             # a machine with fewer devices than the one that saved takes the first ones' states
-            torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+            accelerator.set_rng_state_all(saved["states"][: accelerator.device_count()])
 
 
 class RankConsistency(pl.Callback):
