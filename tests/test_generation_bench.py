@@ -55,3 +55,15 @@ def test_bench_generation_cli_needs_the_tokenizer_csv(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "generation", "--tokenizers", str(tmp_path / "missing.csv")])
     assert exit_info.value.code == 2
+
+
+def test_the_default_benchmark_prior_recipe_loads_and_is_the_stated_size():
+    from simvq.models.prior import TokenPrior
+    from simvq.train.prior import load_prior_config
+
+    spec = generation_bench.GenerationSpec()
+    config = load_prior_config(spec.config, [f"trainer.max_steps={spec.budget}"])
+    assert (config.model.dim, config.model.layers, config.model.heads, config.trainer.max_steps) == (128, 4, 4, 2000)
+    for size, stated in [(1024, 0.93e6), (8192, 1.85e6)]:  # the recipe's comment
+        model = TokenPrior(size, grid=(7, 7), num_classes=10, dim=config.model.dim, layers=config.model.layers, heads=config.model.heads)
+        assert abs(sum(p.numel() for p in model.parameters()) / stated - 1) < 0.01, size

@@ -2,11 +2,11 @@
 
 The tokenizers are the rows of an image-benchmark results CSV (``simvq bench image``; its
 ``run_dir`` column): every ``main`` row whose method, codebook size and seed are selected gets one
-prior (``configs/prior.yaml`` plus overrides, ``trainer.max_steps = budget``, the tokenizer's seed),
+prior (``configs/bench/prior.yaml``, the CPU-sized benchmark prior, plus overrides, ``trainer.max_steps = budget``, the tokenizer's seed),
 is measured by ``evaluate_prior_run`` and appended as one row to the results CSV. Resumable like
 the image sweep: a row already in the file is skipped, a killed prior resumes from its checkpoint.
 
-    simvq bench generation --tokenizers runs/bench/results.csv --sizes 1024 8192 --seeds 0 1 --budget 3000
+    simvq bench generation --tokenizers runs/bench/results.csv --sizes 1024 8192 --seeds 0 1 --budget 2000
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ GENERATION_FIELDS = [
 @dataclass
 class GenerationSpec:
     tokenizers: str = "runs/bench/results.csv"  # an image-benchmark results CSV
-    config: str = "configs/prior.yaml"
+    config: str = "configs/bench/prior.yaml"
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     sizes: list[int] = field(default_factory=lambda: [1024, 8192])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
-    budget: int = 3000
+    budget: int = 2000
     samples: int = 1000  # domain FID / class accuracy samples
     fid_samples: int = 0  # Inception FID samples (slow on CPU)
     out: str = "runs/bench/generation"

@@ -394,7 +394,7 @@ def add_parser(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="the comparison sweep (quantizers x sizes x seeds) and ablations")
     bench.add_argument("kind", choices=["image", "ablations", "audio", "generation"])
     bench.add_argument("overrides", nargs="*", help="recipe overrides applied to every run (section.key=value)")
-    bench.add_argument("--config", default=None, help="the sweep file (default configs/bench/image.yaml; audio: configs/bench/speech.yaml)")
+    bench.add_argument("--config", default=None, help="the sweep file (default configs/bench/image.yaml; audio: configs/bench/speech.yaml; generation: the prior recipe, default configs/bench/prior.yaml)")
     bench.add_argument("--methods", nargs="+", default=None, help="quantizer names (default: the config's list)")
     bench.add_argument("--sizes", nargs="+", type=int, default=None, help="codebook sizes")
     bench.add_argument("--seeds", nargs="+", type=int, default=None)
