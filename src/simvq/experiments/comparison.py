@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..utils import atomic_write_text
-from .report import Stat, fmt, k_label, method_key, method_order, number, splice, stat_text, summarize, table_rows
+from .report import Stat, fmt, k_label, method_key, method_order, number, seed_gap, splice, stat_text, summarize, table_rows
 from .results_file import read_results
 
 Column = tuple[str, str, float, int, bool | None]
@@ -55,11 +55,10 @@ def k_table(groups: dict, k: int, columns: list[Column], *, extra: list[tuple[st
 def verdict(simvq: Stat, rival: Stat, *, scale: float, digits: int, lower: bool) -> str:
     """A difference counts only beyond twice the larger seed std of the two; one seed on either
     side has no spread to judge by, and the text says so."""
-    diff = (simvq.mean - rival.mean) * scale
+    diff, spread = seed_gap(simvq, rival, scale)
     better = diff < 0 if lower else diff > 0
     if simvq.n < 2 or rival.n < 2:
         return f"{'better' if better else 'worse' if diff else 'equal'} by {abs(diff):.{digits}f} (one seed on a side: one run, no spread)"
-    spread = 2 * max(simvq.std, rival.std) * scale
     if abs(diff) <= spread:
         return f"no difference beyond the seed spread ({diff:+.{digits}f} within ±{fmt(spread, digits)})"
     return f"{'helps' if better else 'hurts'}: {diff:+.{digits}f}, beyond 2σ = {fmt(spread, digits)}"

@@ -161,6 +161,12 @@ def span(values, show=count) -> str:
     return show(values[0]) if len(values) == 1 else f"{show(values[0])}–{show(values[-1])}"
 
 
+def seed_gap(a: Stat, b: Stat, scale: float = 1.0) -> tuple[float, float]:
+    """``(a - b, 2 x the larger seed std)``, both scaled: the report's one rule for comparing means
+    is that a difference counts only when it exceeds that spread."""
+    return (a.mean - b.mean) * scale, 2 * max(a.std, b.std) * scale
+
+
 def stat_text(s: Stat | None, scale: float, digits: int) -> str:
     if s is None:
         return MISSING
@@ -299,7 +305,7 @@ def multi_seed_table(main: dict[tuple, Group]) -> list[str]:
                 sa, sb = main[(a, k)].stat(column), main[(b, k)].stat(column)
                 if sa is None or sb is None:
                     continue
-                diff, spread = (sa.mean - sb.mean) * scale, 2 * max(sa.std, sb.std) * scale
+                diff, spread = seed_gap(sa, sb, scale)
                 verdict = "yes" if abs(diff) > spread else "no"
                 rows.append([k_label(k), label, f"{a} {stat_text(sa, scale, digits)}", f"{b} {stat_text(sb, scale, digits)}",
                              f"{diff:+.{digits}f}", fmt(spread, digits), verdict])

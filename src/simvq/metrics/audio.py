@@ -219,7 +219,9 @@ class AudioMetrics:
             merged[name] = [values[i] for i in range(max(map(len, lists))) for values in lists if i < len(values)]
         return merged
 
-    def compute(self) -> dict[str, float]:
+    def compute(self, counts: Tensor | None = None) -> dict[str, float]:
+        """The means and usage statistics; ``counts``: ``histogram()`` when the caller already holds
+        it (each ``histogram()`` is one all-reduce when sharded)."""
         metrics: dict[str, float] = {}
         scores = self.all_scores()
         for name, values in scores.items():
@@ -228,7 +230,7 @@ class AudioMetrics:
         metrics["utterances"] = len(scores.get("mel_distance", []))
         for name in ("pesq", "stoi"):  # utterances the score could not be computed on (left out of the mean)
             metrics[f"{name}_failures"] = sum(math.isnan(v) for v in scores.get(name, []))
-        counts = self.histogram()
+        counts = self.histogram() if counts is None else counts
         metrics.update(usage_statistics(counts))
         if self.coverage_dim is not None and metrics["tokens"]:
             summary = coverage_summary(counts, dim=self.coverage_dim)
@@ -259,7 +261,8 @@ def evaluate_codec(model, dataset, *, max_utterances: int | None = None, device=
         reconstruction, out = model(wav)
         metrics.update(wav, reconstruction, out.codes)
     model.train(was_training)
-    return metrics.compute(), metrics.histogram()
+    counts = metrics.histogram()
+    return metrics.compute(counts), counts
 
 
 # ----------------------------------------------------------------------------- files
