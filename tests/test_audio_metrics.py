@@ -80,6 +80,30 @@ def test_dnsmos_scores_lie_on_the_mos_scale_and_background_noise_lowers_bak(spee
     assert loud_noise["dnsmos_bak"] < clean["dnsmos_bak"]
 
 
+def test_reference_dnsmos_is_scored_once_per_utterance_across_runs(speech, monkeypatch):
+    from simvq.metrics import audio
+
+    calls = []
+
+    def fake_dnsmos(wav, sample_rate):
+        calls.append(float(np.abs(np.asarray(wav)).sum()))
+        return {"dnsmos_sig": calls[-1], "dnsmos_bak": 1.0, "dnsmos_ovrl": 2.0}
+
+    monkeypatch.setattr(audio, "dnsmos", fake_dnsmos)
+    monkeypatch.setattr(audio, "_REFERENCE_DNSMOS", {})
+    reference = torch.from_numpy(speech[:16000]).float().view(1, 1, -1)
+    results = []
+    for gain in (0.5, 0.25):  # two "runs": other reconstructions of the same test utterance
+        metrics = AudioMetrics(16000, codebook_size=8, hop_length=320, use_dnsmos=True)
+        metrics.update(reference, reference * gain)
+        results.append(metrics.compute())
+    assert len(calls) == 3  # two reconstructions, the reference once
+    assert results[0]["dnsmos_sig_reference"] == results[1]["dnsmos_sig_reference"] == pytest.approx(float(reference.abs().sum()), rel=1e-5)
+    assert results[0]["dnsmos_sig"] == pytest.approx(2 * results[1]["dnsmos_sig"], rel=1e-5)
+    metrics.update(reference * 0.9, reference)  # another reference: scored anew
+    assert len(calls) == 5
+
+
 def test_usage_counts_only_the_tokens_of_real_audio(speech):
     metrics = AudioMetrics(16000, codebook_size=8, hop_length=320, use_dnsmos=False)
     length, short = 40 * 320, 12000  # the second utterance is zero-padded after ceil(12000 / 320) = 38 tokens
