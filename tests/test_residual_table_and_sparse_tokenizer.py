@@ -55,6 +55,26 @@ def test_tokenizer_reconstructs_sparse_codes(name):
     else:
         expected = tokenizer.decode(codes)
     torch.testing.assert_close(reconstruction, expected, rtol=1e-5, atol=1e-5)
+    as_bytes = (images * 255).round().byte()  # uint8 images are scaled as encode scales them
+    torch.testing.assert_close(tokenizer.reconstruct(as_bytes), tokenizer.reconstruct(as_bytes.float() / 255))
+
+
+@pytest.mark.parametrize("name", ["sc_vae", "vq"])
+def test_the_run_directorys_reconstruction_grid_shows_the_models_reconstructions(name, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from simvq.train.plots import reconstruction_grid
+
+    torch.manual_seed(0)
+    model = ImageAutoencoder(quantizer=name, codebook_size=32, in_channels=1, channels=8, norm_groups=4, dim=8).eval()
+    images = torch.rand(3, 1, 8, 8)
+    reconstruction_grid(model, list(images), tmp_path / "grid.png", num_images=3, per_row=3)
+    grid = np.asarray(Image.open(tmp_path / "grid.png"), dtype=np.float64) / 255
+    scale = 256 // 8  # small images are enlarged
+    second_row = torch.from_numpy(grid[8 * scale :: scale, ::scale].copy()).float()  # (8, 3 * 8)
+    expected = torch.cat(list(model.reconstruct(images)[:, 0]), dim=1)
+    torch.testing.assert_close(second_row, expected, atol=1 / 255, rtol=0)
 
 
 def test_stages_on_the_command_line_replaces_the_configs_method_list():

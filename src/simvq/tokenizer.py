@@ -97,13 +97,8 @@ class Tokenizer:
 
     @torch.no_grad()
     def reconstruct(self, images: Tensor) -> Tensor:
-        """``decode(encode(images))``. A quantizer whose codes need more than the indices to decode
-        (it names those outputs in ``decode_inputs``, e.g. sc_vae's coefficients) is run forward
-        in eval mode instead, which gives the same values."""
-        if self.model.quantizer.decode_inputs:
-            reconstruction, _ = self.model(images.to(self.device, torch.float32))
-            return reconstruction.clamp(0, 1)
-        return self.decode(self.encode(images))
+        """``decode(encode(images))`` (see ``ImageAutoencoder.reconstruct`` for sc_vae-like codes)."""
+        return self.model.reconstruct(unit_images(images).to(self.device))
 
 
 class AudioTokenizer(Tokenizer):

@@ -194,3 +194,13 @@ class ImageAutoencoder(nn.Module):
     def decode(self, codes: Tensor) -> Tensor:
         """Images ``(B, C, H, W)`` in ``[0, 1]`` from codes."""
         return self.decode_latents(self.quantizer.decode(codes)).clamp(0, 1)
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """``decode(encode(images))``. A quantizer whose codes need more than the indices to decode
+        (it names those outputs in ``decode_inputs``, e.g. sc_vae's coefficients) is run forward
+        instead, which gives the same values in eval mode."""
+        if self.quantizer.decode_inputs:
+            reconstruction, _ = self(images)
+            return reconstruction.clamp(0, 1)
+        return self.decode(self.encode(images))

@@ -23,7 +23,7 @@ def reconstruction_grid(model, dataset, path: Path, *, num_images: int = 32, per
     num_images = min(num_images, len(dataset))
     images = torch.stack([dataset[i] for i in range(num_images)])
     device = next(model.parameters()).device
-    reconstructions = model.decode(model.encode(images.to(device))).float().cpu()
+    reconstructions = model.reconstruct(images.to(device)).float().cpu()
     rows = []
     for start in range(0, num_images, per_row):
         for batch in (images[start : start + per_row], reconstructions[start : start + per_row]):
