@@ -219,3 +219,15 @@ def test_residual_methods_get_their_own_table_not_the_ablations(tmp_path):
     ]
     assert "qinco" not in section(text, "Ablations")
     assert "qinco" not in section(text, "Main comparison")  # not ranked against single-stage quantizers
+
+
+def test_a_method_whose_tokens_carry_more_than_one_index_is_tabled_apart_not_ranked(tmp_path):
+    sparse = run("sc_vae", 1024, 0, 0.86, 30.0)  # the best PSNR by far: it must not top a ranking
+    results = write_csv(tmp_path / "results.csv", ROWS + [sparse])
+    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures").read_text()
+    richer = [line for line in section(text, "More than one index per token").splitlines() if line.startswith("| ")]
+    assert richer[1:] == ["| sc_vae | 1,024 | 1 | 86.0 (1) | 440.3 (1) | 30.00 (1) | 0.700 (1) | 1,000 (1) |"]
+    for name in ("Main comparison", "Rankings", "Findings", "Ablations"):
+        assert "sc_vae" not in section(text, name), name
+    without = write_report(write_csv(tmp_path / "plain.csv", ROWS), tmp_path / "plain.md", figures_dir=tmp_path / "f2").read_text()
+    assert section(text, "Rankings") == section(without, "Rankings")

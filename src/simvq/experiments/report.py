@@ -116,8 +116,17 @@ def aggregate(rows: list[dict]) -> dict[tuple, Group]:
     return {key: Group(list(caps[max(caps)].values())) for key, caps in by_cap.items()}
 
 
+def ranked_like_with_like(method: str) -> bool:
+    """Whether a method's main runs join the comparison: one code index per token (see
+    ``quantizers.one_index_per_token``). A name this version does not register is kept."""
+    from ..quantizers import list_quantizers, one_index_per_token
+
+    return method not in list_quantizers() or one_index_per_token(method)
+
+
 def main_groups(groups: dict[tuple, Group]) -> dict[tuple, Group]:
-    return {(method, k): g for (variant, method, k), g in groups.items() if variant == "main"}
+    """The main comparison: main-variant runs of methods whose tokens are one index each."""
+    return {(method, k): g for (variant, method, k), g in groups.items() if variant == "main" and ranked_like_with_like(method)}
 
 
 def at_k(main: dict[tuple, Group], k: int) -> list[Group]:
@@ -479,6 +488,25 @@ def residual_table(groups: dict[tuple, Group]) -> list[str]:
     ]
 
 
+def richer_codes_table(groups: dict[tuple, Group]) -> list[str]:
+    """Main-variant runs whose tokens carry more than one index (sc_vae: atoms and coefficients; a
+    residual stack run outside ``--stages``): listed on the same recipe, never ranked."""
+    keys = sorted(((m, k) for (v, m, k) in groups if v == "main" and not ranked_like_with_like(m)),
+                  key=lambda mk: (mk[1], method_key(mk[0])))
+    if not keys:
+        return []
+    rows = [[method, f"{k:,}", str(len(g.rows)), cell(g, "usage", 100.0, 1), cell(g, "perplexity", 1.0, 1),
+             cell(g, "psnr", 1.0, 2), cell(g, "ssim", 1.0, 3), cell(g, "steps", 1.0, 0)]
+            for method, k in keys for g in [groups[("main", method, k)]]]
+    header = ["method", "K", "seeds", "usage %", "perplexity", "PSNR", "SSIM", "steps"]
+    return [
+        "Same recipe and budget rule, but each token carries more than one code index (sc_vae: its "
+        "strongest atoms and their real-valued coefficients), so these rows are not ranked against the "
+        "one-index quantizers. Usage: the fraction of the K codes some token uses.",
+        "", *table_rows(header, rows), "",
+    ]
+
+
 def ablation_table(groups: dict[tuple, Group]) -> list[str]:
     ablated = {(method, k) for (variant, method, k) in groups if variant != "main" and not is_stages(variant)}
     if not ablated:
@@ -598,6 +626,9 @@ def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list
     residual = residual_table(groups)
     if residual:
         body += ["### Residual table (equal stages and K per stage)", "", *residual]
+    richer = richer_codes_table(groups)
+    if richer:
+        body += ["### More than one index per token (not ranked)", "", *richer]
     ablations = ablation_table(groups)
     if ablations:
         body += ["### Ablations", "", *ablations]

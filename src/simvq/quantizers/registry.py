@@ -28,3 +28,13 @@ def build_quantizer(name: str, **options):
 
 def list_quantizers() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def one_index_per_token(name: str) -> bool:
+    """Whether ``name``'s tokens are one code index each (no stage axis, nothing else needed to
+    decode): the codes a comparison of codebooks ranks like with like. Residual stacks carry one
+    index per stage and sc_vae several atoms with real coefficients: more information per token."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown quantizer {name!r}; registered: {', '.join(list_quantizers())}")
+    factory = _REGISTRY[name]
+    return getattr(factory, "code_ndim", 0) == 0 and not getattr(factory, "decode_inputs", ())
