@@ -130,10 +130,8 @@ class AudioTokenizer(Tokenizer):
 
     @torch.no_grad()
     def reconstruct(self, wav: Tensor) -> Tensor:
-        """``decode(encode(wav))`` trimmed to the input's length (``(B, S)``)."""
-        if self.model.quantizer.decode_inputs:
-            return self.model(self._mono(wav).to(self.device))[0].clamp(-1, 1)[:, 0]
-        return self.decode(self.encode(wav), length=wav.shape[-1])
+        """``decode(encode(wav))`` trimmed to the input's length (``(B, S)``; see ``AudioCodec.reconstruct``)."""
+        return self.model.reconstruct(self._mono(wav).to(self.device))[:, 0]
 
     @staticmethod
     def _mono(wav: Tensor) -> Tensor:

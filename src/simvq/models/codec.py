@@ -289,5 +289,14 @@ class AudioCodec(nn.Module):
         wav = self.decode_latents(self.quantizer.decode(codes)).clamp(-1, 1)
         return wav if length is None else wav[..., :length]
 
+    @torch.no_grad()
+    def reconstruct(self, wav: Tensor) -> Tensor:
+        """``decode(encode(wav))`` trimmed to the input's length, ``(B, 1, S)``. A quantizer whose codes
+        need more than the indices to decode (``decode_inputs``, e.g. sc_vae's coefficients) is run
+        forward instead, which gives the same values in eval mode."""
+        if self.quantizer.decode_inputs:
+            return self(wav)[0].clamp(-1, 1)
+        return self.decode(self.encode(wav), length=wav.shape[-1])
+
 
 __all__ = ["AudioCodec", "ConvNeXtBlock", "DECODERS", "SEANetEncoder", "TransposedDecoder", "VocosDecoder"]
