@@ -138,6 +138,31 @@ def test_log_mel_against_a_direct_dft():
     assert stft_magnitude(wav, n_fft, hop).shape == (1, n_fft // 2 + 1, 2048 // hop + 1)
 
 
+@pytest.mark.parametrize("n_fft, hop, win", [(256, 64, None), (255, 50, 120), (512, 50, 240)])
+def test_stft_magnitude_and_its_gradient_equal_torch_stft(n_fft, hop, win):
+    # the reference: torch.stft + complex abs through autograd, in float64
+    rng = torch.Generator().manual_seed(0)
+    wav = torch.randn(3, 1, 1000, generator=rng, dtype=torch.float64)
+    window = torch.hann_window(win or n_fft, dtype=torch.float64)
+    ours_input, reference_input = wav.clone().requires_grad_(), wav.clone().requires_grad_()
+    reference = torch.stft(reference_input[:, 0], n_fft, hop, win, window, center=True, pad_mode="reflect", return_complex=True).abs()
+    ours = stft_magnitude(ours_input.double(), n_fft, hop, win)
+    weights = torch.randn(reference.shape, generator=rng, dtype=torch.float64)
+    assert ours.shape == reference.shape
+    assert torch.allclose(ours.double(), reference.float().double(), rtol=1e-5, atol=1e-5)
+    (ours.double() * weights).sum().backward()
+    (reference * weights).sum().backward()
+    # ours runs in float32 (as every spectral feature here): errors relative to the gradient's scale
+    scale = reference_input.grad.abs().max()
+    assert (ours_input.grad - reference_input.grad).abs().max() < 1e-5 * scale
+    assert ours_input.grad.abs().max() > 1  # a real gradient, not zeros on both sides
+
+
+def test_stft_magnitude_names_a_signal_too_short_for_its_window():
+    with pytest.raises(ValueError, match="too short for n_fft=1024"):
+        stft_magnitude(torch.zeros(1, 1, 300), 1024, 256)
+
+
 def test_losses_are_zero_for_identical_audio_and_grow_with_the_error():
     clip = harmonic_clip()
     mel, stft = MelLoss(16000), MultiResolutionSTFTLoss()
