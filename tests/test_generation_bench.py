@@ -57,6 +57,22 @@ def test_bench_generation_cli_needs_the_tokenizer_csv(tmp_path):
     assert exit_info.value.code == 2
 
 
+def test_a_selection_without_tokenizers_is_refused_naming_what_the_csv_holds(tmp_path, capsys):
+    import pytest
+
+    from simvq.cli import main
+
+    tokenizers = tmp_path / "results.csv"
+    append_result(tokenizers, {"variant": "main", "method": "vq", "codebook_size": 1024, "seed": 0, "run_dir": "runs/vq"},
+                  fields=RESULT_FIELDS)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "generation", "--tokenizers", str(tokenizers), "--sizes", "77", "--results", str(tmp_path / "g.csv")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "sizes [77]" in error and "('vq', 1024)" in error
+    assert not (tmp_path / "g.csv").exists()
+
+
 def test_the_default_benchmark_prior_recipe_loads_and_is_the_stated_size():
     from simvq.models.prior import TokenPrior
     from simvq.train.prior import load_prior_config

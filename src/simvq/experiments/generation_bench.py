@@ -69,6 +69,10 @@ def tokenizer_runs(spec: GenerationSpec) -> list[dict]:
             continue
         if row["method"] in spec.methods and int(row["codebook_size"]) in spec.sizes and int(row["seed"]) in spec.seeds:
             chosen[(row["method"], int(row["codebook_size"]), int(row["seed"]))] = row
+    if not chosen:
+        held = sorted({(r["method"], int(r["codebook_size"])) for r in rows if r.get("variant", "main") == "main" and r.get("run_dir")})
+        raise ValueError(f"{spec.tokenizers} has no tokenizer for methods {spec.methods}, sizes {spec.sizes}, seeds {spec.seeds}; "
+                         f"it holds (method, K): {held}")
     return [chosen[key] for key in sorted(chosen, key=lambda k: (k[2], k[1], spec.methods.index(k[0])))]
 
 
