@@ -132,6 +132,28 @@ def test_sigterm_session_is_recorded_in_progress(tmp_path, monkeypatch):
     assert sessions[-1]["start_step"] == 0 and sessions[-1]["end_step"] == checkpoint(tmp_path)["global_step"] >= 3
 
 
+def test_progress_records_the_checkpointed_steps_while_training_runs(tmp_path, monkeypatch):
+    # a process killed outright (SIGKILL) runs no `finally`: what progress.json holds mid-run is
+    # what such a kill leaves, and it must match the checkpoint the resume starts from
+    from simvq.train import image
+
+    original, seen = image.ImageTokenizerModule.training_step, {}
+
+    def watching_step(self, batch, batch_idx):
+        if self.global_step == 6:  # 6 steps done, the last checkpoint at step 4
+            seen["progress"] = json.loads((tmp_path / "progress.json").read_text())
+            seen["checkpoint_step"] = checkpoint(tmp_path)["global_step"]
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(image.ImageTokenizerModule, "training_step", watching_step)
+    train(tiny_config(tmp_path, "trainer.max_steps=8", "trainer.checkpoint_every=4"), evaluate=False)
+    session = seen["progress"]["sessions"][-1]
+    assert seen["checkpoint_step"] == seen["progress"]["global_step"] == 4
+    assert (session["start_step"], session["end_step"], session["steps_run"]) == (0, 4, 4) and session["seconds"] > 0
+    final = json.loads((tmp_path / "progress.json").read_text())
+    assert len(final["sessions"]) == 1 and final["sessions"][0]["end_step"] == final["global_step"] == 8
+
+
 def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
     from simvq.train.core import AtomicCheckpointIO
 

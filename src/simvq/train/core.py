@@ -5,7 +5,7 @@ directory that resumes, written through public Lightning APIs only.
 - ``AtomicCheckpointIO``, ``PeriodicCheckpoint``: ``checkpoints/last.ckpt`` written atomically, read
   with ``weights_only=True``; ``checkpoint_step`` reads where a run stopped;
 - ``ResumableCSVLogger``: ``metrics.csv`` kept across sessions (rows after the resume step dropped);
-- ``append_progress``: ``progress.json``, one entry per session;
+- ``SessionRecord``: ``progress.json``, one entry per session, rewritten at every checkpoint;
 - ``GlobalRandomState``: torch's global random state in every checkpoint, restored on resume;
 - ``RankConsistency``: under DDP, every rank ends with the same tensors;
 - ``log_row``: a row of metrics for every logger at the recipe's own step;
@@ -19,6 +19,8 @@ import io
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -81,21 +83,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class PeriodicCheckpoint(pl.Callback):
     """``last.ckpt`` every ``every`` steps, at the end, and when training stops on an exception
-    (Ctrl-C included), so a resumed run loses at most ``every`` steps."""
+    (Ctrl-C included), so a resumed run loses at most ``every`` steps. ``on_save(trainer, module)``
+    runs after each save (the recipes rewrite their ``SessionRecord`` there)."""
 
-    def __init__(self, path: Path, every: int):
-        self.path, self.every = path, max(1, every)
+    def __init__(self, path: Path, every: int, *, on_save: Callable[[pl.Trainer, pl.LightningModule], None] | None = None):
+        self.path, self.every, self.on_save = path, max(1, every), on_save
+
+    def _save(self, trainer, module) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        if self.on_save is not None:
+            self.on_save(trainer, module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.every == 0:
-            trainer.save_checkpoint(self.path, weights_only=False)
+            self._save(trainer, module)
 
     def on_train_end(self, trainer, module) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)
+        self._save(trainer, module)
 
     def on_exception(self, trainer, module, exception) -> None:
         if trainer.global_step > 0:
-            trainer.save_checkpoint(self.path, weights_only=False)
+            self._save(trainer, module)
 
 
 class GlobalRandomState(pl.Callback):
@@ -314,8 +322,17 @@ def checkpoint_step(path: Path) -> int:
     return int(checkpoint["global_step"])
 
 
-def append_progress(run_dir: Path, start: int, end: int, steps_run: int, seconds: float, **facts) -> None:
-    path = run_dir / "progress.json"
-    sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
-    sessions.append({"start_step": start, "end_step": end, "steps_run": steps_run, "seconds": round(seconds, 1), **facts})
-    atomic_write_text(path, json.dumps({"global_step": end, "sessions": sessions}, indent=1) + "\n")
+class SessionRecord:
+    """This training session's entry in ``progress.json`` (``start_step``, ``end_step``, ``steps_run``,
+    ``seconds`` and the recipe's facts), rewritten at every checkpoint and once more when the session
+    ends. A process killed outright (SIGKILL, a lost machine: no ``finally`` runs) so still leaves its
+    checkpointed steps and their time on record, and ``end_step`` is where the resumed session starts."""
+
+    def __init__(self, run_dir: Path, start_step: int):
+        self.path, self.start_step, self.started = Path(run_dir) / "progress.json", start_step, time.time()
+        self.earlier = json.loads(self.path.read_text())["sessions"] if self.path.is_file() else []
+
+    def write(self, end_step: int, steps_run: int, **facts) -> None:
+        entry = {"start_step": self.start_step, "end_step": end_step, "steps_run": steps_run,
+                 "seconds": round(time.time() - self.started, 1), **facts}
+        atomic_write_text(self.path, json.dumps({"global_step": end_step, "sessions": [*self.earlier, entry]}, indent=1) + "\n")

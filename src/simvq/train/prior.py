@@ -20,7 +20,6 @@ import copy
 import json
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,23 +245,30 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = PriorModule(config, codebook_size=meta["codebook_size"], grid=tuple(meta["grid"]), num_classes=meta["num_classes"])
     start_step = core.checkpoint_step(checkpoint_path)
+    record = core.SessionRecord(run_dir, start_step)
+
+    def write_record(trainer, module) -> None:
+        if trainer.is_global_zero:
+            record.write(trainer.global_step, module.steps_this_session)
+
     trainer = core.resumable_trainer(
         config,
         run_dir,
         start_step,
-        callbacks=[core.PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every)],
+        callbacks=[core.PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every, on_save=write_record)],
         show_progress=show_progress,
         strategy=config.trainer.strategy,
         precision=core.resolve_precision(config.trainer.precision, config.trainer.accelerator),
         gradient_clip_val=config.optim.grad_clip,
         use_distributed_sampler=False,
     )
-    started = time.time()
     core.quiet_lightning()
     loader = _token_loader(codes, labels, config.data.batch_size, config.trainer.seed + start_step)
-    trainer.fit(module, loader, ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
+    try:
+        trainer.fit(module, loader, ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
+    finally:  # the session's steps are on disk (PeriodicCheckpoint), so they belong in the record
+        write_record(trainer, module)
     if trainer.is_global_zero:
-        core.append_progress(run_dir, start_step, trainer.global_step, module.steps_this_session, time.time() - started)
         save_weights(module.eval_model(), run_dir / WEIGHTS_FILE)
     return run_dir
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -31,7 +30,7 @@ from .config import read_run_config, save_config, to_dict
 from .core import (
     PeriodicCheckpoint,
     RankConsistency,
-    append_progress,
+    SessionRecord,
     checkpoint_step,
     log_row,
     quiet_lightning,
@@ -274,29 +273,32 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
         raise ValueError("trainer.precision=16-mixed is not supported with the discriminator; use bf16-mixed or 32-true")
     start_step = checkpoint_step(checkpoint_path)
     consistency = RankConsistency()
+    record = SessionRecord(run_dir, start_step)
+
+    def write_record(trainer, module) -> None:
+        if trainer.is_global_zero:
+            record.write(trainer.global_step, module.steps_this_session,
+                         world_size=trainer.world_size, tensors_identical_across_ranks=consistency.compared)
+
     trainer = resumable_trainer(
         config,
         run_dir,
         start_step,
         # the modality's first (e.g. the plateau stop): their state is checkpointed
-        callbacks=[*modality.callbacks(config), PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every), consistency],
+        callbacks=[*modality.callbacks(config), PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every, on_save=write_record),
+                   consistency],
         show_progress=show_progress,
         num_nodes=config.trainer.num_nodes,
         strategy=strategy,
         precision=precision,
     )
-    started = time.time()
     quiet_lightning()
     try:
         trainer.fit(module, modality.train_loader(config, start_step), ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
     finally:
         # also when the session ends on SIGTERM, Ctrl-C or an error: the steps it ran are on disk
         # (PeriodicCheckpoint saved them), so they belong in the record
-        if trainer.is_global_zero:
-            append_progress(
-                run_dir, start_step, trainer.global_step, module.steps_this_session, time.time() - started,
-                world_size=trainer.world_size, tensors_identical_across_ranks=consistency.compared,
-            )
+        write_record(trainer, module)
 
     if trainer.is_global_zero:
         atomic_write_text(run_dir / "usage_history.json", json.dumps(module.usage_history, indent=1) + "\n")
