@@ -24,13 +24,14 @@ def codec_run(method, k, seed, *, usage, pesq, mel, dnsmos=3.0, run_dir="", budg
 
 @pytest.fixture
 def rows(tmp_path):
-    run_dir = tmp_path / "runs" / "simvq-K4096-seed0"
-    (run_dir / "samples").mkdir(parents=True)
-    Image.new("RGB", (8, 8), (10, 20, 30)).save(run_dir / "samples" / "00_spectrogram.png")
+    run_dir, vq_dir = tmp_path / "runs" / "simvq-K4096-seed0", tmp_path / "runs" / "vq-K4096-seed0"
+    for directory in (run_dir, vq_dir):
+        (directory / "samples").mkdir(parents=True)
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(directory / "samples" / "00_spectrogram.png")
     return [
         codec_run("simvq", 4096, 0, usage=0.95, pesq=2.00, mel=0.50, dnsmos=3.0, run_dir=str(run_dir)),
         codec_run("simvq", 4096, 1, usage=0.97, pesq=2.10, mel=0.52, dnsmos=3.2),
-        codec_run("vq", 4096, 0, usage=0.30, pesq=2.02, mel=0.60, dnsmos=2.9),
+        codec_run("vq", 4096, 0, usage=0.30, pesq=2.02, mel=0.60, dnsmos=2.9, run_dir=str(vq_dir)),
         codec_run("vq", 4096, 1, usage=0.34, pesq=2.06, mel=0.62, dnsmos=3.1),
         codec_run("fsq", 4096, 0, usage=1.00, pesq=2.30, mel=0.55),
         codec_run("simvq", 65536, 0, usage=0.60, pesq=1.90, mel=0.70, run_dir=str(tmp_path / "no-samples")),
@@ -71,6 +72,9 @@ def test_cli_writes_tables_verdicts_and_the_spectrogram_and_keeps_the_other_bloc
     assert (figures / "speech_spectrogram_simvq_K4096.png").is_file()
     assert "](figures/speech_spectrogram_simvq_K4096.png)" in text
     assert not (figures / "speech_spectrogram_simvq_K65536.png").exists()  # its run directory holds no samples
+    # every method's spectrogram of the same utterance, side by side in the method order of the tables
+    assert sorted(path.name for path in figures.iterdir()) == ["speech_spectrogram_simvq_K4096.png", "speech_spectrogram_vq_K4096.png"]
+    assert text.index("](figures/speech_spectrogram_simvq_K4096.png)") < text.index("](figures/speech_spectrogram_vq_K4096.png)")
 
 
 def test_cli_empty_speech_csv_is_one_line(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """The speech section of ``simvq report``: ``simvq bench audio``'s CSV -> a table per K, SimVQ-versus-
-each-method verdicts computed from the numbers, and the seed-0 SimVQ run's spectrogram figure.
+each-method verdicts computed from the numbers, and every method's first-seed spectrogram of the
+same test utterance (so the reconstructions can be compared by eye).
 
 Codecs of equal size trained for the same step budget are compared on codebook usage (over every
 token of the test split, so the token count is shown beside it) and on what the decoded speech
@@ -68,7 +69,7 @@ def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[
     for k in sizes(groups):
         body += k_table(groups, k, COLUMNS)
     body += ["### SimVQ against each method (computed from the numbers)", "", *[f"- {note}" for note in findings(groups)], ""]
-    figures = run_figures(groups, figures_dir, source=SPECTROGRAM, name="speech_spectrogram_{method}_K{k}.png", methods=("simvq",))
+    figures = run_figures(groups, figures_dir, source=SPECTROGRAM, name="speech_spectrogram_{method}_K{k}.png")
     return body + figure_section("Spectrograms (first test utterance: original above, reconstruction below)", figures, out_dir)
 
 
