@@ -17,6 +17,7 @@ from simvq.metrics.audio import (
     dnsmos,
     dnsmos_available,
     evaluate_codec,
+    evenly_spaced,
     log_mel_distance,
     pesq_wideband,
     save_spectrogram_comparison,
@@ -137,6 +138,18 @@ def test_evaluate_codec_over_whole_utterances(speech):
     for name in ("pesq", "stoi", "mel_distance", "usage_chao1", "coverage", "usage_reference"):
         assert name in metrics
     assert model.training  # put back as found
+
+
+def test_a_capped_evaluation_spreads_its_utterances_across_the_split(speech):
+    # a corpus stores its test split voice by voice: the first N utterances would hold few voices
+    torch.manual_seed(0)
+    model = AudioCodec(channels=4, dim=16, decoder_width=32, decoder_blocks=1, codebook_size=64)
+    lengths = [3200, 6400, 9600, 12800, 16000, 19200]  # 10, 20, ... 60 tokens: the count names the picks
+    utterances = [torch.from_numpy(speech[:n]).float().view(1, -1) for n in lengths]
+    metrics, _ = evaluate_codec(model, utterances, max_utterances=3, use_dnsmos=False, coverage_dim=16, progress=False)
+    assert metrics["utterances"] == 3 and metrics["tokens"] == 10 + 30 + 50  # utterances 0, 2, 4
+    assert evenly_spaced(544, 100)[:3] == [0, 5, 10] and len(set(evenly_spaced(544, 100))) == 100
+    assert evenly_spaced(3, 10) == [0, 1, 2]
 
 
 def test_wav_writer_round_trips_and_leaves_no_temporary_file(tmp_path):

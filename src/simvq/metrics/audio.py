@@ -256,6 +256,13 @@ class AudioMetrics:
         return metrics
 
 
+def evenly_spaced(size: int, count: int) -> list[int]:
+    """``count`` of the indices ``0 .. size - 1``, evenly spaced from 0 (all of them when ``count >= size``)."""
+    if count >= size:
+        return list(range(size))
+    return [index * size // count for index in range(count)]
+
+
 @torch.no_grad()
 def evaluate_codec(model, dataset, *, max_utterances: int | None = None, device=None, use_dnsmos: bool | None = None,
                    coverage_dim: int | None = None, progress: bool = True,
@@ -264,17 +271,21 @@ def evaluate_codec(model, dataset, *, max_utterances: int | None = None, device=
     clip_seconds=None)``) one at a time with ``model`` (an ``AudioCodec``) and measure them.
 
     Returns ``(metrics, code_counts)`` as ``AudioMetrics.compute()`` and its ``(K,)`` histogram.
-    ``shard=(rank, world_size)``: under torch.distributed each process measures utterances
-    ``rank, rank + world_size, ...`` and every process gets the numbers one process would (the
-    same per-utterance scores, averaged in the same order). Every rank must call.
+    ``max_utterances`` N below the split's size measures N utterances evenly spaced across it, so a
+    split stored voice by voice keeps its voices represented (the first N would hold N / 4 voices
+    of a corpus with 4 utterances a voice). ``shard=(rank, world_size)``: under torch.distributed
+    each process measures every ``world_size``-th of them from ``rank`` and every process gets the
+    numbers one process would (the same per-utterance scores, averaged in the same order). Every
+    rank must call.
     """
     from tqdm.auto import tqdm
 
     rank, world_size = shard
     device, was_training, count = prepare_evaluation(model, device, len(dataset), max_utterances)
+    chosen = evenly_spaced(len(dataset), count)
     metrics = AudioMetrics(model.sample_rate, model.quantizer.codebook_size, hop_length=model.hop_length,
                            use_dnsmos=use_dnsmos, coverage_dim=coverage_dim, sharded=world_size > 1)
-    for index in tqdm(range(rank, count, world_size), desc="eval", disable=not progress, leave=False):
+    for index in tqdm(chosen[rank::world_size], desc="eval", disable=not progress, leave=False):
         wav = dataset[index].unsqueeze(0).to(device)
         reconstruction, out = model(wav)
         metrics.update(wav, reconstruction, out.codes)
@@ -319,6 +330,7 @@ __all__ = [
     "dnsmos",
     "dnsmos_available",
     "evaluate_codec",
+    "evenly_spaced",
     "log_mel_distance",
     "pesq_wideband",
     "reference_dnsmos",

@@ -196,7 +196,7 @@ class AudioTrainerConfig(TrainerConfig):
 
 @dataclass
 class AudioEvalConfig:
-    max_utterances: int | None = None  # None: the whole test split
+    max_utterances: int | None = None  # None: the whole test split; N: N utterances evenly spaced across it
     samples: int = 4  # utterances written as wav + spectrogram PNG
     dnsmos: bool | None = None  # None: when speechmos and onnxruntime are installed
 
