@@ -62,7 +62,8 @@ class _RfftMagnitude(torch.autograd.Function):
     Autograd's own path (complex ``abs`` then ``rfft``) divides by ``|X|`` in complex arithmetic and
     undoes the one-sided FFT with a full-length complex FFT of a zero-padded spectrum; the gradient
     is ``n * irfft(G)`` with ``G = grad * X / |X|`` and its interior bins halved (``irfft`` counts
-    each of them twice, for its mirror image). Same values, ~35% less time for the codec's STFT losses.
+    each of them twice, for its mirror image). Same values; the three STFT magnitudes' forward and
+    backward take ~35% less time, the speech recipe's training step ~11% (one CPU thread, K=4,096).
     """
 
     @staticmethod
