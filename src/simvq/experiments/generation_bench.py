@@ -63,14 +63,13 @@ def tokenizer_runs(spec: GenerationSpec) -> list[dict]:
     rows = read_results(spec.tokenizers)
     if not rows:
         raise FileNotFoundError(f"{spec.tokenizers} holds no tokenizer results (run `simvq bench image` first)")
+    trained = [row for row in rows if row.get("variant", "main") == "main" and row.get("run_dir")]
     chosen = {}
-    for row in rows:
-        if row.get("variant", "main") != "main" or not row.get("run_dir"):
-            continue
+    for row in trained:
         if row["method"] in spec.methods and int(row["codebook_size"]) in spec.sizes and int(row["seed"]) in spec.seeds:
             chosen[(row["method"], int(row["codebook_size"]), int(row["seed"]))] = row
     if not chosen:
-        held = sorted({(r["method"], int(r["codebook_size"])) for r in rows if r.get("variant", "main") == "main" and r.get("run_dir")})
+        held = sorted({(row["method"], int(row["codebook_size"])) for row in trained})
         raise ValueError(f"{spec.tokenizers} has no tokenizer for methods {spec.methods}, sizes {spec.sizes}, seeds {spec.seeds}; "
                          f"it holds (method, K): {held}")
     return [chosen[key] for key in sorted(chosen, key=lambda k: (k[2], k[1], spec.methods.index(k[0])))]
