@@ -324,15 +324,21 @@ def checkpoint_step(path: Path) -> int:
 
 class SessionRecord:
     """This training session's entry in ``progress.json`` (``start_step``, ``end_step``, ``steps_run``,
-    ``seconds`` and the recipe's facts), rewritten at every checkpoint and once more when the session
-    ends. A process killed outright (SIGKILL, a lost machine: no ``finally`` runs) so still leaves its
-    checkpointed steps and their time on record, and ``end_step`` is where the resumed session starts."""
+    ``seconds`` and the recipe's ``facts(trainer)``), rewritten at every checkpoint (pass the record as
+    ``PeriodicCheckpoint``'s ``on_save``) and once more when the session ends (call it in a ``finally``).
+    A process killed outright (SIGKILL, a lost machine: no ``finally`` runs) so still leaves its
+    checkpointed steps and their time on record, and ``end_step`` is where the resumed session starts.
+    Rank 0 writes; the module counts its own ``steps_this_session``."""
 
-    def __init__(self, run_dir: Path, start_step: int):
+    def __init__(self, run_dir: Path, start_step: int, *, facts: Callable[[pl.Trainer], dict] | None = None):
         self.path, self.start_step, self.started = Path(run_dir) / "progress.json", start_step, time.time()
+        self.facts = facts
         self.earlier = json.loads(self.path.read_text())["sessions"] if self.path.is_file() else []
 
-    def write(self, end_step: int, steps_run: int, **facts) -> None:
-        entry = {"start_step": self.start_step, "end_step": end_step, "steps_run": steps_run,
-                 "seconds": round(time.time() - self.started, 1), **facts}
+    def __call__(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        end_step = trainer.global_step
+        entry = {"start_step": self.start_step, "end_step": end_step, "steps_run": module.steps_this_session,
+                 "seconds": round(time.time() - self.started, 1), **(self.facts(trainer) if self.facts else {})}
         atomic_write_text(self.path, json.dumps({"global_step": end_step, "sessions": [*self.earlier, entry]}, indent=1) + "\n")

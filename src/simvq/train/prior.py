@@ -246,16 +246,11 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     module = PriorModule(config, codebook_size=meta["codebook_size"], grid=tuple(meta["grid"]), num_classes=meta["num_classes"])
     start_step = core.checkpoint_step(checkpoint_path)
     record = core.SessionRecord(run_dir, start_step)
-
-    def write_record(trainer, module) -> None:
-        if trainer.is_global_zero:
-            record.write(trainer.global_step, module.steps_this_session)
-
     trainer = core.resumable_trainer(
         config,
         run_dir,
         start_step,
-        callbacks=[core.PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every, on_save=write_record)],
+        callbacks=[core.PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every, on_save=record)],
         show_progress=show_progress,
         strategy=config.trainer.strategy,
         precision=core.resolve_precision(config.trainer.precision, config.trainer.accelerator),
@@ -267,7 +262,7 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     try:
         trainer.fit(module, loader, ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
     finally:  # the session's steps are on disk (PeriodicCheckpoint), so they belong in the record
-        write_record(trainer, module)
+        record(trainer, module)
     if trainer.is_global_zero:
         save_weights(module.eval_model(), run_dir / WEIGHTS_FILE)
     return run_dir

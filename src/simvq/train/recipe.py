@@ -273,19 +273,14 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
         raise ValueError("trainer.precision=16-mixed is not supported with the discriminator; use bf16-mixed or 32-true")
     start_step = checkpoint_step(checkpoint_path)
     consistency = RankConsistency()
-    record = SessionRecord(run_dir, start_step)
-
-    def write_record(trainer, module) -> None:
-        if trainer.is_global_zero:
-            record.write(trainer.global_step, module.steps_this_session,
-                         world_size=trainer.world_size, tensors_identical_across_ranks=consistency.compared)
-
+    record = SessionRecord(run_dir, start_step, facts=lambda trainer: {
+        "world_size": trainer.world_size, "tensors_identical_across_ranks": consistency.compared})
     trainer = resumable_trainer(
         config,
         run_dir,
         start_step,
         # the modality's first (e.g. the plateau stop): their state is checkpointed
-        callbacks=[*modality.callbacks(config), PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every, on_save=write_record),
+        callbacks=[*modality.callbacks(config), PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every, on_save=record),
                    consistency],
         show_progress=show_progress,
         num_nodes=config.trainer.num_nodes,
@@ -298,7 +293,7 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
     finally:
         # also when the session ends on SIGTERM, Ctrl-C or an error: the steps it ran are on disk
         # (PeriodicCheckpoint saved them), so they belong in the record
-        write_record(trainer, module)
+        record(trainer, module)
 
     if trainer.is_global_zero:
         atomic_write_text(run_dir / "usage_history.json", json.dumps(module.usage_history, indent=1) + "\n")
