@@ -32,6 +32,24 @@ def train(config, **kwargs):
     return train_tokenizer(config, **kwargs)
 
 
+def assert_same_state(left, right, where=""):
+    """Nested checkpoint state (tensors, dicts, lists, plain values) equal exactly; ``where`` names the first difference."""
+    import torch
+
+    if isinstance(left, torch.Tensor):
+        assert isinstance(right, torch.Tensor) and torch.equal(left, right), where
+    elif isinstance(left, dict):
+        assert set(left) == set(right), where
+        for key in left:
+            assert_same_state(left[key], right[key], f"{where}.{key}")
+    elif isinstance(left, (list, tuple)):
+        assert len(left) == len(right), where
+        for index, (a, b) in enumerate(zip(left, right)):
+            assert_same_state(a, b, f"{where}[{index}]")
+    else:
+        assert left == right, where
+
+
 def voiced_clip(seconds: float, seed: int) -> np.ndarray:
     """A gliding harmonic tone with a syllable-rate envelope (a voiced-speech stand-in)."""
     rng = np.random.default_rng(seed)

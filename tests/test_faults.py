@@ -9,7 +9,7 @@ import struct
 
 import pytest
 import torch
-from helpers import tiny_image_config, train
+from helpers import assert_same_state, tiny_image_config, train
 
 from simvq.train.config import load_config
 
@@ -60,21 +60,6 @@ def crash_at(monkeypatch, step, error=None):
 
 def checkpoint(run_dir):
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-
-
-def assert_same_state(left, right, where=""):
-    if isinstance(left, torch.Tensor):
-        assert isinstance(right, torch.Tensor) and torch.equal(left, right), where
-    elif isinstance(left, dict):
-        assert set(left) == set(right), where
-        for key in left:
-            assert_same_state(left[key], right[key], f"{where}.{key}")
-    elif isinstance(left, (list, tuple)):
-        assert len(left) == len(right), where
-        for index, (a, b) in enumerate(zip(left, right)):
-            assert_same_state(a, b, f"{where}[{index}]")
-    else:
-        assert left == right, where
 
 
 # ----------------------------------------------------------------------------- kill and resume

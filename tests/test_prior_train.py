@@ -121,3 +121,40 @@ def test_token_cache_is_reused_and_invalidated_when_the_tokenizer_changes(tokeni
     assert [p.name for p in (tmp_path / "prior" / "tokens").iterdir()] == [f"train-{second[:16]}.safetensors"]
     train_set = build_image_dataset(tokenizer.config.data, "train")
     assert torch.equal(changed, Tokenizer.from_run(run).encode(torch.stack([train_set[i] for i in range(36)])).int())
+
+
+def test_a_prior_killed_mid_run_and_resumed_ends_like_an_uninterrupted_one(tokenizer_run, tmp_path, monkeypatch):
+    """The resumed session continues the batch sequence where it stopped (not a fresh shuffle, nor the
+    first epoch's batches again), with dropout's random stream restored: weights, optimizer and EMA equal."""
+    from helpers import assert_same_state
+
+    from simvq.train import prior
+    from simvq.train.prior import load_prior_config, train_prior
+
+    def config(name):
+        # 36 grids / batch 8 = 4 batches an epoch: the kill at step 6 falls inside the second epoch
+        return load_prior_config("configs/prior.yaml", [
+            f"tokenizer={tokenizer_run}", f"out_dir={tmp_path / name}", "model.dim=16", "model.layers=1", "model.heads=2",
+            "model.dropout=0.2", "data.batch_size=8", "trainer.max_steps=9", "trainer.checkpoint_every=100",
+            "trainer.log_every=100", "optim.warmup_steps=2", "trainer.progress_bar=false"])
+
+    train_prior(config("straight"))
+    original = prior.PriorModule.training_step
+
+    def crashing_step(self, batch, batch_idx):
+        if self.global_step == 6:
+            raise RuntimeError("simulated crash")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(prior.PriorModule, "training_step", crashing_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_prior(config("resumed"))
+    monkeypatch.setattr(prior.PriorModule, "training_step", original)
+    load = lambda run: torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)  # noqa: E731
+    assert load("resumed")["global_step"] == 6
+    train_prior(config("resumed"))
+
+    straight, resumed = load("straight"), load("resumed")
+    assert resumed["global_step"] == straight["global_step"] == 9
+    assert_same_state(straight["state_dict"], resumed["state_dict"], "state_dict")
+    assert_same_state(straight["optimizer_states"], resumed["optimizer_states"], "optimizer")

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from simvq.data.in_memory import ShuffledBatches, to_unit_float, uint8_images
+from simvq.data.in_memory import ShuffledBatches, ShuffledRows, to_unit_float, uint8_images
 from simvq.train.config import load_config
 
 pytest.importorskip("lightning")
@@ -30,6 +30,20 @@ def test_shuffled_batches_reject_bad_input():
         ShuffledBatches(torch.zeros(4, 1, 2, 2), 2)
     with pytest.raises(ValueError, match="batch_size"):
         ShuffledBatches(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), 5)
+
+
+def test_shuffled_rows_keep_rows_paired_and_continue_from_start():
+    codes, labels = torch.arange(7 * 2).view(7, 2), torch.arange(7) * 10
+    straight = iter(ShuffledRows((codes, labels), 2, seed=3))
+    batches = [next(straight) for _ in range(7)]  # 3 batches an epoch: into the third epoch
+    for batch_codes, batch_labels in batches:
+        assert torch.equal(batch_codes[:, 0] // 2 * 10, batch_labels)  # each code row with its own label
+    resumed = iter(ShuffledRows((codes, labels), 2, seed=3, start=4))  # a run resumed after 4 steps
+    assert all(torch.equal(a, b) for batch in batches[4:] for a, b in zip(batch, next(resumed)))
+    with pytest.raises(ValueError, match="same number of rows"):
+        ShuffledRows((codes, labels[:6]), 2)
+    with pytest.raises(ValueError, match="start"):
+        ShuffledRows((codes,), 2, start=-1)
 
 
 def test_uint8_images_and_unit_float():

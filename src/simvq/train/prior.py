@@ -192,14 +192,16 @@ class PriorModule(pl.LightningModule):
 # ----------------------------------------------------------------------------- train
 
 
-def _token_loader(codes: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int):
-    """Shuffled batches by one index op each: the sampler yields index lists, the data set is indexed by them."""
-    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+def _token_loader(codes: torch.Tensor, labels: torch.Tensor, batch_size: int, *, seed: int, start: int):
+    """Shuffled ``(codes, labels)`` batches by one index op each, continuing after the ``start`` batches a
+    resumed run already consumed (so it ends like an uninterrupted one); under DDP each rank its own share."""
+    from torch.utils.data import DataLoader
+
+    from ..data.in_memory import ShuffledRows
 
     if not 1 <= batch_size <= codes.shape[0]:
         raise ValueError(f"data.batch_size must lie in [1, {codes.shape[0]}] (the token grids), got {batch_size}")
-    sampler = BatchSampler(RandomSampler(range(codes.shape[0]), generator=torch.Generator().manual_seed(seed)), batch_size, drop_last=True)
-    return DataLoader(TensorDataset(codes, labels), sampler=sampler, batch_size=None)
+    return DataLoader(ShuffledRows((codes, labels), batch_size, seed=seed, start=start), batch_size=None)
 
 
 def _check_resumable(run_dir: Path, config: PriorConfig, fingerprint: str) -> None:
@@ -258,7 +260,7 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
         use_distributed_sampler=False,
     )
     core.quiet_lightning()
-    loader = _token_loader(codes, labels, config.data.batch_size, config.trainer.seed + start_step)
+    loader = _token_loader(codes, labels, config.data.batch_size, seed=config.trainer.seed, start=start_step)
     try:
         trainer.fit(module, loader, ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
     finally:  # the session's steps are on disk (PeriodicCheckpoint), so they belong in the record
