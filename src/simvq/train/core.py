@@ -9,7 +9,7 @@ directory that resumes, written through public Lightning APIs only.
 - ``GlobalRandomState``: torch's global random state in every checkpoint, restored on resume;
 - ``RankConsistency``: under DDP, every rank ends with the same tensors;
 - ``log_row``: a row of metrics for every logger at the recipe's own step;
-- ``update_ema``, ``resolve_precision``, ``quiet_lightning``: small shared pieces.
+- ``update_ema``, ``resolve_precision``: small shared pieces.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -285,6 +286,7 @@ def resumable_trainer(config, run_dir: Path, start_step: int, *, callbacks: list
     with torch's global random state in every checkpoint (``GlobalRandomState``), no validation
     loop. ``options`` (strategy, precision, ...) are the recipe's own. The modules write their rows
     with ``log_row``."""
+    quiet_lightning()  # before the Trainer: its constructor prints the first of them
     return pl.Trainer(
         max_steps=config.trainer.max_steps,
         max_epochs=-1,
@@ -308,9 +310,11 @@ def resumable_trainer(config, run_dir: Path, start_step: int, *, callbacks: list
 
 
 def quiet_lightning() -> None:
-    # "GPU available: False" and friends on every call are noise in a sweep
+    # "GPU available: False", a logging-service tip and friends on every run are noise in a sweep
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning's own use of a torch API torch now deprecates: nothing a user can act on
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def checkpoint_step(path: Path) -> int:

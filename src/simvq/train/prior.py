@@ -259,7 +259,6 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
         gradient_clip_val=config.optim.grad_clip,
         use_distributed_sampler=False,
     )
-    core.quiet_lightning()
     loader = _token_loader(codes, labels, config.data.batch_size, seed=config.trainer.seed, start=start_step)
     try:
         trainer.fit(module, loader, ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)

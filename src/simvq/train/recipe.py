@@ -33,7 +33,6 @@ from .core import (
     SessionRecord,
     checkpoint_step,
     log_row,
-    quiet_lightning,
     resolve_precision,
     resumable_trainer,
     update_ema,
@@ -287,7 +286,6 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
         strategy=strategy,
         precision=precision,
     )
-    quiet_lightning()
     try:
         trainer.fit(module, modality.train_loader(config, start_step), ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
     finally:
