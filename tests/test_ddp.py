@@ -102,6 +102,7 @@ def test_simvq_train_runs_on_two_processes(tmp_path):
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert result.stdout.count("run directory:") == 1  # every rank runs the command; rank 0 alone prints
     session = json.loads((tmp_path / "run" / "progress.json").read_text())["sessions"][-1]
     assert session["world_size"] == 2 and session["end_step"] == 4
     assert session["tensors_identical_across_ranks"] > 0  # the recipe compared every tensor across ranks

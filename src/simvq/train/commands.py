@@ -43,10 +43,12 @@ def _train(args) -> int:
     if args.out is not None:
         config.out_dir = args.out
     run_dir = recipe_module(config.recipe).train_tokenizer(config, evaluate=not args.no_eval)
+    from .core import print_once
+
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
-        print(json.dumps(json.loads(metrics_file.read_text()), indent=2))
-    print(f"run directory: {run_dir}")
+        print_once(json.dumps(json.loads(metrics_file.read_text()), indent=2))
+    print_once(f"run directory: {run_dir}")
     return 0
 
 

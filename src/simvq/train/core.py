@@ -9,7 +9,7 @@ directory that resumes, written through public Lightning APIs only.
 - ``GlobalRandomState``: torch's global random state in every checkpoint, restored on resume;
 - ``RankConsistency``: under DDP, every rank ends with the same tensors;
 - ``log_row``: a row of metrics for every logger at the recipe's own step;
-- ``update_ema``, ``resolve_precision``: small shared pieces.
+- ``update_ema``, ``resolve_precision``, ``print_once``: small shared pieces.
 """
 
 from __future__ import annotations
@@ -315,6 +315,12 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Lightning's own use of a torch API torch now deprecates: nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+@rank_zero_only
+def print_once(*args, **kwargs) -> None:
+    """``print`` on the global rank 0 only: under DDP every rank runs the whole command."""
+    print(*args, **kwargs)
 
 
 def checkpoint_step(path: Path) -> int:

@@ -8,6 +8,7 @@ import json
 
 
 def _prior_train(args) -> int:
+    from .core import print_once
     from .prior import load_prior_config, train_prior
 
     overrides, items = [], iter(args.overrides)
@@ -26,7 +27,7 @@ def _prior_train(args) -> int:
     if args.out is not None:
         config.out_dir = args.out
     run_dir = train_prior(config, progress=False if args.quiet else None)
-    print(f"prior run directory: {run_dir}")
+    print_once(f"prior run directory: {run_dir}")
     return 0
 
 
