@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from simvq.data.spectral import LogMelSpectrogram, mel_filterbank, mel_to_hz, stft_magnitude
+from simvq.data.spectral import LogMelSpectrogram, frame_magnitudes, mel_filterbank, mel_to_hz, stft_magnitude
 from simvq.models import AudioCodec, CodecLoss
 from simvq.models.codec import StridedConv, StridedTransposedConv
 from simvq.models.codec_losses import MelLoss, MultiResolutionSTFTLoss
@@ -156,6 +156,16 @@ def test_stft_magnitude_and_its_gradient_equal_torch_stft(n_fft, hop, win):
     scale = reference_input.grad.abs().max()
     assert (ours_input.grad - reference_input.grad).abs().max() < 1e-5 * scale
     assert ours_input.grad.abs().max() > 1  # a real gradient, not zeros on both sides
+
+
+def test_stft_magnitude_is_within_two_float32_ulps_of_torch_stft_in_float32():
+    torch.manual_seed(0)
+    wav = torch.randn(4, 1, 4000) * torch.logspace(-3, 1, 4).view(4, 1, 1)  # quiet to loud
+    ours = stft_magnitude(wav, 512, 50, 240)
+    reference = torch.stft(wav[:, 0], 512, 50, 240, torch.hann_window(240), center=True, pad_mode="reflect", return_complex=True).abs()
+    ulp = reference.nextafter(torch.tensor(float("inf"))) - reference
+    assert ((ours - reference).abs() <= 2 * ulp).all()
+    assert frame_magnitudes(wav, 512, 50, 240).is_contiguous() and torch.equal(frame_magnitudes(wav, 512, 50, 240).transpose(1, 2), ours)
 
 
 def test_stft_magnitude_names_a_signal_too_short_for_its_window():

@@ -57,19 +57,23 @@ def _mono(wav: Tensor) -> Tensor:
 
 
 class _RfftMagnitude(torch.autograd.Function):
-    """``|rfft(frames)|`` along the last axis, with a backward that costs one half-length inverse FFT.
+    """``|rfft(frames)|`` along the last axis, in real arithmetic, with a backward that costs one
+    half-length inverse FFT.
 
-    Autograd's own path (complex ``abs`` then ``rfft``) divides by ``|X|`` in complex arithmetic and
-    undoes the one-sided FFT with a full-length complex FFT of a zero-padded spectrum; the gradient
-    is ``n * irfft(G)`` with ``G = grad * X / |X|`` and its interior bins halved (``irfft`` counts
-    each of them twice, for its mirror image). Same values; the three STFT magnitudes' forward and
-    backward take ~35% less time, the speech recipe's training step ~11% (one CPU thread, K=4,096).
+    Torch's complex ``abs`` is a ``hypot`` per element, ~2.5x slower on the CPU than
+    ``sqrt(re^2 + im^2)`` on the real and imaginary planes (within 2 float32 ulps of it, 1 measured;
+    no overflow below magnitudes of 1e19). Autograd's own backward divides by ``|X|`` in complex
+    arithmetic and undoes the one-sided FFT with a full-length complex FFT of a zero-padded
+    spectrum; here the gradient is ``n * irfft(G)`` with ``G = grad * X / |X|`` (a real factor on
+    both planes) and its interior bins halved (``irfft`` counts each of them twice, for its mirror
+    image). Together: the speech recipe's losses take ~40% less time than through ``torch.stft``.
     """
 
     @staticmethod
     def forward(ctx, frames: Tensor) -> Tensor:
         spectrum = torch.fft.rfft(frames)
-        magnitude = spectrum.abs()
+        real, imaginary = torch.view_as_real(spectrum).unbind(-1)
+        magnitude = real.square().addcmul_(imaginary, imaginary).sqrt_()
         ctx.save_for_backward(spectrum, magnitude)
         ctx.length = frames.shape[-1]
         return magnitude
@@ -78,15 +82,16 @@ class _RfftMagnitude(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> Tensor:
         spectrum, magnitude = ctx.saved_tensors
         n = ctx.length
-        spectrum_grad = spectrum * torch.where(magnitude > 0, grad / magnitude, 0.0)  # |.|' = X / |X|, 0 at 0 as torch's
-        spectrum_grad[..., 1:(n + 1) // 2] *= 0.5  # all bins but DC and (n even) Nyquist
+        factor = torch.where(magnitude > 0, grad / magnitude, 0.0)  # |.|' = X / |X|, 0 at 0 as torch's
+        factor[..., 1:(n + 1) // 2] *= 0.5  # all bins but DC and (n even) Nyquist
+        spectrum_grad = torch.view_as_complex(torch.view_as_real(spectrum) * factor.unsqueeze(-1))
         return torch.fft.irfft(spectrum_grad, n=n) * n
 
 
-def stft_magnitude(wav: Tensor, n_fft: int, hop_length: int, win_length: int | None = None) -> Tensor:
-    """``|STFT|`` ``(B, n_fft // 2 + 1, frames)`` of ``wav`` (see ``_mono``), Hann window (of
-    ``win_length``, centred in ``n_fft``), centred frames (reflect padding): ``torch.stft(...).abs()``
-    to the bit, with a faster backward (``_RfftMagnitude``); float32 whatever the autocast state."""
+def frame_magnitudes(wav: Tensor, n_fft: int, hop_length: int, win_length: int | None = None) -> Tensor:
+    """``stft_magnitude`` frame-major: ``(B, frames, n_fft // 2 + 1)``, contiguous. A loss that
+    only sums over its elements takes this layout: its elementwise ops and their gradients then
+    run on contiguous memory, not on a transposed view."""
     wav = _mono(wav)
     win_length = win_length or n_fft
     if not 0 < win_length <= n_fft or hop_length <= 0:
@@ -98,7 +103,15 @@ def stft_magnitude(wav: Tensor, n_fft: int, hop_length: int, win_length: int | N
     with torch.autocast(device_type=wav.device.type, enabled=False):
         padded = F.pad(wav[:, None], (n_fft // 2, n_fft // 2), mode="reflect")[:, 0]
         frames = padded.unfold(-1, n_fft, hop_length) * window  # (B, frames, n_fft)
-        return _RfftMagnitude.apply(frames).transpose(1, 2)
+        return _RfftMagnitude.apply(frames)
+
+
+def stft_magnitude(wav: Tensor, n_fft: int, hop_length: int, win_length: int | None = None) -> Tensor:
+    """``|STFT|`` ``(B, n_fft // 2 + 1, frames)`` of ``wav`` (see ``_mono``), Hann window (of
+    ``win_length``, centred in ``n_fft``), centred frames (reflect padding): ``torch.stft(...).abs()``
+    within 2 float32 ulps, faster forward and backward (``_RfftMagnitude``); float32 whatever the
+    autocast state. A transposed view of ``frame_magnitudes``."""
+    return frame_magnitudes(wav, n_fft, hop_length, win_length).transpose(1, 2)
 
 
 class LogMelSpectrogram(nn.Module):
@@ -115,8 +128,8 @@ class LogMelSpectrogram(nn.Module):
         self.register_buffer("filterbank", mel_filterbank(sample_rate, n_fft, n_mels, f_min=f_min, f_max=f_max), persistent=False)
 
     def forward(self, wav: Tensor) -> Tensor:
-        magnitude = stft_magnitude(wav, self.n_fft, self.hop_length)
-        return torch.einsum("mf,bft->bmt", self.filterbank, magnitude).clamp_min(LOG_FLOOR).log()
+        magnitude = frame_magnitudes(wav, self.n_fft, self.hop_length)  # (B, frames, F): one GEMM, contiguous
+        return (magnitude @ self.filterbank.T).clamp_min(LOG_FLOOR).log().transpose(1, 2)
 
 
-__all__ = ["LOG_FLOOR", "LogMelSpectrogram", "hz_to_mel", "mel_filterbank", "mel_to_hz", "stft_magnitude"]
+__all__ = ["LOG_FLOOR", "LogMelSpectrogram", "frame_magnitudes", "hz_to_mel", "mel_filterbank", "mel_to_hz", "stft_magnitude"]

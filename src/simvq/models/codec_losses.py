@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.spectral import LOG_FLOOR, LogMelSpectrogram, stft_magnitude
+from ..data.spectral import LOG_FLOOR, LogMelSpectrogram, frame_magnitudes
 
 STFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
 
@@ -42,8 +42,9 @@ class MultiResolutionSTFTLoss(nn.Module):
     def forward(self, reconstruction: Tensor, target: Tensor) -> Tensor:
         total = reconstruction.new_zeros((), dtype=torch.float32)
         for n_fft, hop, window in self.resolutions:
-            x = stft_magnitude(reconstruction, n_fft, hop, window).clamp_min(LOG_FLOOR)
-            y = stft_magnitude(target, n_fft, hop, window).clamp_min(LOG_FLOOR)
+            # frame-major (B, frames, F): the terms are sums over all elements, whatever their order
+            x = frame_magnitudes(reconstruction, n_fft, hop, window).clamp_min(LOG_FLOOR)
+            y = frame_magnitudes(target, n_fft, hop, window).clamp_min(LOG_FLOOR)
             convergence = torch.linalg.vector_norm(y - x, dim=(1, 2)) / torch.linalg.vector_norm(y, dim=(1, 2))
             total = total + convergence.mean() + F.l1_loss(x.log(), y.log())
         return total / len(self.resolutions)
