@@ -66,7 +66,8 @@ class _RfftMagnitude(torch.autograd.Function):
     arithmetic and undoes the one-sided FFT with a full-length complex FFT of a zero-padded
     spectrum; here the gradient is ``n * irfft(G)`` with ``G = grad * X / |X|`` (a real factor on
     both planes) and its interior bins halved (``irfft`` counts each of them twice, for its mirror
-    image). Together: the speech recipe's losses take ~40% less time than through ``torch.stft``.
+    image). The speech recipe's losses (forward and backward, 16 x 1 s at 16 kHz, one CPU thread) take
+    ~20% less CPU time than through ``torch.stft`` and its complex ``abs`` (258 vs 324 ms).
     """
 
     @staticmethod
