@@ -76,3 +76,15 @@ def test_bench_audio_reads_its_sweep_file_and_refuses_what_the_audio_recipe_lack
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(f"simvq bench: error: {named}")
+
+
+def test_bench_overrides_may_follow_its_options_and_an_unknown_option_is_still_refused(capsys):
+    from simvq.cli import build_parser, parse
+
+    parser = build_parser()
+    args = parse(parser, ["bench", "audio", "eval.samples=2", "--budget", "2000", "--quiet", "eval.max_utterances=100", "trainer.checkpoint_every=250"])
+    assert args.overrides == ["eval.samples=2", "eval.max_utterances=100", "trainer.checkpoint_every=250"] and args.budget == 2000
+    for extra in (["--bogus"], ["not-an-override"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parse(parser, ["bench", "audio", "--quiet", "eval.max_utterances=100", *extra])
+        assert exit_info.value.code == 2 and f"unrecognized arguments: eval.max_utterances=100 {extra[0]}" in capsys.readouterr().err
