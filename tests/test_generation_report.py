@@ -66,3 +66,12 @@ def test_cli_empty_generation_csv_is_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "simvq bench generation" in err
+
+
+def test_a_single_seed_difference_that_rounds_to_zero_takes_no_side():
+    from simvq.experiments.comparison import verdict
+    from simvq.experiments.report import Stat
+
+    same = verdict(Stat(68.62, 1.8, 2), Stat(68.58, 0.0, 1), scale=1.0, digits=1, lower=False)
+    assert same == "equal at the table's precision (one seed on a side: one run, no spread)"
+    assert verdict(Stat(68.7, 1.8, 2), Stat(68.5, 0.0, 1), scale=1.0, digits=1, lower=False).startswith("better by 0.2")

@@ -58,7 +58,9 @@ def verdict(simvq: Stat, rival: Stat, *, scale: float, digits: int, lower: bool)
     diff, spread = seed_gap(simvq, rival, scale)
     better = diff < 0 if lower else diff > 0
     if simvq.n < 2 or rival.n < 2:
-        return f"{'better' if better else 'worse' if diff else 'equal'} by {abs(diff):.{digits}f} (one seed on a side: one run, no spread)"
+        if f"{abs(diff):.{digits}f}" == f"{0:.{digits}f}":  # "worse by 0.0" would claim a side
+            return "equal at the table's precision (one seed on a side: one run, no spread)"
+        return f"{'better' if better else 'worse'} by {abs(diff):.{digits}f} (one seed on a side: one run, no spread)"
     if abs(diff) <= spread:
         return f"no difference beyond the seed spread ({diff:+.{digits}f} within ±{fmt(spread, digits)})"
     return f"{'helps' if better else 'hurts'}: {diff:+.{digits}f}, beyond 2σ = {fmt(spread, digits)}"
