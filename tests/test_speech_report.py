@@ -85,3 +85,14 @@ def test_cli_empty_speech_csv_is_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("simvq report: error: --speech:") and "simvq bench audio" in err
+
+
+def test_a_capped_evaluation_with_fewer_tokens_than_codes_states_the_usage_ceiling(rows):
+    from simvq.experiments.speech_report import header
+
+    assert not any("Fewer test tokens" in line for line in header(group_rows(rows, budget="max_steps"), "x.csv"))
+    for row in rows:
+        if row["codebook_size"] == 65536:
+            row.update(tokens=20_000, tokens_per_code=20_000 / 65536, usage_reference=0.18)
+    usage = next(line for line in header(group_rows(rows, budget="max_steps"), "x.csv") if line.startswith("- Usage"))
+    assert usage.endswith("Fewer test tokens than codes cap usage at tokens / codes: 30.5% at K=65,536 (an untrained quantizer on Gaussian data: 18.0%).")
