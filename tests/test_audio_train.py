@@ -126,6 +126,32 @@ def test_simvq_eval_measures_an_audio_run(audio_run, capsys):
     assert json.loads((audio_run / "metrics.json").read_text())["utterances"] == 1
 
 
+def test_usage_over_the_train_and_test_splits_counts_every_token_of_both(audio_run, monkeypatch):
+    import soundfile
+
+    from simvq.train import audio
+
+    original = audio.load_run_model
+
+    def with_train_split(*args, **kwargs):
+        model, config, path = original(*args, **kwargs)
+        config.eval.usage_splits = ("train", "test")
+        return model, config, path
+
+    monkeypatch.setattr(audio, "load_run_model", with_train_split)
+    metrics = audio.evaluate_run(audio_run, progress=False, write=False)
+    model, _, _ = original(audio_run)
+    # the reference: every clip of both splits encoded on its own, its codes counted by hand
+    codes = {split: [model.encode(torch.from_numpy(soundfile.read(path, dtype="float32")[0])[None, None]).flatten()
+                     for path in sorted((audio_run.parent / split).glob("*.wav"))] for split in ("train", "test")}
+    assert metrics["usage_splits"] == ["train", "test"]
+    assert metrics["tokens_test"] == sum(c.numel() for c in codes["test"])
+    assert metrics["tokens"] == metrics["tokens_test"] + sum(c.numel() for c in codes["train"])
+    used = set(torch.cat(codes["train"] + codes["test"]).tolist())
+    assert round(metrics["usage"] * model.quantizer.codebook_size) == len(used)  # the union of both splits' codes
+    assert metrics["usage"] >= metrics["usage_test"] and metrics["tokens_per_code"] == metrics["tokens"] / model.quantizer.codebook_size
+
+
 def test_audio_config_mistakes_name_the_key(capsys):
     from simvq.cli import main
     from simvq.train.config import load_config, load_recipe
@@ -141,6 +167,8 @@ def test_audio_config_mistakes_name_the_key(capsys):
         load_recipe(CONFIG, ["data.corpus.speed=[1,2,3]"])
     with pytest.raises(ValueError, match=r"^data.corpus: test_fraction must lie in \(0, 1\)"):  # the corpus spec's own check
         load_recipe(CONFIG, ["data.corpus.test_fraction=2"])
+    with pytest.raises(ValueError, match=r"^eval.usage_splits must list 'train' and/or 'test', got \['valid'\]$"):  # before training
+        load_recipe(CONFIG, ["eval.usage_splits=[valid]"])
     with pytest.raises(ValueError, match=r"^data.sample_rate: unknown key"):  # the image schema has no audio keys
         load_config(CONFIG)
     with pytest.raises(SystemExit) as exit_info:

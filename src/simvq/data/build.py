@@ -59,13 +59,14 @@ def build_image_dataset(config, split: str, *, seed: int = 0):
 SPEECH_DATASETS = ("espeak_corpus", "wav_folder")
 
 
-def build_speech_dataset(config, split: str, *, seed: int = 0):
+def build_speech_dataset(config, split: str, *, seed: int = 0, whole: bool = False):
     """``config``: a :class:`simvq.train.config.AudioDataConfig`. The train split gives random clips
-    of ``clip_seconds``, the test split whole utterances. ``espeak_corpus`` is synthesised under
+    of ``clip_seconds`` (whole utterances with ``whole``, e.g. to count its tokens), the test split
+    whole utterances. ``espeak_corpus`` is synthesised under
     ``root`` on first use (``build_speech_corpus``; needs espeak-ng)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    clip_seconds = config.clip_seconds if split == "train" else None
+    clip_seconds = config.clip_seconds if split == "train" and not whole else None
     if config.name == "espeak_corpus":
         if not (Path(config.root) / "manifest.csv").is_file() or not rate_dir(config.root, config.sample_rate).is_dir():
             build_speech_corpus(config.root, config.corpus, workers=config.workers, progress=True)

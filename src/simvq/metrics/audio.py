@@ -256,6 +256,23 @@ class AudioMetrics:
         return metrics
 
 
+@torch.no_grad()
+def split_code_counts(model, dataset, *, device=None, progress: bool = False, shard: tuple[int, int] = (0, 1)) -> Tensor:
+    """``(K,)`` histogram of the codes of every utterance of ``dataset`` (encoder and quantizer only,
+    no decoding, no scores): the extra tokens ``eval.usage_splits`` adds to the test split's, so a
+    large codebook's usage is counted over enough tokens per code. Under ``shard=(rank, world_size)``
+    each rank encodes its share and every rank gets the sum (every rank must call it)."""
+    from tqdm.auto import tqdm
+
+    rank, world_size = shard
+    device, was_training, count = prepare_evaluation(model, device, len(dataset), None)
+    usage = CodebookUsage(model.quantizer.codebook_size, distributed=world_size > 1)
+    for index in tqdm(range(count)[rank::world_size], desc="usage", disable=not progress, leave=False):
+        usage.update(model.encode(dataset[index].unsqueeze(0).to(device)))
+    model.train(was_training)
+    return usage.histogram().cpu()
+
+
 def evenly_spaced(size: int, count: int) -> list[int]:
     """``count`` of the indices ``0 .. size - 1``, evenly spaced from 0 (all of them when ``count >= size``)."""
     if count >= size:
