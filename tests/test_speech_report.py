@@ -96,3 +96,18 @@ def test_a_capped_evaluation_with_fewer_tokens_than_codes_states_the_usage_ceili
             row.update(tokens=20_000, tokens_per_code=20_000 / 65536, usage_reference=0.18)
     usage = next(line for line in header(group_rows(rows, budget="max_steps"), "x.csv") if line.startswith("- Usage"))
     assert usage.endswith("Fewer test tokens than codes cap usage at tokens / codes: 30.5% at K=65,536 (an untrained quantizer on Gaussian data: 18.0%).")
+
+
+def test_the_usage_line_names_the_splits_the_runs_counted(rows):
+    import json
+    from pathlib import Path
+
+    from simvq.experiments.speech_report import header
+
+    usage = lambda: next(line for line in header(group_rows(rows, budget="max_steps"), "x.csv") if line.startswith("- Usage"))  # noqa: E731
+    assert usage().startswith("- Usage: codes used over every token of the test split (")
+    for row in rows:
+        if row["run_dir"]:
+            Path(row["run_dir"]).mkdir(parents=True, exist_ok=True)
+            (Path(row["run_dir"]) / "metrics.json").write_text(json.dumps({"usage_splits": ["train", "test"]}))
+    assert usage().startswith("- Usage: codes used over every token of the test split / the train + test splits (")

@@ -36,6 +36,19 @@ def findings(groups: dict) -> list[str]:
     return simvq_verdicts(groups, COLUMNS) or ["No K has a SimVQ codec and another method's yet."]
 
 
+def counted_splits(rows: list[dict]) -> str:
+    """The splits the rows' usage counts (each run's ``metrics.json``: ``eval.usage_splits``; test
+    alone when a run recorded none), in words."""
+    import json
+
+    seen = set()
+    for row in rows:
+        metrics = Path(row.get("run_dir") or "") / "metrics.json"
+        splits = json.loads(metrics.read_text()).get("usage_splits", ["test"]) if metrics.is_file() else ["test"]
+        seen.add(" + ".join(splits))
+    return " / ".join(f"the {s} split{'s' if '+' in s else ''}" for s in sorted(seen))
+
+
 def header(groups: dict, results) -> list[str]:
     rows = [row for runs in groups.values() for row in runs.values()]  # superseded budgets left out
     budgets = span((number(r.get("max_steps")) for r in rows), whole)
@@ -63,7 +76,7 @@ def header(groups: dict, results) -> list[str]:
         f"- Budget: every codec trained for {budgets} steps (the audio recipe has no plateau criterion: each run "
         f"trains to the cap{f'; {len(short)} run(s) stopped short of it' if short else ''}). Runs: {len(rows)}; "
         f"devices: {devices}; {seconds} s per step; {hours:.1f} h of training in total.",
-        f"- Usage: codes used over every token of the test split (tokens counted in the table; tokens per code: {ratio})"
+        f"- Usage: codes used over every token of {counted_splits(rows)} (tokens counted in the table; tokens per code: {ratio})"
         + (f"; methods whose codebook is not K codes: {', '.join(odd)}." if odd else ".") + ceilings,
         "- PESQ (wideband), STOI and log-mel distance compare each test utterance with its reconstruction; "
         + (f"DNSMOS OVRL scores the reconstruction alone (the test utterances themselves: {ceiling})."
