@@ -32,6 +32,27 @@ def train(config, **kwargs):
     return train_tokenizer(config, **kwargs)
 
 
+def crash_at(monkeypatch, module_class, step, error=None):
+    """Make ``module_class.training_step`` raise ``error`` (a RuntimeError "simulated crash" by default;
+    a signal number sends that signal) when it is about to run step ``step + 1``. Returns the original
+    method, for ``monkeypatch.setattr(module_class, "training_step", original)`` to undo it."""
+    import os
+
+    error = RuntimeError("simulated crash") if error is None else error
+    original = module_class.training_step
+
+    def crashing_step(self, batch, batch_idx):
+        if self.global_step == step:
+            if isinstance(error, int):
+                os.kill(os.getpid(), error)  # a real signal, handled by Lightning
+            else:
+                raise error
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(module_class, "training_step", crashing_step)
+    return original
+
+
 def assert_same_state(left, right, where=""):
     """Nested checkpoint state (tensors, dicts, lists, plain values) equal exactly; ``where`` names the first difference."""
     import torch

@@ -2,14 +2,13 @@
 garbage files give one error naming the file; the CLI reports user mistakes in one line."""
 
 import json
-import os
 import random
 import signal
 import struct
 
 import pytest
 import torch
-from helpers import assert_same_state, tiny_image_config, train
+from helpers import assert_same_state, crash_at, tiny_image_config, train
 
 from simvq.train.config import load_config
 
@@ -38,24 +37,10 @@ def tiny_config(out_dir, *overrides):
     return tiny_image_config(out_dir, *FAULT_RUN, *overrides)
 
 
-def crash_at(monkeypatch, step, error=None):
-    """Make training raise ``error`` (a RuntimeError by default; a signal number sends that signal)
-    when it is about to run step ``step + 1``."""
-    error = RuntimeError("simulated crash") if error is None else error
+def crash_image_training_at(monkeypatch, step, error=None):
     from simvq.train import image
 
-    original = image.ImageTokenizerModule.training_step
-
-    def crashing_step(self, batch, batch_idx):
-        if self.global_step == step:
-            if isinstance(error, int):
-                os.kill(os.getpid(), error)  # a real signal, handled by Lightning
-            else:
-                raise error
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(image.ImageTokenizerModule, "training_step", crashing_step)
-    return original
+    return crash_at(monkeypatch, image.ImageTokenizerModule, step, error)
 
 
 def checkpoint(run_dir):
@@ -81,7 +66,7 @@ def test_a_run_killed_at_a_random_step_and_resumed_ends_like_an_uninterrupted_ru
     train(tiny_config(tmp_path / "straight", *overrides), evaluate=False)
 
     killed_at = random.Random(f"h3-{quantizer}").randint(1, 9)
-    original = crash_at(monkeypatch, killed_at)
+    original = crash_image_training_at(monkeypatch, killed_at)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(tiny_config(tmp_path / "resumed", *overrides), evaluate=False)
     monkeypatch.setattr(__import__("simvq.train.image", fromlist=["x"]).ImageTokenizerModule, "training_step", original)
@@ -110,7 +95,7 @@ def test_a_run_killed_at_a_random_step_and_resumed_ends_like_an_uninterrupted_ru
 
 def test_sigterm_session_is_recorded_in_progress(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, "trainer.max_steps=6")
-    crash_at(monkeypatch, 3, error=signal.SIGTERM)
+    crash_image_training_at(monkeypatch, 3, error=signal.SIGTERM)
     with pytest.raises(BaseException):  # noqa: B017 (Lightning's SIGTERM exception type is internal)
         train(config, evaluate=False)
     sessions = json.loads((tmp_path / "progress.json").read_text())["sessions"]

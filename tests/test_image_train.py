@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers import tiny_image_config, train
+from helpers import crash_at, tiny_image_config, train
 
 import simvq
 from simvq.data import FashionMNIST
@@ -109,14 +109,7 @@ def test_interrupted_training_resumes_without_redoing_steps(tmp_path, monkeypatc
     assert progress["global_step"] == 20 and progress["sessions"][0]["steps_run"] == 20
 
     # continue towards 40 but crash at step 30: the exception hook saves a checkpoint at step 30
-    original = image.ImageTokenizerModule.training_step
-
-    def crashing_step(self, batch, batch_idx):
-        if self.global_step == 30:
-            raise RuntimeError("simulated crash")
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(image.ImageTokenizerModule, "training_step", crashing_step)
+    original = crash_at(monkeypatch, image.ImageTokenizerModule, 30)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(tiny_config(tmp_path, "trainer.max_steps=40"), evaluate=False)
     monkeypatch.setattr(image.ImageTokenizerModule, "training_step", original)

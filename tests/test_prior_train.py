@@ -126,7 +126,7 @@ def test_token_cache_is_reused_and_invalidated_when_the_tokenizer_changes(tokeni
 def test_a_prior_killed_mid_run_and_resumed_ends_like_an_uninterrupted_one(tokenizer_run, tmp_path, monkeypatch):
     """The resumed session continues the batch sequence where it stopped (not a fresh shuffle, nor the
     first epoch's batches again), with dropout's random stream restored: weights, optimizer and EMA equal."""
-    from helpers import assert_same_state
+    from helpers import assert_same_state, crash_at
 
     from simvq.train import prior
     from simvq.train.prior import load_prior_config, train_prior
@@ -139,14 +139,7 @@ def test_a_prior_killed_mid_run_and_resumed_ends_like_an_uninterrupted_one(token
             "trainer.log_every=100", "optim.warmup_steps=2", "trainer.progress_bar=false"])
 
     train_prior(config("straight"))
-    original = prior.PriorModule.training_step
-
-    def crashing_step(self, batch, batch_idx):
-        if self.global_step == 6:
-            raise RuntimeError("simulated crash")
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(prior.PriorModule, "training_step", crashing_step)
+    original = crash_at(monkeypatch, prior.PriorModule, 6)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_prior(config("resumed"))
     monkeypatch.setattr(prior.PriorModule, "training_step", original)
