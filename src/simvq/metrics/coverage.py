@@ -234,10 +234,28 @@ def coverage_summary(
     }
 
 
+def usage_over_splits(metrics: dict, counts: Tensor, *, dim: int, splits, split_counts) -> Tensor:
+    """Count a run's usage over every split in ``splits`` (the recipes' ``eval.usage_splits``), so a
+    large codebook is judged on enough tokens per code. ``metrics`` holds the test split's numbers and
+    ``counts`` its ``(K,)`` histogram; ``split_counts(split)`` gives another split's. ``metrics`` gains
+    ``usage_test``/``tokens_test`` (the test split's), ``coverage_summary``, perplexity and dead fraction
+    over all the listed splits' tokens, and ``usage_splits``. Returns the summed histogram."""
+    metrics["usage_test"], metrics["tokens_test"] = metrics["usage"], metrics["tokens"]
+    for split in splits:
+        if split != "test":
+            counts = counts + split_counts(split)
+    metrics.update(coverage_summary(counts, dim=dim))
+    all_splits = usage_statistics(counts)
+    metrics["perplexity"], metrics["dead_fraction"] = all_splits["perplexity"], all_splits["dead_fraction"]
+    metrics["usage_splits"] = list(splits)
+    return counts
+
+
 __all__ = [
     "DEFAULT_REFERENCE_CODEBOOK_SIZE",
     "chao1",
     "coverage_summary",
     "gaussian_reference_usage",
     "sample_coverage",
+    "usage_over_splits",
 ]

@@ -142,8 +142,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, max_utterances: int | None = Non
     (``shard=(rank, world_size)``) every rank measures its share of the utterances and returns the
     whole set's numbers; pass ``write`` on rank 0 only."""
     from ..metrics.audio import evaluate_codec, split_code_counts
-    from ..metrics.coverage import coverage_summary
-    from ..metrics.usage import usage_statistics
+    from ..metrics.coverage import usage_over_splits
     from . import plots
 
     model, config, path = load_run_model(run_dir, device=device)
@@ -152,16 +151,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, max_utterances: int | None = Non
         model, dataset, max_utterances=max_utterances if max_utterances is not None else config.eval.max_utterances,
         device=device, use_dnsmos=config.eval.dnsmos, coverage_dim=model.quantizer.dim, progress=progress, shard=shard,
     )
-    metrics["usage_test"], metrics["tokens_test"] = metrics["usage"], metrics["tokens"]
-    extra_splits = [split for split in config.eval.usage_splits if split != "test"]
-    for split in extra_splits:  # more tokens per code: usage counted over every listed split (as the image recipe)
-        counts = counts + split_code_counts(model, build_speech_dataset(config.data, split, seed=config.trainer.seed, whole=True),
-                                            device=device, progress=progress, shard=shard)
-    if extra_splits:
-        metrics.update(usage_statistics(counts))
-        metrics.update({k: v for k, v in coverage_summary(counts, dim=model.quantizer.dim).items()
-                        if k in ("tokens_per_code", "usage_chao1", "coverage", "usage_reference")})
-    metrics["usage_splits"] = list(config.eval.usage_splits)
+    counts = usage_over_splits(metrics, counts, dim=model.quantizer.dim, splits=config.eval.usage_splits, split_counts=lambda split: split_code_counts(
+        model, build_speech_dataset(config.data, split, seed=config.trainer.seed, whole=True), device=device, progress=progress, shard=shard))
     metrics.update(quantizer=config.quantizer.name, codebook_size=model.quantizer.codebook_size,
                    tokens_per_second=model.tokens_per_second, dataset=getattr(dataset, "cache_key", config.data.name),
                    **training_facts(path))

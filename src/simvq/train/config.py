@@ -404,7 +404,7 @@ def check_config(config):
         raise ValueError(f"optim.lr must be positive, got {config.optim.lr}")
     if config.optim.ema_decay is not None and not 0 < config.optim.ema_decay < 1:
         raise ValueError(f"optim.ema_decay must lie in (0, 1) or be null, got {config.optim.ema_decay}")
-    splits = getattr(config.eval, "usage_splits", ("test",))  # checked now: it is read only after training
+    splits = config.eval.usage_splits  # checked now: it is read only after training
     if not splits or not set(splits) <= {"train", "test"}:
         raise ValueError(f"eval.usage_splits must list 'train' and/or 'test', got {list(splits)}")
     return config

@@ -156,9 +156,8 @@ def evaluate_run(
     ``shard=(rank, world_size)``: every process of a DDP run calls this and measures its share of
     the images (see ``evaluate_reconstructions``); pass ``write`` on rank 0 only.
     """
-    from ..metrics.coverage import coverage_summary
+    from ..metrics.coverage import usage_over_splits
     from ..metrics.image import code_histogram, evaluate_reconstructions
-    from ..metrics.usage import usage_statistics
     from . import plots
 
     model, config, path = load_run_model(run_dir, device=device)
@@ -175,15 +174,9 @@ def evaluate_run(
         progress=progress,
         shard=shard,
     )
-    metrics["usage_test"], metrics["tokens_test"] = metrics["usage"], metrics["tokens"]
-    for split in eval_config.usage_splits:
-        if split != "test":  # more tokens per code: usage counted over every listed split
-            counts = counts + code_histogram(model, build_image_dataset(config.data, split, seed=config.trainer.seed),
-                                             batch_size=batch_size or eval_config.batch_size, device=device, progress=progress, shard=shard)
-    metrics.update(coverage_summary(counts, dim=model.quantizer.dim))
-    all_splits = usage_statistics(counts)
-    metrics["perplexity"], metrics["dead_fraction"] = all_splits["perplexity"], all_splits["dead_fraction"]
-    metrics["usage_splits"] = list(eval_config.usage_splits)
+    counts = usage_over_splits(metrics, counts, dim=model.quantizer.dim, splits=eval_config.usage_splits, split_counts=lambda split: code_histogram(
+        model, build_image_dataset(config.data, split, seed=config.trainer.seed),
+        batch_size=batch_size or eval_config.batch_size, device=device, progress=progress, shard=shard))
     metrics.update(
         quantizer=config.quantizer.name,
         codebook_size=model.quantizer.codebook_size,
