@@ -94,7 +94,9 @@ def test_a_capped_evaluation_with_fewer_tokens_than_codes_states_the_usage_ceili
     for row in rows:
         if row["codebook_size"] == 65536:
             row.update(tokens=20_000, tokens_per_code=20_000 / 65536, usage_reference=0.18)
-    usage = next(line for line in header(group_rows(rows, budget="max_steps"), "x.csv") if line.startswith("- Usage"))
+    lines = header(group_rows(rows, budget="max_steps"), "x.csv")
+    usage = next(line for line in lines if line.startswith("- Usage"))
+    assert "(the test utterances themselves: 3.50)" in next(line for line in lines if line.startswith("- PESQ"))  # not the usage ceiling
     assert usage.endswith("Fewer test tokens than codes cap usage at tokens / codes: 30.5% at K=65,536 (an untrained quantizer on Gaussian data: 18.0%).")
 
 
