@@ -113,3 +113,28 @@ def test_the_usage_line_names_the_splits_the_runs_counted(rows):
             Path(row["run_dir"]).mkdir(parents=True, exist_ok=True)
             (Path(row["run_dir"]) / "metrics.json").write_text(json.dumps({"usage_splits": ["train", "test"]}))
     assert usage().startswith("- Usage: codes used over every token of the test split / the train + test splits (")
+
+
+def test_usage_over_training_is_one_figure_per_k_of_every_run_with_a_history(rows, tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from simvq.experiments.speech_report import usage_figures
+    from simvq.train import plots
+
+    histories = {}
+    for row in rows:  # simvq seed 0 and vq seed 0 at K=4,096 get a history; the K=65,536 run dir has none
+        if row["run_dir"] and Path(row["run_dir"]).is_dir():
+            history = [{"step": 50 * i, "usage": 0.1 * i, "perplexity": 10.0 * i, "dead_fraction": 1 - 0.1 * i, "tokens": 800} for i in (1, 2, 3)]
+            (Path(row["run_dir"]) / "usage_history.json").write_text(json.dumps(history))
+            histories[f"{row['method']} seed {row['seed']}"] = history
+    drawn = {}
+    real = plots.usage_over_steps
+    monkeypatch.setattr(plots, "usage_over_steps", lambda runs, path: (drawn.update({path.name: runs}), real(runs, path)))
+    figures = usage_figures(group_rows(rows, budget="max_steps"), tmp_path / "figs")
+    assert [(label, path.name) for label, path in figures] == [
+        ("usage per logging window during training, K=4,096", "speech_usage_over_steps_K4096.png")]
+    assert drawn == {"speech_usage_over_steps_K4096.png": histories}  # both runs, in the tables' method order
+    assert list(drawn["speech_usage_over_steps_K4096.png"]) == ["simvq seed 0", "vq seed 0"]
+    with Image.open(figures[0][1]) as image:
+        assert image.width > 100 and image.height > 100

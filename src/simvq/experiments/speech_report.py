@@ -1,6 +1,7 @@
 """The speech section of ``simvq report``: ``simvq bench audio``'s CSV -> a table per K, SimVQ-versus-
-each-method verdicts computed from the numbers, and every method's first-seed spectrogram of the
-same test utterance (so the reconstructions can be compared by eye).
+each-method verdicts computed from the numbers, every run's codebook usage over training (so a reader
+sees whether it had levelled off at the budget) and every method's first-seed spectrogram of the same
+test utterance (so the reconstructions can be compared by eye).
 
 Codecs of equal size trained for the same step budget are compared on codebook usage (over every
 token of the test split, so the token count is shown beside it) and on what the decoded speech
@@ -11,10 +12,11 @@ one run.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .comparison import figure_section, group_rows, k_table, run_figures, simvq_verdicts, sizes, write_section
-from .report import MISSING, k_label, number, span, whole
+from .report import MISSING, k_label, method_key, number, span, whole
 
 BEGIN = "<!-- speech-report:begin -->"
 END = "<!-- speech-report:end -->"
@@ -39,8 +41,6 @@ def findings(groups: dict) -> list[str]:
 def counted_splits(rows: list[dict]) -> str:
     """The splits the rows' usage counts (each run's ``metrics.json``: ``eval.usage_splits``; test
     alone when a run recorded none), in words."""
-    import json
-
     seen = set()
     for row in rows:
         metrics = Path(row.get("run_dir") or "") / "metrics.json"
@@ -85,12 +85,36 @@ def header(groups: dict, results) -> list[str]:
     ]
 
 
+def usage_figures(groups: dict, figures_dir: Path) -> list[tuple[str, Path]]:
+    """Per K, every run's ``usage_history.json`` (the usage of each logging window's tokens) as lines of
+    one PNG ``speech_usage_over_steps_K<k>.png``; ``(label, path)`` of those written (runs without a
+    history are left out, and a K with none gets no figure)."""
+    from ..train import plots  # matplotlib and torch: only when there is a figure to draw
+
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k in sizes(groups):
+        histories = {}
+        for method in sorted((m for m, size in groups if size == k), key=method_key):
+            for seed, row in sorted(groups[(method, k)].items(), key=lambda item: number(item[0]) or 0):
+                history = Path(row.get("run_dir") or "") / "usage_history.json"
+                if row.get("run_dir") and history.is_file():
+                    histories[f"{method} seed {seed}"] = json.loads(history.read_text())
+        if histories:
+            target = figures_dir / f"speech_usage_over_steps_K{k}.png"
+            plots.usage_over_steps(histories, target)
+            written.append((f"usage per logging window during training, {k_label(k)}", target))
+    return written
+
+
 def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[str]:
     groups = group_rows(rows, budget="max_steps")
     body = [*header(groups, results), ""]
     for k in sizes(groups):
         body += k_table(groups, k, COLUMNS)
     body += ["### SimVQ against each method (computed from the numbers)", "", *[f"- {note}" for note in findings(groups)], ""]
+    body += figure_section("Usage during training (each point: the codes hit by one logging window's tokens)",
+                           usage_figures(groups, figures_dir), out_dir)
     figures = run_figures(groups, figures_dir, source=SPECTROGRAM, name="speech_spectrogram_{method}_K{k}.png")
     return body + figure_section("Spectrograms (first test utterance: original above, reconstruction below)", figures, out_dir)
 
