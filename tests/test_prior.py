@@ -88,6 +88,14 @@ def test_unconditional_prior_and_argument_checks():
         prior(torch.zeros(1, 8, dtype=torch.long))
 
 
+@pytest.mark.parametrize("scale", [-1.0, math.nan, math.inf])
+def test_a_negative_or_non_finite_guidance_scale_is_refused(scale):
+    prior = tiny_prior(num_classes=3)
+    with pytest.raises(ValueError, match=r"cfg_scale must be a finite number >= 0 \(1: no guidance\), got"):
+        prior.sample(labels=torch.tensor([0, 1]), cfg_scale=scale)
+    assert prior.sample(labels=torch.tensor([0, 1]), cfg_scale=0.0).shape == (2, 3, 3)  # 0: the unconditional model
+
+
 def test_sample_from_logits_filters():
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]]).repeat(2000, 1)
     generator = torch.Generator().manual_seed(0)

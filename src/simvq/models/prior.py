@@ -215,6 +215,8 @@ class TokenPrior(nn.Module):
         condition = self._labels(labels, batch, device)
         guided = cfg_scale is not None
         if guided:
+            if not (math.isfinite(cfg_scale) and cfg_scale >= 0):  # below 0 pushes samples away from their class
+                raise ValueError(f"cfg_scale must be a finite number >= 0 (1: no guidance), got {cfg_scale}")
             if self.num_classes == 0:
                 raise ValueError("classifier-free guidance needs a class-conditional prior")
             condition = torch.cat([condition, torch.full_like(condition, self.null_class)])
