@@ -33,6 +33,7 @@ def run_demo(out_dir: str = "runs/demo", *, steps: int = 1000, fid_images: int =
     from ..train import plots
     from ..train.config import load_config
     from ..train.image import train_tokenizer
+    from ..train.run_files import read_usage_history
     from ..utils import atomic_write_text
 
     out = Path(out_dir)
@@ -49,7 +50,7 @@ def run_demo(out_dir: str = "runs/demo", *, steps: int = 1000, fid_images: int =
         print(f"== training {method} for {steps} steps -> {config.out_dir}", flush=True)
         run_dir = train_tokenizer(config, progress=progress)
         results[method] = json.loads((run_dir / "metrics.json").read_text())
-        histories[method] = json.loads((run_dir / "usage_history.json").read_text())
+        histories[method] = read_usage_history(run_dir)
     plots.usage_over_steps(histories, out / "usage_over_steps.png")
     table = format_table(results)
     tokens = results[METHODS[0]]["tokens"]

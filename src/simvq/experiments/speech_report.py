@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from .comparison import figure_section, group_rows, k_table, run_figures, simvq_verdicts, sizes, write_section
-from .report import MISSING, k_label, method_key, number, span, whole
+from .report import MISSING, k_label, method_order, number, span, whole
 
 BEGIN = "<!-- speech-report:begin -->"
 END = "<!-- speech-report:end -->"
@@ -90,16 +90,15 @@ def usage_figures(groups: dict, figures_dir: Path) -> list[tuple[str, Path]]:
     one PNG ``speech_usage_over_steps_K<k>.png``; ``(label, path)`` of those written (runs without a
     history are left out, and a K with none gets no figure)."""
     from ..train import plots  # matplotlib and torch: only when there is a figure to draw
+    from ..train.run_files import read_usage_history
 
-    figures_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for k in sizes(groups):
         histories = {}
-        for method in sorted((m for m, size in groups if size == k), key=method_key):
+        for method in method_order(m for m, size in groups if size == k):
             for seed, row in sorted(groups[(method, k)].items(), key=lambda item: number(item[0]) or 0):
-                history = Path(row.get("run_dir") or "") / "usage_history.json"
-                if row.get("run_dir") and history.is_file():
-                    histories[f"{method} seed {seed}"] = json.loads(history.read_text())
+                if row.get("run_dir") and (history := read_usage_history(row["run_dir"])) is not None:
+                    histories[f"{method} seed {seed}"] = history
         if histories:
             target = figures_dir / f"speech_usage_over_steps_K{k}.png"
             plots.usage_over_steps(histories, target)

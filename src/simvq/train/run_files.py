@@ -113,6 +113,13 @@ def training_facts(run_dir: Path) -> dict:
     return {"global_step": progress["global_step"], "train_seconds": sum(s["seconds"] for s in progress["sessions"])}
 
 
+def read_usage_history(run_dir: Path) -> list[dict] | None:
+    """The run's ``usage_history.json`` (one point per logging window, written by the tokenizer recipe),
+    or None when the run has none."""
+    history_file = Path(run_dir) / "usage_history.json"
+    return json.loads(history_file.read_text()) if history_file.is_file() else None
+
+
 def load_run_model(path: str | os.PathLike, *, device: torch.device | str | None = None):
     """``(model in eval mode, config, run directory)`` for anything ``resolve_run`` accepts."""
     weights, run_dir = resolve_run(path)
