@@ -1,9 +1,10 @@
+import itertools
 import math
 
 import pytest
 import torch
 
-from simvq.metrics import CodebookUsage, chao1, coverage_summary, gaussian_reference_usage, sample_coverage
+from simvq.metrics import CodebookUsage, chao1, coverage_summary, entropy_bits, gaussian_reference_usage, sample_coverage, usage_at
 from simvq.metrics import coverage as coverage_module
 
 
@@ -185,7 +186,11 @@ def test_coverage_summary_from_a_histogram():
     meter.update(torch.multinomial(_skewed_distribution(512, 300).float(), 700, replacement=True, generator=generator))
     counts = meter.histogram()
     summary = coverage_summary(counts, dim=8)
-    assert set(summary) == {"usage", "tokens", "tokens_per_code", "usage_chao1", "coverage", "usage_reference"}
+    assert set(summary) == {"usage", "tokens", "tokens_per_code", "usage_chao1", "coverage", "usage_reference",
+                            "entropy_bits", "perplexity_per_code", "usage_at_50"}
+    assert 2 ** summary["entropy_bits"] == pytest.approx(meter.compute()["perplexity"], rel=1e-5)
+    assert summary["perplexity_per_code"] == pytest.approx(meter.compute()["perplexity"] / 512, rel=1e-5)
+    assert math.isnan(summary["usage_at_50"])  # 700 tokens < 50 x 512
     assert summary["usage"] == meter.compute()["usage"]
     assert summary["tokens"] == 700 and summary["tokens_per_code"] == pytest.approx(700 / 512)
     assert summary["usage_chao1"] == pytest.approx(chao1(counts) / 512)
@@ -240,3 +245,22 @@ def test_reference_arguments_are_validated():
         gaussian_reference_usage(1.0, 8, seed=1.5)
     with pytest.raises(ValueError, match="reference_codebook_size"):
         coverage_summary(torch.tensor([1, 2]), dim=4, reference_codebook_size=0)
+
+
+def test_entropy_bits_against_its_definition():
+    assert entropy_bits(torch.tensor([5, 5, 5, 5])) == pytest.approx(2.0)
+    assert entropy_bits(torch.tensor([7, 0, 0])) == 0.0
+    assert entropy_bits(torch.tensor([1, 3])) == pytest.approx(-(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75)))
+    assert math.isnan(entropy_bits(torch.zeros(3, dtype=torch.long)))
+
+
+@pytest.mark.parametrize("counts", [[3, 1, 0, 2, 1], [4, 4], [1, 1, 1, 1, 1, 1], [6, 0, 0, 1]])
+def test_usage_at_equals_the_mean_over_every_subsample(counts):
+    """The exact expectation against enumerating every subsample of n of the N tokens."""
+    tokens = [code for code, count in enumerate(counts) for _ in range(count)]
+    for drawn in range(1, len(tokens) + 1):
+        subsamples = list(itertools.combinations(range(len(tokens)), drawn))
+        mean_usage = sum(len({tokens[i] for i in subset}) for subset in subsamples) / len(subsamples) / len(counts)
+        assert usage_at(torch.tensor(counts), drawn / len(counts)) == pytest.approx(mean_usage, abs=1e-12)
+    assert usage_at(torch.tensor(counts), len(tokens) / len(counts)) == pytest.approx((torch.tensor(counts) > 0).float().mean().item())
+    assert math.isnan(usage_at(torch.tensor(counts), (len(tokens) + 1) / len(counts)))

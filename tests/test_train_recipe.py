@@ -105,7 +105,24 @@ def plateau(**criterion):
     from simvq.train.plateau import PlateauStop
 
     overrides = [f"plateau.{k}={v}" for k, v in {"enabled": True, "patience": 2, "min_steps": 0, **criterion}.items()]
-    return PlateauStop(load_config(None, overrides))
+    return PlateauStop(load_config(None, [*overrides, "trainer.max_steps=10000"]))
+
+
+def test_a_plateau_stop_that_cannot_fire_before_the_cap_is_refused():
+    # the old benchmark: min_steps 3,000 above 2,000-step caps, so the stop never fired
+    with pytest.raises(ValueError, match="plateau.min_steps/patience.*step 3000.*max_steps=2000"):
+        load_config(None, ["plateau.enabled=true", "plateau.min_steps=3000", "trainer.max_steps=2000"])
+    with pytest.raises(ValueError, match="step 3000"):  # patience x check_every
+        load_config(None, ["plateau.enabled=true", "plateau.min_steps=0", "plateau.patience=3", "trainer.max_steps=2000"])
+    # checks only (no stop) are fine at any cap; so is a stop that can fire
+    load_config(None, ["plateau.enabled=true", "plateau.stop=false", "plateau.min_steps=3000", "trainer.max_steps=2000"])
+    load_config(None, ["plateau.enabled=true", "plateau.min_steps=2000", "plateau.patience=2", "trainer.max_steps=2000"])
+
+
+def test_checks_without_the_stop_never_stop():
+    stop = plateau(stop=False)
+    assert not any(stop.check(1000 * i, {"usage": 0.5, "psnr": 20.0}) for i in range(1, 8))
+    assert len(stop.history) == 7
 
 
 def test_plateau_stops_after_patience_checks_without_improvement():

@@ -40,6 +40,8 @@ RESULT_FIELDS = [
     "steps",  # steps actually trained
     "max_steps",  # the step cap (the budget)
     "plateau",  # true: stopped by the plateau criterion; false: reached the cap (or ran without it)
+    "schedule",  # the learning-rate schedule, e.g. "warmup 100 + cosine to 0.1 x 0.001"
+    "grid",  # tokens per image, e.g. 7x7
     "usage",  # fraction of codes used over `tokens` tokens (the recipe's eval.usage_splits)
     "tokens",
     "tokens_per_code",
@@ -49,11 +51,17 @@ RESULT_FIELDS = [
     "coverage",
     "usage_reference",
     "perplexity",
+    "perplexity_per_code",  # perplexity / K: 1 for perfectly even use
+    "entropy_bits",
+    "usage_at_50",  # usage expected from 50 counted tokens per code (subsampled), so every K compares
     "dead_fraction",
     "psnr",
     "ssim",
     "rfid",
     "rfid_images",
+    "psnr_last20",  # PSNR (dB) at the last check minus at the check 80% through the run
+    "usage_last20",  # the same for usage (fraction), on the checks' images
+    "check_tokens",  # tokens a check counts (its images x grid)
     "train_seconds",
     "seconds_per_step",
     "device",
@@ -128,7 +136,9 @@ class SweepSpec:
     replicate: list[str] = field(default_factory=list)  # methods run at every seed; the rest at the first seed only (empty: all)
     budget: int = 1500  # training steps per run (the cap with until_plateau)
     stages: int | None = None  # the residual table: every run gets num_quantizers=stages (variant "stages=N")
+    grid: int | None = None  # tokens per image side (variant "grid=GxG"): fewer downsamplings, more tokens to count
     until_plateau: bool = False  # stop each run when usage and PSNR stop improving (the recipe's `plateau:`)
+    checks: int = 10  # progress checks per run (image recipes with plateau checks on; the last at the final step)
     fid_images: int = 2000  # rFID subset of the test split (fixed, seeded)
     out: str = "runs/bench"
     results: str = "results.csv"
@@ -188,6 +198,10 @@ def image_runs(spec: SweepSpec) -> list[RunSpec]:
         if isinstance(spec.stages, bool) or not isinstance(spec.stages, int) or spec.stages < 1:
             raise ValueError(f"stages must be a positive integer, got {spec.stages!r}")
         variant, overrides = f"stages={spec.stages}", [f"quantizer.options.num_quantizers={spec.stages}"]
+    if spec.grid is not None:
+        grid_variant, grid_overrides = grid_settings(spec)
+        variant = grid_variant if variant == "main" else f"{variant} {grid_variant}"
+        overrides = [*overrides, *grid_overrides]
     return [
         RunSpec(variant, method, size, seed, list(overrides))
         for method, size, seed in itertools.product(methods, spec.sizes, spec.seeds)
@@ -195,13 +209,29 @@ def image_runs(spec: SweepSpec) -> list[RunSpec]:
     ]
 
 
+def grid_settings(spec: SweepSpec) -> tuple[str, list[str]]:
+    """The variant name and model overrides that give ``spec.grid`` x ``spec.grid`` tokens per image:
+    as many stride-2 levels as the image size allows, the recipe's first level widths kept."""
+    from ..train.config import load_recipe
+
+    recipe = load_recipe(spec.recipe, spec.overrides)
+    size, grid = recipe.data.image_size, spec.grid
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1 or size % grid or (size // grid) & (size // grid - 1):
+        raise ValueError(f"grid must divide the image size {size} by a power of two, got {grid!r}")
+    downsamplings = (size // grid).bit_length() - 1
+    multipliers = list(recipe.model.channel_multipliers)[: downsamplings + 1]
+    if len(multipliers) < downsamplings + 1:
+        raise ValueError(f"grid {grid}: model.channel_multipliers has {len(multipliers)} levels, {downsamplings + 1} needed")
+    return f"grid={grid}x{grid}", [f"model.downsamplings={downsamplings}", f"model.channel_multipliers=[{','.join(map(str, multipliers))}]"]
+
+
 def audio_runs(spec: SweepSpec) -> list[RunSpec]:
     """The speech codec's table: ``image_runs``'s methods x sizes x seeds on an audio recipe. Every
     run trains to the step cap: the audio recipe has no plateau criterion."""
     if spec.until_plateau:
         raise ValueError("--until-plateau: the audio recipe has no plateau criterion; its runs train to --budget")
-    if spec.stages is not None:
-        raise ValueError("--stages: the residual table is an image benchmark")
+    if spec.stages is not None or spec.grid is not None:
+        raise ValueError(f"--{'stages' if spec.stages is not None else 'grid'}: an image benchmark option")
     return image_runs(spec)
 
 
@@ -243,10 +273,33 @@ def add_curve(path: str | Path, name: str, points: list[dict]) -> None:
 
 
 def recipe_overrides(spec: SweepSpec) -> list[str]:
-    """The sweep's options that are recipe settings (the audio recipe has neither rFID nor a plateau)."""
+    """The sweep's options that are recipe settings (the audio recipe has neither rFID nor a plateau).
+    ``until_plateau`` turns the recipe's plateau stop on; otherwise its progress checks (if the recipe
+    has them on) only measure, ``spec.checks`` times a run, so every row has learning curves and its
+    last-20% change while the step budget alone ends it."""
     if spec.kind == "audio":
         return []
-    return [f"eval.fid_images={spec.fid_images}", f"plateau.enabled={str(spec.until_plateau).lower()}"]
+    overrides = [f"eval.fid_images={spec.fid_images}"]
+    if spec.until_plateau:
+        return [*overrides, "plateau.enabled=true", "plateau.stop=true"]
+    return [*overrides, "plateau.stop=false", f"plateau.check_every={max(1, spec.budget // max(1, spec.checks))}"]
+
+
+def last_fraction_change(history: list[dict], key: str, steps: int, fraction: float = 0.2):
+    """How much ``key`` moved over the last ``fraction`` of a run's steps: its value at the last check
+    minus at the latest check no later than ``(1 - fraction) x steps`` ('' without such checks)."""
+    points = [p for p in history if p.get(key) is not None]
+    before = [p for p in points if p["step"] <= (1 - fraction) * steps]
+    if not before or points[-1]["step"] < steps:
+        return ""
+    return points[-1][key] - before[-1][key]
+
+
+def schedule_text(optim, steps: int) -> str:
+    """The learning-rate schedule of a run in words."""
+    warmup = f"warmup {optim.warmup_steps} + " if optim.warmup_steps else ""
+    decay = f"cosine to {optim.min_lr_fraction:g}" if optim.schedule == "cosine" else "constant"
+    return f"{warmup}{decay} x {optim.lr:g} over {steps}"
 
 
 def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[dict, list[dict]]:
@@ -293,6 +346,15 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
         **{name: metrics[name] for name in RESULT_COLUMNS[config.recipe] if name in metrics and name not in ("codebook_size", "steps")},
     }
     curve = [{k: p[k] for k in ("step", "usage", "psnr", "perplexity", "tokens") if k in p} for p in plateau["history"]]
+    if config.recipe == "image":
+        grid = config.data.image_size // 2**config.model.downsamplings
+        row.update(
+            schedule=schedule_text(config.optim, spec.budget),
+            grid=f"{grid}x{grid}",
+            psnr_last20=last_fraction_change(curve, "psnr", steps),
+            usage_last20=last_fraction_change(curve, "usage", steps),
+            check_tokens=curve[-1].get("tokens", "") if curve else "",
+        )
     return row, curve
 
 
@@ -348,7 +410,7 @@ def _spec_from_args(args) -> SweepSpec:
     if sweep_file.get("recipe"):
         spec.recipe = sweep_file["recipe"]
     bench = sweep_file.get("bench", {}) or {}
-    for name in ("methods", "sizes", "seeds", "replicate", "budget", "fid_images", "until_plateau", "workers", "stages"):
+    for name in ("methods", "sizes", "seeds", "replicate", "budget", "fid_images", "until_plateau", "workers", "stages", "checks", "grid"):
         value = getattr(args, name)
         if value is None:
             value = bench.get(name)
@@ -403,6 +465,8 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--fid-images", type=int, default=None, help="rFID subset size (0: skip rFID)")
     bench.add_argument("--until-plateau", action="store_const", const=True, default=None,
                        help="stop each run once usage and PSNR stop improving (criterion: the recipe's `plateau:` section); --budget is the cap")
+    bench.add_argument("--grid", type=int, default=None, help="tokens per image side (variant 'grid=GxG'), e.g. 14 on 28x28 images: 4x the tokens to count usage over")
+    bench.add_argument("--checks", type=int, default=None, help="progress checks per image run (learning curves, last-20%% change; default 10)")
     bench.add_argument("--workers", type=int, default=None, help="runs trained side by side (default 1)")
     bench.add_argument("--stages", type=int, default=None,
                        help=f"the residual table: {', '.join(RESIDUAL_METHODS)} (default) at this many stages, variant 'stages=N'")

@@ -10,6 +10,9 @@ to put beside a raw count instead:
 ``chao1``                     how many codes are in use, unseen ones included (an estimate).
 ``sample_coverage``           the probability mass of the code distribution covered by the codes seen.
 ``gaussian_reference_usage``  the usage an untrained quantizer shows at the same N/K and dim.
+``entropy_bits``              how evenly the tokens spread over the codes (log2 K for uniform use).
+``usage_at``                  the usage expected from a fixed number of tokens per code, drawn from
+                              the counted ones, so codebooks of different K compare at equal N/K.
 ``coverage_summary``          all of the above from one histogram.
 
 Torch and the standard library only; the nearest-code search is ``simvq.search.nearest``.
@@ -91,6 +94,41 @@ def sample_coverage(counts: Tensor) -> float:
     if total == 0:
         return math.nan
     return 1.0 - f1 / total
+
+
+def entropy_bits(counts: Tensor) -> float:
+    """Shannon entropy (bits) of the code distribution the histogram ``counts`` estimates: log2 K when
+    every code is used equally, 0 when one code takes every token; ``2 ** entropy_bits`` is the
+    perplexity. NaN when nothing was counted."""
+    counts = _check_counts(counts).double()
+    total = counts.sum()
+    if total == 0:
+        return math.nan
+    p = counts[counts > 0] / total
+    return float(-(p * p.log2()).sum())
+
+
+def usage_at(counts: Tensor, tokens_per_code: float) -> float:
+    """The expected usage had only n = round(tokens_per_code * K) of the N counted tokens been
+    counted, drawn at random without replacement: the mean of ``usage`` over every such subsample,
+    exactly (a code counted c times is missed by a subsample with probability C(N - c, n) / C(N, n)).
+    Codebooks of different sizes compare at the same ``tokens_per_code``; NaN when n > N."""
+    counts = _check_counts(counts)
+    if isinstance(tokens_per_code, bool) or not isinstance(tokens_per_code, Real) or not tokens_per_code > 0:
+        raise ValueError(f"tokens_per_code must be a number > 0, got {tokens_per_code!r}")
+    total, drawn = int(counts.sum()), round(tokens_per_code * counts.numel())
+    if drawn > total:
+        return math.nan
+    rest = (total - counts[counts > 0]).double()  # tokens of the other codes
+    possible = rest >= drawn  # below: every subsample holds the code
+    lg = torch.lgamma
+    log_missed = lg(rest[possible] + 1) - lg(rest[possible] - drawn + 1) - math.lgamma(total + 1) + math.lgamma(total - drawn + 1)
+    hit = (~possible).sum().double() + (1 - log_missed.exp()).sum()
+    return float(hit / counts.numel())
+
+
+# tokens per code at which ``coverage_summary`` reports ``usage_at_fixed`` (the image campaign's floor)
+USAGE_TOKENS_PER_CODE = 50
 
 
 def _check_positive_int(value, name: str, minimum: int = 1) -> int:
@@ -211,6 +249,8 @@ def coverage_summary(
     ``coverage``         Good-Turing sample coverage 1 - f1 / N (NaN when N = 0)
     ``usage_reference``  ``gaussian_reference_usage(N / K, dim)``, computed at
                          K' = min(K, reference_codebook_size) codes; 0.0 when N = 0
+    ``entropy_bits``     ``entropy_bits(counts)``; ``perplexity_per_code`` = 2 ** entropy / K
+    ``usage_at_50``      ``usage_at(counts, 50)``: usage at 50 tokens per code (NaN with fewer)
     """
     counts = _check_counts(counts)
     _check_positive_int(dim, "dim")
@@ -231,6 +271,9 @@ def coverage_summary(
         "usage_chao1": min(chao1(counts), num_codes) / num_codes,
         "coverage": sample_coverage(counts),
         "usage_reference": reference,
+        "entropy_bits": (entropy := entropy_bits(counts)),
+        "perplexity_per_code": 2.0**entropy / num_codes,
+        f"usage_at_{USAGE_TOKENS_PER_CODE}": usage_at(counts, USAGE_TOKENS_PER_CODE),
     }
 
 
@@ -255,7 +298,9 @@ __all__ = [
     "DEFAULT_REFERENCE_CODEBOOK_SIZE",
     "chao1",
     "coverage_summary",
+    "entropy_bits",
     "gaussian_reference_usage",
     "sample_coverage",
+    "usage_at",
     "usage_over_splits",
 ]

@@ -33,7 +33,7 @@ from ..models.audio_discriminators import CodecDiscriminator, discriminator_loss
 from ..utils import atomic_write_text
 from .config import AudioConfig
 from .recipe import Modality, TokenizerModule, fit_tokenizer
-from .run_files import build_model, load_run_model, training_facts
+from .run_files import build_model, load_run_model, save_code_counts, training_facts
 
 SAMPLES_DIR = "samples"
 
@@ -160,6 +160,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, max_utterances: int | None = Non
         report(metrics)
     if write:
         atomic_write_text(path / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        save_code_counts(counts, path)
         write_samples(model, dataset, path / SAMPLES_DIR, count=config.eval.samples)
         plots.code_usage_histogram(counts, path / "code_usage_histogram.png", title=f"{config.quantizer.name}, K={model.quantizer.codebook_size}")
     return metrics

@@ -73,6 +73,8 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear warm-up from 0 to lr
+    schedule: str = "constant"  # after the warm-up: constant | cosine (decays to min_lr_fraction x lr at trainer.max_steps)
+    min_lr_fraction: float = 0.1  # cosine: the last step's rate as a fraction of lr
     grad_clip: float | None = 1.0  # max global gradient norm; None: off
     ema_decay: float | None = None  # e.g. 0.999: keep an EMA of the weights and export it
 
@@ -95,13 +97,16 @@ class TrainerConfig:
 
 @dataclass
 class PlateauConfig:
-    """Train until usage and PSNR stop improving: every ``check_every`` steps the model (its EMA copy
-    when there is one) is measured on ``eval_images`` test images; a check improves when usage rises
-    by more than ``usage_tolerance`` (absolute fraction) or PSNR by more than ``psnr_tolerance`` dB over
-    the best so far. Training stops after ``patience`` checks in a row without improvement (and not
-    before ``min_steps``); ``trainer.max_steps`` stays the cap."""
+    """Progress checks, and the optional stop on a plateau: every ``check_every`` steps, and at the
+    last step, the model (its EMA copy when there is one) is measured on ``eval_images`` test images
+    (``plateau.json`` keeps the history: learning curves, and how much a run still moved over its last
+    steps). With ``stop``, a check improves when usage rises by more than ``usage_tolerance``
+    (absolute fraction) or PSNR by more than ``psnr_tolerance`` dB over the best so far, and training
+    stops after ``patience`` checks in a row without improvement (and not before ``min_steps``);
+    ``trainer.max_steps`` stays the cap, and a criterion that could not fire before it is refused."""
 
-    enabled: bool = False
+    enabled: bool = False  # run the checks
+    stop: bool = True  # stop at the plateau; false: checks only, train to trainer.max_steps
     check_every: int = 1000
     patience: int = 3
     usage_tolerance: float = 0.002
@@ -402,8 +407,21 @@ def check_config(config):
             raise ValueError(f"{key} must be >= {minimum}, got {value}")
     if not config.optim.lr > 0:
         raise ValueError(f"optim.lr must be positive, got {config.optim.lr}")
+    if config.optim.schedule not in ("constant", "cosine"):
+        raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {config.optim.schedule!r}")
+    if not 0 <= config.optim.min_lr_fraction <= 1:
+        raise ValueError(f"optim.min_lr_fraction must lie in [0, 1], got {config.optim.min_lr_fraction}")
     if config.optim.ema_decay is not None and not 0 < config.optim.ema_decay < 1:
         raise ValueError(f"optim.ema_decay must lie in (0, 1) or be null, got {config.optim.ema_decay}")
+    plateau = getattr(config, "plateau", None)
+    if plateau is not None and plateau.enabled:
+        for key in ("check_every", "patience", "eval_images"):
+            if getattr(plateau, key) < 1:
+                raise ValueError(f"plateau.{key} must be >= 1, got {getattr(plateau, key)}")
+        earliest = max(plateau.min_steps, plateau.patience * plateau.check_every)
+        if plateau.stop and earliest > config.trainer.max_steps:
+            raise ValueError(f"plateau.min_steps/patience: the plateau stop cannot fire before step {earliest}, after trainer.max_steps="
+                             f"{config.trainer.max_steps}; lower them, raise the cap, or set plateau.stop=false (checks only)")
     splits = config.eval.usage_splits  # checked now: it is read only after training
     if not splits or not set(splits) <= {"train", "test"}:
         raise ValueError(f"eval.usage_splits must list 'train' and/or 'test', got {list(splits)}")

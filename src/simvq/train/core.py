@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -41,6 +42,19 @@ def update_ema(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float)
     ema_buffers, live_buffers = list(ema_model.buffers()), list(model.buffers())
     if ema_buffers:
         torch._foreach_copy_(ema_buffers, live_buffers)
+
+
+def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str = "constant", min_lr_fraction: float = 0.1) -> float:
+    """The learning rate of step ``step`` (0-based) as a fraction of the peak: a linear warm-up over
+    ``warmup_steps``, then ``constant`` or a ``cosine`` decay that reaches ``min_lr_fraction`` at
+    ``max_steps``, so a run stopped there has finished its schedule (nanoGPT's; the prior's default)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_lr_fraction + (1 - min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -29,7 +29,7 @@ from ..utils import atomic_write_text
 from .config import TokenizerConfig
 from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
 from .recipe import Modality, TokenizerModule, fit_tokenizer
-from .run_files import build_model, load_run_model, read_usage_history, training_facts
+from .run_files import build_model, load_run_model, read_usage_history, save_code_counts, training_facts
 
 RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 RECONSTRUCTION_RANGES = ("[0, 1]", "[-1, 1]")
@@ -187,6 +187,7 @@ def evaluate_run(
         report(metrics)
     if write:
         atomic_write_text(path / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        save_code_counts(counts, path)
         plots.reconstruction_grid(model, dataset, path / "reconstructions.png", num_images=eval_config.grid_images)
         plots.code_usage_histogram(counts, path / "code_usage_histogram.png", title=f"{config.quantizer.name}, K={model.quantizer.codebook_size}")
         if (history := read_usage_history(path)) is not None:

@@ -53,7 +53,7 @@ class PlateauStop(pl.Callback):
         self.best_usage = max(self.best_usage, metrics["usage"])
         self.best_psnr = max(self.best_psnr, metrics["psnr"])
         self.history.append({"step": step, **metrics})
-        self.plateaued = self.stale_checks >= criterion.patience and step >= criterion.min_steps
+        self.plateaued = criterion.stop and self.stale_checks >= criterion.patience and step >= criterion.min_steps
         return self.plateaued
 
     # -- Lightning hooks ------------------------------------------------------------------------
@@ -64,7 +64,7 @@ class PlateauStop(pl.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step % self.criterion.check_every:
+        if step % self.criterion.check_every and step != trainer.max_steps:  # the last step is always measured
             return
         metrics = self.measure(module)
         log_row(module, step - 1, {"plateau/usage": metrics["usage"], "plateau/psnr": metrics["psnr"]})

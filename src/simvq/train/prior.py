@@ -54,7 +54,7 @@ class PriorOptimConfig(OptimConfig):
     betas: tuple[float, float] = (0.9, 0.95)  # nanoGPT / GPT-3
     weight_decay: float = 0.1  # AdamW, on matrices only (not norms, biases or position embeddings)
     warmup_steps: int = 100
-    min_lr_fraction: float = 0.1  # cosine decay from lr to this fraction of it at trainer.max_steps
+    schedule: str = "cosine"  # to min_lr_fraction of lr at trainer.max_steps
 
 
 @dataclass
@@ -159,10 +159,7 @@ class PriorModule(pl.LightningModule):
                                       lr=optim.lr, betas=tuple(optim.betas))
 
         def schedule(step: int) -> float:
-            if step < optim.warmup_steps:
-                return (step + 1) / optim.warmup_steps
-            progress = min(1.0, (step - optim.warmup_steps) / max(1, max_steps - optim.warmup_steps))
-            return optim.min_lr_fraction + (1 - optim.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+            return core.lr_factor(step, warmup_steps=optim.warmup_steps, max_steps=max_steps, schedule=optim.schedule, min_lr_fraction=optim.min_lr_fraction)
 
         return [optimizer], [{"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), "interval": "step"}]
 

@@ -33,6 +33,7 @@ from .core import (
     SessionRecord,
     checkpoint_step,
     log_row,
+    lr_factor,
     resolve_precision,
     resumable_trainer,
     update_ema,
@@ -115,14 +116,14 @@ class TokenizerModule(pl.LightningModule):
     # -- optimisers ---------------------------------------------------------------------------
 
     def configure_optimizers(self):
-        optim = self.config.optim
+        optim, max_steps = self.config.optim, self.config.trainer.max_steps
 
-        def warmup(step: int) -> float:
-            return min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else 1.0
+        def schedule(step: int) -> float:
+            return lr_factor(step, warmup_steps=optim.warmup_steps, max_steps=max_steps, schedule=optim.schedule, min_lr_fraction=optim.min_lr_fraction)
 
         params = [p for p in self.model.parameters() if p.requires_grad]
         generator = torch.optim.Adam(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
-        schedules = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(generator, warmup), "interval": "step"}]
+        schedules = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(generator, schedule), "interval": "step"}]
         if self.discriminator is None:
             return [generator], schedules
         discriminator = torch.optim.Adam(self.discriminator.parameters(), lr=optim.lr, betas=tuple(optim.betas))

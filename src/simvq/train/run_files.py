@@ -21,6 +21,7 @@ from .config import read_run_config
 
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = Path("checkpoints") / "last.ckpt"
+COUNTS_FILE = "code_counts.safetensors"  # the evaluation's per-code histogram over eval.usage_splits
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -118,6 +119,21 @@ def read_usage_history(run_dir: Path) -> list[dict] | None:
     or None when the run has none."""
     history_file = Path(run_dir) / "usage_history.json"
     return json.loads(history_file.read_text()) if history_file.is_file() else None
+
+
+def save_code_counts(counts: Tensor, run_dir: Path) -> None:
+    """The per-code histogram the reported usage counts (``counts``: ``(K,)`` integers), so every
+    statistic of it (entropy, usage at a fixed tokens per code, ...) can be recomputed later."""
+    from safetensors.torch import save_file
+
+    with atomic_path(Path(run_dir) / COUNTS_FILE) as tmp:
+        save_file({"counts": counts.detach().cpu().to(torch.int64).contiguous()}, tmp, metadata={"library": "simvq"})
+
+
+def read_code_counts(run_dir: Path) -> Tensor | None:
+    """The run's saved histogram (``save_code_counts``), or None when it has none."""
+    path = Path(run_dir) / COUNTS_FILE
+    return load_safetensors(path)["counts"] if path.is_file() else None
 
 
 def load_run_model(path: str | os.PathLike, *, device: torch.device | str | None = None):
