@@ -206,7 +206,7 @@ def test_a_corrupt_file_is_named(tmp_path):
 def test_clips_are_seeded_per_dataloader_worker(monkeypatch):
     from types import SimpleNamespace
 
-    import simvq.data.speech as speech
+    import simvq.data.speech.datasets as speech
 
     utterance = np.arange(10_000, dtype=np.float32)
     worker = {"info": None}
