@@ -40,11 +40,12 @@ def rows(tmp_path):
 def test_verdicts_follow_the_seed_spread(rows):
     notes = findings(group_rows(rows))
     fid_vq = next(n for n in notes if "domain FID" in n and " vs vq " in n)
-    assert "helps" in fid_vq and "-10.0" in fid_vq and "(2)" in fid_vq  # 10.5 vs 20.5, 2σ = 1.4
+    # 10.5 ± 0.7 vs 20.5 ± 0.7 (2 seeds each): Welch t = -14.1 on 2 degrees of freedom, p = 0.005
+    assert "simvq better: -10.0 (95% CI [-13.0, -7.0], p = 0.005, Welch, 2 vs 2 seeds)" in fid_vq and "(2)" in fid_vq
     accuracy_vq = next(n for n in notes if "class accuracy" in n and " vs vq " in n)
-    assert "no difference beyond the seed spread" in accuracy_vq
+    assert "no significant difference" in accuracy_vq
     fid_fsq = next(n for n in notes if "domain FID" in n and " vs fsq " in n)
-    assert fid_fsq.endswith("worse by 1.5 (one seed on a side: one run, no spread).")
+    assert fid_fsq.endswith("+1.5 (one run on a side: no test).")
     assert not any("K=8,192" in n for n in notes)  # no rival at 8,192: no verdict
 
 
@@ -70,8 +71,8 @@ def test_cli_empty_generation_csv_is_one_line(tmp_path, capsys):
 
 def test_a_single_seed_difference_that_rounds_to_zero_takes_no_side():
     from simvq.experiments.comparison import verdict
-    from simvq.experiments.report import Stat
+    from simvq.experiments.report import summarize
 
-    same = verdict(Stat(68.62, 1.8, 2), Stat(68.58, 0.0, 1), scale=1.0, digits=1, lower=False)
-    assert same == "equal at the table's precision (one seed on a side: one run, no spread)"
-    assert verdict(Stat(68.7, 1.8, 2), Stat(68.5, 0.0, 1), scale=1.0, digits=1, lower=False).startswith("better by 0.2")
+    same = verdict(summarize([67.35, 69.89]), summarize([68.58]), scale=1.0, digits=1, lower=False)
+    assert same == "0.0 (one run on a side: no test)"  # not "-0.0" or "+0.0"
+    assert verdict(summarize([67.43, 69.97]), summarize([68.5]), scale=1.0, digits=1, lower=False) == "+0.2 (one run on a side: no test)"

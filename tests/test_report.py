@@ -67,6 +67,20 @@ def write_csv(path, rows, fields=FIELDS):
     return path
 
 
+# the untrained-Gaussian references at the rows' K and N (a prepared cache: nothing is computed)
+GAUSSIAN = {
+    "K=1024 N=70000 d=64": [{"seed": s, "usage": 1.0, "usage_at_50": 0.99, "perplexity_per_code": p, "entropy_bits": 8.6}
+                            for s, p in enumerate((0.38, 0.39, 0.40))],
+    "K=8192 N=70000 d=64": [{"seed": s, "usage": 0.9998, "usage_at_50": float("nan"), "perplexity_per_code": 0.35, "entropy_bits": 11.5}
+                            for s in range(3)],
+}
+
+
+def write_references(path):
+    path.write_text(json.dumps(GAUSSIAN))
+    return path
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
@@ -74,7 +88,7 @@ def report(tmp_path_factory):
     (root / "results_curves.json").write_text(json.dumps(CURVES))  # the default curves path
     out = root / "results.md"
     out.write_text("# Results\n\nhand-written intro stays\n")
-    write_report(results, out, figures_dir=root / "figures")
+    write_report(results, out, figures_dir=root / "figures", references_file=write_references(root / "gaussian.json"))
     return root, out.read_text()
 
 
@@ -82,48 +96,60 @@ def section(text, title):
     return text.split(f"### {title}", 1)[1].split("\n### ", 1)[0]
 
 
-def table(text, title):
-    """The lines of the markdown table that follows the bold ``title``."""
-    block = text.split(f"**{title}", 1)[1].split("\n\n", 2)[1]
-    return {line.split(" | ")[0].strip("| "): line for line in block.splitlines()}
+def main_rows(text):
+    """{(K label, method): cells} of the opening table."""
+    cells = [[c.strip() for c in line.strip()[1:-1].split("|")] for line in section(text, "Main comparison").splitlines()
+             if line.startswith("| K=")]
+    return {tuple(row[:2]): row[2:] for row in cells}
 
 
-def test_tables_show_mean_std_and_seed_counts(report):
+def welch_p(a, b):
+    """Welch's two-sided p-value from its textbook formula (not scipy's ttest_ind)."""
+    from scipy.stats import t
+
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return 2 * t.sf(abs(ma - mb) / (va + vb) ** 0.5, dof)
+
+
+def test_opening_table_has_every_method_by_k_with_seeds_and_the_reference(report):
     _, text = report
-    usage = table(text, "Usage %")
-    assert "| 99.5 ± 0.5 (3) | 79.0 ± 1.0 (3)† |" in usage["simvq"]  # dagger: seed 2 hit the cap
-    assert "| 35.0 ± 5.0 (3) | 6.0 ± 1.0 (3) |" in usage["vq"]
-    assert "| 98.0 (1) | 40.0 (1) |" in usage["vq_reset"]
-    assert "| 100.0 | 100.0 |" in usage["*untrained reference (Gaussian)*"]
-    assert "| 68.4 | 8.5 |" in usage["*tokens / code*"]
-    assert "| 20.20 ± 0.20 (3) | 21.50 ± 0.50 (3)† |" in table(text, "PSNR")["simvq"]
-    assert "1,000 ± 0 (3) | 1,700 ± 265 (3)†" in table(text, "Steps trained")["simvq"]
-    assert "| 99.8 ± 0.3 (3) | 79.4 ± 1.0 (3)† |" in table(text, "Chao1")["simvq"]  # min(1, usage + 0.004)
-    assert "**rFID" not in text  # no rFID in these rows: no empty table
+    rows = main_rows(text)
+    simvq = rows[("K=1,024", "simvq")]
+    assert simvq[:2] == ["3", "99.5 ± 0.5 (3)"]  # seeds, usage
+    assert simvq[4] == "20.20 ± 0.20 (3)"  # PSNR
+    assert rows[("K=8,192", "simvq")][1] == "79.0 ± 1.0 (3)†"  # an old-protocol run that hit its cap
+    assert rows[("K=1,024", "vq_reset")][:2] == ["1", "98.0 (1)"]
+    # perplexity / K from perplexity and K (older rows lack the column): usage * K / 2 / K
+    assert rows[("K=1,024", "vq")][3] == "0.175 ± 0.025 (3)"
+    gaussian = rows[("K=1,024", "*untrained Gaussian*")]
+    assert gaussian[:4] == ["3", "100.0 ± 0.0 (3)", "99.0 ± 0.0 (3)", "0.390 ± 0.010 (3)"]
+    assert rows[("K=8,192", "*untrained Gaussian*")][:3] == ["3", "100.0 ± 0.0 (3)", "–"]  # N/K < 50: no usage at 50
     assert "hand-written intro stays" in text and text.count("sweep-report:begin") == 1
 
 
-def test_header_states_runs_seeds_caps_plateaus_and_tokens(report):
+def test_simvq_is_tested_against_each_method_by_welch(report):
+    _, text = report
+    rows = main_rows(text)
+    p = welch_p([20.0, 20.2, 20.4], [19.0, 19.1, 19.2])
+    assert rows[("K=1,024", "vq")][-3] == f"+1.10, p = {p:.3f}: SimVQ higher"
+    p_usage = welch_p([0.99, 0.995, 1.0], [0.30, 0.35, 0.40])
+    assert rows[("K=1,024", "vq")][-2].startswith("+64.5, p") and (p_usage < 0.001) == ("p < 0.001" in rows[("K=1,024", "vq")][-2])
+    assert rows[("K=1,024", "cvq")][-3] == "+0.10 (one run: no test)"  # a single seed gets no verdict
+    assert rows[("K=1,024", "simvq")][-3:] == ["", "", ""]
+    assert "2σ" not in text and "beyond the seed spread" not in text
+
+
+def test_header_states_runs_seeds_budget_and_tokens(report):
     _, text = report
     head = text.split("sweep-report:begin -->", 1)[1].split("###", 1)[0]
-    assert "rFID" not in head  # none computed: nothing to state
     assert f"Runs: {len(ROWS)}" in head
     assert "3 seeds: simvq, vq; 1 seed: cvq, vq_reset" in head
-    assert "step cap(s) 2,000" in head and "Devices: cpu" in head
-    assert f"{len(ROWS) - 1} stopped at the plateau, 1 hit the step cap" in head
-    assert "N = 70,000 tokens" in head and "68.4 at K=1,024, 8.5 at K=8,192" in head
-
-
-def test_rankings_use_seed_zero_only(report):
-    _, text = report
-    psnr = table(text, "PSNR rank")
-    # seed 0: vq_reset 21.0 > cvq 20.1 > simvq 20.0; a ranking of means would put simvq (20.2) above cvq
-    assert psnr["1"].startswith("| 1 | vq_reset 21.00 | simvq 21.00 |")
-    assert "| 2 | cvq 20.10 |" in psnr["2"] and "| 3 | simvq 20.00 |" in psnr["3"]
-    multi = section(text, "Rankings").split("Methods with ≥ 3 seeds", 1)[1]
-    assert "simvq 99.5 ± 0.5 (3)" in multi and "vq 35.0 ± 5.0 (3)" in multi
-    assert "vq_reset" not in multi and "cvq" not in multi  # single runs never enter the mean comparison
-    assert "| K=1,024 | usage % | simvq 99.5 ± 0.5 (3) | vq 35.0 ± 5.0 (3) | +64.5 | 10.0 | yes |" in multi
+    assert "Budget: 2,000 steps" in head and "Devices: cpu" in head
+    assert "N = 70,000 at K=1,024, 70,000 at K=8,192; N/K = 68.4 at K=1,024, 8.5 at K=8,192" in head
+    assert "Welch's t-test" in head
 
 
 def test_findings_state_the_verdicts(report):
@@ -131,28 +157,33 @@ def test_findings_state_the_verdicts(report):
     notes = section(text, "Findings")
     assert "SimVQ at K=1,024: 99.5% ± 0.5 (3 seeds)" in notes and "keeps ~100% usage" in notes
     assert "N = 70,000 tokens (N/K = 68.4)" in notes
-    assert "SimVQ at K=8,192: 79.0% ± 1.0 (3 seeds)" in notes
     assert "does NOT keep ~100% usage: 20.0 percentage points short of 99%" in notes
-    assert "An untrained quantizer at the same N/K uses 100.0%" in notes
-    assert "1 of 3 hit the 2,000-step cap" in notes
+    assert "An untrained quantizer at the same K and N uses 100.0% ± 0.0 (3 seeds)" in notes
+    # perplexity / K: SimVQ 0.4975 against 0.39 for random codes at K=1,024; 0.395 against 0.35 at 8,192
+    assert "Perplexity / K is 0.497 against 0.390 (3 seeds) for the untrained quantizer: the trained tokenizer spreads its tokens more evenly" in notes
     assert "collapsed (< 10% of codes) at K=8,192" in notes
-    assert "SimVQ ranks 3 of 4" in notes and "SimVQ ranks 1 of 4" in notes
-    assert "margin over the best other method (vq_reset): -1.00 dB" in notes
-    assert "margin over the best of them grows with K: -1.00 dB at K=1,024, +0.10 dB at K=8,192" in notes
-    assert "main/simvq K=8,192 (1 of 3)" in notes
+    p = welch_p([20.0, 20.2, 20.4], [19.0, 19.1, 19.2])
+    assert f"higher than vq (+1.10 dB, p = {p:.3f})" in notes
+    assert "single runs, not tested: cvq (+0.10 dB), vq_reset (-0.80 dB)" in notes
 
 
-def test_ablations_sit_under_their_baseline_with_spread_verdicts(report):
+def test_ablations_sit_under_their_baseline_with_tests(report):
     _, text = report
     rows = [line for line in section(text, "Ablations").splitlines() if line.startswith("| ")]
     joint = next(line for line in rows if line.startswith("| train C and W"))
-    # usage 97.0 vs 99.5 ± 0.5: -2.5 beyond 2σ = 1.0; PSNR 20.9 vs 20.2 ± 0.2: +0.70 beyond 0.40
-    assert "| -2.5 (beyond 2σ = 1.0) | +0.70 (beyond 2σ = 0.40) |" in joint
+    assert "| -2.5 (one run: no test) | +0.70 (one run: no test) |" in joint
     assert "| 97.0 (1) | 496.6 (1) | 20.90 (1) |" in joint  # perplexity and PSNR beside usage
-    dim8 = next(line for line in rows if line.startswith("| dim=8"))
-    assert "+1.0 (within 2σ = 10.0)" in dim8
-    assert "n/a (1 seed)" in next(line for line in rows if line.startswith("| lr x10"))
     assert rows.index(joint) == rows.index(next(line for line in rows if line.startswith("| main (baseline) | simvq | 1,024"))) + 1
+
+
+def test_ablation_deltas_are_tested_when_both_sides_have_seeds(tmp_path):
+    joint = [run("simvq", 1024, s, 0.97, p, variant="train C and W") for s, p in ((0, 20.9), (1, 21.0), (2, 21.1))]
+    results = write_csv(tmp_path / "results.csv", ROWS + joint)
+    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures",
+                        references_file=write_references(tmp_path / "g.json")).read_text()
+    line = next(line for line in section(text, "Ablations").splitlines() if line.startswith("| train C and W"))
+    p = welch_p([20.9, 21.0, 21.1], [20.0, 20.2, 20.4])
+    assert f"+0.80 (p = {p:.3f}, significant)" in line
 
 
 def test_figures_one_per_k_and_no_mixed_curve(report):
@@ -172,11 +203,25 @@ def test_old_schema_rows_do_not_crash(tmp_path):
     results = write_csv(tmp_path / "old.csv", rows, fields=old)
     out = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures")
     text = out.read_text()
-    assert "| 85.5 ± 0.7 (2) |" in table(text, "Usage %")["simvq"]
-    assert "| – |" in table(text, "Usage %")["*untrained reference (Gaussian)*"]
-    assert "plateau not recorded (older rows)" in text and "step cap(s) 300" in text
-    assert "Chao1 estimate –" in text
+    assert main_rows(text)[("K=1,024", "simvq")][1] == "85.5 ± 0.7 (2)"
+    assert main_rows(text)[("K=1,024", "*untrained Gaussian*")][1] == "–"
+    assert "plateau not recorded (older rows)" in text and "Budget: 300 steps" in text
     assert (tmp_path / "figures" / "sweep_usage_vs_k.png").is_file()
+
+
+def test_a_finer_grid_is_its_own_column(tmp_path):
+    grid = [{**run(m, 8192, 0, u, p, variant="grid=14x14"), "tokens": 4 * TOKENS} for m, u, p in (("simvq", 0.99, 25.0), ("vq", 0.02, 23.0))]
+    results = write_csv(tmp_path / "results.csv", ROWS + grid)
+    references = write_references(tmp_path / "g.json")
+    cache = json.loads(references.read_text())
+    cache["K=8192 N=280000 d=64"] = [{"seed": s, "usage": 1.0, "usage_at_50": float("nan"), "perplexity_per_code": 0.37,
+                                      "entropy_bits": 11.6} for s in range(3)]
+    references.write_text(json.dumps(cache))
+    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures", references_file=references).read_text()
+    rows = main_rows(text)
+    assert rows[("K=8,192 (14x14 tokens)", "simvq")][:2] == ["1", "99.0 (1)"]
+    assert rows[("K=8,192", "simvq")][1] == "79.0 ± 1.0 (3)†"  # the 7x7 runs are not mixed in
+    assert "SimVQ at K=8,192 (14x14 tokens): 99.0% (1 seed) of codes used over N = 280,000 tokens" in section(text, "Findings")
 
 
 def test_aggregate_keeps_the_largest_cap_and_the_last_row_per_seed():
@@ -190,7 +235,8 @@ def test_a_second_report_replaces_its_block(report, tmp_path):
     root, _ = report
     out = tmp_path / "results.md"
     out.write_text((root / "results.md").read_text())
-    write_report(root / "results.csv", out, figures_dir=tmp_path / "figures", curves=tmp_path / "none.json")
+    write_report(root / "results.csv", out, figures_dir=tmp_path / "figures", curves=tmp_path / "none.json",
+                 references_file=root / "gaussian.json")
     text = out.read_text()
     assert text.count("sweep-report:begin") == 1 and "hand-written intro stays" in text
     assert "over_steps" not in text  # no curves file: no over-steps figures, no crash
@@ -210,7 +256,8 @@ def test_residual_methods_get_their_own_table_not_the_ablations(tmp_path):
     stages = [run(m, 1024, 0, u, p, variant="stages=4") for m, u, p in
               [("qinco", 0.90, 23.0), ("residual", 0.50, 22.0), ("residual_simvq", 1.00, 23.5)]]
     results = write_csv(tmp_path / "results.csv", ROWS + stages)
-    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures").read_text()
+    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures",
+                        references_file=write_references(tmp_path / "g.json")).read_text()
     residual = [line for line in section(text, "Residual table").splitlines() if line.startswith("| ")]
     assert residual[1:] == [  # after the header; methods in the report's order (residual before residual_simvq)
         "| 4 | qinco | 1,024 | 1 | 90.0 (1) | 460.8 (1) | 23.00 (1) | 0.700 (1) | 1,000 (1) |",
@@ -224,10 +271,9 @@ def test_residual_methods_get_their_own_table_not_the_ablations(tmp_path):
 def test_a_method_whose_tokens_carry_more_than_one_index_is_tabled_apart_not_ranked(tmp_path):
     sparse = run("sc_vae", 1024, 0, 0.86, 30.0)  # the best PSNR by far: it must not top a ranking
     results = write_csv(tmp_path / "results.csv", ROWS + [sparse])
-    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures").read_text()
+    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures",
+                        references_file=write_references(tmp_path / "g.json")).read_text()
     richer = [line for line in section(text, "More than one index per token").splitlines() if line.startswith("| ")]
     assert richer[1:] == ["| sc_vae | 1,024 | 1 | 86.0 (1) | 440.3 (1) | 30.00 (1) | 0.700 (1) | 1,000 (1) |"]
-    for name in ("Main comparison", "Rankings", "Findings", "Ablations"):
+    for name in ("Main comparison", "Findings", "Ablations"):
         assert "sc_vae" not in section(text, name), name
-    without = write_report(write_csv(tmp_path / "plain.csv", ROWS), tmp_path / "plain.md", figures_dir=tmp_path / "f2").read_text()
-    assert section(text, "Rankings") == section(without, "Rankings")

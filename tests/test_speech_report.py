@@ -43,18 +43,18 @@ def rows(tmp_path):
 def test_verdicts_follow_the_seed_spread(rows):
     notes = findings(group_rows(rows, budget="max_steps"))
     usage = next(n for n in notes if n.startswith("K=4,096, usage %") and " vs vq " in n)
-    # 96.0 ± 1.4 vs 32.0 ± 2.8: +64.0 points, 2σ = 2 x 2.83
-    assert usage.endswith("→ helps: +64.0, beyond 2σ = 5.7.") and "simvq 96.0 ± 1.4 (2)" in usage
+    # 96.0 ± 1.4 vs 32.0 ± 2.8 (2 seeds each): Welch p = 0.005
+    assert usage.endswith("→ simvq better: +64.0 (95% CI [+50.2, +77.8], p = 0.005, Welch, 2 vs 2 seeds).") and "simvq 96.0 ± 1.4 (2)" in usage
     mel = next(n for n in notes if n.startswith("K=4,096, mel distance") and " vs vq " in n)
-    assert mel.endswith("→ helps: -0.100, beyond 2σ = 0.028.")  # lower is better
+    assert "→ simvq better: -0.100" in mel  # lower is better
     pesq = next(n for n in notes if n.startswith("K=4,096, PESQ") and " vs vq " in n)
-    assert pesq.endswith("→ no difference beyond the seed spread (+0.01 within ±0.14).")
+    assert "→ no significant difference (+0.01; " in pesq
     dnsmos = next(n for n in notes if n.startswith("K=4,096, DNSMOS OVRL") and " vs vq " in n)
-    assert "no difference beyond the seed spread" in dnsmos  # 3.10 vs 3.00, both ± 0.14
+    assert "no significant difference" in dnsmos  # 3.10 vs 3.00, both ± 0.14
     fsq = next(n for n in notes if n.startswith("K=4,096, PESQ") and " vs fsq " in n)
-    assert fsq.endswith("→ worse by 0.25 (one seed on a side: one run, no spread).")
+    assert fsq.endswith("→ -0.25 (one run on a side: no test).")
     big = next(n for n in notes if n.startswith("K=65,536, usage %"))
-    assert big.endswith("→ better by 58.0 (one seed on a side: one run, no spread).")
+    assert big.endswith("→ +58.0 (one run on a side: no test).")
     assert not any("tokens counted" in n for n in notes)  # a property of the split, not a score
 
 

@@ -141,3 +141,21 @@ def test_plateau_waits_for_min_steps_and_resumes_its_state():
     resumed = plateau(min_steps=5000)
     resumed.load_state_dict(json.loads(json.dumps(stop.state_dict())))
     assert resumed.plateaued and resumed.history == stop.history and resumed.stale_checks == stop.stale_checks
+
+
+def test_lr_schedule_warms_up_then_decays_to_its_floor_at_the_last_step():
+    from simvq.train.core import lr_factor
+
+    cosine = [lr_factor(step, warmup_steps=10, max_steps=110, schedule="cosine", min_lr_fraction=0.1) for step in range(110)]
+    assert cosine[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert cosine[10] == pytest.approx(1.0) and cosine[60] == pytest.approx(0.55)  # halfway: (1 + 0.1) / 2
+    assert all(a >= b for a, b in zip(cosine[10:], cosine[11:]))  # monotone after the warm-up
+    assert cosine[-1] == pytest.approx(0.1, abs=3e-4) and lr_factor(110, warmup_steps=10, max_steps=110, schedule="cosine") == 0.1
+    assert [lr_factor(s, warmup_steps=0, max_steps=5) for s in range(5)] == [1.0] * 5  # constant, the recipe default
+
+
+def test_a_bad_schedule_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match="optim.schedule"):
+        load_config(None, ["optim.schedule=linear"])
+    with pytest.raises(ValueError, match="optim.min_lr_fraction"):
+        load_config(None, ["optim.min_lr_fraction=1.5"])

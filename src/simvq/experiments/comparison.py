@@ -1,6 +1,6 @@
 """The pieces of a report section that compares methods at equal K and budget over seeds (the
 generation and speech sections of ``simvq report``): grouping a results CSV's rows, one table per K,
-SimVQ-versus-each verdicts against the seed spread, and the runs' own figures copied beside the page.
+SimVQ-versus-each verdicts by Welch's t-test over seeds, and the runs' own figures copied beside the page.
 
 A *column* is ``(CSV column, title, scale, decimals, lower is better)``; ``lower`` None marks a
 property rather than a score (no arrow, no verdict). *Groups* map ``(method, K)`` to ``{seed: row}``.
@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..utils import atomic_write_text
-from .report import Stat, fmt, k_label, method_key, method_order, number, seed_gap, splice, stat_text, summarize, table_rows
+from . import stats
+from .report import Stat, k_label, method_key, method_order, number, splice, stat_text, summarize, table_rows
 from .results_file import read_results
 
 Column = tuple[str, str, float, int, bool | None]
@@ -53,17 +54,9 @@ def k_table(groups: dict, k: int, columns: list[Column], *, extra: list[tuple[st
 
 
 def verdict(simvq: Stat, rival: Stat, *, scale: float, digits: int, lower: bool) -> str:
-    """A difference counts only beyond twice the larger seed std of the two; one seed on either
-    side has no spread to judge by, and the text says so."""
-    diff, spread = seed_gap(simvq, rival, scale)
-    better = diff < 0 if lower else diff > 0
-    if simvq.n < 2 or rival.n < 2:
-        if f"{abs(diff):.{digits}f}" == f"{0:.{digits}f}":  # "worse by 0.0" would claim a side
-            return "equal at the table's precision (one seed on a side: one run, no spread)"
-        return f"{'better' if better else 'worse'} by {abs(diff):.{digits}f} (one seed on a side: one run, no spread)"
-    if abs(diff) <= spread:
-        return f"no difference beyond the seed spread ({diff:+.{digits}f} within ±{fmt(spread, digits)})"
-    return f"{'helps' if better else 'hurts'}: {diff:+.{digits}f}, beyond 2σ = {fmt(spread, digits)}"
+    """SimVQ against a rival by Welch's t-test over seeds (``simvq.experiments.stats``); a side with
+    one seed is one run, with no test and no verdict."""
+    return stats.verdict(simvq.values, rival.values, scale=scale, digits=digits, lower=lower, names=("simvq", "the rival"))
 
 
 def simvq_verdicts(groups: dict, columns: list[Column]) -> list[str]:

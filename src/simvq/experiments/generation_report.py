@@ -4,8 +4,8 @@ SimVQ-versus-each-tokenizer verdicts computed from the numbers, and the sample g
 Priors of equal size and budget are compared on what the tokens let them generate (domain FID,
 class accuracy of conditional samples, Inception FID when run). Bits per token are shown beside the
 unigram entropy of the same tokens: a tokenizer's own test tokens set its scale, so the gap (what the
-prior learned) is the comparable number, not bits per token across tokenizers. A difference counts
-only beyond twice the larger seed std of the two methods; with one seed the text says it is one run.
+prior learned) is the comparable number, not bits per token across tokenizers. Every verdict is
+Welch's t-test over seeds (two-sided, alpha 0.05); with one seed on a side the text says it is one run.
 """
 
 from __future__ import annotations

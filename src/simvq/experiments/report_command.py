@@ -9,7 +9,8 @@ def _report(args) -> int:
     from .speech_report import write_speech_report
 
     if args.results is not None or (args.generation is None and args.speech is None):
-        path = write_report(args.results or "results.csv", args.out, figures_dir=args.figures, curves=args.curves)
+        path = write_report(args.results or "results.csv", args.out, figures_dir=args.figures, curves=args.curves,
+                            references_file=args.references)
         print(f"report written to {path}")
     if args.generation is not None:
         path = write_generation_report(args.generation, args.out, figures_dir=args.figures)
@@ -27,6 +28,8 @@ def add_parser(subparsers) -> None:
     report.add_argument("--generation", default=None, help="`simvq bench generation`'s CSV: adds the generation section")
     report.add_argument("--speech", default=None, help="`simvq bench audio`'s CSV: adds the speech codec section")
     report.add_argument("--curves", default=None, help="usage/PSNR-over-steps file (default: <results>_curves.json)")
+    report.add_argument("--references", default=None,
+                        help="cache of the untrained-Gaussian references (default: data/gaussian_reference.json beside --out); missing affordable ones are computed and added")
     report.add_argument("--out", default="docs/results.md")
     report.add_argument("--figures", default="docs/figures")
     report.set_defaults(func=_report)

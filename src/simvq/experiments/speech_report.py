@@ -5,9 +5,8 @@ test utterance (so the reconstructions can be compared by eye).
 
 Codecs of equal size trained for the same step budget are compared on codebook usage (over every
 token of the test split, so the token count is shown beside it) and on what the decoded speech
-scores: PESQ, STOI, log-mel distance and DNSMOS overall quality (when it was installed). A difference
-counts only beyond twice the larger seed std of the two methods; with one seed the text says it is
-one run.
+scores: PESQ, STOI, log-mel distance and DNSMOS overall quality (when it was installed). Every verdict is
+Welch's t-test over seeds (two-sided, alpha 0.05); with one seed on a side the text says it is one run.
 """
 
 from __future__ import annotations

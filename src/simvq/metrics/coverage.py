@@ -183,6 +183,26 @@ def _reference_hits(num_codes: int, num_tokens: int, dim: int, seed: int, device
     return hit
 
 
+@torch.no_grad()
+def gaussian_reference_counts(codebook_size: int, num_tokens: int, dim: int, *, seed: int = 0, progress: bool = False) -> Tensor:
+    """The ``(K,)`` code histogram of an untrained quantizer: K codes and N tokens from one isotropic
+    Gaussian N(0, I_dim), every token counted at its nearest code (exact search, no screening). Every
+    statistic of a trained run's histogram (usage, perplexity / K, entropy) has its reference at the
+    run's own K and N from this; seeds give its spread. Cost: N x K x dim multiply-adds."""
+    from tqdm.auto import tqdm
+
+    for name, value in (("codebook_size", codebook_size), ("num_tokens", num_tokens), ("dim", dim)):
+        _check_positive_int(value, name)
+    generator = torch.Generator().manual_seed(seed)
+    codebook = torch.randn(codebook_size, dim, generator=generator)
+    counts = torch.zeros(codebook_size, dtype=torch.long)
+    chunk = _token_chunk(dim)
+    for start in tqdm(range(0, num_tokens, chunk), desc=f"Gaussian reference K={codebook_size:,}", disable=not progress):
+        indices, _ = nearest(torch.randn(min(chunk, num_tokens - start), dim, generator=generator), codebook)
+        counts += torch.bincount(indices, minlength=codebook_size)
+    return counts
+
+
 @functools.lru_cache(maxsize=256)
 def _cached_reference_usage(tokens_per_code: float, dim: int, codebook_size: int, seed: int, device: str) -> float:
     num_tokens = round(tokens_per_code * codebook_size)
@@ -299,6 +319,7 @@ __all__ = [
     "chao1",
     "coverage_summary",
     "entropy_bits",
+    "gaussian_reference_counts",
     "gaussian_reference_usage",
     "sample_coverage",
     "usage_at",

@@ -1,0 +1,112 @@
+"""Sentences computed from the numbers: what SimVQ's usage means against an untrained quantizer at
+the same K and tokens, whether plain VQ collapsed, what the tests say about reconstruction, and how
+much the runs still moved at the end of their budget. Nothing here is written by hand, so the
+findings say what the CSV holds, failures included."""
+
+from __future__ import annotations
+
+from ..stats import p_text, welch
+from .aggregate import Group, Stat, columns_of, main_groups, method_order
+from .tables import MISSING, count, k_label
+
+KEEPS = 0.99  # usage at or above this counts as "keeps ~100% usage"
+COLLAPSED = 0.10  # plain VQ below this fraction of codes counts as collapsed
+
+
+def pct(s: Stat | None) -> str:
+    if s is None:
+        return MISSING
+    spread = f" ± {100 * s.std:.1f}" if s.n > 1 else ""
+    return f"{100 * s.mean:.1f}%{spread} ({s.n} seed{'s' * (s.n > 1)})"
+
+
+def evenness_note(group: Group, reference: dict | None) -> str:
+    """Perplexity / K against the untrained quantizer's at the same K and N: ≥ 99% usage can be a
+    long tail of codes hit a few times each, which perplexity / K shows and usage does not."""
+    ratio = group.stat("perplexity_per_code")
+    if ratio is None:
+        return ""
+    text = f" Perplexity / K is {ratio.mean:.3f}"
+    if reference and reference.get("perplexity_per_code"):
+        ref = reference["perplexity_per_code"]
+        side = "less" if ratio.mean < ref.mean else "more"
+        text += (f" against {ref.mean:.3f} ({ref.n} seed{'s' * (ref.n > 1)}) for the untrained quantizer: the trained "
+                 f"tokenizer spreads its tokens {side} evenly than random codes do")
+    return text + "."
+
+
+def simvq_usage_note(group: Group, column, reference: dict | None) -> str | None:
+    usage = group.stat("usage")
+    if usage is None:
+        return None
+    if usage.mean >= KEEPS:
+        verdict = "keeps ~100% usage (≥ 99%)"
+    else:
+        verdict = f"does NOT keep ~100% usage: {100 * (KEEPS - usage.mean):.1f} percentage points short of 99%"
+    tokens, ratio = group.stat("tokens"), group.stat("tokens_per_code")
+    ref_usage = reference["usage"] if reference else group.stat("usage_reference")
+    versus = MISSING if ref_usage is None else f"{pct(ref_usage)} (SimVQ − reference: {100 * (usage.mean - ref_usage.mean):+.1f} points)"
+    at50 = group.stat("usage_at_50")
+    fixed = f" At 50 tokens per code (subsampled) it is {pct(at50)}." if at50 else ""
+    return (f"SimVQ at {k_label(column)}: {pct(usage)} of codes used over N = {count(tokens.mean) if tokens else MISSING} tokens "
+            f"(N/K = {count(ratio.mean) if ratio else MISSING}); {verdict}. An untrained quantizer at the same K and N uses "
+            f"{versus}.{fixed}{evenness_note(group, reference)}")
+
+
+def vq_note(main: dict[tuple, Group]) -> str | None:
+    vq = {c: g.stat("usage") for (m, c), g in main.items() if m == "vq" and g.stat("usage")}
+    if not vq:
+        return None
+    order = [c for c in columns_of(main) if c in vq]
+    collapsed = [c for c in order if vq[c].mean < COLLAPSED]
+    verdict = (f"collapsed (< {100 * COLLAPSED:.0f}% of codes) at {', '.join(map(k_label, collapsed))}" if collapsed
+               else f"does not collapse below {100 * COLLAPSED:.0f}% at any K run")
+    return "Plain VQ usage: " + ", ".join(f"{k_label(c)} {pct(vq[c])}" for c in order) + f" — {verdict}."
+
+
+def psnr_note(main: dict[tuple, Group], column) -> str | None:
+    """SimVQ against every method at one K on PSNR, by Welch's test; single runs are listed apart."""
+    simvq = main.get(("simvq", column))
+    psnr = simvq.stat("psnr") if simvq else None
+    if psnr is None:
+        return None
+    higher, lower, same, untested = [], [], [], []
+    for method in method_order(m for m, c in main if c == column and m != "simvq"):
+        rival = main[(method, column)].stat("psnr")
+        if rival is None:
+            continue
+        test = welch(psnr.values, rival.values)
+        diff = psnr.mean - rival.mean
+        label = f"{method} ({diff:+.2f} dB{', ' + p_text(test.p) if test else ''})"
+        (untested if test is None else same if not test.significant else higher if diff > 0 else lower).append(label)
+    parts = [f"higher than {', '.join(higher)}" if higher else "", f"lower than {', '.join(lower)}" if lower else "",
+             f"not different from {', '.join(same)}" if same else "",
+             f"single runs, not tested: {', '.join(untested)}" if untested else ""]
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    return f"PSNR at {k_label(column)} (Welch, α = 0.05): SimVQ's {psnr.mean:.2f} dB ({psnr.n} seed{'s' * (psnr.n > 1)}) is " + "; ".join(parts) + "."
+
+
+def convergence_note(groups: dict[tuple, Group]) -> str | None:
+    """How much the runs still moved over their last 20% of steps (rows of the fixed-budget protocol)."""
+    def moves(column: str) -> list[tuple[float, tuple]]:
+        return [(abs(x), key) for key, g in groups.items() for x in (g.stat(column).values if g.stat(column) else ())]
+
+    if not moves("psnr_last20"):
+        return None
+    psnr, usage = sorted(x for x, _ in moves("psnr_last20")), [x for x, _ in moves("usage_last20")]
+    worst = max(moves("psnr_last20"))
+    text = (f"Over the last 20% of their budget the runs' PSNR moved by at most {max(psnr):.2f} dB (median "
+            f"{psnr[len(psnr) // 2]:.2f} dB; largest: {worst[1][1]} {k_label(worst[1][2])})")
+    if usage:
+        text += f" and their usage on the check images by at most {100 * max(usage):.1f} points"
+    return text + ": each row is final for its budget, not a converged optimum."
+
+
+def findings(groups: dict[tuple, Group], refs: dict | None = None) -> list[str]:
+    main, refs = main_groups(groups), refs or {}
+    columns = columns_of(main)
+    simvq = [simvq_usage_note(main[("simvq", c)], c, refs.get(c)) for c in columns if ("simvq", c) in main]
+    notes = [*simvq, vq_note(main), *(psnr_note(main, c) for c in columns), convergence_note(groups)]
+    return [note for note in notes if note]

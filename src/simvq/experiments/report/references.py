@@ -1,0 +1,63 @@
+"""What an untrained quantizer shows at a run's own K and token count: usage, perplexity / K and
+entropy of the histogram of N Gaussian tokens on K Gaussian codes (``gaussian_reference_counts``),
+over several seeds, cached in a JSON file beside the page so the page regenerates without redoing
+them. A reference that would cost more than ``max_work`` multiply-adds is left out (stated as not
+computed) rather than stalling ``simvq report``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ...utils import atomic_write_text
+from .aggregate import Stat, summarize
+
+DEFAULT_CACHE = "docs/data/gaussian_reference.json"
+SEEDS_SMALL, SEEDS_LARGE = 3, 1  # seeds per reference: 3 where cheap, else 1 (its spread then unknown)
+CHEAP_WORK = 2e11  # K x N below this (K=8,192 at 3.43M tokens is 2.8e10; K=65,536 is 2.2e11): 3 seeds
+MAX_WORK = 1e12  # K x N above this (K=262,144 at 13.7M tokens is 3.6e12): not computed by default
+
+STATISTICS = ("usage", "usage_at_50", "perplexity_per_code", "entropy_bits")
+
+
+def key(codebook_size: int, tokens: int, dim: int) -> str:
+    return f"K={codebook_size} N={tokens} d={dim}"
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def measure(codebook_size: int, tokens: int, dim: int, seed: int) -> dict:
+    from ...metrics.coverage import entropy_bits, gaussian_reference_counts, usage_at
+
+    counts = gaussian_reference_counts(codebook_size, tokens, dim, seed=seed, progress=True)
+    entropy = entropy_bits(counts)
+    return {"seed": seed, "usage": float((counts > 0).double().mean()), "usage_at_50": usage_at(counts, 50), "entropy_bits": entropy,
+            "perplexity_per_code": 2.0**entropy / codebook_size}
+
+
+def references(needed: list[tuple[int, int, int]], path: Path, *, max_work: float = MAX_WORK) -> dict[tuple, dict[str, Stat]]:
+    """{(K, N, dim): {statistic: Stat over seeds}} for every reference in ``needed`` that is cached
+    or affordable (computed now and cached); the rest are absent."""
+    cache = load(path)
+    changed = False
+    for codebook_size, tokens, dim in sorted(set(needed)):
+        if codebook_size * tokens > max_work:
+            continue
+        seeds = SEEDS_SMALL if codebook_size * tokens <= CHEAP_WORK else SEEDS_LARGE
+        entries = cache.setdefault(key(codebook_size, tokens, dim), [])
+        for seed in range(len(entries), seeds):
+            entries.append(measure(codebook_size, tokens, dim, seed))
+            changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+    found = {}
+    for codebook_size, tokens, dim in set(needed):
+        entries = cache.get(key(codebook_size, tokens, dim))
+        if entries:
+            found[(codebook_size, tokens, dim)] = {name: summarize(e[name] for e in entries if math.isfinite(e.get(name, math.nan)))
+                                                   for name in STATISTICS}
+    return found

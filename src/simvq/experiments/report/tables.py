@@ -1,0 +1,189 @@
+"""The page's tables: the opening comparison (every method x K, the Gaussian reference under each K,
+Welch's test of SimVQ against each method), the residual table, the richer-token table and the
+ablations. Cells read ``mean ± std (seeds)``; a single seed says so and carries no verdict."""
+
+from __future__ import annotations
+
+from ..stats import p_text, welch
+from .aggregate import Group, Stat, columns_of, method_key, method_order, number, ranked_like_with_like, value
+
+MISSING = "–"
+DAGGER = "†"
+
+# (column, title, scale, decimals, lower is better or None for a property): the opening table
+MAIN_COLUMNS = [
+    ("usage", "usage %", 100.0, 1, False),
+    ("usage_at_50", "usage at 50 tok/code %", 100.0, 1, False),
+    ("perplexity_per_code", "perplexity / K", 1.0, 3, False),
+    ("psnr", "PSNR (dB)", 1.0, 2, False),
+    ("ssim", "SSIM", 1.0, 3, False),
+    ("psnr_last20", "Δ PSNR, last 20% (dB)", 1.0, 2, None),
+    ("usage_last20", "Δ usage, last 20% (points)", 100.0, 1, None),
+]
+TESTED = [("psnr", "PSNR", 1.0, 2, False), ("usage", "usage", 100.0, 1, False), ("perplexity_per_code", "perplexity / K", 1.0, 3, False)]
+
+
+def fmt(x: float, digits: int) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def count(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}"
+
+
+def whole(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def span(values, show=count) -> str:
+    """One value, or min–max where runs disagree (e.g. tokens counted differently)."""
+    values = sorted({round(v, 6) for v in values if v is not None})
+    if not values:
+        return MISSING
+    return show(values[0]) if len(values) == 1 else f"{show(values[0])}–{show(values[-1])}"
+
+
+def stat_text(s: Stat | None, scale: float, digits: int) -> str:
+    if s is None:
+        return MISSING
+    spread = f" ± {fmt(s.std * scale, digits)}" if s.n > 1 else ""
+    return f"{fmt(s.mean * scale, digits)}{spread} ({s.n})"
+
+
+def cell(group: Group | None, column: str, scale: float, digits: int) -> str:
+    text = stat_text(group.stat(column) if group else None, scale, digits)
+    return text + DAGGER if group and text != MISSING and group.capped() else text
+
+
+def table_rows(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def k_label(column) -> str:
+    """A comparison column in words: ``K=8,192``, or ``K=262,144 (14x14 tokens)`` on a finer grid."""
+    if isinstance(column, tuple):
+        return f"K={column[0]:,} ({column[1]} tokens)"
+    return f"K={column:,}"
+
+
+def test_cell(simvq: Stat | None, rival: Stat | None, scale: float, digits: int) -> str:
+    """SimVQ − rival with Welch's p-value and who is better at α = 0.05; "one run" without a test."""
+    if simvq is None or rival is None:
+        return MISSING
+    diff = (simvq.mean - rival.mean) * scale
+    test = welch(simvq.values, rival.values)
+    if test is None:
+        return f"{diff:+.{digits}f} (one run: no test)"
+    if not test.significant:
+        return f"{diff:+.{digits}f}, {p_text(test.p)}: no difference"
+    return f"{diff:+.{digits}f}, {p_text(test.p)}: {'SimVQ' if diff > 0 else 'rival'} higher"
+
+
+def reference_row(label: str, found: dict | None, group_usage: list) -> list[str]:
+    """The untrained-Gaussian row under a K: usage and perplexity / K at the K's own token count."""
+    if found:
+        usage, at50 = stat_text(found["usage"], 100.0, 1), stat_text(found.get("usage_at_50"), 100.0, 1)
+        ratio = stat_text(found["perplexity_per_code"], 1.0, 3)
+    else:  # an older row's single-seed usage reference (computed at min(K, 8,192) codes)
+        usage, at50, ratio = span(group_usage, lambda v: f"{100 * v:.1f}"), MISSING, "not computed"
+    seeds = str(found["usage"].n) if found else ""
+    return [label, "*untrained Gaussian*", seeds, usage, at50, ratio, *[""] * (len(MAIN_COLUMNS) - 3), *[""] * len(TESTED)]
+
+
+def main_table(main: dict[tuple, Group], refs: dict) -> list[str]:
+    """Every method x K in one table, SimVQ first within each K, the Gaussian reference under it, and
+    the test of SimVQ against each method on PSNR, usage and perplexity / K."""
+    header = ["K", "method", "seeds", *(title for _, title, _, _, _ in MAIN_COLUMNS), *(f"SimVQ − it: {t}" for _, t, _, _, _ in TESTED)]
+    rows = []
+    for column in columns_of(main):
+        simvq = main.get(("simvq", column))
+        for method in method_order(m for m, c in main if c == column):
+            group = main[(method, column)]
+            cells = [cell(group, c, s, d) for c, _, s, d, _ in MAIN_COLUMNS]
+            tests = ["" if method == "simvq" else test_cell(simvq and simvq.stat(c), group.stat(c), s, d) for c, _, s, d, _ in TESTED]
+            rows.append([k_label(column), method, str(len(group.rows)), *cells, *tests])
+        rows.append(reference_row(k_label(column), refs.get(column), [number(r.get("usage_reference")) for g in
+                                                                          (main[(m, c)] for m, c in main if c == column) for r in g.rows]))
+    return table_rows(header, rows)
+
+
+def is_stages(variant: str) -> bool:
+    """The residual table's variants (``simvq bench image --stages N``): compared among themselves."""
+    return variant.startswith("stages=")
+
+
+SMALL_COLUMNS = [("usage", 100.0, 1), ("perplexity", 1.0, 1), ("psnr", 1.0, 2), ("ssim", 1.0, 3), ("steps", 1.0, 0)]
+
+
+def residual_table(groups: dict[tuple, Group]) -> list[str]:
+    """Multi-stage quantizers at equal stages and K per stage, like with like (no single-stage baseline)."""
+    keys = sorted(((v, m, k) for (v, m, k) in groups if is_stages(v)),
+                  key=lambda vmk: (int(vmk[0].split("=", 1)[1].split()[0]), vmk[2], method_key(vmk[1])))
+    if not keys:
+        return []
+    rows = [[variant.split("=", 1)[1], method, f"{k:,}", str(len(groups[(variant, method, k)].rows)),
+             *(cell(groups[(variant, method, k)], c, s, d) for c, s, d in SMALL_COLUMNS)] for variant, method, k in keys]
+    header = ["stages", "method", "K per stage", "seeds", "usage %", "perplexity", "PSNR", "SSIM", "steps"]
+    return [
+        "Residual quantizers with the same number of stages and codes per stage, on the same recipe and "
+        "budget. Usage pools the stages: the fraction of the K indices that some stage uses.",
+        "", *table_rows(header, rows), "",
+    ]
+
+
+def richer_codes_table(groups: dict[tuple, Group]) -> list[str]:
+    """Main-variant runs whose tokens carry more than one index (sc_vae: atoms and coefficients; a
+    residual stack run outside ``--stages``): listed on the same recipe, never ranked."""
+    keys = sorted(((m, k) for (v, m, k) in groups if v == "main" and not ranked_like_with_like(m)),
+                  key=lambda mk: (mk[1], method_key(mk[0])))
+    if not keys:
+        return []
+    rows = [[method, f"{k:,}", str(len(g.rows)), *(cell(g, c, s, d) for c, s, d in SMALL_COLUMNS)]
+            for method, k in keys for g in [groups[("main", method, k)]]]
+    header = ["method", "K", "seeds", "usage %", "perplexity", "PSNR", "SSIM", "steps"]
+    return [
+        "Same recipe and budget, but each token carries more than one code index (sc_vae: its strongest "
+        "atoms and their real-valued coefficients), so these rows are not ranked against the one-index "
+        "quantizers. Usage: the fraction of the K codes some token uses.",
+        "", *table_rows(header, rows), "",
+    ]
+
+
+def delta_cell(group: Group, baseline: Group | None, column: str, scale: float, digits: int) -> str:
+    """The ablation minus its baseline (the main run of the same method and K), with Welch's test."""
+    mine, base = group.stat(column), baseline.stat(column) if baseline else None
+    if mine is None or base is None:
+        return MISSING
+    diff = (mine.mean - base.mean) * scale
+    test = welch(mine.values, base.values)
+    if test is None:
+        return f"{diff:+.{digits}f} (one run: no test)"
+    return f"{diff:+.{digits}f} ({p_text(test.p)}{', significant' if test.significant else ''})"
+
+
+def ablation_table(groups: dict[tuple, Group]) -> list[str]:
+    ablated = {(method, k) for (variant, method, k) in groups if variant != "main" and not is_stages(variant)
+               and not variant.startswith("grid=")}
+    if not ablated:
+        return []
+    rows = []
+    for method, k in sorted(ablated, key=lambda mk: (mk[1], method_key(mk[0]))):
+        baseline = groups.get(("main", method, k))
+        variants = sorted(v for (v, m, size) in groups if v != "main" and not is_stages(v) and not v.startswith("grid=")
+                          and (m, size) == (method, k))
+        for variant, group in ([("main (baseline)", baseline)] if baseline else []) + [(v, groups[(v, method, k)]) for v in variants]:
+            is_base = group is baseline
+            rows.append([variant, method, f"{k:,}", str(len(group.rows)), *(cell(group, c, s, d) for c, s, d in SMALL_COLUMNS[:4]),
+                         "" if is_base else delta_cell(group, baseline, "usage", 100.0, 1),
+                         "" if is_base else delta_cell(group, baseline, "psnr", 1.0, 2)])
+    header = ["variant", "method", "K", "seeds", "usage %", "perplexity", "PSNR", "SSIM", "Δ usage (points)", "Δ PSNR (dB)"]
+    return [
+        "Each ablation is listed under its baseline: the main run of the same method and K. Δ is the "
+        "ablation minus the baseline, with Welch's p-value over seeds; one seed on a side: no test.",
+        "", *table_rows(header, rows), "",
+    ]
+
+
+__all__ = ["DAGGER", "MISSING", "ablation_table", "cell", "count", "fmt", "k_label", "main_table", "residual_table",
+           "richer_codes_table", "span", "stat_text", "table_rows", "value", "whole"]

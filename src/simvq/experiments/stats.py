@@ -1,0 +1,66 @@
+"""The one test behind every "better / worse / no difference" in the generated pages: Welch's
+t-test over seeds (unequal variances), with the 95% confidence interval of the difference of means
+(Welch-Satterthwaite degrees of freedom), from scipy.stats. A side with one seed has no spread, so
+no test: the text says "one run" and gives no verdict."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+ALPHA = 0.05  # two-sided significance level of every verdict
+
+
+@dataclass(frozen=True)
+class Welch:
+    difference: float  # mean(a) - mean(b)
+    low: float  # 95% confidence interval of the difference
+    high: float
+    p: float  # two-sided p-value
+    n_a: int
+    n_b: int
+
+    @property
+    def significant(self) -> bool:
+        return self.p < ALPHA
+
+
+def welch(a, b) -> Welch | None:
+    """Welch's t-test of mean(a) against mean(b); None when a side has fewer than two values. Both
+    sides without spread (e.g. 100% usage on every seed): p = 1 for equal means, else 0."""
+    from scipy import stats
+
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if len(a) < 2 or len(b) < 2:
+        return None
+    difference = statistics.fmean(a) - statistics.fmean(b)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return Welch(difference, difference, difference, 1.0 if difference == 0 else 0.0, len(a), len(b))
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
+    p = 2 * stats.t.sf(abs(difference) / math.sqrt(va + vb), dof)  # = ttest_ind(a, b, equal_var=False).pvalue
+    half = stats.t.ppf(1 - ALPHA / 2, dof) * math.sqrt(va + vb)
+    return Welch(difference, float(difference - half), float(difference + half), float(p), len(a), len(b))
+
+
+def p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
+
+
+def verdict(a, b, *, scale: float = 1.0, digits: int = 2, lower: bool = False, names: tuple[str, str] = ("simvq", "the rival")) -> str:
+    """``a`` against ``b`` (seed values) in words: which is better at level ALPHA, the difference
+    with its 95% CI and the p-value; "one run" without a test where a side has a single seed."""
+    test = welch(a, b)
+    diff = (statistics.fmean(a) - statistics.fmean(b)) * scale if a and b else math.nan
+    shown = f"{diff:+.{digits}f}" if round(diff, digits) != 0 else f"{0:.{digits}f}"  # no "-0.0": it would claim a side
+    if test is None:
+        return f"{shown} (one run on a side: no test)"
+    ci = f"95% CI [{test.low * scale:+.{digits}f}, {test.high * scale:+.{digits}f}], {p_text(test.p)}, Welch, {test.n_a} vs {test.n_b} seeds"
+    if not test.significant:
+        return f"no significant difference ({shown}; {ci})"
+    better = (diff < 0) if lower else (diff > 0)
+    return f"{names[0] if better else names[1]} better: {diff:+.{digits}f} ({ci})"
+
+
+__all__ = ["ALPHA", "Welch", "p_text", "verdict", "welch"]

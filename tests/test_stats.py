@@ -1,0 +1,32 @@
+"""Welch's test behind every verdict of the generated pages, against scipy's own implementation."""
+
+import math
+
+import pytest
+from scipy import stats as scipy_stats
+
+from simvq.experiments.stats import verdict, welch
+
+
+@pytest.mark.parametrize("a, b", [([24.1, 24.3, 24.2], [23.0, 23.1, 22.9]), ([1.0, 2.0], [1.5, 1.7, 1.2, 1.9]),
+                                  ([0.5, 0.51, 0.49, 0.5], [0.52, 0.48])])
+def test_welch_equals_scipy_and_its_interval_holds_the_difference(a, b):
+    test = welch(a, b)
+    assert test.p == pytest.approx(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-10)
+    interval = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (test.low, test.high) == pytest.approx((interval.low, interval.high), rel=1e-10)
+    assert test.low < test.difference < test.high and (test.n_a, test.n_b) == (len(a), len(b))
+
+
+def test_one_seed_gets_no_test_and_no_spread_is_decided_by_the_means():
+    assert welch([1.0], [1.0, 2.0]) is None
+    assert verdict([1.0], [0.5, 0.7]) == "+0.40 (one run on a side: no test)"
+    assert welch([1.0, 1.0], [0.5, 0.5]).p == 0.0 and welch([1.0, 1.0], [1.0, 1.0]).p == 1.0
+
+
+def test_verdict_names_the_better_side_by_direction():
+    low_is_good = verdict([10.0, 10.2, 10.1], [20.0, 20.3, 20.1], lower=True, digits=1)
+    assert low_is_good.startswith("simvq better: -10.0 (95% CI [") and "Welch, 3 vs 3 seeds" in low_is_good
+    assert verdict([10.0, 10.2, 10.1], [20.0, 20.3, 20.1], lower=False, digits=1).startswith("the rival better")
+    assert verdict([1.0, 1.2], [1.1, 1.0]).startswith("no significant difference (+0.05; ")
+    assert math.isfinite(welch([1.0, 1.2], [1.1, 1.0]).p)
