@@ -53,10 +53,10 @@ def k_table(groups: dict, k: int, columns: list[Column], *, extra: list[tuple[st
     return [f"**{k_label(k)}**", "", *table_rows(header, rows), ""]
 
 
-def verdict(simvq: Stat, rival: Stat, *, scale: float, digits: int, lower: bool) -> str:
+def verdict(simvq: Stat, rival: Stat, *, scale: float, digits: int, lower: bool, rival_name: str = "the rival") -> str:
     """SimVQ against a rival by Welch's t-test over seeds (``simvq.experiments.stats``); a side with
     one seed is one run, with no test and no verdict."""
-    return stats.verdict(simvq.values, rival.values, scale=scale, digits=digits, lower=lower, names=("simvq", "the rival"))
+    return stats.verdict(simvq.values, rival.values, scale=scale, digits=digits, lower=lower, names=("simvq", rival_name))
 
 
 def simvq_verdicts(groups: dict, columns: list[Column]) -> list[str]:
@@ -71,7 +71,7 @@ def simvq_verdicts(groups: dict, columns: list[Column]) -> list[str]:
                 if a is None or b is None or lower is None:
                     continue
                 notes.append(f"{k_label(k)}, {title}: simvq {stat_text(a, scale, digits)} vs {rival} "
-                             f"{stat_text(b, scale, digits)} → {verdict(a, b, scale=scale, digits=digits, lower=lower)}.")
+                             f"{stat_text(b, scale, digits)} → {verdict(a, b, scale=scale, digits=digits, lower=lower, rival_name=rival)}.")
     return notes
 
 
