@@ -20,15 +20,17 @@ def list_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def to_uint8_tensor(image, channels: int) -> torch.Tensor:
+    """A PIL image as uint8 ``(channels, H, W)``."""
+    image = image.convert("L" if channels == 1 else "RGB")
+    array = np.array(image, dtype=np.uint8)  # a writable copy
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
 def to_tensor(image, channels: int) -> torch.Tensor:
     """A PIL image as float32 ``(channels, H, W)`` in ``[0, 1]``."""
-    image = image.convert("L" if channels == 1 else "RGB")
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    if array.ndim == 2:
-        array = array[None]
-    else:
-        array = array.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    return to_uint8_tensor(image, channels).float() / 255.0
 
 
 def resize_and_crop(image, size: int, *, crop: str, rng: random.Random | None = None):
@@ -55,6 +57,10 @@ class ImageFolder(Dataset):
         channels: 3 (RGB) or 1 (grayscale).
         crop: "center" (deterministic, for eval) or "random" (a new crop each time an item is read).
         files: an explicit file list instead of scanning ``root`` (used for train/test splits).
+        class_folders: ImageNet's layout, ``root/<class>/**/<image>``: ``self.classes`` holds the
+            sorted class folder names and ``self.labels`` each image's class index (int64), as
+            torchvision's ``ImageFolder`` numbers them; items stay images. An image directly under
+            ``root`` is refused.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class ImageFolder(Dataset):
         crop: str = "center",
         files: list[Path] | None = None,
         seed: int = 0,
+        class_folders: bool = False,
     ):
         if crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
@@ -80,6 +87,8 @@ class ImageFolder(Dataset):
         self.seed = seed
         self._rng: tuple[tuple, random.Random] | None = None
         self.cache_key = f"folder-{files_digest(self.files)}-{image_size}px-{channels}ch-{crop}"
+        if class_folders:
+            self.classes, self.labels = class_labels(self.root, self.files)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -101,6 +110,21 @@ class ImageFolder(Dataset):
         if self._rng is None or self._rng[0] != key:
             self._rng = (key, random.Random(f"{self.seed}-{key}"))
         return self._rng[1]
+
+
+def class_labels(root: Path, files: list[Path]) -> tuple[list[str], torch.Tensor]:
+    """The sorted sub-folders of ``root`` (torchvision's ``find_classes``: every sub-folder, so a
+    subset of the files numbers the classes as the whole set does) and each file's class index."""
+    root = Path(root)
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    index = {name: i for i, name in enumerate(classes)}
+    labels = []
+    for path in files:
+        parts = Path(path).relative_to(root).parts
+        if len(parts) < 2 or parts[0] not in index:
+            raise ValueError(f"class_folders: {path} lies directly under {root}, not in a class folder")
+        labels.append(index[parts[0]])
+    return classes, torch.tensor(labels, dtype=torch.long)
 
 
 def _stream_key() -> tuple:
