@@ -5,9 +5,11 @@
 from .fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, FashionMNIST, MissingDatasetError
 from .image_folder import ImageFolder
 from .photos import SamplePhotoCrops
+from .webdataset_images import ShardedImages, write_image_shards
 from .build import build_image_dataset, build_speech_dataset
 from .speech import (
     InMemorySpeech,
+    LibriTTS,
     RandomClipBatches,
     SpeechCorpus,
     SpeechCorpusSpec,
@@ -22,9 +24,11 @@ __all__ = [
     "FashionMNIST",
     "ImageFolder",
     "InMemorySpeech",
+    "LibriTTS",
     "MissingDatasetError",
     "RandomClipBatches",
     "SamplePhotoCrops",
+    "ShardedImages",
     "SpeechCorpus",
     "SpeechCorpusSpec",
     "WavFolder",
@@ -33,4 +37,5 @@ __all__ = [
     "build_speech_corpus",
     "pad_collate",
     "read_manifest",
+    "write_image_shards",
 ]

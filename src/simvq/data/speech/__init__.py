@@ -1,7 +1,7 @@
-"""Speech data: a synthetic English corpus built offline with espeak-ng (and optionally flite), and
-users' own wav folders (e.g. LibriTTS). Every data set yields float32 waveforms ``(1, S)`` in
-``[-1, 1]`` at its ``sample_rate``: random ``clip_seconds`` clips for training, whole utterances
-when ``clip_seconds`` is None (evaluation).
+"""Speech data: a synthetic English corpus built offline with espeak-ng (and optionally flite),
+users' own wav folders, and LibriTTS from its directory layout (``libritts``). Every data set yields
+float32 waveforms ``(1, S)`` in ``[-1, 1]`` at its ``sample_rate``: random ``clip_seconds`` clips for
+training, whole utterances when ``clip_seconds`` is None (evaluation).
 
 Modules: ``sentences`` (the corpus's text), ``synthesis`` (the espeak-ng and flite subprocesses,
 their voices), ``waveform`` (resampling, 16-bit PCM, WAV bytes and audio files), ``corpus`` (its
@@ -10,6 +10,7 @@ spec, building it on disk, its manifest) and ``datasets`` (the torch data sets a
 
 from .corpus import MANIFEST_FIELDS, SpeechCorpusSpec, build_speech_corpus, corpus_plan, rate_dir, read_manifest
 from .datasets import AUDIO_SUFFIXES, InMemorySpeech, RandomClipBatches, SpeechCorpus, WavFolder, list_audio, pad_collate
+from .libritts import LIBRITTS_SPLITS, LibriTTS
 from .sentences import speech_sentences
 from .synthesis import (
     ESPEAK_ACCENTS,
@@ -28,6 +29,8 @@ __all__ = [
     "ESPEAK_VARIANTS",
     "FLITE_VOICES",
     "InMemorySpeech",
+    "LIBRITTS_SPLITS",
+    "LibriTTS",
     "RandomClipBatches",
     "SpeechCorpus",
     "SpeechCorpusSpec",
