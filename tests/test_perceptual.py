@@ -218,3 +218,13 @@ def _save(tmp_path, net):
 def _with_pool(features: nn.Sequential, pool: nn.Module) -> nn.Sequential:
     """torchvision's full ``features`` (ours ends before the weightless final pool)."""
     return nn.Sequential(*features, pool)
+
+
+def test_bf16_autocast_runs_the_features_in_bf16_and_the_distance_in_float32(vgg):
+    x, y = images(9), images(10)
+    with torch.no_grad():
+        full = vgg(x, y, reduction="none")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = vgg(x, y, reduction="none")
+    assert half.dtype == torch.float32 and not torch.equal(half, full)  # the backbone ran in bf16
+    torch.testing.assert_close(half, full, rtol=0.05, atol=0)

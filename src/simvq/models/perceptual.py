@@ -284,12 +284,13 @@ class LPIPS(nn.Module):
             raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         features = self.tap_features(torch.cat([x, y]))
         terms = []
-        for head, f in zip(self.heads, features):
-            f = f.float()
-            f = f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + EPS)
-            fx, fy = f.chunk(2)
-            difference = (fx - fy).pow(2)
-            terms.append(F.conv2d(difference, head.weight.float()).mean(dim=(1, 2, 3)))
+        with torch.autocast(device_type=x.device.type, enabled=False):  # float32 from here on
+            for head, f in zip(self.heads, features):
+                f = f.float()
+                f = f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + EPS)
+                fx, fy = f.chunk(2)
+                difference = (fx - fy).pow(2)
+                terms.append(F.conv2d(difference, head.weight.float()).mean(dim=(1, 2, 3)))
         return torch.stack(terms, dim=1)
 
     def forward(self, x: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
