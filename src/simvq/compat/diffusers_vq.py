@@ -17,7 +17,7 @@ def replace_quantizer(model, quantizer: str | Quantizer = "simvq", **options) ->
     """Put a :class:`VectorQuantizer2` around ``quantizer`` into ``model.quantize`` and return it.
 
     Its size comes from ``model``'s config: ``num_vq_embeddings`` codes of ``vq_embed_dim`` (else
-    ``latent_channels``) channels; it is moved to the device of ``model``'s parameters.
+    ``latent_channels``) channels; it takes the device of ``model``'s parameters and its train/eval mode.
     ``options`` go to the quantizer (``seed=0``, ``rotation_trick=True``, ...).
     """
     config = getattr(model, "config", None)
@@ -28,6 +28,7 @@ def replace_quantizer(model, quantizer: str | Quantizer = "simvq", **options) ->
     parameter = next(model.parameters(), None)
     if parameter is not None:
         adapter = adapter.to(parameter.device)
+    adapter.train(model.training)
     model.quantize = adapter
     return adapter
 

@@ -10,7 +10,8 @@ token per sample); ``channel_last=False`` takes ``(B, dim, N)``; ``accept_image_
 ``mask``/``lens`` mark the valid tokens of padded sequences ``(B, N)``: padding gets zeros and index
 ``-1``, and the quantizer (its loss, usage, EMA or k-means statistics) sees only valid tokens.
 Multi-stage quantizers (``residual``, ``residual_simvq``, ``qinco``) give one index per stage,
-``(..., num_quantizers)``, as vector-quantize-pytorch's ``ResidualVQ`` does.
+``(..., num_quantizers)``, as vector-quantize-pytorch's ``ResidualVQ`` does (the loss stays one
+scalar, the stages' terms summed, where ``ResidualVQ`` returns one per stage).
 
 ``get_codes_from_indices`` equals ``get_output_from_indices``: simvq's ``decode`` returns vectors
 in the input space (any projection included), as ``VectorQuantize`` does without ``codebook_dim``.
