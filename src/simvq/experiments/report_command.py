@@ -10,7 +10,7 @@ def _report(args) -> int:
 
     if args.results is not None or (args.generation is None and args.speech is None):
         path = write_report(args.results or "results.csv", args.out, figures_dir=args.figures, curves=args.curves,
-                            references_file=args.references)
+                            references_file=args.references, compute_references=not args.cached_references)
         print(f"report written to {path}")
     if args.generation is not None:
         path = write_generation_report(args.generation, args.out, figures_dir=args.figures)
@@ -30,6 +30,8 @@ def add_parser(subparsers) -> None:
     report.add_argument("--curves", default=None, help="usage/PSNR-over-steps file (default: <results>_curves.json)")
     report.add_argument("--references", default=None,
                         help="cache of the untrained-Gaussian references (default: data/gaussian_reference.json beside --out); missing affordable ones are computed and added")
+    report.add_argument("--cached-references", action="store_true",
+                        help="use only the references already in the cache (a missing one reads 'not computed')")
     report.add_argument("--out", default="docs/results.md")
     report.add_argument("--figures", default="docs/figures")
     report.set_defaults(func=_report)

@@ -76,7 +76,7 @@ def run_dim(row: dict) -> int:
     return int(given) if given else int(variant.split("=", 1)[1]) if variant.startswith("dim=") else DEFAULT_DIM
 
 
-def reference_stats(main: dict[tuple, Group], path: Path) -> dict:
+def reference_stats(main: dict[tuple, Group], path: Path, *, compute: bool = True) -> dict:
     """{column: the untrained-Gaussian statistics at that column's K and token count}."""
     wanted = {}
     for (_, column), group in main.items():
@@ -84,7 +84,7 @@ def reference_stats(main: dict[tuple, Group], path: Path) -> dict:
             k, tokens = int(number(row.get("codes")) or number(row["codebook_size"])), number(row.get("tokens"))
             if tokens:
                 wanted[column] = (k, int(tokens), run_dim(row))
-    found = references(list(wanted.values()), path)
+    found = references(list(wanted.values()), path, compute=compute)
     return {column: found[needed] for column, needed in wanted.items() if needed in found}
 
 
@@ -125,16 +125,18 @@ def default_curves(results: str | Path) -> Path:
 
 
 def write_report(results: str | Path, out: str | Path = "docs/results.md", *, figures_dir: str | Path = "docs/figures",
-                 curves: str | Path | None = None, references_file: str | Path | None = None) -> Path:
+                 curves: str | Path | None = None, references_file: str | Path | None = None,
+                 compute_references: bool = True) -> Path:
     """Regenerate the page's block from ``results``. The untrained-Gaussian references are read from
     ``references_file`` (default docs/data/gaussian_reference.json beside the page's docs), and the
-    affordable missing ones computed and added to it."""
+    affordable missing ones computed and added to it (``compute_references``)."""
     rows = read_results(results)
     if not rows:
         raise ValueError(f"no results in {results}; run `simvq bench image` first")
     out, figures_dir = Path(out), Path(figures_dir)
     groups = aggregate(rows)
-    refs = reference_stats(main_groups(groups), Path(references_file) if references_file else out.parent / Path(DEFAULT_CACHE).relative_to("docs"))
+    refs = reference_stats(main_groups(groups), Path(references_file) if references_file else out.parent / Path(DEFAULT_CACHE).relative_to("docs"),
+                           compute=compute_references)
     pictures = figures(groups, load_curves(Path(curves) if curves else default_curves(results)), figures_dir)
     block = render(rows, groups, results, [os.path.relpath(p, out.parent) for p in pictures], refs)
     atomic_write_text(out, splice(out, block))

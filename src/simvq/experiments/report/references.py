@@ -38,12 +38,13 @@ def measure(codebook_size: int, tokens: int, dim: int, seed: int) -> dict:
             "perplexity_per_code": 2.0**entropy / codebook_size}
 
 
-def references(needed: list[tuple[int, int, int]], path: Path, *, max_work: float = MAX_WORK) -> dict[tuple, dict[str, Stat]]:
+def references(needed: list[tuple[int, int, int]], path: Path, *, max_work: float = MAX_WORK,
+               compute: bool = True) -> dict[tuple, dict[str, Stat]]:
     """{(K, N, dim): {statistic: Stat over seeds}} for every reference in ``needed`` that is cached
-    or affordable (computed now and cached); the rest are absent."""
+    or affordable (computed now and cached, unless ``compute`` is off); the rest are absent."""
     cache = load(path)
     for codebook_size, tokens, dim in sorted(set(needed)):
-        if codebook_size * tokens > max_work:
+        if not compute or codebook_size * tokens > max_work:
             continue
         seeds = SEEDS_SMALL if codebook_size * tokens <= CHEAP_WORK else SEEDS_LARGE
         entries = cache.setdefault(key(codebook_size, tokens, dim), [])
