@@ -9,7 +9,15 @@ import pytest
 import torch
 import yaml
 
-from simvq.data.spectral import LogMelSpectrogram, frame_magnitudes, mel_filterbank, mel_to_hz, stft_magnitude
+from simvq.data.spectral import (
+    LOG_FLOOR,
+    LogMelSpectrogram,
+    frame_magnitudes,
+    mel_filterbank,
+    mel_to_hz,
+    noise_floor_magnitude,
+    stft_magnitude,
+)
 from simvq.models import AudioCodec, CodecLoss
 from simvq.models.codec import StridedConv, StridedTransposedConv
 from simvq.models.codec_losses import MelLoss, MultiResolutionSTFTLoss
@@ -133,9 +141,39 @@ def test_log_mel_against_a_direct_dft():
     padded = np.pad(wav[0, 0].numpy().astype(np.float64), n_fft // 2, mode="reflect")
     frame = padded[5 * hop : 5 * hop + n_fft] * np.hanning(n_fft + 1)[:-1]
     magnitude = np.abs(np.fft.rfft(frame))
-    expected = np.log(np.maximum(mel_filterbank(16000, n_fft, 16).double().numpy() @ magnitude, 1e-5))
+    bank = mel_filterbank(16000, n_fft, 16).double().numpy()
+    expected = np.log(np.maximum(bank @ magnitude, 1e-5))
     assert np.allclose(spectrogram[0, :, 5].numpy(), expected, atol=1e-4)
     assert stft_magnitude(wav, n_fft, hop).shape == (1, n_fft // 2 + 1, 2048 // hop + 1)
+    # quiet audio meets the floor: each band's response to a flat spectrum at -80 dBFS white noise's
+    # RMS magnitude, 1e-4 sqrt(sum w^2) (numpy's window); floor_dbfs=None: the absolute 1e-5
+    quiet = wav * 1e-5
+    floor = bank.sum(1) * 1e-4 * np.sqrt((np.hanning(n_fft + 1)[:-1] ** 2).sum())
+    floored = LogMelSpectrogram(16000, n_fft=n_fft, hop_length=hop, n_mels=16)(quiet)[0, :, 5].numpy()
+    assert np.allclose(floored, np.log(np.maximum(bank @ (magnitude * 1e-5), floor)), atol=1e-4)
+    assert (floored > np.log(bank @ (magnitude * 1e-5)) + 1).any()  # the floor is what most bands show
+    legacy = LogMelSpectrogram(16000, n_fft=n_fft, hop_length=hop, n_mels=16, floor_dbfs=None)(quiet)[0, :, 5].numpy()
+    assert np.allclose(legacy, np.log(np.maximum(bank @ (magnitude * 1e-5), 1e-5)), atol=1e-4)
+
+
+@pytest.mark.parametrize("win_length", [240, 600, 1024])
+def test_the_noise_floor_is_what_white_noise_at_that_level_gives(win_length):
+    # the reference is measured: white noise with an RMS of -80 dBFS (1e-4), 20 s of it
+    rng = torch.Generator().manual_seed(0)
+    noise = 1e-4 * torch.randn(1, 1, 320000, generator=rng, dtype=torch.float64)
+    magnitude = frame_magnitudes(noise.float(), 1024, 256, win_length).double()[:, :, 1:-1]  # DC and Nyquist are real
+    assert magnitude.square().mean().sqrt().item() == pytest.approx(noise_floor_magnitude(-80.0, win_length), rel=0.01)
+    assert noise_floor_magnitude(-60.0, win_length) == pytest.approx(10 * noise_floor_magnitude(-80.0, win_length))
+    if win_length == 1024:  # each mel band: its mean is the Rayleigh mean, sqrt(pi) / 2 of the RMS, of its floor
+        mel = LogMelSpectrogram(16000)
+        mean_band = (frame_magnitudes(noise.float(), 1024, 256) @ mel.filterbank.T).mean((0, 1))
+        ratio = mean_band / mel.floor
+        assert torch.allclose(ratio, torch.full_like(ratio, math.sqrt(math.pi) / 2), rtol=0.03), ratio
+        assert mel.floor.max() > 10 * mel.floor.min()  # wide high bands collect more noise than narrow low ones
+    assert noise_floor_magnitude(None, win_length) == LOG_FLOOR
+    for bad in (0.0, 3.0, -300.0, True, "-80"):
+        with pytest.raises(ValueError, match="floor_dbfs must be a level in dBFS"):
+            noise_floor_magnitude(bad, win_length)
 
 
 @pytest.mark.parametrize("n_fft, hop, win", [(256, 64, None), (255, 50, 120), (512, 50, 240)])
@@ -184,6 +222,27 @@ def test_losses_are_zero_for_identical_audio_and_grow_with_the_error():
     assert 0 < stft(clip + 1e-2 * noise, clip).item() < stft(clip + 1e-1 * noise, clip).item()
     terms = CodecLoss(16000, mel_weight=2.0, stft_weight=0.5)(clip + 1e-2 * noise, clip)
     assert torch.isclose(terms["loss"], 2.0 * terms["mel"] + 0.5 * terms["stft"])
+
+
+def test_the_losses_ignore_inaudible_noise_in_silence_and_not_audible_noise():
+    # speech, then as long again of digital silence (as espeak-ng writes between words)
+    clip = torch.cat([harmonic_clip(), torch.zeros(1, 1, 8000)], dim=-1)
+    noise = torch.randn(clip.shape, generator=torch.Generator().manual_seed(1))
+    new, old = CodecLoss(16000), CodecLoss(16000, floor_dbfs=None)
+
+    def terms(loss, level_dbfs):
+        reconstruction = (clip + 10 ** (level_dbfs / 20) * noise).requires_grad_()
+        out = loss(reconstruction, clip)
+        out["loss"].backward()
+        return out, reconstruction.grad[..., -4000:].abs().max().item()  # the gradient deep in the silence
+
+    (quiet, quiet_gradient), (quiet_old, quiet_old_gradient) = terms(new, -90), terms(old, -90)
+    assert quiet["mel"] < 0.01 and quiet["stft"] < 0.02  # (measured: 0.002, 0.012)
+    assert quiet_old["mel"] > 0.5 and quiet_old["stft"] > 0.5  # with the absolute floor it dominated both
+    # in silence, noise below the floor is (nearly: a rare single bin rises above it) not trained on
+    assert quiet_gradient < 1e-3 * quiet_old_gradient
+    audible, audible_gradient = terms(new, -30)
+    assert audible["mel"] > 1.0 and audible["stft"] > 1.0 and audible_gradient > 0
 
 
 @pytest.mark.parametrize("decoder", ["vocos", "transposed"])
@@ -238,3 +297,32 @@ def test_discriminators_shapes_and_losses():
         generator_loss(discriminator(fake)[0]).backward()
         assert fake.grad is not None and torch.isfinite(fake.grad).all()
         fake = fake.detach()
+
+
+@pytest.mark.parametrize("method, commitment, codebook", [("simvq", 0.25, 1.0), ("vq", 0.25, 1.0), ("vq_ema", 0.25, 0.0), ("fsq", 0.0, 0.0)])
+def test_the_quantizer_loss_each_speech_method_adds_is_the_one_the_config_states(method, commitment, codebook):
+    # configs/speech.yaml and the README state what loss.quantizer_weight (1000) multiplies, per method
+    # of the speech bench: the encoder is pulled to its code with 1000 x 0.25 x MSE by simvq, vq and
+    # vq_ema, the code (SimVQ: its projection W) to the encoder with 1000 x MSE by simvq and vq
+    # (vq_ema moves codes by EMA), and FSQ adds nothing. The reference: MSE(z, q) by hand.
+    from simvq.quantizers import build_quantizer
+
+    quantizer = build_quantizer(method, dim=16, codebook_size=64, channel_first=True, seed=0)
+    z = torch.randn(2, 16, 10, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    out = quantizer(z)
+    q = out.quantized.detach()  # the straight-through output's value is the code itself
+    mse = (z.detach() - q).square().mean()
+    assert mse > 0.1  # (no loss is zero because z sits on its code)
+    assert out.loss.item() == pytest.approx(((commitment + codebook) * mse).item(), rel=1e-5, abs=1e-7)
+    weighted = 1000.0 * out.loss  # loss.quantizer_weight
+    if method == "fsq":
+        assert not weighted.requires_grad and weighted.item() == 0.0
+        return
+    (encoder_gradient,) = torch.autograd.grad(weighted, z, retain_graph=True)
+    assert torch.allclose(encoder_gradient, 1000.0 * commitment * 2 * (z.detach() - q) / z.numel(), rtol=1e-4, atol=1e-8)
+    trained = [p for p in quantizer.parameters() if p.requires_grad]
+    if codebook:
+        gradients = torch.autograd.grad(weighted, trained)
+        assert all(g.abs().sum() > 0 for g in gradients)
+    else:
+        assert trained == []  # vq_ema: the codebook is a buffer the EMA moves

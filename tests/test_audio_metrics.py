@@ -45,6 +45,25 @@ def speech():
     return resample(samples / 32768.0, rate, 16000)
 
 
+@pytest.fixture(scope="module")
+def corpus_utterance():
+    """The first test utterance of the default corpus (``SpeechCorpusSpec()``), synthesised as
+    ``build_speech_corpus`` writes it at 16 kHz (16-bit), float64: 3.5 s, 9% of its mel frames digital
+    silence."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from simvq.data.speech import SpeechCorpusSpec, corpus_plan, to_int16
+
+    row = next(row for row in corpus_plan(SpeechCorpusSpec()) if row["split"] == "test")
+    samples, rate = synthesize(row["engine"], row["voice"], row["sentence"], speed=row["speed"], pitch=row["pitch"])
+    return to_int16(resample(samples, rate, 16000)) / 32768.0
+
+
+def at_dbfs(clean, level_dbfs, seed=0):
+    """``clean`` plus white noise whose RMS is ``level_dbfs`` dB re full scale (1.0)."""
+    return clean + 10 ** (level_dbfs / 20) * np.random.default_rng(seed).standard_normal(clean.size)
+
+
 def noisy(clean, level, seed=0):
     return clean + level * np.random.default_rng(seed).standard_normal(clean.size)
 
@@ -65,6 +84,25 @@ def test_scores_fall_monotonically_with_noise(speech):
     assert PESQ_MAX > pesq_scores[0] > pesq_scores[1] > pesq_scores[2] >= -0.5
     assert 1.0 > stoi_scores[0] > stoi_scores[1] > stoi_scores[2] > 0
     assert 0 < mel_distances[0] < mel_distances[1] < mel_distances[2]
+
+
+def test_inaudible_noise_moves_the_mel_distance_by_under_0_05_and_audible_noise_still_counts(corpus_utterance):
+    # The stated bound (docs and metrics.audio): white noise at or below -80 dBFS moves the distance
+    # by at most 0.05 (8 corpus utterances, benchmarks/mel_floor.py: mean 0.023, largest 0.037).
+    clean = corpus_utterance
+    assert (clean == 0).mean() > 0.1  # the digital silence the absolute floor turned into distance
+    for level in (-100, -90, -80):
+        for seed in (0, 1):
+            assert log_mel_distance(clean, at_dbfs(clean, level, seed), 16000) < 0.05, (level, seed)
+        # the old metric (the absolute 1e-5 floor), on the same noise: what the floor removed
+        assert log_mel_distance(clean, at_dbfs(clean, level), 16000, floor_dbfs=None) > 0.3
+    distances = [log_mel_distance(clean, at_dbfs(clean, level), 16000) for level in (-80, -70, -50, -30)]
+    assert distances[0] < distances[1] < distances[2] < distances[3] and distances[3] > 1.0, distances
+    metrics = AudioMetrics(16000, codebook_size=8, use_dnsmos=False)
+    reference = torch.from_numpy(clean).float().view(1, 1, -1)
+    metrics.update(reference, torch.from_numpy(at_dbfs(clean, -90)).float().view(1, 1, -1))
+    result = metrics.compute()  # the evaluation's metric is this one, and says so
+    assert result["mel_distance"] < 0.05 and result["mel_floor_dbfs"] == -80.0
 
 
 def test_pesq_on_silence_is_nan_not_an_error():

@@ -35,6 +35,11 @@ def test_a_short_audio_run_lowers_the_loss_and_writes_wavs_spectrograms_and_metr
     assert [int(row["step"]) for row in rows] == list(range(STEPS))
     losses = [float(row["train/reconstruction"]) for row in rows]
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    # the recipe trains against its discriminators from step 0, and they learn: the hinge loss
+    # starts at 2 (logits ~0 on both sides) and falls
+    hinge = [float(row["train/discriminator"]) for row in rows]
+    assert len(hinge) == STEPS and abs(hinge[0] - 2.0) < 0.05 and np.mean(hinge[-5:]) < hinge[0] - 0.05, hinge
+    assert all(float(row["train/feature_matching"]) > 0 for row in rows)
 
     metrics = json.loads((audio_run / "metrics.json").read_text())
     assert metrics["utterances"] == 2 and metrics["global_step"] == STEPS and metrics["codebook_size"] == 64
@@ -158,6 +163,11 @@ def test_audio_config_mistakes_name_the_key(capsys):
 
     config = load_recipe(CONFIG)
     assert config.recipe == "audio" and config.loss.quantizer_weight == 1000 and config.trainer.precision == "32"
+    assert config.loss.discriminator and config.loss.discriminator_start == 0 and config.loss.floor_dbfs == -80.0
+    assert load_recipe(CONFIG, ["loss.floor_dbfs=null"]).loss.floor_dbfs is None  # the old absolute floor
+    for bad in ("0", "6", "-250"):
+        with pytest.raises(ValueError, match=rf"^loss.floor_dbfs must be a level in dBFS in \[-200, 0\) \(e.g. -80\) or null, got {bad}"):
+            load_recipe(CONFIG, [f"loss.floor_dbfs={bad}"])
     with pytest.raises(ValueError) as error:
         load_recipe(CONFIG, ["loss.mel_wieght=3"])
     assert str(error.value) == "loss.mel_wieght: unknown key (did you mean 'mel_weight'?)"

@@ -138,3 +138,27 @@ def test_usage_over_training_is_one_figure_per_k_of_every_run_with_a_history(row
     assert list(drawn["speech_usage_over_steps_K4096.png"]) == ["simvq seed 0", "vq seed 0"]
     with Image.open(figures[0][1]) as image:
         assert image.width > 100 and image.height > 100
+
+
+def test_the_header_states_each_runs_gan_quantizer_loss_and_mel_floor(rows):
+    import json
+    from pathlib import Path
+
+    from simvq.experiments.speech_report import header
+
+    lines = lambda: header(group_rows(rows, budget="max_steps"), "x.csv")  # noqa: E731
+    line = lambda start: next((text for text in lines() if text.startswith(start)), None)  # noqa: E731
+    # without run files the methods' quantizer losses are still stated; nothing else is guessed
+    assert line("- Quantizer loss: `loss.quantizer_weight` times each method's own: simvq: 0.25 MSE")
+    assert "fsq: nothing: FSQ has no quantizer loss" in line("- Quantizer loss") and "vq_ema" not in line("- Quantizer loss")
+    assert line("- Discriminators") is None and line("- Mel distance") is None
+    simvq_dir, vq_dir = (Path(rows[i]["run_dir"]) for i in (0, 2))
+    for directory, gan, floor in ((simvq_dir, True, -80.0), (vq_dir, False, None)):
+        loss = {"quantizer_weight": 1000.0, "discriminator": gan, "discriminator_start": 0}
+        (directory / "config.json").write_text(json.dumps({"loss": loss}))
+        (directory / "metrics.json").write_text(json.dumps({"mel_floor_dbfs": floor} if floor else {"pesq": 1.0}))
+    assert line("- Quantizer loss: `loss.quantizer_weight` (1000) times each method's own: ")
+    assert line("- Discriminators") == "- Discriminators (multi-period + multi-resolution, feature matching): off (1 run); on from step 0 (1 run)."
+    mel = line("- Mel distance")
+    assert "each mel band floored at its response to white noise at -80 dBFS (1 run); the old absolute 1e-5 floor (1 run)" in mel
+    assert mel.endswith("Distances under different floors are not comparable.")

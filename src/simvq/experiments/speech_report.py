@@ -7,6 +7,9 @@ Codecs of equal size trained for the same step budget are compared on codebook u
 token of the test split, so the token count is shown beside it) and on what the decoded speech
 scores: PESQ, STOI, log-mel distance and DNSMOS overall quality (when it was installed). Every verdict is
 Welch's t-test over seeds (two-sided, alpha 0.05); with one seed on a side the text says it is one run.
+The header states the protocol the numbers depend on, read from each run's files: whether its codec
+trained against the discriminators (and from which step), what ``loss.quantizer_weight`` multiplies
+for each method (FSQ has no quantizer loss), and which floor its log-mel distance used.
 """
 
 from __future__ import annotations
@@ -48,6 +51,52 @@ def counted_splits(rows: list[dict]) -> str:
     return " / ".join(f"the {s} split{'s' if '+' in s else ''}" for s in sorted(seen))
 
 
+# what loss.quantizer_weight multiplies, per method of the speech bench (out.loss of each quantizer;
+# tests/test_audio_codec.py checks these against MSE(z, q) by hand)
+QUANTIZER_LOSSES = {
+    "simvq": "0.25 MSE pulling the encoder to its code + MSE pulling the code (its projection W) to the encoder",
+    "vq": "0.25 MSE pulling the encoder to its code + MSE pulling the code to the encoder",
+    "vq_ema": "0.25 MSE pulling the encoder to its code (the codes move by EMA)",
+    "fsq": "nothing: FSQ has no quantizer loss, its encoder learns from the reconstruction alone",
+}
+
+
+def _run_file(row: dict, name: str) -> dict:
+    path = Path(row.get("run_dir") or "") / name
+    return json.loads(path.read_text()) if row.get("run_dir") and path.is_file() else {}
+
+
+def protocol(rows: list[dict]) -> list[str]:
+    """Header lines on how the rows' codecs were trained and measured, from their ``config.json`` and
+    ``metrics.json`` (a run without the file is left out of the count)."""
+    losses, gan = {}, {}
+    for row in rows:
+        loss = _run_file(row, "config.json").get("loss")
+        if loss is not None:
+            losses.setdefault(loss.get("quantizer_weight"), set()).add(row.get("method"))
+            key = f"on from step {loss.get('discriminator_start', 0)}" if loss.get("discriminator") else "off"
+            gan[key] = gan.get(key, 0) + 1
+    floors = {}
+    for row in rows:
+        metrics = _run_file(row, "metrics.json")
+        if metrics:
+            floor = metrics.get("mel_floor_dbfs")  # absent: evaluated before the floor existed
+            label = f"each mel band floored at its response to white noise at {floor:g} dBFS" if floor is not None else "the old absolute 1e-5 floor"
+            floors[label] = floors.get(label, 0) + 1
+    methods = method_order({row.get("method") for row in rows if row.get("method") in QUANTIZER_LOSSES})
+    weights = " / ".join(f"{weight:g}" for weight in sorted(w for w in losses if w is not None))
+    lines = [f"- Quantizer loss: `loss.quantizer_weight`{f' ({weights})' if weights else ''} times each method's own: "
+             + "; ".join(f"{method}: {QUANTIZER_LOSSES[method]}" for method in methods) + "." if methods else None]
+    if gan:
+        lines.append("- Discriminators (multi-period + multi-resolution, feature matching): "
+                     + "; ".join(f"{state} ({count} run{'s' if count > 1 else ''})" for state, count in sorted(gan.items())) + ".")
+    if floors:
+        mixed = " Distances under different floors are not comparable." if len(floors) > 1 else ""
+        lines.append("- Mel distance: " + "; ".join(f"{label} ({count} run{'s' if count > 1 else ''})" for label, count in floors.items())
+                     + f" (simvq.data.spectral).{mixed}")
+    return [line for line in lines if line]
+
+
 def header(groups: dict, results) -> list[str]:
     rows = [row for runs in groups.values() for row in runs.values()]  # superseded budgets left out
     budgets = span((number(r.get("max_steps")) for r in rows), whole)
@@ -80,6 +129,7 @@ def header(groups: dict, results) -> list[str]:
         "- PESQ (wideband), STOI and log-mel distance compare each test utterance with its reconstruction; "
         + (f"DNSMOS OVRL scores the reconstruction alone (the test utterances themselves: {ceiling})."
            if any(number(r.get("dnsmos_ovrl")) is not None for r in rows) else "DNSMOS: not measured (eval.dnsmos off, or speechmos/onnxruntime absent)."),
+        *protocol(rows),
         "- Cells: mean ± std over seeds (number of seeds).",
     ]
 

@@ -44,7 +44,7 @@ class AudioModality(Modality):
     def __init__(self, config: AudioConfig):
         loss = config.loss
         self.codec_loss = CodecLoss(config.data.sample_rate, mel_weight=loss.mel_weight, stft_weight=loss.stft_weight,
-                                    mel_options=dataclasses.asdict(loss.mel))
+                                    mel_options=dataclasses.asdict(loss.mel), floor_dbfs=loss.floor_dbfs)
 
     def build_model(self, config: AudioConfig):
         return build_model(config)

@@ -182,7 +182,8 @@ class AudioLossConfig:
     mel_weight: float = 45.0  # log-mel L1 (HiFi-GAN / Vocos weight)
     stft_weight: float = 1.0  # multi-resolution STFT
     mel: MelConfig = field(default_factory=MelConfig)
-    quantizer_weight: float = 1000.0  # the official SimVQ audio recipe's commitment weight
+    floor_dbfs: float | None = -80.0  # mel and STFT magnitudes floored at white noise this loud (simvq.data.spectral); null: 1e-5
+    quantizer_weight: float = 1000.0  # the official SimVQ audio recipe's weight on out.loss (per method: configs/speech.yaml)
     discriminator: bool = False  # multi-period + multi-resolution discriminators with feature matching
     discriminator_weight: float = 1.0
     feature_matching_weight: float = 2.0
@@ -422,6 +423,8 @@ def check_config(config):
         if plateau.stop and earliest > config.trainer.max_steps:
             raise ValueError(f"plateau.min_steps/patience: the plateau stop cannot fire before step {earliest}, after trainer.max_steps="
                              f"{config.trainer.max_steps}; lower them, raise the cap, or set plateau.stop=false (checks only)")
+    if (floor := getattr(config.loss, "floor_dbfs", None)) is not None and not -200 <= floor < 0:
+        raise ValueError(f"loss.floor_dbfs must be a level in dBFS in [-200, 0) (e.g. -80) or null, got {floor}")
     splits = config.eval.usage_splits  # checked now: it is read only after training
     if not splits or not set(splits) <= {"train", "test"}:
         raise ValueError(f"eval.usage_splits must list 'train' and/or 'test', got {list(splits)}")
