@@ -157,7 +157,8 @@ def recipe_runs(spec: SweepSpec) -> list[RunSpec]:
     """``image_runs``'s methods x sizes x seeds on the recipe of any kind, refusing the settings its
     kind's sweep does not take (``sweep_options``): the speech codec's table trains every run to the
     step cap (the audio recipe has no plateau criterion) and has no residual or grid variants."""
-    kind, options = spec.kind, get_recipe(spec.kind).sweep_options
+    kind = spec.kind
+    options = get_recipe(kind).sweep_options
     if spec.until_plateau and "plateau" not in options:
         raise ValueError(f"--until-plateau: the {kind} recipe has no plateau criterion; its runs train to --budget")
     for name in ("stages", "grid"):

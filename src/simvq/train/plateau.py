@@ -16,7 +16,6 @@ from ..runs.schemas import TokenizerConfig
 from .core import log_row
 
 
-
 class PlateauStop(pl.Callback):
     def __init__(self, config: TokenizerConfig):
         self.config = config
