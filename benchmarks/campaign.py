@@ -120,7 +120,8 @@ def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Pa
     """Move a finished run's row and artifacts into the repository and commit them."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from simvq.experiments.results_file import append_result, read_results
-    from simvq.experiments.sweep import RESULT_COLUMNS, add_curve, read_curves
+    from simvq.experiments.sweep import add_curve, read_curves
+    from simvq.runs import get_recipe
 
     row = next((r for r in read_results(stream_results) if (r["variant"], r["method"], r["codebook_size"], r["seed"], r["max_steps"]) == run.key), None)
     if row is None:
@@ -139,7 +140,7 @@ def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Pa
         add_curve(curves, f"{run.variant}/{run.method}/K{run.size}/seed{run.seed}", curve)
         paths.append(str(curves.relative_to(repo)))
     row["run_dir"] = f"runs/campaign/{campaign['kind']}/{run_dir.relative_to(run_dir.parents[1])}"
-    append_result(results, row, fields=RESULT_COLUMNS[campaign["kind"]])
+    append_result(results, row, fields=get_recipe(campaign["kind"]).result_columns)
     usage, quality = float(row["usage"]), row.get("psnr") or row.get("pesq")
     git_commit(repo, paths, f"{campaign['kind']} campaign: {run.variant} {run.method} K={run.size} seed {run.seed}, {run.budget} steps "
                             f"(usage {100 * usage:.1f}%, {'PSNR' if row.get('psnr') else 'PESQ'} {float(quality):.2f}, {float(row['train_seconds']):.0f} s)")

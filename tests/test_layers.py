@@ -1,7 +1,9 @@
-"""The house rule on imports: data -> quantizers/search -> models/metrics -> recipes -> experiments -> cli.
+"""The house rule on imports: data -> quantizers/search -> models/metrics -> runs -> recipes (train)
+-> experiments -> cli.
 
 Walks every module under ``src/simvq`` (function-level imports included) and fails on an import from
-a higher layer or on a cycle between modules. A new top-level package must be given a layer here.
+a higher layer, on a cycle between modules or between top-level packages, and on a training framework
+imported by the layers that read runs. A new top-level package must be given a layer here.
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ LAYERS = {
     "quantizers": 2,
     "models": 3,
     "metrics": 3,
-    "train": 4,
-    "tokenizer": 4,  # the inference API over trained runs (the prior recipe encodes with it)
-    "experiments": 5,
-    "cli": 6,
-    "": 7,  # simvq/__init__.py, the public API: nothing inside the package imports it
+    "compat": 3,  # adapters to peer libraries' interfaces, over the quantizers
+    "runs": 4,  # configs, run-directory files, weights, the registry of recipe kinds: no Lightning
+    "tokenizer": 5,  # the inference API over trained runs, read through runs (the prior recipe encodes with it)
+    "train": 6,  # the recipes on Lightning
+    "experiments": 7,
+    "cli": 8,
+    "": 9,  # simvq/__init__.py, the public API: nothing inside the package imports it
 }
+# the layers that read configs and runs: loading a config or a run never imports these
+NO_TRAINING_FRAMEWORK = ("runs", "tokenizer")
+TRAINING_FRAMEWORKS = ("lightning", "pytorch_lightning", "matplotlib")
 # within a layer, imports go one way too
 SAME_LAYER_ORDER = {("quantizers", "search"), ("metrics", "search")}
 
@@ -122,6 +129,39 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph between top-level packages (``simvq.train``, ``simvq.runs``, ...)."""
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        packages.setdefault(top(module), set()).update(top(target) for target in targets if top(target) != top(module))
+    return packages
+
+
+def test_no_package_cycle():
+    # the root package (the public API) imports its subpackages and every module imports it: left out
+    packages = {name: targets - {""} for name, targets in package_graph(import_graph()).items() if name}
+    cycle = find_cycle(packages)
+    assert cycle is None, "package cycle: " + " -> ".join(cycle)
+
+
+def external_imports(path: Path) -> set[str]:
+    """The top-level names of the non-``simvq`` modules ``path`` imports (function-level ones included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found - {"simvq"}
+
+
+def test_the_run_readers_import_no_training_framework():
+    offending = [f"{module_name(path)} imports {sorted(external_imports(path) & set(TRAINING_FRAMEWORKS))}"
+                 for path in sorted(SOURCE.rglob("*.py"))
+                 if top(module_name(path)) in NO_TRAINING_FRAMEWORK and external_imports(path) & set(TRAINING_FRAMEWORKS)]
+    assert not offending, "\n".join(offending)
+
+
 def test_no_import_cycle():
     graph = import_graph()
     # a package importing its own submodules (re-exports) is not a cycle of design
@@ -140,4 +180,12 @@ def test_cycle_finder_finds_cycles(graph, has_cycle):
 
 def test_walker_sees_function_level_and_relative_imports():
     graph = import_graph()
-    assert "simvq.train.image" in graph["simvq.train.commands"]  # `from .image import ...` inside a function
+    assert "simvq.runs" in graph["simvq.train.commands"]  # `from ..runs import ...` inside a function
+    assert "simvq.train.plots" in graph["simvq.train.image"]  # `from . import plots` names a module
+
+
+def test_the_package_graph_follows_the_layers():
+    packages = package_graph(import_graph())
+    assert packages["tokenizer"] == {"runs"}  # the inference API reads runs through the runs layer only
+    assert "tokenizer" in packages["train"]  # the prior encodes with it
+    assert packages["runs"] <= {"utils", "data", "quantizers", "search", "models", "metrics", ""}

@@ -4,7 +4,8 @@ An image run gives a ``Tokenizer`` (images <-> code grids), an audio run an ``Au
 
 Weights are read from safetensors (``model.safetensors`` in the run directory) or, for a run that
 is still training, from its Lightning checkpoint with ``torch.load(weights_only=True)``; nothing is
-ever unpickled. Imports no training framework (the run files are read by ``simvq.train.run_files``).
+ever unpickled. Imports no training framework: run directories are read through ``simvq.runs``, and
+the class a run loads as is its recipe kind's ``tokenizer`` (``simvq.runs.registry``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,7 @@ import os
 import torch
 from torch import Tensor
 
-from .train.run_files import (
-    CHECKPOINT_FILE,
-    WEIGHTS_FILE,
-    checkpoint_model_state,
-    load_run_model,
-    save_weights,
-)
+from .runs import CHECKPOINT_FILE, WEIGHTS_FILE, checkpoint_model_state, get_recipe, load_run_model, save_weights
 
 # the run-directory files, re-exported for the users of the inference API
 __all__ = ["AudioTokenizer", "CHECKPOINT_FILE", "WEIGHTS_FILE", "Tokenizer", "checkpoint_model_state", "save_weights"]
@@ -55,10 +50,10 @@ class Tokenizer:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, device: torch.device | str | None = None) -> Tokenizer:
-        """Load a run directory (final ``model.safetensors``, else the last checkpoint); an audio
-        run gives an ``AudioTokenizer``."""
+        """Load a run directory (final ``model.safetensors``, else the last checkpoint) as its recipe
+        kind's tokenizer: an audio run gives an ``AudioTokenizer``."""
         model, config, _ = load_run_model(run_dir, device=device)
-        return (AudioTokenizer if config.recipe == "audio" else Tokenizer)(model, config)
+        return get_recipe(config.recipe).tokenizer(model, config)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, device: torch.device | str | None = None) -> Tokenizer:

@@ -15,7 +15,7 @@ DATASETS = ("fashion_mnist", "image_folder", "photos")
 
 
 def build_image_dataset(config, split: str, *, seed: int = 0):
-    """``config``: a :class:`simvq.train.config.DataConfig`; ``split``: "train" or "test"."""
+    """``config``: a :class:`simvq.runs.schemas.DataConfig`; ``split``: "train" or "test"."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if config.name == "fashion_mnist":
@@ -60,7 +60,7 @@ SPEECH_DATASETS = ("espeak_corpus", "wav_folder")
 
 
 def build_speech_dataset(config, split: str, *, seed: int = 0, whole: bool = False):
-    """``config``: a :class:`simvq.train.config.AudioDataConfig`. The train split gives random clips
+    """``config``: a :class:`simvq.runs.schemas.AudioDataConfig`. The train split gives random clips
     of ``clip_seconds`` (whole utterances with ``whole``, e.g. to count its tokens), the test split
     whole utterances. ``espeak_corpus`` is synthesised under
     ``root`` on first use (``build_speech_corpus``; needs espeak-ng)."""

@@ -30,10 +30,9 @@ def format_table(results: dict[str, dict]) -> str:
 
 
 def run_demo(out_dir: str = "runs/demo", *, steps: int = 1000, fid_images: int = 100, progress: bool = True) -> dict:
+    from ..runs import load_config, read_usage_history
     from ..train import plots
-    from ..train.config import load_config
     from ..train.image import train_tokenizer
-    from ..train.run_files import read_usage_history
     from ..utils import atomic_write_text
 
     out = Path(out_dir)

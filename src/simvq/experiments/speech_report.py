@@ -139,7 +139,7 @@ def usage_figures(groups: dict, figures_dir: Path) -> list[tuple[str, Path]]:
     one PNG ``speech_usage_over_steps_K<k>.png``; ``(label, path)`` of those written (runs without a
     history are left out, and a K with none gets no figure)."""
     from ..train import plots  # matplotlib and torch: only when there is a figure to draw
-    from ..train.run_files import read_usage_history
+    from ..runs import read_usage_history
 
     written = []
     for k in sizes(groups):

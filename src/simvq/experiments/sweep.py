@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..runs.registry import AUDIO_RESULT_COLUMNS, DEFAULT_RECIPE, IMAGE_RESULT_COLUMNS, get_recipe, recipe_names
 from ..utils import atomic_write_text
 from .results_file import append_result, device_name, read_results
 
@@ -31,84 +32,11 @@ NOT_COMPARABLE = ("residual", "residual_simvq", "qinco", "sc_vae")
 # multi-stage quantizers, compared among themselves at equal stages and K per stage (`--stages`)
 RESIDUAL_METHODS = ("residual", "residual_simvq", "qinco")
 
-RESULT_FIELDS = [
-    "variant",
-    "method",
-    "codebook_size",
-    "codes",
-    "seed",
-    "steps",  # steps actually trained
-    "max_steps",  # the step cap (the budget)
-    "plateau",  # true: stopped by the plateau criterion; false: reached the cap (or ran without it)
-    "schedule",  # the learning-rate schedule, e.g. "warmup 100 + cosine to 0.1 x 0.001"
-    "grid",  # tokens per image, e.g. 7x7
-    "usage",  # fraction of codes used over `tokens` tokens (the recipe's eval.usage_splits)
-    "tokens",
-    "tokens_per_code",
-    "usage_test",
-    "tokens_test",
-    "usage_chao1",
-    "coverage",
-    "usage_reference",
-    "perplexity",
-    "perplexity_per_code",  # perplexity / K: 1 for perfectly even use
-    "entropy_bits",
-    "usage_at_50",  # usage expected from 50 counted tokens per code (subsampled), so every K compares
-    "dead_fraction",
-    "psnr",
-    "ssim",
-    "rfid",
-    "rfid_images",
-    "psnr_last20",  # PSNR (dB) at the last check minus at the check 80% through the run
-    "usage_last20",  # the same for usage (fraction), on the checks' images
-    "check_tokens",  # tokens a check counts (its images x grid)
-    "train_seconds",
-    "seconds_per_step",
-    "device",
-    "run_dir",
-]
-
-# the speech codec's columns (`simvq bench audio`): usage, perplexity and coverage over every token of
-# the test split; PESQ, STOI, mel distance and DNSMOS (when installed) averaged over its utterances
-AUDIO_FIELDS = [
-    "method",
-    "codebook_size",
-    "codes",  # the codes the quantizer really has (FSQ's grid: 4,375 for K=4,096)
-    "seed",
-    "steps",
-    "max_steps",
-    "usage",
-    "tokens",
-    "tokens_per_code",
-    "usage_chao1",
-    "coverage",
-    "usage_reference",
-    "perplexity",
-    "dead_fraction",
-    "pesq",
-    "stoi",
-    "mel_distance",
-    "dnsmos_ovrl",
-    "dnsmos_sig",
-    "dnsmos_bak",
-    "dnsmos_ovrl_reference",  # the test utterances themselves: the ceiling
-    "utterances",
-    "pesq_failures",  # utterances PESQ / STOI could not score (left out of their means)
-    "stoi_failures",
-    "tokens_per_second",
-    "train_seconds",
-    "seconds_per_step",
-    "device",
-    "run_dir",
-]
-RESULT_COLUMNS = {"image": RESULT_FIELDS, "audio": AUDIO_FIELDS}
-
-# `simvq bench KIND`'s defaults: (sweep file, run directories, results CSV)
-BENCH_DEFAULTS = {
-    "image": ("configs/bench/image.yaml", "runs/bench", "results.csv"),
-    "ablations": ("configs/bench/image.yaml", "runs/bench", "results.csv"),
-    "audio": ("configs/bench/speech.yaml", "runs/bench/speech", "speech_results.csv"),
-}
+# the CSV columns of each recipe kind's table (the kind's ``result_columns`` in simvq.runs.registry)
+RESULT_FIELDS = IMAGE_RESULT_COLUMNS
+AUDIO_FIELDS = AUDIO_RESULT_COLUMNS
+ABLATIONS_BENCH = "ablations"  # `simvq bench ablations`: the default recipe kind's sweep file and table
+GENERATION_BENCH = "generation"  # `simvq bench generation`: priors over the tokenizers of an image table
 
 # The ablations the paper skipped, as (variant name, quantizer-independent overrides). Each is run
 # for SimVQ; those that make sense for plain VQ too (d, lr) also run for "vq" as the contrast.
@@ -148,7 +76,7 @@ class SweepSpec:
     @property
     def kind(self) -> str:
         """The recipe's kind (``image`` or ``audio``): it picks the overrides and the result columns."""
-        from ..train.config import recipe_kind
+        from ..runs import recipe_kind
 
         return recipe_kind(self.recipe)
 
@@ -212,7 +140,7 @@ def image_runs(spec: SweepSpec) -> list[RunSpec]:
 def grid_settings(spec: SweepSpec) -> tuple[str, list[str]]:
     """The variant name and model overrides that give ``spec.grid`` x ``spec.grid`` tokens per image:
     as many stride-2 levels as the image size allows, the recipe's first level widths kept."""
-    from ..train.config import load_recipe
+    from ..runs import load_recipe
 
     recipe = load_recipe(spec.recipe, spec.overrides)
     size, grid = recipe.data.image_size, spec.grid
@@ -225,14 +153,22 @@ def grid_settings(spec: SweepSpec) -> tuple[str, list[str]]:
     return f"grid={grid}x{grid}", [f"model.downsamplings={downsamplings}", f"model.channel_multipliers=[{','.join(map(str, multipliers))}]"]
 
 
-def audio_runs(spec: SweepSpec) -> list[RunSpec]:
-    """The speech codec's table: ``image_runs``'s methods x sizes x seeds on an audio recipe. Every
-    run trains to the step cap: the audio recipe has no plateau criterion."""
-    if spec.until_plateau:
-        raise ValueError("--until-plateau: the audio recipe has no plateau criterion; its runs train to --budget")
-    if spec.stages is not None or spec.grid is not None:
-        raise ValueError(f"--{'stages' if spec.stages is not None else 'grid'}: an image benchmark option")
+def recipe_runs(spec: SweepSpec) -> list[RunSpec]:
+    """``image_runs``'s methods x sizes x seeds on the recipe of any kind, refusing the settings its
+    kind's sweep does not take (``sweep_options``): the speech codec's table trains every run to the
+    step cap (the audio recipe has no plateau criterion) and has no residual or grid variants."""
+    kind = spec.kind
+    options = get_recipe(kind).sweep_options
+    if spec.until_plateau and "plateau" not in options:
+        raise ValueError(f"--until-plateau: the {kind} recipe has no plateau criterion; its runs train to --budget")
+    for name in ("stages", "grid"):
+        if getattr(spec, name) is not None and name not in options:
+            takers = " / ".join(other for other in recipe_names() if name in get_recipe(other).sweep_options)
+            raise ValueError(f"--{name}: an {takers} benchmark option")
     return image_runs(spec)
+
+
+audio_runs = recipe_runs  # the speech codec's table
 
 
 def ablation_runs(spec: SweepSpec, variants: list[str] | None = None) -> list[RunSpec]:
@@ -273,13 +209,14 @@ def add_curve(path: str | Path, name: str, points: list[dict]) -> None:
 
 
 def recipe_overrides(spec: SweepSpec) -> list[str]:
-    """The sweep's options that are recipe settings (the audio recipe has neither rFID nor a plateau).
-    ``until_plateau`` turns the recipe's plateau stop on; otherwise its progress checks (if the recipe
-    has them on) only measure, ``spec.checks`` times a run, so every row has learning curves and its
-    last-20% change while the step budget alone ends it."""
-    if spec.kind == "audio":
-        return []
-    overrides = [f"eval.fid_images={spec.fid_images}"]
+    """The sweep's options that are recipe settings, those the kind's ``sweep_options`` take (the
+    audio recipe has neither rFID nor a plateau). ``until_plateau`` turns the recipe's plateau stop on;
+    otherwise its progress checks (if the recipe has them on) only measure, ``spec.checks`` times a
+    run, so every row has learning curves and its last-20% change while the step budget alone ends it."""
+    options = get_recipe(spec.kind).sweep_options
+    overrides = [f"eval.fid_images={spec.fid_images}"] if "fid_images" in options else []
+    if "plateau" not in options:
+        return overrides
     if spec.until_plateau:
         return [*overrides, "plateau.enabled=true", "plateau.stop=true"]
     return [*overrides, "plateau.stop=false", f"plateau.check_every={max(1, spec.budget // max(1, spec.checks))}"]
@@ -303,13 +240,12 @@ def schedule_text(optim, steps: int) -> str:
 
 
 def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[dict, list[dict]]:
-    """Train + evaluate one configuration of an image or audio recipe; returns its result row and its
+    """Train + evaluate one configuration of a recipe of any kind; returns its result row and its
     usage/PSNR curve (empty without plateau checks)."""
     import torch
 
-    from ..train.commands import recipe_module
-    from ..train.config import load_recipe
-    from ..train.plateau import PLATEAU_FILE
+    from ..runs import load_recipe
+    from ..runs.files import PLATEAU_FILE
 
     if threads:
         torch.set_num_threads(threads)
@@ -325,8 +261,8 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
     ]
     config = load_recipe(spec.recipe, overrides)
     config.out_dir = str(run_dir)
-    recipe = recipe_module(config.recipe)
-    recipe.train_tokenizer(config, evaluate=False, progress=False)
+    recipe = get_recipe(config.recipe)
+    recipe.train(config, evaluate=False, progress=False)
     metrics = recipe.evaluate_run(run_dir, progress=False)
     plateau_file = run_dir / PLATEAU_FILE
     plateau = json.loads(plateau_file.read_text()) if plateau_file.is_file() else {"plateau": False, "history": []}
@@ -343,23 +279,28 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
         "seconds_per_step": round(metrics["train_seconds"] / max(1, steps), 4) if "train_seconds" in metrics else "",
         "device": device_name(),
         "run_dir": str(run_dir),
-        **{name: metrics[name] for name in RESULT_COLUMNS[config.recipe] if name in metrics and name not in ("codebook_size", "steps")},
+        **{name: metrics[name] for name in recipe.result_columns if name in metrics and name not in ("codebook_size", "steps")},
     }
     curve = [{k: p[k] for k in ("step", "usage", "psnr", "perplexity", "tokens") if k in p} for p in plateau["history"]]
-    if config.recipe == "image":
-        grid = config.data.image_size // 2**config.model.downsamplings
-        row.update(
-            schedule=schedule_text(config.optim, spec.budget),
-            grid=f"{grid}x{grid}",
-            psnr_last20=last_fraction_change(curve, "psnr", steps),
-            usage_last20=last_fraction_change(curve, "usage", steps),
-            check_tokens=curve[-1].get("tokens", "") if curve else "",
-        )
+    row.update(table_facts(recipe, config, curve, steps=steps, budget=spec.budget))
     return row, curve
 
 
+def table_facts(recipe, config, curve: list[dict], *, steps: int, budget: int) -> dict:
+    """The sweep's own columns of a row (schedule, token grid, last-20% changes), those the kind's
+    table has."""
+    facts = {
+        "schedule": schedule_text(config.optim, budget),
+        "grid": recipe.token_grid(config) if recipe.token_grid else "",
+        "psnr_last20": last_fraction_change(curve, "psnr", steps),
+        "usage_last20": last_fraction_change(curve, "usage", steps),
+        "check_tokens": curve[-1].get("tokens", "") if curve else "",
+    }
+    return {name: value for name, value in facts.items() if name in recipe.result_columns}
+
+
 def _record(spec: SweepSpec, run: RunSpec, row: dict, curve: list[dict]) -> None:
-    append_result(spec.results, row, fields=RESULT_COLUMNS[spec.kind])
+    append_result(spec.results, row, fields=get_recipe(spec.kind).result_columns)
     if curve:
         add_curve(spec.curves, run.name, curve)
 
@@ -403,8 +344,20 @@ def run_sweep(spec: SweepSpec, runs: list[RunSpec], *, progress: bool = True) ->
 # ----------------------------------------------------------------------------- CLI
 
 
+def bench_kind(name: str) -> str:
+    """The recipe kind ``simvq bench NAME`` sweeps: ``NAME`` itself, the default kind for the ablations."""
+    return DEFAULT_RECIPE if name == ABLATIONS_BENCH else name
+
+
+def bench_names() -> list[str]:
+    """``simvq bench``'s choices: every kind with a table (the ablations after the default kind's), and the priors."""
+    names = [name for name in recipe_names() if get_recipe(name).bench is not None]
+    names.insert(names.index(DEFAULT_RECIPE) + 1, ABLATIONS_BENCH)
+    return [*names, GENERATION_BENCH]
+
+
 def _spec_from_args(args) -> SweepSpec:
-    config, out, results = BENCH_DEFAULTS[args.kind]
+    config, out, results = get_recipe(bench_kind(args.kind)).bench
     spec = SweepSpec(config=args.config or config, out=args.out or out, results=args.results or results, overrides=args.overrides)
     sweep_file = _read_sweep_file(spec.config)
     if sweep_file.get("recipe"):
@@ -433,18 +386,15 @@ def _read_sweep_file(config_path: str) -> dict:
 
 
 def _bench(args) -> int:
-    if args.kind == "generation":
+    if args.kind == GENERATION_BENCH:
         from .generation_bench import bench_generation
 
         return bench_generation(args)
     spec = _spec_from_args(args)
-    expected = "audio" if args.kind == "audio" else "image"
+    expected = bench_kind(args.kind)
     if spec.kind != expected:
         raise ValueError(f"--config: {spec.config} names the {spec.kind} recipe {spec.recipe}; simvq bench {args.kind} needs an {expected} recipe")
-    if args.kind == "ablations":
-        runs = ablation_runs(spec, args.variants)
-    else:
-        runs = audio_runs(spec) if args.kind == "audio" else image_runs(spec)
+    runs = ablation_runs(spec, args.variants) if args.kind == ABLATIONS_BENCH else recipe_runs(spec)
     added = run_sweep(spec, runs, progress=not args.quiet)
     print(f"{len(added)} new run(s); results in {spec.results}")
     for row in added:
@@ -454,7 +404,7 @@ def _bench(args) -> int:
 
 def add_parser(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="the comparison sweep (quantizers x sizes x seeds) and ablations")
-    bench.add_argument("kind", choices=["image", "ablations", "audio", "generation"])
+    bench.add_argument("kind", choices=bench_names())
     bench.add_argument("overrides", nargs="*", help="recipe overrides applied to every run (section.key=value)")
     bench.add_argument("--config", default=None, help="the sweep file (default configs/bench/image.yaml; audio: configs/bench/speech.yaml; generation: the prior recipe, default configs/bench/prior.yaml)")
     bench.add_argument("--methods", nargs="+", default=None, help="quantizer names (default: the config's list)")

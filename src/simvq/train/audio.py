@@ -30,10 +30,11 @@ from torch.utils.data import DataLoader
 from ..data import InMemorySpeech, RandomClipBatches, build_speech_dataset
 from ..models import CodecLoss
 from ..models.audio_discriminators import CodecDiscriminator, discriminator_loss, feature_matching_loss, generator_loss
+from ..runs import load_run_model, save_code_counts, training_facts
+from ..runs.files import METRICS_FILE
+from ..runs.schemas import AudioConfig
 from ..utils import atomic_write_text
-from .config import AudioConfig
-from .recipe import Modality, TokenizerModule, fit_tokenizer
-from .run_files import build_model, load_run_model, save_code_counts, training_facts
+from .recipe import Modality, train_with_modality
 
 SAMPLES_DIR = "samples"
 
@@ -42,12 +43,10 @@ class AudioModality(Modality):
     """Mono waveforms ``(B, 1, S)`` in ``[-1, 1]``."""
 
     def __init__(self, config: AudioConfig):
+        super().__init__(config)
         loss = config.loss
         self.codec_loss = CodecLoss(config.data.sample_rate, mel_weight=loss.mel_weight, stft_weight=loss.stft_weight,
                                     mel_options=dataclasses.asdict(loss.mel), floor_dbfs=loss.floor_dbfs)
-
-    def build_model(self, config: AudioConfig):
-        return build_model(config)
 
     def build_discriminator(self, config: AudioConfig):
         return CodecDiscriminator(channels=config.loss.discriminator_channels)
@@ -84,13 +83,10 @@ class AudioModality(Modality):
     def callbacks(self, config: AudioConfig) -> list[pl.Callback]:
         return [SampleWriter(config)] if config.trainer.sample_every else []
 
-    def evaluate(self, run_dir: Path, *, progress: bool, **options) -> dict:
-        return evaluate_run(run_dir, progress=progress, **options)
-
 
 def train_tokenizer(config: AudioConfig, *, evaluate: bool = True, progress: bool | None = None) -> Path:
     """Train (or resume) the speech codec ``config`` describes; returns its run directory."""
-    return fit_tokenizer(config, lambda: TokenizerModule(config, AudioModality(config)), evaluate=evaluate, progress=progress)
+    return train_with_modality(config, evaluate=evaluate, progress=progress)
 
 
 # ----------------------------------------------------------------------------- samples and evaluation
@@ -159,7 +155,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, max_utterances: int | None = Non
     if report is not None:
         report(metrics)
     if write:
-        atomic_write_text(path / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         save_code_counts(counts, path)
         write_samples(model, dataset, path / SAMPLES_DIR, count=config.eval.samples)
         plots.code_usage_histogram(counts, path / "code_usage_histogram.png", title=f"{config.quantizer.name}, K={model.quantizer.codebook_size}")

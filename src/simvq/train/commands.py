@@ -24,28 +24,18 @@ def _split_flags(args) -> None:
     args.overrides = rest
 
 
-def recipe_module(kind: str):
-    """The module of a recipe kind: ``train_tokenizer(config, evaluate=...)`` and ``evaluate_run(run, ...)``."""
-    if kind == "audio":
-        from . import audio
-
-        return audio
-    from . import image
-
-    return image
-
-
 def _train(args) -> int:
-    from .config import load_recipe
+    from ..runs import get_recipe, load_recipe
+    from ..runs.files import METRICS_FILE
 
     _split_flags(args)
     config = load_recipe(args.config, args.overrides)
     if args.out is not None:
         config.out_dir = args.out
-    run_dir = recipe_module(config.recipe).train_tokenizer(config, evaluate=not args.no_eval)
+    run_dir = get_recipe(config.recipe).train(config, evaluate=not args.no_eval)
     from .core import print_once
 
-    metrics_file = run_dir / "metrics.json"
+    metrics_file = run_dir / METRICS_FILE
     if metrics_file.is_file():
         print_once(json.dumps(json.loads(metrics_file.read_text()), indent=2))
     print_once(f"run directory: {run_dir}")
@@ -53,16 +43,13 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from .config import read_run_config
-    from .run_files import resolve_run
+    from ..runs import get_recipe, read_run_config, resolve_run
 
     _, run_dir = resolve_run(args.run)
-    kind = read_run_config(run_dir).recipe
-    if kind == "audio":
-        options = {"max_utterances": args.max_images}
-    else:
-        options = {"fid_images": args.fid_images, "max_images": args.max_images, "batch_size": args.batch_size}
-    recipe_module(kind).evaluate_run(
+    recipe = get_recipe(read_run_config(run_dir).recipe)
+    # the `simvq eval` options this kind takes, under its evaluate_run's names
+    options = {keyword: getattr(args, option) for option, keyword in recipe.eval_options.items()}
+    recipe.evaluate_run(
         args.run,
         **options,
         device=args.device,

@@ -31,6 +31,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
+from ..runs.files import PROGRESS_FILE
 from ..utils import atomic_path, atomic_write_text, load_torch_file
 
 
@@ -355,7 +356,7 @@ class SessionRecord:
     Rank 0 writes; the module counts its own ``steps_this_session``."""
 
     def __init__(self, run_dir: Path, start_step: int, *, facts: Callable[[pl.Trainer], dict] | None = None):
-        self.path, self.start_step, self.started = Path(run_dir) / "progress.json", start_step, time.time()
+        self.path, self.start_step, self.started = Path(run_dir) / PROGRESS_FILE, start_step, time.time()
         self.facts = facts
         self.earlier = json.loads(self.path.read_text())["sessions"] if self.path.is_file() else []
 

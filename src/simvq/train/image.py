@@ -25,11 +25,12 @@ from ..data import build_image_dataset
 from ..data.in_memory import ShuffledBatches, to_unit_float, uint8_images
 from ..models import PatchDiscriminator
 from ..models.discriminator import hinge_discriminator_loss, hinge_generator_loss
+from ..runs import build_image_model, load_run_model, read_usage_history, save_code_counts, training_facts
+from ..runs.files import METRICS_FILE
+from ..runs.schemas import TokenizerConfig
 from ..utils import atomic_write_text
-from .config import TokenizerConfig
 from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
 from .recipe import Modality, TokenizerModule, fit_tokenizer
-from .run_files import build_model, load_run_model, read_usage_history, save_code_counts, training_facts
 
 RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 RECONSTRUCTION_RANGES = ("[0, 1]", "[-1, 1]")
@@ -43,7 +44,7 @@ class ImageModality(Modality):
             raise ValueError(f"loss.reconstruction must be one of {sorted(RECONSTRUCTION_LOSSES)}, got {config.loss.reconstruction!r}")
         if config.loss.reconstruction_range not in RECONSTRUCTION_RANGES:
             raise ValueError(f"loss.reconstruction_range must be one of {RECONSTRUCTION_RANGES}, got {config.loss.reconstruction_range!r}")
-        return build_model(config)
+        return build_image_model(config)
 
     def build_discriminator(self, config: TokenizerConfig):
         loss = config.loss
@@ -76,15 +77,12 @@ class ImageModality(Modality):
         if plateau is not None:
             atomic_write_text(run_dir / PLATEAU_FILE, json.dumps(plateau.summary(trainer.global_step), indent=1) + "\n")
 
-    def evaluate(self, run_dir: Path, *, progress: bool, **options) -> dict:
-        return evaluate_run(run_dir, progress=progress, **options)
-
 
 class ImageTokenizerModule(TokenizerModule):
     """The tokenizer recipe on images."""
 
     def __init__(self, config: TokenizerConfig):
-        super().__init__(config, ImageModality())
+        super().__init__(config, ImageModality(config))
 
 
 def reconstruction_error(reconstruction: torch.Tensor, images: torch.Tensor, loss_config) -> torch.Tensor:
@@ -186,7 +184,7 @@ def evaluate_run(
     if report is not None:
         report(metrics)
     if write:
-        atomic_write_text(path / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         save_code_counts(counts, path)
         plots.reconstruction_grid(model, dataset, path / "reconstructions.png", num_images=eval_config.grid_images)
         plots.code_usage_histogram(counts, path / "code_usage_histogram.png", title=f"{config.quantizer.name}, K={model.quantizer.codebook_size}")

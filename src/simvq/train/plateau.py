@@ -1,7 +1,7 @@
 """Train until usage and PSNR stop improving (``plateau.enabled``): a Lightning callback that measures
 the model on a fixed set of test images every ``plateau.check_every`` steps and stops training once
 neither statistic has improved for ``plateau.patience`` checks. The criterion is in
-:class:`simvq.train.config.PlateauConfig`; the checks' history goes to ``plateau.json``."""
+:class:`simvq.runs.schemas.PlateauConfig`; the checks' history goes to ``plateau.json``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import math
 import lightning.pytorch as pl
 
 from ..data import build_image_dataset
-from .config import TokenizerConfig
+from ..runs.files import PLATEAU_FILE
+from ..runs.schemas import TokenizerConfig
 from .core import log_row
-
-PLATEAU_FILE = "plateau.json"
 
 
 class PlateauStop(pl.Callback):

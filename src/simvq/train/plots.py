@@ -18,8 +18,6 @@ def _save(figure, path: Path) -> None:
 @torch.no_grad()
 def reconstruction_grid(model, dataset, path: Path, *, num_images: int = 32, per_row: int = 8) -> None:
     """Rows of originals, each followed by a row of their reconstructions by ``model`` (an ``ImageAutoencoder``)."""
-    from PIL import Image
-
     num_images = min(num_images, len(dataset))
     images = torch.stack([dataset[i] for i in range(num_images)])
     device = next(model.parameters()).device
@@ -27,10 +25,16 @@ def reconstruction_grid(model, dataset, path: Path, *, num_images: int = 32, per
     rows = []
     for start in range(0, num_images, per_row):
         for batch in (images[start : start + per_row], reconstructions[start : start + per_row]):
-            pad = per_row - batch.shape[0]
-            if pad:
-                batch = torch.cat([batch, torch.ones(pad, *batch.shape[1:])])
-            rows.append(torch.cat(list(batch), dim=2))  # (C, H, W * per_row)
+            rows.append(_full_row(batch, per_row))
+    save_image_grid(torch.cat(rows), path, per_row=per_row)
+
+
+def save_image_grid(images: torch.Tensor, path: Path, *, per_row: int = 8) -> None:
+    """A PNG grid of images ``(N, C, H, W)`` in ``[0, 1]``, ``per_row`` a row (the last padded with
+    white), enlarged so small images can be seen."""
+    from PIL import Image
+
+    rows = [torch.cat(list(_full_row(images[start : start + per_row], per_row)), dim=2) for start in range(0, images.shape[0], per_row)]
     grid = torch.cat(rows, dim=1)  # (C, rows * H, W * per_row)
     array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
@@ -38,6 +42,12 @@ def reconstruction_grid(model, dataset, path: Path, *, num_images: int = 32, per
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
+
+
+def _full_row(batch: torch.Tensor, per_row: int) -> torch.Tensor:
+    """``batch`` padded with white images to ``per_row``."""
+    pad = per_row - batch.shape[0]
+    return torch.cat([batch, torch.ones(pad, *batch.shape[1:])]) if pad else batch
 
 
 def code_usage_histogram(counts: torch.Tensor, path: Path, *, title: str = "") -> None:

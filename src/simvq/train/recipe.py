@@ -6,12 +6,14 @@
 ``TokenizerModule`` is the LightningModule (weight EMA, code-usage tracking, the seeded quantizer
 streams in the checkpoint); ``fit_tokenizer`` trains or resumes a run directory with it. What differs
 between images and audio (the data, the autoencoder, the losses, the discriminator, the evaluation)
-comes from a ``Modality`` plug-in (``simvq.train.image.ImageModality``, ``simvq.train.audio.AudioModality``).
+comes from a ``Modality`` plug-in (``simvq.train.image.ImageModality``, ``simvq.train.audio.AudioModality``),
+which the config's recipe kind names in ``simvq.runs.registry``; ``train_with_modality`` is the train
+entry of a kind that brings only its ``Modality``.
 
 The config a recipe reads has the sections ``data``, ``model``, ``quantizer``, ``loss``
 (``quantizer_weight``, ``discriminator``, ``discriminator_start``), ``optim`` (``lr``, ``betas``,
 ``weight_decay``, ``warmup_steps``, ``grad_clip``, ``ema_decay``) and ``trainer``
-(:class:`simvq.train.config.TrainerConfig`).
+(:class:`simvq.runs.schemas.TrainerConfig`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import torch
 
 from ..metrics import CodebookUsage
 from ..quantizers.base import training_streams
+from ..runs import CHECKPOINT_FILE, WEIGHTS_FILE, get_recipe, read_run_config, save_config, save_weights, to_dict
+from ..runs.files import USAGE_HISTORY_FILE
 from ..utils import atomic_write_text
-from .config import read_run_config, save_config, to_dict
 from .core import (
     PeriodicCheckpoint,
     RankConsistency,
@@ -38,7 +41,6 @@ from .core import (
     resumable_trainer,
     update_ema,
 )
-from .run_files import CHECKPOINT_FILE, WEIGHTS_FILE, save_weights
 
 # the config sections a resumed run must share with the run it continues (the schedule, evaluation
 # and logging may change)
@@ -46,12 +48,16 @@ MODEL_SECTIONS = ("data", "model", "quantizer", "loss")
 
 
 class Modality:
-    """What the tokenizer recipe needs from one kind of data. ``config`` is the recipe's config."""
+    """What the tokenizer recipe needs from one kind of data. ``config`` is the recipe's config; a
+    kind's ``modality(config)`` makes one (``simvq.runs.registry``)."""
+
+    def __init__(self, config=None):
+        self.config = config
 
     def build_model(self, config) -> torch.nn.Module:
         """The autoencoder: ``model(x) -> (reconstruction, QuantizerOutput)``, with ``.quantizer``,
-        ``.encoder`` and ``.decoder``."""
-        raise NotImplementedError
+        ``.encoder`` and ``.decoder``; by default the kind's ``build_model``."""
+        return get_recipe(config.recipe).build_model(config)
 
     def build_discriminator(self, config) -> torch.nn.Module | None:
         return None
@@ -80,9 +86,6 @@ class Modality:
 
     def finish(self, trainer: pl.Trainer, run_dir: Path) -> None:
         """Files of the modality written on rank 0 after training."""
-
-    def evaluate(self, run_dir: Path, *, progress: bool, **options) -> dict:
-        raise NotImplementedError
 
 
 class TokenizerModule(pl.LightningModule):
@@ -252,7 +255,7 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
     ``build_module()`` makes the ``TokenizerModule`` (after the seed is set). ``config.out_dir`` is
     the run directory; if it holds ``checkpoints/last.ckpt`` from an earlier call, training resumes
     from it (steps already done are not redone). With ``evaluate`` the modality's evaluation runs
-    afterwards (every rank measures a shard under DDP; rank 0 writes).
+    afterwards: its recipe kind's ``evaluate_run`` (every rank measures a shard under DDP; rank 0 writes).
     """
     run_dir = Path(config.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -295,14 +298,22 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
         record(trainer, module)
 
     if trainer.is_global_zero:
-        atomic_write_text(run_dir / "usage_history.json", json.dumps(module.usage_history, indent=1) + "\n")
+        atomic_write_text(run_dir / USAGE_HISTORY_FILE, json.dumps(module.usage_history, indent=1) + "\n")
         save_weights(module.eval_model(), run_dir / WEIGHTS_FILE)
         modality.finish(trainer, run_dir)
+    evaluate_run = get_recipe(config.recipe).evaluate_run
     if evaluate and trainer.world_size > 1:
         # every rank evaluates a shard of the test split (rank 0 writes); the weights file must exist first
         trainer.strategy.barrier("weights written")
-        modality.evaluate(run_dir, progress=show_progress and trainer.is_global_zero, write=trainer.is_global_zero,
-                          shard=(trainer.global_rank, trainer.world_size), device=trainer.strategy.root_device)
+        evaluate_run(run_dir, progress=show_progress and trainer.is_global_zero, write=trainer.is_global_zero,
+                     shard=(trainer.global_rank, trainer.world_size), device=trainer.strategy.root_device)
     elif evaluate:
-        modality.evaluate(run_dir, progress=show_progress)
+        evaluate_run(run_dir, progress=show_progress)
     return run_dir
+
+
+def train_with_modality(config, *, evaluate: bool = True, progress: bool | None = None) -> Path:
+    """Train (or resume) a tokenizer of any kind with the ``Modality`` its kind names: the train entry
+    of a kind that needs no module of its own."""
+    modality = get_recipe(config.recipe).modality
+    return fit_tokenizer(config, lambda: TokenizerModule(config, modality(config)), evaluate=evaluate, progress=progress)

@@ -1,0 +1,43 @@
+"""The models the built-in recipe kinds describe, built from their configs (the models never read a
+training config themselves). Each is a kind's ``build_model`` in ``simvq.runs.registry``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+def build_image_model(config):
+    """The ``ImageAutoencoder`` of an image recipe."""
+    from ..models import ImageAutoencoder
+
+    return ImageAutoencoder(
+        quantizer=config.quantizer.name,
+        codebook_size=config.quantizer.codebook_size,
+        quantizer_options=config.quantizer.options,
+        in_channels=config.data.channels,
+        channels=config.model.channels,
+        channel_multipliers=config.model.channel_multipliers,
+        downsamplings=config.model.downsamplings,
+        num_res_blocks=config.model.num_res_blocks,
+        norm_groups=config.model.norm_groups,
+        dim=config.model.dim,
+    )
+
+
+def build_codec(config):
+    """The ``AudioCodec`` of an audio recipe: its ``model`` section is the codec's keyword arguments."""
+    from ..models import AudioCodec
+
+    return AudioCodec(
+        quantizer=config.quantizer.name,
+        codebook_size=config.quantizer.codebook_size,
+        quantizer_options=config.quantizer.options,
+        sample_rate=config.data.sample_rate,
+        **dataclasses.asdict(config.model),
+    )
+
+
+def image_token_grid(config) -> str:
+    """The tokens of one image in words, e.g. ``7x7`` (28x28 images, two stride-2 levels)."""
+    grid = config.data.image_size // 2**config.model.downsamplings
+    return f"{grid}x{grid}"

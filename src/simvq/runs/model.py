@@ -1,0 +1,30 @@
+"""The model of a config, and the trained model of a run directory."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .config import read_run_config
+from .files import resolve_run
+from .registry import get_recipe
+from .weights import read_model_state
+
+
+def build_model(config):
+    """The autoencoder ``config`` describes, built by its kind's ``build_model`` (an
+    ``ImageAutoencoder`` for an image recipe, an ``AudioCodec`` for an audio one)."""
+    return get_recipe(config.recipe).build_model(config)
+
+
+def load_run_model(path: str | os.PathLike, *, device: torch.device | str | None = None):
+    """``(model in eval mode, config, run directory)`` for anything ``resolve_run`` accepts."""
+    weights, run_dir = resolve_run(path)
+    config = read_run_config(run_dir)
+    model = build_model(config)
+    try:
+        model.load_state_dict(read_model_state(weights))
+    except RuntimeError as error:  # shapes or keys of another model: never a partial load
+        raise ValueError(f"{weights} does not match the model its run's config describes: {error}") from None
+    return model.to(device or "cpu").eval(), config, run_dir

@@ -1,0 +1,110 @@
+"""A prior run directory, read without Lightning: the prior recipe's config schema and loading, its
+``tokens.json`` (the tokenizer it was trained on: path, SHA-256 of its weights, codebook size, grid,
+classes) and the trained ``TokenPrior``. The recipe itself is ``simvq.train.prior``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import load_structured
+from .files import CHECKPOINT_FILE, WEIGHTS_FILE
+from .schemas import OptimConfig, TrainerConfig
+from .weights import checkpoint_model_state
+
+TOKENS_META = "tokens.json"
+
+
+@dataclass
+class PriorModelConfig:
+    dim: int = 256
+    layers: int = 4
+    heads: int = 8
+    dropout: float = 0.1
+    conditional: bool = True  # class-conditional on the data set's labels (unconditional when it has none)
+    label_dropout: float = 0.1  # training labels replaced by the null class, so guidance has an unconditional model
+
+
+@dataclass
+class PriorDataConfig:
+    batch_size: int = 64
+    tokenize_batch_size: int = 256  # images per tokenizer call when the token cache is built
+
+
+@dataclass
+class PriorOptimConfig(OptimConfig):
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.95)  # nanoGPT / GPT-3
+    weight_decay: float = 0.1  # AdamW, on matrices only (not norms, biases or position embeddings)
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # to min_lr_fraction of lr at trainer.max_steps
+
+
+@dataclass
+class PriorEvalConfig:
+    samples: int = 1000  # class-conditional samples (balanced over classes) for the domain FID and class accuracy
+    fid_samples: int = 1000  # Inception FID samples (~6 img/s on 2 CPU cores); 0 skips it
+    cfg_scale: float | None = None  # classifier-free guidance at evaluation; None: the conditional model alone
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    batch_size: int = 250
+    seed: int = 0
+    fid_cache_dir: str | None = None  # Inception reference statistics; default ~/.cache/simvq/fid
+    grid_samples: int = 100  # samples.png: the first evaluation samples (10 per class for Fashion-MNIST)
+
+
+@dataclass
+class PriorConfig:
+    tokenizer: str = ""  # the trained tokenizer's run directory
+    out_dir: str | None = None  # the prior's run directory; None: <tokenizer>/prior
+    model: PriorModelConfig = field(default_factory=PriorModelConfig)
+    data: PriorDataConfig = field(default_factory=PriorDataConfig)
+    optim: PriorOptimConfig = field(default_factory=PriorOptimConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_steps=3000, log_every=50, checkpoint_every=500, channels_last=False))
+    eval: PriorEvalConfig = field(default_factory=PriorEvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) if self.out_dir else Path(self.tokenizer) / "prior"
+
+
+def load_prior_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> PriorConfig:
+    """Defaults, then the YAML (or JSON) file at ``path``, then ``section.key=value`` overrides."""
+    return load_structured(PriorConfig, path, overrides)
+
+
+def read_prior_config(run_dir: str | os.PathLike) -> PriorConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file() or not (Path(run_dir) / TOKENS_META).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a prior run directory (no config.json and {TOKENS_META})")
+    return load_prior_config(path)
+
+
+def read_tokens_meta(run_dir: str | os.PathLike) -> dict:
+    """The prior run's ``tokens.json``."""
+    return json.loads((Path(run_dir) / TOKENS_META).read_text())
+
+
+def load_prior(run_dir: str | os.PathLike, *, device=None):
+    """``(prior, config, meta)`` of a prior run (``model.safetensors``, else its last checkpoint)."""
+    from ..models.prior import TokenPrior
+
+    run_dir = Path(run_dir)
+    config = read_prior_config(run_dir)
+    meta = read_tokens_meta(run_dir)
+    if (run_dir / WEIGHTS_FILE).is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(run_dir / WEIGHTS_FILE))
+    elif (run_dir / CHECKPOINT_FILE).is_file():
+        state = checkpoint_model_state(run_dir / CHECKPOINT_FILE)
+    else:
+        raise FileNotFoundError(f"{run_dir} holds neither {WEIGHTS_FILE} nor {CHECKPOINT_FILE}")
+    model = config.model
+    prior = TokenPrior(meta["codebook_size"], grid=tuple(meta["grid"]), num_classes=meta["num_classes"], dim=model.dim,
+                       layers=model.layers, heads=model.heads)
+    prior.load_state_dict(state)
+    return prior.eval().to(device or "cpu"), config, meta

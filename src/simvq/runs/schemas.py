@@ -1,0 +1,214 @@
+"""The config schemas of the tokenizer recipes: plain dataclasses (nanoGPT style) that OmegaConf fills
+from YAML and dotted overrides (``simvq.runs.config``). ``TokenizerConfig`` is the image recipe's,
+``AudioConfig`` the audio recipe's; the sections they share (``QuantizerConfig``, ``OptimConfig``,
+``TrainerConfig``) are the ones every tokenizer recipe reads. Each schema's ``recipe`` field names its
+kind in ``simvq.runs.registry``. Imports no training framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..data.speech import SpeechCorpusSpec
+
+# ----------------------------------------------------------------------------- the image recipe (and the shared sections)
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"  # fashion_mnist | image_folder | photos
+    root: str | None = None  # data directory (fashion_mnist: IDX files; image_folder: the images)
+    test_root: str | None = None  # image_folder: held-out images; None: a fixed fraction of root
+    test_fraction: float = 0.05  # image_folder without test_root
+    image_size: int = 28
+    channels: int = 1  # 1 grayscale, 3 RGB
+    crop: str = "random"  # image_folder training crops: random | center (eval always center)
+    train_crops: int = 20_000  # photos: crops in the training set
+    test_crops: int = 1_000  # photos: crops in the test set
+    batch_size: int = 64
+    num_workers: int = 0
+    in_memory: bool = True  # data sets held as one uint8 tensor are batched by indexing it (no DataLoader workers)
+
+
+@dataclass
+class ModelConfig:
+    channels: int = 64  # width of the first level
+    channel_multipliers: tuple[int, ...] = (1, 2, 2)  # width per level, relative to channels
+    downsamplings: int = 2  # stride-2 convolutions; levels = downsamplings + 1
+    num_res_blocks: int = 1  # residual blocks per level
+    norm_groups: int = 8  # GroupNorm groups (must divide every level's width)
+    dim: int = 64  # latent (code) dimension d
+
+
+@dataclass
+class QuantizerConfig:
+    name: str = "simvq"  # any name from simvq.list_quantizers()
+    codebook_size: int = 8192
+    options: dict[str, Any] = field(default_factory=dict)  # passed as-is: build_quantizer(name, **options)
+
+
+@dataclass
+class LossConfig:
+    reconstruction: str = "l1"  # l1 | l2
+    reconstruction_range: str = "[0, 1]"  # pixels the loss compares: "[0, 1]" or "[-1, 1]" (the official code's, 2x the L1)
+    quantizer_weight: float = 1.0  # weight of the quantizer's auxiliary loss
+    discriminator: bool = False  # PatchGAN (Isola et al. 2017) with hinge loss, as in VQGAN
+    discriminator_start: int = 10_000  # step the adversarial loss switches on (VQGAN's disc_start)
+    discriminator_weight: float = 0.1
+    discriminator_channels: int = 64
+    discriminator_layers: int = 3
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    schedule: str = "constant"  # after the warm-up: constant | cosine (decays to min_lr_fraction x lr at trainer.max_steps)
+    min_lr_fraction: float = 0.1  # cosine: the last step's rate as a fraction of lr
+    grad_clip: float | None = 1.0  # max global gradient norm; None: off
+    ema_decay: float | None = None  # e.g. 0.999: keep an EMA of the weights and export it
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1500
+    seed: int = 0
+    log_every: int = 50  # steps between logged rows and usage-curve points
+    checkpoint_every: int = 250  # steps between resumable checkpoints
+    accelerator: str = "auto"
+    devices: int | str = 1  # processes per node (GPUs, or CPU processes with accelerator=cpu)
+    num_nodes: int = 1  # machines; the world size is devices x num_nodes
+    strategy: str = "auto"  # e.g. ddp
+    precision: str = "auto"  # auto: bf16-mixed on CUDA and on CPUs with fast bf16, else 32-true; or any Lightning precision
+    channels_last: bool = True  # NHWC convolutions (faster in oneDNN and cuDNN)
+    compile: bool = False  # torch.compile the encoder and decoder (pays on long runs; ~1 min to compile on CPU)
+    progress_bar: bool = True
+
+
+@dataclass
+class PlateauConfig:
+    """Progress checks, and the optional stop on a plateau: every ``check_every`` steps, and at the
+    last step, the model (its EMA copy when there is one) is measured on ``eval_images`` test images
+    (``plateau.json`` keeps the history: learning curves, and how much a run still moved over its last
+    steps). With ``stop``, a check improves when usage rises by more than ``usage_tolerance``
+    (absolute fraction) or PSNR by more than ``psnr_tolerance`` dB over the best so far, and training
+    stops after ``patience`` checks in a row without improvement (and not before ``min_steps``);
+    ``trainer.max_steps`` stays the cap, and a criterion that could not fire before it is refused."""
+
+    enabled: bool = False  # run the checks
+    stop: bool = True  # stop at the plateau; false: checks only, train to trainer.max_steps
+    check_every: int = 1000
+    patience: int = 3
+    usage_tolerance: float = 0.002
+    psnr_tolerance: float = 0.05
+    min_steps: int = 2000
+    eval_images: int = 10_000
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+    max_images: int | None = None  # None: the whole test split
+    fid_images: int = 1000  # rFID subset size (Inception runs ~6 img/s on 2 CPU cores); 0: skip
+    fid_cache_dir: str | None = None  # reference statistics; default ~/.cache/simvq/fid
+    grid_images: int = 32
+    usage_splits: tuple[str, ...] = ("test",)  # splits whose tokens the reported usage counts, e.g. [train, test]
+
+
+@dataclass
+class TokenizerConfig:
+    recipe: str = "image"  # the kind of tokenizer a file or run holds: image | audio (its own schema)
+    out_dir: str = "runs/tokenizer"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    plateau: PlateauConfig = field(default_factory=PlateauConfig)
+
+
+# ----------------------------------------------------------------------------- the audio recipe
+
+
+@dataclass
+class AudioDataConfig:
+    name: str = "espeak_corpus"  # espeak_corpus (built offline with espeak-ng on first use) | wav_folder
+    root: str = "data/speech"  # the corpus directory, or the folder of training audio
+    test_root: str | None = None  # wav_folder: held-out audio; None: evaluate on root itself
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0  # random training clips; evaluation uses whole utterances
+    batch_size: int = 16
+    in_memory: bool = True  # the train split held as int16, batches gathered by one index op
+    corpus: SpeechCorpusSpec = field(default_factory=SpeechCorpusSpec)  # espeak_corpus: what to synthesise
+    workers: int = 2  # parallel syntheses while the corpus is built
+
+
+@dataclass
+class CodecModelConfig:
+    """``simvq.models.AudioCodec``'s keyword arguments, as they are."""
+
+    strides: tuple[int, ...] = (2, 4, 5, 8)
+    channels: int = 8
+    dim: int = 64
+    residual_layers: int = 1
+    bottleneck_blocks: int = 1
+    decoder: str = "vocos"  # vocos (ConvNeXt + iSTFT) | transposed (SEANet mirror)
+    decoder_width: int = 128
+    decoder_blocks: int = 4
+    weight_norm: bool = True
+
+
+@dataclass
+class MelConfig:
+    n_fft: int = 1024
+    hop_length: int = 256
+    n_mels: int = 80
+
+
+@dataclass
+class AudioLossConfig:
+    mel_weight: float = 45.0  # log-mel L1 (HiFi-GAN / Vocos weight)
+    stft_weight: float = 1.0  # multi-resolution STFT
+    mel: MelConfig = field(default_factory=MelConfig)
+    floor_dbfs: float | None = -80.0  # mel and STFT magnitudes floored at white noise this loud (simvq.data.spectral); null: 1e-5
+    quantizer_weight: float = 1000.0  # the official SimVQ audio recipe's weight on out.loss (per method: configs/speech.yaml)
+    discriminator: bool = False  # multi-period + multi-resolution discriminators with feature matching
+    discriminator_weight: float = 1.0
+    feature_matching_weight: float = 2.0
+    discriminator_start: int = 0
+    discriminator_channels: int = 16
+
+
+@dataclass
+class AudioTrainerConfig(TrainerConfig):
+    max_steps: int = 20_000
+    precision: str = "32"
+    checkpoint_every: int = 1000
+    channels_last: bool = False  # (images only)
+    sample_every: int = 1000  # steps between reconstructed wavs + spectrograms of a few test utterances; 0: off
+
+
+@dataclass
+class AudioEvalConfig:
+    max_utterances: int | None = None  # None: the whole test split; N: N utterances evenly spaced across it
+    samples: int = 4  # utterances written as wav + spectrogram PNG
+    dnsmos: bool | None = None  # None: when speechmos and onnxruntime are installed
+    usage_splits: tuple[str, ...] = ("test",)  # splits whose tokens the reported usage counts, e.g. [train, test]
+
+
+@dataclass
+class AudioConfig:
+    recipe: str = "audio"
+    out_dir: str = "runs/speech"
+    data: AudioDataConfig = field(default_factory=AudioDataConfig)
+    model: CodecModelConfig = field(default_factory=CodecModelConfig)
+    quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(codebook_size=4096))
+    loss: AudioLossConfig = field(default_factory=AudioLossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, betas=(0.9, 0.999), warmup_steps=1000))
+    trainer: AudioTrainerConfig = field(default_factory=AudioTrainerConfig)
+    eval: AudioEvalConfig = field(default_factory=AudioEvalConfig)
