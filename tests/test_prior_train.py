@@ -151,3 +151,64 @@ def test_a_prior_killed_mid_run_and_resumed_ends_like_an_uninterrupted_one(token
     assert resumed["global_step"] == straight["global_step"] == 9
     assert_same_state(straight["state_dict"], resumed["state_dict"], "state_dict")
     assert_same_state(straight["optimizer_states"], resumed["optimizer_states"], "optimizer")
+
+
+def test_validation_keeps_the_best_prior_and_stops_early(tokenizer_run, tmp_path):
+    """Held-out grids are never trained on; the exported prior is the best checkpoint on them; a run
+    whose held-out NLL stops improving stops (min_delta too large to beat: after `patience` checks)."""
+    import math
+
+    from simvq.utils import load_safetensors
+    from simvq.train.prior import hold_out, load_prior, load_prior_config, train_prior
+
+    def config(name, *extra):
+        return load_prior_config("configs/prior.yaml", [
+            f"tokenizer={tokenizer_run}", f"out_dir={tmp_path / name}", "model.dim=16", "model.layers=1", "model.heads=2",
+            "data.batch_size=8", "trainer.max_steps=20", "trainer.checkpoint_every=100", "trainer.log_every=100",
+            "optim.warmup_steps=2", "trainer.progress_bar=false", "validation.images=8", "validation.every=2", *extra])
+
+    run = train_prior(config("early", "validation.patience=2", "validation.min_delta=100"))
+    summary = json.loads((run / "validation.json").read_text())
+    assert [p["step"] for p in summary["history"]] == [2, 4, 6] and summary["best_step"] == 2
+    assert summary["stopped_early"] and summary["global_step"] == 6 and summary["stop_reason"].startswith("early stop at step 6")
+    exported, best = load_safetensors(run / "model.safetensors"), load_safetensors(run / "best.safetensors")
+    assert exported.keys() == best.keys() and all(torch.equal(exported[k], best[k]) for k in best)
+    assert (run / "validation_nll.png").stat().st_size > 1000
+
+    # the held-out NLL recomputed from the exported prior on the same grids (their choice depends on validation.seed only)
+    prior, _, meta = load_prior(run)
+    codes, labels = _cached_train(run)
+    _, _, held, _ = hold_out(codes, labels, 8, seed=0)
+    assert summary["best_nll_bits_per_token"] == pytest.approx(prior.mean_nll(held, None) / math.log(2), rel=1e-5)
+    assert meta["train_tokens"] == (codes.shape[0] - 8) * 49 and meta["validation_images"] == 8
+
+    # resuming a run that stopped early trains no further
+    train_prior(config("early", "validation.patience=2", "validation.min_delta=100", "trainer.max_steps=30"))
+    assert json.loads((run / "validation.json").read_text())["global_step"] == 6
+
+    budget = train_prior(config("budget", "validation.patience=0"))
+    summary = json.loads((budget / "validation.json").read_text())
+    nlls = {p["step"]: p["nll_bits_per_token"] for p in summary["history"]}
+    assert not summary["stopped_early"] and summary["stop_reason"] == "budget: trained all 20 steps" and len(nlls) == 10
+    assert summary["best_nll_bits_per_token"] == min(nlls.values()) and nlls[summary["best_step"]] == min(nlls.values())
+
+
+def _cached_train(run):
+    """The training split's grids as the prior run cached them (before the hold-out)."""
+    from simvq.utils import load_safetensors
+
+    (path,) = (run / "tokens").glob("train-*.safetensors")
+    stored = load_safetensors(path)
+    return stored["codes"], stored["labels"]
+
+
+def test_hold_out_is_a_fixed_disjoint_split():
+    from simvq.train.prior import hold_out
+
+    codes, labels = torch.arange(50).reshape(50, 1, 1), torch.arange(50)
+    train_codes, train_labels, held, held_labels = hold_out(codes, labels, 10, seed=3)
+    assert sorted(train_labels.tolist() + held_labels.tolist()) == list(range(50)) and len(held) == 10
+    assert torch.equal(held.flatten(), held_labels) and torch.equal(train_codes.flatten(), train_labels)
+    assert torch.equal(hold_out(codes, labels, 10, seed=3)[2], held) and not torch.equal(hold_out(codes, labels, 10, seed=4)[2], held)
+    with pytest.raises(ValueError, match="validation.images"):
+        hold_out(codes, labels, 50, seed=0)

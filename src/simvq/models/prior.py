@@ -187,6 +187,17 @@ class TokenPrior(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1).float(), codes.reshape(-1))
 
     @torch.no_grad()
+    def mean_nll(self, codes: Tensor, labels: Tensor | None = None, *, batch_size: int = 500) -> float:
+        """Mean negative log-likelihood per token (nats) of the grids ``codes`` ``(N, h, w)`` given
+        ``labels`` ``(N,)`` (None: unconditional), in batches, on the model's device."""
+        device, total = self.position_embedding.device, 0.0
+        for start in range(0, codes.shape[0], batch_size):
+            chunk = codes[start : start + batch_size].long().to(device)
+            chunk_labels = labels[start : start + batch_size].to(device) if labels is not None else None
+            total += self.loss(chunk, chunk_labels).item() * chunk.shape[0]
+        return total / codes.shape[0]
+
+    @torch.no_grad()
     def sample(
         self,
         num_samples: int | None = None,

@@ -34,6 +34,20 @@ class PriorDataConfig:
 
 
 @dataclass
+class PriorValidationConfig:
+    """Held-out training grids: the prior's validation NLL every ``every`` steps (and at the last
+    step), the best weights kept, and an early stop once ``patience`` checks in a row improved on the
+    best by no more than ``min_delta`` bits per token. The held-out grids are a fixed choice (``seed``),
+    the same for every prior on the same tokens' data set, and are never trained on."""
+
+    images: int = 0  # grids held out of the training split; 0: no validation (the prior trains to its budget)
+    every: int = 250
+    patience: int = 4  # 0: never stop early (the best checkpoint is still kept)
+    min_delta: float = 0.002  # bits per token
+    seed: int = 0
+
+
+@dataclass
 class PriorOptimConfig(OptimConfig):
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.95)  # nanoGPT / GPT-3
@@ -65,6 +79,7 @@ class PriorConfig:
     optim: PriorOptimConfig = field(default_factory=PriorOptimConfig)
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_steps=3000, log_every=50, checkpoint_every=500, channels_last=False))
     eval: PriorEvalConfig = field(default_factory=PriorEvalConfig)
+    validation: PriorValidationConfig = field(default_factory=PriorValidationConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -73,7 +88,14 @@ class PriorConfig:
 
 def load_prior_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> PriorConfig:
     """Defaults, then the YAML (or JSON) file at ``path``, then ``section.key=value`` overrides."""
-    return load_structured(PriorConfig, path, overrides)
+    config = load_structured(PriorConfig, path, overrides)
+    validation = config.validation
+    for key, minimum in (("images", 0), ("every", 1), ("patience", 0)):
+        if getattr(validation, key) < minimum:
+            raise ValueError(f"validation.{key} must be >= {minimum}, got {getattr(validation, key)}")
+    if not validation.min_delta >= 0:
+        raise ValueError(f"validation.min_delta must be >= 0 (bits per token), got {validation.min_delta}")
+    return config
 
 
 def read_prior_config(run_dir: str | os.PathLike) -> PriorConfig:

@@ -6,13 +6,15 @@
 - ``tokens``: the codes of a data split under the tokenizer, cached and keyed on its weights;
 - ``train``: ``PriorModule`` (the LightningModule) and ``train_prior(config) -> run_dir``;
 - ``sample``: ``sample_codes`` and ``decode_codes`` (``simvq sample``);
-- ``evaluate``: ``evaluate_prior_run(run_dir) -> dict`` (``gen_metrics.json``, ``samples.png``).
+- ``evaluate``: ``evaluate_prior_run(run_dir) -> dict`` (``gen_metrics.json``, ``samples.png``);
+- ``validation``: held-out grids, their NLL during training, the best weights and the early stop.
 
 The schema (``PriorConfig``) and the reading of a prior run directory (``load_prior``) are in
 ``simvq.runs.prior``. A prior run directory holds ``config.yaml``/``config.json``, ``tokens.json`` (the
 tokenizer it was trained on: path, SHA-256 of its weights, codebook size, grid, classes), ``tokens/``
 (the cached codes of each split, named by that hash), ``model.safetensors``, ``checkpoints/last.ckpt``,
-``logs/``, ``progress.json`` and, after evaluation, ``gen_metrics.json`` and ``samples.png``.
+``logs/``, ``progress.json``, with validation ``best.safetensors``, ``validation.json`` and
+``validation_nll.png`` (``model.safetensors`` is then the best prior), and, after evaluation, ``gen_metrics.json`` and ``samples.png``.
 """
 
 from ...runs.prior import (
@@ -31,6 +33,7 @@ from .evaluate import evaluate_prior_run, test_nll
 from .sample import balanced_labels, decode_codes, load_tokenizer_for, sample_codes
 from .tokens import split_tokens, tokenizer_fingerprint
 from .train import PriorModule, train_prior
+from .validation import ValidationNLL, hold_out
 
 __all__ = [
     "PriorConfig",
@@ -53,4 +56,6 @@ __all__ = [
     "test_nll",
     "tokenizer_fingerprint",
     "train_prior",
+    "ValidationNLL",
+    "hold_out",
 ]

@@ -20,9 +20,10 @@ import torch
 from ...runs import CHECKPOINT_FILE, WEIGHTS_FILE, save_config, save_weights, to_dict
 from ...runs.prior import TOKENS_META, PriorConfig, read_prior_config, read_tokens_meta
 from ...tokenizer import Tokenizer
-from ...utils import atomic_write_text
+from ...utils import atomic_write_text, load_safetensors
 from .. import core
 from .tokens import split_tokens, tokenizer_fingerprint
+from .validation import BEST_FILE, ValidationNLL, finish, hold_out
 
 
 class PriorModule(pl.LightningModule):
@@ -109,17 +110,20 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     checkpoint_path = run_dir / CHECKPOINT_FILE
     if checkpoint_path.is_file():  # before the token cache is touched
         _check_resumable(run_dir, config, fingerprint)
-    codes, labels, meta = _training_tokens(config, run_dir, fingerprint, progress=show_progress)
+    codes, labels, held_out, meta = _training_tokens(config, run_dir, fingerprint, progress=show_progress)
 
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = PriorModule(config, codebook_size=meta["codebook_size"], grid=tuple(meta["grid"]), num_classes=meta["num_classes"])
     start_step = core.checkpoint_step(checkpoint_path)
     record = core.SessionRecord(run_dir, start_step)
+    validation = ValidationNLL(config, *held_out, run_dir) if held_out else None
     trainer = core.resumable_trainer(
         config,
         run_dir,
         start_step,
-        callbacks=[core.PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every, on_save=record)],
+        # the validation first: a checkpoint taken at a check holds its result
+        callbacks=[*([validation] if validation else []),
+                   core.PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every, on_save=record)],
         show_progress=show_progress,
         strategy=config.trainer.strategy,
         precision=core.resolve_precision(config.trainer.precision, config.trainer.accelerator),
@@ -132,17 +136,29 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     finally:  # the session's steps are on disk (PeriodicCheckpoint), so they belong in the record
         record(trainer, module)
     if trainer.is_global_zero:
-        save_weights(module.eval_model(), run_dir / WEIGHTS_FILE)
+        if validation is None:
+            save_weights(module.eval_model(), run_dir / WEIGHTS_FILE)
+        else:  # the exported prior is the best one on the held-out grids, not the last
+            finish(validation, run_dir, trainer.global_step, config.trainer.max_steps)
+            best = module.eval_model()
+            best.load_state_dict(load_safetensors(run_dir / BEST_FILE))
+            save_weights(best, run_dir / WEIGHTS_FILE)
     return run_dir
 
 
 def _training_tokens(config: PriorConfig, run_dir: Path, fingerprint: str, *, progress: bool):
-    """``(codes, labels, meta)``: the training split under the tokenizer (cached), and ``tokens.json``
-    written beside the config; the labels of an unconditional prior are zeros (unused)."""
+    """``(codes, labels, held_out, meta)``: the training split under the tokenizer (cached) less the
+    ``validation.images`` held-out grids (``held_out``: their codes and labels, the labels None for an
+    unconditional prior; empty without validation), and ``tokens.json`` written beside the config;
+    the labels of an unconditional prior are zeros (unused)."""
     tokenizer = Tokenizer.from_run(config.tokenizer)
     run_dir.mkdir(parents=True, exist_ok=True)
     codes, labels = split_tokens(tokenizer, run_dir, "train", fingerprint=fingerprint, batch_size=config.data.tokenize_batch_size, progress=progress)
     conditional = config.model.conditional and bool((labels >= 0).all())
+    held_out = ()
+    if config.validation.images:
+        codes, labels, held_codes, held_labels = hold_out(codes, labels, config.validation.images, seed=config.validation.seed)
+        held_out = (held_codes, held_labels if conditional else None)
     meta = {
         "tokenizer": str(Path(config.tokenizer).resolve()),
         "tokenizer_sha256": fingerprint,
@@ -150,9 +166,10 @@ def _training_tokens(config: PriorConfig, run_dir: Path, fingerprint: str, *, pr
         "grid": list(codes.shape[1:]),
         "num_classes": int(labels.max()) + 1 if conditional else 0,
         "train_tokens": codes.numel(),
+        "validation_images": config.validation.images,
     }
     save_config(config, run_dir)
     atomic_write_text(run_dir / TOKENS_META, json.dumps(meta, indent=2) + "\n")
     if not conditional:
         labels = torch.zeros_like(labels)  # unused; keeps the batches' shape
-    return codes, labels, meta
+    return codes, labels, held_out, meta
