@@ -73,21 +73,15 @@ class FSQ(Quantizer):
         levels: number of levels per channel, e.g. ``[8, 5, 5, 5]``.
         eps: shrinks the tanh bound slightly so the outermost levels are reached (the reference code's 1e-3).
         seed: seed of the projections' initialisation (``None``: the global RNG).
+        channel_first, check_finite: as in :class:`Quantizer`.
 
     Codes are mixed-radix integers: channel ``i``'s level index (0..L_i-1) times ``prod(levels[:i])``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int | None = None,
-        *,
-        levels: list[int] | tuple[int, ...] | None = None,
-        eps: float = 1e-3,
-        seed: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
+    excluded_options = ("init_scale",)  # no codes to draw: the grid is fixed
+
+    def __init__(self, dim: int, codebook_size: int | None = None, *,
+                 levels: list[int] | tuple[int, ...] | None = None, eps: float = 1e-3, **options):
         codebook_size = check_int("codebook_size", codebook_size, minimum=2, optional=True)
         eps = check_float("eps", eps, low=0.0, high=1.0)
         if levels is None:
@@ -97,7 +91,7 @@ class FSQ(Quantizer):
         levels = list(levels)
         if not levels or not all(is_integer_at_least(level, 2) for level in levels):
             raise ValueError(f"levels must be a non-empty list of integers >= 2, got {levels!r}")
-        super().__init__(dim, math.prod(levels), channel_first=channel_first, check_finite=check_finite)
+        super().__init__(dim, math.prod(levels), **options)
         self.levels = levels
         self.eps = eps
         num_channels = len(levels)
@@ -106,8 +100,7 @@ class FSQ(Quantizer):
         # mixed-radix place values: code = sum_i index_i * prod(levels[:i])
         radix = torch.cumprod(torch.tensor([1] + levels[:-1], dtype=torch.long), dim=0)
         self.register_buffer("_radix", radix, persistent=False)
-        seed = check_int("seed", seed, optional=True)
-        self.project_in, self.project_out = projections(dim, num_channels, enabled=dim != num_channels, seed=seed)
+        self.project_in, self.project_out = projections(dim, num_channels, enabled=dim != num_channels, seed=self.seed)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # another grid changes every code's meaning while the projections may still fit: refuse it.

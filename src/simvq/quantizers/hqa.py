@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .base import CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, straight_through
-from .options import check_float, check_int
+from .options import check_float
 from .registry import register_quantizer
 
 CHUNK_ELEMENTS = 2048 * 1024  # entries of the (tokens x codes) logit tile per checkpointed chunk
@@ -77,37 +77,19 @@ class HQA(CodebookQuantizer):
         seed: seed of the initial codebook.
         rotation_trick: rotation-trick gradient for the eval-mode (hard) path.
         chunk_size: codes per tile of the nearest-code search (eval, encode).
+        channel_first, check_finite: as in :class:`Quantizer`. There is no ``beta``: the commitment
+            term is ``commitment_weight``'s.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        temperature: float = 0.667,
-        kl_weight: float = 0.001,
-        commitment_weight: float = 0.001,
-        init_scale: float | None = None,
-        seed: int | None = None,
-        rotation_trick: bool = False,
-        chunk_size: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(
-            dim,
-            codebook_size,
-            rotation_trick=rotation_trick,
-            chunk_size=chunk_size,
-            channel_first=channel_first,
-            check_finite=check_finite,
-        )
-        seed = check_int("seed", seed, optional=True)
-        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+    excluded_options = ("beta",)
+
+    def __init__(self, dim: int, codebook_size: int, *, temperature: float = 0.667, kl_weight: float = 0.001,
+                 commitment_weight: float = 0.001, **options):
+        super().__init__(dim, codebook_size, **options)
         self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)
         self.kl_weight = check_float("kl_weight", kl_weight, low=0.0)
         self.commitment_weight = check_float("commitment_weight", commitment_weight, low=0.0)
-        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=init_scale, seed=seed))
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=self.init_scale, seed=self.seed))
 
     def codebook(self) -> Tensor:
         return self.embedding

@@ -23,7 +23,7 @@ from .base import (
     projections,
     straight_through,
 )
-from .options import check_choice, check_float, check_int
+from .options import check_choice, check_float
 from .registry import register_quantizer
 
 ENTROPY_MODES = ("auto", "exact", "factorized")
@@ -74,26 +74,17 @@ class LFQ(Quantizer):
             ``K = 4096`` codes, factorized above. The per-sample term is exact in every mode
             (the soft assignment factorises over channels because the codebook is a product set).
         seed: seed of the projections' initialisation (``None``: the global RNG).
+        channel_first, check_finite: as in :class:`Quantizer`.
 
     Code ``k`` has bit ``i`` (channel ``i``, most significant first) set when channel ``i`` is
     positive; zero counts as negative. Code vectors are ``+-1`` in the binary space.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        entropy_weight: float = 0.1,
-        diversity_gamma: float = 1.0,
-        temperature: float = 0.01,
-        beta: float = 0.25,
-        entropy_mode: str = "auto",
-        seed: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(dim, codebook_size, channel_first=channel_first, check_finite=check_finite)
+    excluded_options = ("init_scale",)  # no codes to draw: they are the sign patterns
+
+    def __init__(self, dim: int, codebook_size: int, *, entropy_weight: float = 0.1, diversity_gamma: float = 1.0,
+                 temperature: float = 0.01, beta: float = 0.25, entropy_mode: str = "auto", **options):
+        super().__init__(dim, codebook_size, **options)
         if codebook_size & (codebook_size - 1):
             raise ValueError(f"lfq: codebook_size must be a power of two, got {codebook_size}")
         self.num_bits = int(math.log2(codebook_size))
@@ -103,8 +94,7 @@ class LFQ(Quantizer):
         self.beta = check_float("beta", beta, low=0.0)
         self.entropy_mode = check_choice("entropy_mode", entropy_mode, ENTROPY_MODES)
         self.register_buffer("_place", 2 ** torch.arange(self.num_bits - 1, -1, -1), persistent=False)
-        seed = check_int("seed", seed, optional=True)
-        self.project_in, self.project_out = projections(dim, self.num_bits, enabled=dim != self.num_bits, seed=seed)
+        self.project_in, self.project_out = projections(dim, self.num_bits, enabled=dim != self.num_bits, seed=self.seed)
 
     # -- entropy penalty --------------------------------------------------------------------------
 

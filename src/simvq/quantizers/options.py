@@ -34,11 +34,16 @@ def check_bool(name: str, value) -> bool:
     return value
 
 
-def check_int(name: str, value, *, minimum: int | None = None, optional: bool = False) -> int | None:
+def check_int(
+    name: str, value, *, minimum: int | None = None, maximum: int | None = None, optional: bool = False
+) -> int | None:
+    """An integer in ``[minimum, maximum]`` (either end unbounded when ``None``)."""
     if value is None and optional:
         return None
     _check_type(name, value, numbers.Integral, "an integer", optional)
     value = int(value)
+    if maximum is not None and (value > maximum or (minimum is not None and value < minimum)):
+        raise ValueError(f"{name} must be an integer in [{'-inf' if minimum is None else minimum}, {maximum}], got {value}")
     if minimum is not None and value < minimum:
         expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {expected}, got {value}")
@@ -101,4 +106,12 @@ def _physical_memory() -> int | None:
         return None
 
 
-__all__ = ["check_bool", "check_choice", "check_decay", "check_float", "check_int", "check_table_fits", "is_integer_at_least"]
+__all__ = [
+    "check_bool",
+    "check_choice",
+    "check_decay",
+    "check_float",
+    "check_int",
+    "check_table_fits",
+    "is_integer_at_least",
+]

@@ -32,7 +32,7 @@ from .base import (
     gaussian_codebook,
     straight_through,
 )
-from .options import check_float, check_int
+from .options import check_float
 from .registry import register_quantizer
 
 # entries of the (tokens x codes) logit tile per checkpointed chunk
@@ -81,44 +81,26 @@ class SQVAE(CodebookQuantizer):
         rotation_trick: rotation-trick gradient for the eval-mode (hard) path; training uses the
             relaxed sample, whose gradient needs no estimator.
         chunk_size: codes per tile of the nearest-code search (eval, encode, reported codes).
+        channel_first, check_finite: as in :class:`Quantizer`. There is no ``beta``: the latent
+            terms are ``kl_weight``'s.
 
     In training mode ``quantized`` is the relaxed sample (it is not ``decode(codes)``) and ``codes``
     are the deterministic nearest codes; in eval mode both are the argmin code, exactly as ``decode``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        temperature: float = 1.0,
-        init_scale: float | None = None,
-        init_variance: float | None = None,
-        kl_weight: float = 0.01,
-        seed: int | None = None,
-        rotation_trick: bool = False,
-        chunk_size: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(
-            dim,
-            codebook_size,
-            rotation_trick=rotation_trick,
-            chunk_size=chunk_size,
-            channel_first=channel_first,
-            check_finite=check_finite,
-        )
-        seed = check_int("seed", seed, optional=True)
+    excluded_options = ("beta",)
+
+    def __init__(self, dim: int, codebook_size: int, *, temperature: float = 1.0, init_variance: float | None = None,
+                 kl_weight: float = 0.01, **options):
+        super().__init__(dim, codebook_size, **options)
         temperature = check_float("temperature", temperature, low=0.0, low_open=True)
-        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
         init_variance = check_float("init_variance", init_variance, low=0.0, low_open=True, optional=True)
         kl_weight = check_float("kl_weight", kl_weight, low=0.0)
-        scale = init_scale if init_scale is not None else dim**-0.5
+        scale = self.init_scale if self.init_scale is not None else dim**-0.5
         variance = init_variance if init_variance is not None else 20.0 * scale**2
         if variance <= 0:
             raise ValueError(f"init_variance must be positive, got {variance}")
-        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=scale, seed=seed))
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=scale, seed=self.seed))
         self.log_variance = nn.Parameter(torch.tensor(math.log(variance)))
         self.temperature = temperature
         self.kl_weight = kl_weight

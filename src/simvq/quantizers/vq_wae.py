@@ -156,9 +156,6 @@ class VQWAE(CodebookQuantizer):
             Wasserstein term against the reconstruction with a tuned multiplier; with simvq's mean
             squared reconstruction and the per-token normalisation of ``<P, C>`` (total mass 1)
             both are per-token squared errors, so 1 keeps them on the same footing).
-        beta: commitment weight ``beta * ||z - sg(q)||^2`` (0.25, VQ-VAE's). The OT term already
-            pulls latents towards the codes they are transported to; the commitment term keeps each
-            latent close to the code it is actually quantized to. ``beta=0`` leaves the OT term alone.
         epsilon: entropic regularisation, *relative* to the mean cost of the batch (0.05): the
             latents' scale changes during training, and a fixed absolute epsilon would make the
             plan too blurred early or numerically sharp late. The absolute value used is
@@ -172,50 +169,26 @@ class VQWAE(CodebookQuantizer):
             1024 codes is one 16 MiB tile, computed once per step; at K = 65,536 each code is drawn
             every 64 steps on average).
         tile_elements: cost entries per tile (2**22, 16 MiB): the memory bound of the solver.
-        init_scale: codes start as ``N(0, init_scale^2)``; default ``dim**-0.5`` like ``vq``.
-        seed: seed of the initial codebook.
-        rotation_trick, chunk_size, channel_first, check_finite: as in :class:`CodebookQuantizer`.
+        beta, init_scale, seed, rotation_trick, chunk_size, channel_first, check_finite: as in
+            :class:`CodebookQuantizer`. The OT term already pulls latents towards the codes they are
+            transported to; the commitment term ``beta * ||z - sg(q)||^2`` keeps each latent close
+            to the code it is actually quantized to (``beta=0`` leaves the OT term alone). Codes
+            start as ``N(0, init_scale^2)``, default ``dim**-0.5`` like ``vq``.
 
     Eval mode computes no transport (no loss); the codes and values are the nearest codes.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        wasserstein_weight: float = 1.0,
-        beta: float = 0.25,
-        epsilon: float = 0.05,
-        iterations: int = 20,
-        max_transport_codes: int | None = 1024,
-        tile_elements: int = DEFAULT_TILE_ELEMENTS,
-        init_scale: float | None = None,
-        seed: int | None = None,
-        rotation_trick: bool = False,
-        chunk_size: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(
-            dim,
-            codebook_size,
-            beta=beta,
-            rotation_trick=rotation_trick,
-            chunk_size=chunk_size,
-            channel_first=channel_first,
-            check_finite=check_finite,
-        )
-        # beta: checked by CodebookQuantizer
-        seed = check_int("seed", seed, optional=True)
-        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+    def __init__(self, dim: int, codebook_size: int, *, wasserstein_weight: float = 1.0, epsilon: float = 0.05,
+                 iterations: int = 20, max_transport_codes: int | None = 1024,
+                 tile_elements: int = DEFAULT_TILE_ELEMENTS, **options):
+        super().__init__(dim, codebook_size, **options)
         self.wasserstein_weight = check_float("wasserstein_weight", wasserstein_weight, low=0.0, low_open=True)
         # relative to the mean transport cost (see absolute_epsilon)
         self.epsilon = check_float("epsilon", epsilon, low=0.0, low_open=True)
         self.iterations = check_int("iterations", iterations, minimum=1)
         self.max_transport_codes = check_int("max_transport_codes", max_transport_codes, minimum=2, optional=True)
         self.tile_elements = check_int("tile_elements", tile_elements, minimum=1)
-        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=init_scale, seed=seed))
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=self.init_scale, seed=self.seed))
 
     def codebook(self) -> Tensor:
         return self.embedding
