@@ -137,6 +137,28 @@ def linear_fp32(layer: nn.Module, x: Tensor) -> Tensor:
         return F.linear(x.float(), layer.weight.float(), bias)
 
 
+def squared_distances(x: Tensor, codes: Tensor) -> Tensor:
+    """Squared distances ``(n, m)`` between ``x: (n, d)`` and ``codes: (m, d)``, as one GEMM
+    (``|x|^2 - 2 x.c + |c|^2``, clamped at 0), with a graph to both: the relaxed quantizers'
+    posteriors and the transport costs. The nearest-code search is ``simvq.search.nearest``."""
+    return (x.pow(2).sum(1, keepdim=True) - 2 * x @ codes.t() + codes.pow(2).sum(1)).clamp_min(0)
+
+
+# Gumbel noise is drawn from uniforms clamped to GUMBEL_CLAMP, so it is bounded (in float32, by
+# -3.14 and 15.94).
+GUMBEL_CLAMP = (1e-10, 1 - 1e-7)
+
+
+def gumbel_noise(shape, *, device) -> Tensor:
+    """Standard Gumbel noise ``-log(-log(u))`` of ``shape`` from the global RNG (the relaxed
+    quantizers' samples; activation checkpointing replays it)."""
+    return _gumbel_of(torch.rand(shape, device=device).clamp_(*GUMBEL_CLAMP))
+
+
+def _gumbel_of(uniform: Tensor) -> Tensor:
+    return -torch.log(-torch.log(uniform))
+
+
 def straight_through(z: Tensor, q: Tensor, *, rotation_trick: bool = False) -> Tensor:
     """Forward value ``q``, gradient passed to ``z``.
 
@@ -507,6 +529,7 @@ class CodebookQuantizer(Quantizer):
 
 
 __all__ = [
+    "GUMBEL_CLAMP",
     "SEED_RANGE",
     "CodebookQuantizer",
     "FlatOutput",
@@ -519,11 +542,13 @@ __all__ = [
     "continued_stream",
     "fp32",
     "gaussian_codebook",
+    "gumbel_noise",
     "linear_fp32",
     "projections",
     "register_training_stream",
     "seeded_generator",
     "seeded_global_rng",
+    "squared_distances",
     "straight_through",
     "training_streams",
     "uniform_codebook",

@@ -34,26 +34,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, straight_through
+from .base import (CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, gumbel_noise, squared_distances,
+                   straight_through)
 from .options import check_float
 from .registry import register_quantizer
 
 CHUNK_ELEMENTS = 2048 * 1024  # entries of the (tokens x codes) logit tile per checkpointed chunk
 
 
-def _gumbel(shape, *, device) -> Tensor:
-    uniform = torch.rand(shape, device=device).clamp_(1e-10, 1 - 1e-7)
-    return -torch.log(-torch.log(uniform))
-
-
 def _posterior_chunk(z: Tensor, codebook: Tensor, temperature: float):
     """One token chunk: relaxed sample ``(n, dim)``, sampled codes ``(n,)``, summed KL and commitment."""
-    distances = (z.pow(2).sum(1, keepdim=True) - 2 * z @ codebook.t() + codebook.pow(2).sum(1)).clamp_min(0)
+    distances = squared_distances(z, codebook)
     log_probs = F.log_softmax(-distances, dim=-1)
     probs = log_probs.exp()
     kl = (probs * (log_probs + math.log(codebook.shape[0]))).sum()
     commitment = (probs * distances).sum()
-    weights = F.softmax((log_probs + _gumbel(log_probs.shape, device=z.device)) / temperature, dim=-1)
+    weights = F.softmax((log_probs + gumbel_noise(log_probs.shape, device=z.device)) / temperature, dim=-1)
     return weights @ codebook, weights.argmax(-1), kl, commitment
 
 

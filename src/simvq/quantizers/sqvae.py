@@ -30,6 +30,8 @@ from .base import (
     FlatOutput,
     fp32,
     gaussian_codebook,
+    gumbel_noise,
+    squared_distances,
     straight_through,
 )
 from .options import check_float
@@ -39,14 +41,9 @@ from .registry import register_quantizer
 TILE_ELEMENTS = 2048 * 1024
 
 
-def gumbel_noise(shape, *, device) -> Tensor:
-    uniform = torch.rand(shape, device=device).clamp_(1e-10, 1 - 1e-7)
-    return -torch.log(-torch.log(uniform))
-
-
 def _relaxed_chunk(z: Tensor, codebook: Tensor, precision: Tensor, temperature: float):
     """One token chunk: relaxed sample ``(n, dim)``, ``sum P log P`` and ``sum ||z - z_q||^2``."""
-    squared = (z.pow(2).sum(1, keepdim=True) - 2 * z @ codebook.t() + codebook.pow(2).sum(1)).clamp_min(0)
+    squared = squared_distances(z, codebook)
     # softmax is shift-invariant: measuring from each row's nearest code changes no probability, and
     # keeps the logits' gradient times ``squared`` (the precision's gradient) finite for huge |z|
     # (a ~1e31 distance times a ~1e16 gradient overflowed to inf - inf = NaN)

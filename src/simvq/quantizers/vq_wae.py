@@ -29,16 +29,19 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, gaussian_codebook, straight_through
+from .base import (
+    CodebookQuantizer,
+    FlatOutput,
+    commitment_losses,
+    fp32,
+    gaussian_codebook,
+    squared_distances,
+    straight_through,
+)
 from .options import check_float, check_int
 from .registry import register_quantizer
 
 DEFAULT_TILE_ELEMENTS = 2**22  # 16 MiB of float32 cost entries per tile
-
-
-def _costs(x: Tensor, codes: Tensor) -> Tensor:
-    """Squared distances ``(n, m)`` between ``x: (n, d)`` and ``codes: (m, d)``, float32."""
-    return (x.pow(2).sum(1, keepdim=True) - 2 * x @ codes.t() + codes.pow(2).sum(1)).clamp_min(0)
 
 
 class _Tiles:
@@ -51,7 +54,7 @@ class _Tiles:
         self.code_block = max(1, min(num_codes, tile_elements // num_tokens))
         self.token_block = max(1, min(num_tokens, tile_elements // self.code_block))
         self.single = self.token_block >= num_tokens and self.code_block >= num_codes
-        self.cached = _costs(x, codes) if self.single else None
+        self.cached = squared_distances(x, codes) if self.single else None
 
     def __iter__(self):
         if self.single:
@@ -61,7 +64,7 @@ class _Tiles:
             rows = slice(start, start + self.token_block)
             for code_start in range(0, self.codes.shape[0], self.code_block):
                 cols = slice(code_start, code_start + self.code_block)
-                yield rows, cols, _costs(self.x[rows], self.codes[cols])
+                yield rows, cols, squared_distances(self.x[rows], self.codes[cols])
 
 
 @torch.no_grad()
