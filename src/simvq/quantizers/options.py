@@ -59,8 +59,10 @@ def check_float(
     low_open: bool = False,
     high_open: bool = False,
     optional: bool = False,
+    why: str | None = None,
 ) -> float | None:
-    """A finite real number in ``[low, high]`` (either end open with ``*_open``)."""
+    """A finite real number in ``[low, high]`` (either end open with ``*_open``); ``why`` (the
+    reason for a bound that is not obvious) ends the message of a value outside."""
     if value is None and optional:
         return None
     _check_type(name, value, numbers.Real, "a number", optional)
@@ -71,7 +73,7 @@ def check_float(
         left = "-inf" if low is None else f"{low:g}"
         right = "inf" if high is None else f"{high:g}"
         interval = f"{'(' if low_open or low is None else '['}{left}, {right}{')' if high_open or high is None else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}" + (f"; {why}" if why else ""))
     return value
 
 
