@@ -145,7 +145,7 @@ def squared_distances(x: Tensor, codes: Tensor) -> Tensor:
 
 
 # Gumbel noise is drawn from uniforms clamped to GUMBEL_CLAMP, so it is bounded (in float32, by
-# -3.14 and 15.94).
+# -3.14 and 15.94): what bounds the Gumbel-softmax temperatures (see sqvae, hqa).
 GUMBEL_CLAMP = (1e-10, 1 - 1e-7)
 
 
@@ -157,6 +157,10 @@ def gumbel_noise(shape, *, device) -> Tensor:
 
 def _gumbel_of(uniform: Tensor) -> Tensor:
     return -torch.log(-torch.log(uniform))
+
+
+# (least, largest) value the noise takes
+GUMBEL_RANGE = tuple(_gumbel_of(torch.tensor(GUMBEL_CLAMP)).tolist())
 
 
 def straight_through(z: Tensor, q: Tensor, *, rotation_trick: bool = False) -> Tensor:
@@ -530,6 +534,7 @@ class CodebookQuantizer(Quantizer):
 
 __all__ = [
     "GUMBEL_CLAMP",
+    "GUMBEL_RANGE",
     "SEED_RANGE",
     "CodebookQuantizer",
     "FlatOutput",

@@ -20,7 +20,7 @@ from .base import (
     uniform_codebook,
 )
 from .codebook_updates import all_reduce_sum_, broadcast_, ema_, sample_rows_when
-from .options import check_bool, check_choice, check_decay, check_float
+from .options import DATA_LIMIT, check_bool, check_choice, check_decay, check_divisor
 from .registry import register_quantizer
 
 DISTANCES = ("cos", "l2")
@@ -40,7 +40,8 @@ class CVQ(CodebookQuantizer):
             feature pool, which keeps a history of features).
         usage_decay: decay of the running average usage ``p`` (0.99, official).
         contrastive: add the official contrastive term (costs an ``(N, K)`` similarity matrix).
-        temperature: temperature of that term (0.07, official).
+        temperature: temperature of that term (0.07, official); at least ``2 / 2**127`` with
+            ``distance="cos"`` and ``2**64 / 2**127`` with "l2" (see ``options.check_divisor``).
         init_scale: codes start uniform in ``[-init_scale, init_scale]``; default ``1/K`` (official).
         beta, seed, channel_first, rotation_trick, chunk_size, check_finite: as in
             :class:`CodebookQuantizer` (``beta`` 0.25, as the official configs).
@@ -56,7 +57,13 @@ class CVQ(CodebookQuantizer):
         self.anchor = check_choice("anchor", anchor, ANCHORS)
         self.usage_decay = check_decay("usage_decay", usage_decay)
         self.contrastive = check_bool("contrastive", contrastive)
-        self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)  # 0 gave NaN logits
+        # the contrastive logits are similarity / temperature and the cross-entropy takes their
+        # differences: cosines differ by at most 2, (minus) squared distances scale with the data
+        if self.distance == "cos":
+            dividend, divides = 2.0, "differences of cosine similarities"
+        else:
+            dividend, divides = DATA_LIMIT, "squared distances (data-scaled: covered up to 2**64)"
+        self.temperature = check_divisor("temperature", temperature, dividend=dividend, divides=divides)
         register_training_stream(self, self.seed)
         bound = self.init_scale if self.init_scale is not None else 1.0 / codebook_size
         self.embedding = nn.Parameter(uniform_codebook(codebook_size, dim, bound=bound, seed=self.seed))

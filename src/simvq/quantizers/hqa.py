@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import (CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, gumbel_noise, squared_distances,
-                   straight_through)
-from .options import check_float
+from .base import (GUMBEL_RANGE, CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, gumbel_noise,
+                   squared_distances, straight_through)
+from .options import check_divisor, check_float
 from .registry import register_quantizer
 
 CHUNK_ELEMENTS = 2048 * 1024  # entries of the (tokens x codes) logit tile per checkpointed chunk
@@ -59,7 +59,9 @@ class HQA(CodebookQuantizer):
 
     Args:
         dim, codebook_size: code dimension and number of codes (the official default is 256).
-        temperature: Gumbel-softmax temperature (0.667, the official ``gs_temp``). Settable.
+        temperature: Gumbel-softmax temperature (0.667, the official ``gs_temp``). Settable. At
+            least ``max(15.94, log K + 3.14) / 2**127`` (~1e-37): it divides log-probabilities
+            perturbed by Gumbel noise, whose row maxima are bounded so.
         kl_weight, commitment_weight: weights of the per-token ``kl`` and ``commitment`` terms.
             The official loss is ``recon/D + 0.001 KL/D + 0.001 commit/D`` with the reconstruction
             error and both terms *summed* over an image (D = its values); simvq's recipes use a
@@ -82,7 +84,15 @@ class HQA(CodebookQuantizer):
     def __init__(self, dim: int, codebook_size: int, *, temperature: float = 0.667, kl_weight: float = 0.001,
                  commitment_weight: float = 0.001, **options):
         super().__init__(dim, codebook_size, **options)
-        self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)
+        # it divides Gumbel-perturbed log-probabilities; the largest of each row (what the softmax
+        # subtracts) lies in [-log K + least noise, largest noise]
+        least_noise, largest_noise = GUMBEL_RANGE
+        self.temperature = check_divisor(
+            "temperature",
+            temperature,
+            dividend=max(largest_noise, math.log(codebook_size) - least_noise),
+            divides="each row's largest Gumbel-perturbed log-probability",
+        )
         self.kl_weight = check_float("kl_weight", kl_weight, low=0.0)
         self.commitment_weight = check_float("commitment_weight", commitment_weight, low=0.0)
         self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=self.init_scale, seed=self.seed))

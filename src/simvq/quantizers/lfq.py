@@ -23,7 +23,7 @@ from .base import (
     projections,
     straight_through,
 )
-from .options import check_choice, check_float
+from .options import DATA_LIMIT, check_choice, check_divisor, check_float
 from .registry import register_quantizer
 
 ENTROPY_MODES = ("auto", "exact", "factorized")
@@ -65,7 +65,8 @@ class LFQ(Quantizer):
         codebook_size: a power of two ``K``; there are ``log2(K)`` binary channels.
         entropy_weight: weight of the entropy penalty (0.1, MAGVIT-v2).
         diversity_gamma: weight of the batch (codebook) entropy inside the penalty (1.0, MAGVIT-v2).
-        temperature: ``tau`` of the soft assignment (0.01, the widely used reference setting).
+        temperature: ``tau`` of the soft assignment (0.01, the widely used reference setting); at
+            least ``num_bits * 2**-61`` (see ``options.check_divisor``).
         beta: commitment weight ``beta * ||z - sg(sign z)||^2`` (0.25).
         entropy_mode: how the batch entropy ``H(E[q(z)])`` is computed. "exact": over all K codes
             (``O(N K log K)`` time, ``O(N K)`` memory); "factorized": sum of per-channel binary
@@ -90,7 +91,13 @@ class LFQ(Quantizer):
         self.num_bits = int(math.log2(codebook_size))
         self.entropy_weight = check_float("entropy_weight", entropy_weight, low=0.0)
         self.diversity_gamma = check_float("diversity_gamma", diversity_gamma, low=0.0)
-        self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)
+        # the bit logits 4 z / temperature are summed over the bits (exact batch entropy)
+        self.temperature = check_divisor(
+            "temperature",
+            temperature,
+            dividend=4 * self.num_bits * DATA_LIMIT,
+            divides=f"4 x the latents summed over the {self.num_bits} bits (data-scaled: covered up to 2**64)",
+        )
         self.beta = check_float("beta", beta, low=0.0)
         self.entropy_mode = check_choice("entropy_mode", entropy_mode, ENTROPY_MODES)
         self.register_buffer("_place", 2 ** torch.arange(self.num_bits - 1, -1, -1), persistent=False)

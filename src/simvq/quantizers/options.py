@@ -77,6 +77,31 @@ def check_float(
     return value
 
 
+# Options that divide (temperatures, variances): the quantizers compute in float32, whose largest
+# value is 3.4e38 ~ 2**128. A quotient is kept below QUOTIENT_LIMIT, half of that: headroom for a
+# sum or difference of two such terms (a softmax subtracts its row's maximum) and for rounding the
+# option itself to float32.
+QUOTIENT_LIMIT = 2.0**127
+# What an option divides is either bounded by the quantizer (Gumbel-perturbed log-probabilities,
+# cosine similarities: the lower bound is then exact) or scales with the data (latents, squared
+# distances), which no constructor knows. Those get half of float32's exponent range, magnitudes up
+# to DATA_LIMIT = 2**64 = 1.8e19 (more than any input value a quantizer accepts, 5.8e17 at dim 1),
+# and the option's reciprocal the other half: such an option may be as small as 2**64 / 2**127.
+DATA_LIMIT = 2.0**64
+
+
+def check_divisor(name: str, value, *, dividend: float, divides: str, optional: bool = False) -> float | None:
+    """A number by which the quantizer divides ``divides``, quantities up to ``dividend`` in
+    magnitude: at least ``dividend / QUOTIENT_LIMIT``, so that every quotient stays a float32 number
+    (a positive but tiny temperature or variance gave NaN in the forward, with no error)."""
+    low = dividend / QUOTIENT_LIMIT
+    why = (
+        f"{name} divides {divides}, up to {dividend:.4g} in magnitude, and the quotient must stay below 2**127 "
+        f"in float32: {name} >= {dividend:.4g} / 2**127 = {low:.4g}"
+    )
+    return check_float(name, value, low=low, optional=optional, why=why)
+
+
 def _check_type(name: str, value, kind: type, noun: str, optional: bool) -> None:
     # bool is an Integral (and a Real), but True is not a count or a weight
     if isinstance(value, bool) or not isinstance(value, kind):
@@ -109,9 +134,12 @@ def _physical_memory() -> int | None:
 
 
 __all__ = [
+    "DATA_LIMIT",
+    "QUOTIENT_LIMIT",
     "check_bool",
     "check_choice",
     "check_decay",
+    "check_divisor",
     "check_float",
     "check_int",
     "check_table_fits",

@@ -42,6 +42,11 @@ from .options import check_float, check_int
 from .registry import register_quantizer
 
 DEFAULT_TILE_ELEMENTS = 2**22  # 16 MiB of float32 cost entries per tile
+# The plan is exp((f_i + g_j - C_ij) / epsilon_abs) with potentials f, g carrying float32 rounding
+# errors of about 2**-24 of the costs: with epsilon_abs = epsilon * mean cost below 2**-23 x the
+# mean those errors are as large as epsilon_abs times the cost ratio, and the plan is noise (a
+# transport cost of 78 for 5.8 at epsilon=1e-8, 301 or NaN below).
+RELATIVE_EPSILON_MIN = 2.0**-23
 
 
 class _Tiles:
@@ -162,7 +167,8 @@ class VQWAE(CodebookQuantizer):
         epsilon: entropic regularisation, *relative* to the mean cost of the batch (0.05): the
             latents' scale changes during training, and a fixed absolute epsilon would make the
             plan too blurred early or numerically sharp late. The absolute value used is
-            ``epsilon * mean_ij C_ij``, computed exactly in ``O((N + M) dim)``.
+            ``epsilon * mean_ij C_ij``, computed exactly in ``O((N + M) dim)``. At least ``2**-23``,
+            float32's resolution (see ``RELATIVE_EPSILON_MIN``: at 1e-9 the loss was NaN).
         iterations: Sinkhorn iterations per step (20, our choice: the codes' marginal is exact after
             every iteration, and at the default epsilon the tokens' marginal is within 1e-5 after
             about 10 on clustered latents; the log-domain updates stay stable at any count).
@@ -187,7 +193,13 @@ class VQWAE(CodebookQuantizer):
         super().__init__(dim, codebook_size, **options)
         self.wasserstein_weight = check_float("wasserstein_weight", wasserstein_weight, low=0.0, low_open=True)
         # relative to the mean transport cost (see absolute_epsilon)
-        self.epsilon = check_float("epsilon", epsilon, low=0.0, low_open=True)
+        self.epsilon = check_float(
+            "epsilon",
+            epsilon,
+            low=RELATIVE_EPSILON_MIN,
+            why="the plan exp((f + g - C) / (epsilon * mean cost)) needs it above the float32 rounding of the "
+            "potentials f, g (2**-24 of the costs): at least 2**-23, float32's resolution",
+        )
         self.iterations = check_int("iterations", iterations, minimum=1)
         self.max_transport_codes = check_int("max_transport_codes", max_transport_codes, minimum=2, optional=True)
         self.tile_elements = check_int("tile_elements", tile_elements, minimum=1)
