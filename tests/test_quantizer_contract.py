@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 
 import pytest
 import torch
 
 from simvq import SimVQ, build_quantizer, list_quantizers
+from simvq.quantizers import VQ, CodebookQuantizer, Quantizer
 from simvq.quantizers.registry import _REGISTRY
 
 DIM, CODEBOOK_SIZE = 8, 16
@@ -88,6 +90,68 @@ def test_registry_lists_the_methods_and_rejects_unknown_names():
     assert expected | {"residual", "residual_simvq"} <= set(NAMES)
     with pytest.raises(ValueError, match="unknown quantizer 'nope'"):
         build_quantizer("nope", dim=DIM, codebook_size=CODEBOOK_SIZE)
+
+
+# ----------------------------------------------------------------------------- shared options
+
+
+def _keyword_options(function) -> dict[str, inspect.Parameter]:
+    parameters = inspect.signature(function).parameters
+    return {key: p for key, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_signature_lists_the_shared_options_with_the_base_defaults(name):
+    """Subclasses pass the shared options on in ``**options``; their signatures still list them,
+    less the ones a class excludes (HQA has no ``beta``, SimVQ no ``init_scale``)."""
+    factory = _REGISTRY[name]
+    shared = _keyword_options(Quantizer.__init__)
+    if issubclass(factory, CodebookQuantizer):
+        shared.update(_keyword_options(CodebookQuantizer.__init__))
+    assert {"seed", "init_scale", "channel_first", "check_finite"} <= set(shared)
+    parameters = _parameters(name)
+    for option, declared in shared.items():
+        if option in factory.excluded_options:
+            assert option not in parameters, option
+        else:
+            assert parameters[option].kind is inspect.Parameter.KEYWORD_ONLY, option
+            assert parameters[option].default == declared.default, option
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_option_is_documented_on_the_class_or_a_base(name):
+    documented = " ".join(cls.__doc__ or "" for cls in _REGISTRY[name].__mro__ if issubclass(cls, Quantizer))
+    for option, parameter in _parameters(name).items():
+        if parameter.kind is not inspect.Parameter.VAR_KEYWORD:
+            assert re.search(rf"\b{option}\b", documented), option
+
+
+EXCLUDED_VALUES = {"beta": 0.25, "init_scale": 0.1, "inner": "vq", "basis": None, "train_codebook": False, "init": "gaussian"}
+
+
+@pytest.mark.parametrize("name, option", [(name, option) for name in NAMES for option in _REGISTRY[name].excluded_options])
+def test_an_excluded_option_is_refused_naming_it(name, option):
+    with pytest.raises((TypeError, ValueError), match=rf"\b{option}\b"):
+        build(name, **{option: EXCLUDED_VALUES[option]})
+
+
+def test_an_unknown_option_is_refused_naming_it_and_listing_the_options():
+    with pytest.raises(TypeError, match=r"^HQA got an unexpected option 'beta'; its options are: dim, codebook_size, temperature, "):
+        build_quantizer("hqa", dim=DIM, codebook_size=CODEBOOK_SIZE, beta=0.5)
+    with pytest.raises(TypeError, match=r"^VQ got an unexpected option 'betta'; its options are: .*\bbeta\b.*\bseed\b"):
+        build_quantizer("residual", dim=DIM, codebook_size=CODEBOOK_SIZE, betta=0.5)  # the stages check
+
+
+def test_shared_options_reach_the_base_classes():
+    quantizer = build_quantizer("vq", dim=DIM, codebook_size=CODEBOOK_SIZE, beta=0.5, seed=3, chunk_size=4, init_scale=0.5)
+    assert (quantizer.beta, quantizer.seed, quantizer.chunk_size, quantizer.init_scale) == (0.5, 3, 4, 0.5)
+    direct = VQ(DIM, CODEBOOK_SIZE, beta=0.5, seed=3, chunk_size=4, init_scale=0.5)
+    assert torch.equal(quantizer.embedding, direct.embedding)
+    # init_scale scales the initial codes, drawn from the seed's codebook stream
+    unit = VQ(DIM, CODEBOOK_SIZE, seed=3, init_scale=1.0)
+    torch.testing.assert_close(quantizer.embedding, unit.embedding * 0.5, rtol=0, atol=0)
+    preset = build_quantizer("vq_ema", dim=DIM, codebook_size=CODEBOOK_SIZE, beta=0.5, seed=3)
+    assert preset.beta == 0.5 and preset.ema_decay == 0.99 and _parameters("vq_ema")["ema_decay"].default == 0.99
 
 
 # ----------------------------------------------------------------------------- forward

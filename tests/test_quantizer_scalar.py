@@ -4,12 +4,14 @@ codebook and a hand-written softmax."""
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from simvq import build_quantizer
-from simvq.quantizers.fsq import FSQ, RECOMMENDED_LEVELS, levels_for
+from simvq.quantizers.fsq import FSQ, RECOMMENDED_LEVELS, eps_domain, levels_for
 from simvq.quantizers.lfq import LFQ
+from simvq.search import max_abs_value
 
 
 # ----------------------------------------------------------------------------- FSQ
@@ -67,6 +69,78 @@ def test_fsq_straight_through_gradient_is_identity_through_the_grid():
     z_ref = z.detach().requires_grad_()
     (quantizer.bound(z_ref) / quantizer._half() * upstream).sum().backward()
     torch.testing.assert_close(z.grad, z_ref.grad)
+
+
+def rounded_extremes(levels, eps):
+    """Reference, written out in numpy float32 (torch's arithmetic: the Python float ``1 + eps``
+    rounded to float32, products rounded, ``round`` half to even): the level index the largest and
+    the least bounded value of each channel rounds to, i.e. at ``tanh = +1`` and ``-1``."""
+    levels_int = np.array(levels)
+    half_width = (levels_int.astype(np.float32) - np.float32(1)) * np.float32(1 + eps) / np.float32(2)
+    offset = np.where(levels_int % 2 == 0, np.float32(0.5), np.float32(0.0))
+    return np.round(half_width - offset) + levels_int // 2, np.round(-half_width - offset) + levels_int // 2
+
+
+def on_grid(levels, eps) -> bool:
+    top, bottom = rounded_extremes(levels, eps)
+    return bool((top <= np.array(levels) - 1).all() and (bottom >= 0).all())
+
+
+@pytest.mark.parametrize("levels", [[2], [3], [4, 4], [5, 5, 5], [8, 5, 5, 5], [8, 6, 5], [7, 5, 5, 5, 5], [2, 3], [16]])
+def test_fsq_eps_domain_ends_exactly_where_rounding_leaves_the_grid(levels):
+    """The largest ``eps`` accepted is ``1 / (L - 1)`` (L the largest level) up to float32 rounding
+    of ``1 + eps``,
+    the reference keeps every channel on its grid there and not one float64 step above, and the
+    constructor accepts the one and refuses the other naming ``eps``."""
+    least, largest = eps_domain(levels)
+    assert largest == pytest.approx(1 / (max(levels) - 1), abs=2**-21)  # 2 float32 steps of 1 + eps
+    assert on_grid(levels, largest) and not on_grid(levels, math.nextafter(largest, 1.0))
+    FSQ(len(levels), levels=levels, eps=largest)
+    with pytest.raises(ValueError, match=r"^eps must be a finite number in .* round off the grid of the largest level"):
+        FSQ(len(levels), levels=levels, eps=math.nextafter(largest, 1.0))
+    with pytest.raises(ValueError, match="^eps must"):
+        FSQ(len(levels), levels=levels, eps=1.0)  # accepted before: codes off the grid
+    if 2 not in levels:
+        assert least == 0.0
+        return
+    # a level of 2 at eps = 0: the bound's shift is atanh(0.5 / 0.5) = inf and every value lands on
+    # one level; the least eps is where 1 + eps first rounds above 1 in float32 (2**-24 and a bit)
+    assert np.float32(1 + least) > 1 and np.float32(1 + math.nextafter(least, 0.0)) == 1
+    FSQ(len(levels), levels=levels, eps=least)
+    with pytest.raises(ValueError, match="a level of 2 needs 1 \\+ eps > 1"):
+        FSQ(len(levels), levels=levels, eps=0.0)
+
+
+@pytest.mark.parametrize("levels", [[3], [4, 4], [5, 5, 5], [8, 5, 5, 5], [2, 3]])
+@pytest.mark.parametrize("projected", [False, True])
+def test_fsq_at_the_largest_eps_extreme_inputs_stay_on_the_grid_and_decode_to_the_forward(levels, projected):
+    """At the bound of ``eps`` the saturated channels round to the outermost levels and no further:
+    codes in range, every channel's index in ``0 .. L - 1``, ``decode(encode(z))`` equal to the
+    forward's output. (Above the bound, ``eps=0.3`` with levels ``[5, 5]``, code 30 came out of a
+    25-code grid.)"""
+    eps = eps_domain(levels)[1]
+    dim = len(levels) + (3 if projected else 0)
+    quantizer = FSQ(dim, levels=levels, eps=eps, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    limit = np.float32(max_abs_value(dim))
+    limit = float(limit) if float(limit) <= max_abs_value(dim) else float(np.nextafter(limit, np.float32(0)))  # a float32
+    signs = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=dim)))
+    z = torch.cat([
+        signs * limit,  # the largest accepted inputs, every sign pattern: each channel saturates both ways
+        signs * 20.0,  # saturated (tanh(20) == 1 in float32) but small
+        (torch.randn(256, dim, generator=generator) * 10.0 ** torch.randint(-3, 18, (256, 1), generator=generator)).clamp(-limit, limit),
+    ])
+    for training in (True, False):
+        out = quantizer.train(training)(z)
+        assert 0 <= int(out.codes.min()) and int(out.codes.max()) < quantizer.codebook_size
+        indices = (out.codes[:, None] // quantizer._radix) % quantizer._levels
+        rounded = quantizer.bound(quantizer.project_in(z) if projected else z).round()
+        torch.testing.assert_close(rounded + quantizer._half(), indices.float(), rtol=0, atol=0)
+        assert torch.equal(quantizer.encode(z), out.codes)
+        assert torch.equal(quantizer.decode(quantizer.encode(z)), out.quantized.detach())
+    if not projected:  # both outermost levels of every channel are reached
+        for channel, level in enumerate(levels):
+            assert set(indices[:, channel].tolist()) >= {0, level - 1}
 
 
 # ----------------------------------------------------------------------------- LFQ

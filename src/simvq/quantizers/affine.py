@@ -28,7 +28,7 @@ from .base import (
     straight_through,
 )
 from .codebook_updates import all_reduce_mean_, all_reduce_sum_
-from .options import check_choice, check_float, check_int
+from .options import check_choice, check_float
 from .registry import register_quantizer
 
 AFFINE_MODES = ("learned", "running", "none")
@@ -40,9 +40,6 @@ class AffineVQ(CodebookQuantizer):
 
     Args:
         dim, codebook_size: latent dimension and number of codes.
-        beta: commitment weight against a codebook term of weight 1 (0.25, the house convention
-            shared by every codebook quantizer here; vqtorch splits ``(1 - b') * commitment +
-            b' * codebook`` with ``b' = 0.98`` in its README, i.e. ``beta ~ 0.02`` here).
         affine: "learned" (vqtorch's default when ``affine_lr > 0``), "running" (scale and shift
             that match the codebook's per-dim mean/variance to the inputs', from running
             statistics) or "none".
@@ -55,47 +52,24 @@ class AffineVQ(CodebookQuantizer):
             affine parameters only (``E`` detached there), so nothing is applied twice.
         alternating_momentum: momentum of that SGD (0.9, vqtorch's example); its buffer is a
             registered buffer, so a resumed run continues the same trajectory.
-        init_scale: codes start ``N(0, init_scale**2)``; default ``dim**-0.5`` (as :class:`VQ`).
-        seed, channel_first, rotation_trick, chunk_size, check_finite: as elsewhere.
+        beta, init_scale, seed, channel_first, rotation_trick, chunk_size, check_finite: as in
+            :class:`CodebookQuantizer`. ``beta`` weighs the commitment against a codebook term of
+            weight 1 (0.25, the house convention shared by every codebook quantizer here; vqtorch
+            splits ``(1 - b') * commitment + b' * codebook`` with ``b' = 0.98`` in its README, i.e.
+            ``beta ~ 0.02`` here); codes start ``N(0, init_scale**2)``, default ``dim**-0.5`` (as :class:`VQ`).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        beta: float = 0.25,
-        affine: str = "learned",
-        affine_lr: float = 10.0,
-        affine_momentum: float = 0.1,
-        sync_nu: float = 0.2,
-        alternating_lr: float | None = None,
-        alternating_momentum: float = 0.9,
-        init_scale: float | None = None,
-        seed: int | None = None,
-        rotation_trick: bool = False,
-        chunk_size: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(
-            dim,
-            codebook_size,
-            beta=beta,
-            rotation_trick=rotation_trick,
-            chunk_size=chunk_size,
-            channel_first=channel_first,
-            check_finite=check_finite,
-        )
-        seed = check_int("seed", seed, optional=True)
-        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+    def __init__(self, dim: int, codebook_size: int, *, affine: str = "learned", affine_lr: float = 10.0,
+                 affine_momentum: float = 0.1, sync_nu: float = 0.2, alternating_lr: float | None = None,
+                 alternating_momentum: float = 0.9, **options):
+        super().__init__(dim, codebook_size, **options)
         self.affine = check_choice("affine", affine, AFFINE_MODES)
         self.affine_lr = check_float("affine_lr", affine_lr, low=0.0, low_open=True)
         self.affine_momentum = check_float("affine_momentum", affine_momentum, low=0.0, high=1.0, low_open=True)
         self.sync_nu = check_float("sync_nu", sync_nu, low=0.0)
         self.alternating_lr = check_float("alternating_lr", alternating_lr, low=0.0, low_open=True, optional=True)
         self.alternating_momentum = check_float("alternating_momentum", alternating_momentum, low=0.0, high=1.0, high_open=True)
-        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=init_scale, seed=seed))
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=self.init_scale, seed=self.seed))
         if affine == "learned":
             self.scale_param = nn.Parameter(torch.zeros(dim))
             self.shift_param = nn.Parameter(torch.zeros(dim))

@@ -11,6 +11,8 @@ Codebook methods (an explicit ``(K, dim)`` table searched by nearest neighbour) 
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,16 +24,7 @@ from torch import Tensor, nn
 
 from ..search import check_values, nearest
 
-# option checks live in options.py; re-exported here for the quantizers that import them from base
-from .options import (
-    check_bool,
-    check_choice,
-    check_decay,
-    check_float,
-    check_int,
-    check_table_fits,
-    is_integer_at_least,
-)
+from .options import check_bool, check_float, check_int, check_table_fits
 
 # ----------------------------------------------------------------------------- seeding, initial codebooks
 
@@ -41,6 +34,15 @@ from .options import (
 SEED_OFFSET_CODEBOOK = 0  # initial codebook / frozen basis
 SEED_OFFSET_LAYERS = 1  # torch's own layer initialisers (projections, SimVQ's W)
 SEED_OFFSET_TRAINING = 2  # draws during training: k-means starts, dead-code restarts, anchors
+# what torch takes as a seed (a negative seed stands for 2**64 + seed), for every stream's seed + offset
+SEED_RANGE = (-(2**63), 2**64 - 1 - SEED_OFFSET_TRAINING)
+
+
+def check_seed(seed, *, count: int = 1) -> int | None:
+    """The ``seed`` option: ``None`` (torch's global RNG) or an integer whose ``count`` consecutive
+    seeds ``seed .. seed + count - 1`` (one per stage of a residual stack) lie in :data:`SEED_RANGE`
+    (a larger one made torch fail with "Overflow when unpacking long", naming no option)."""
+    return check_int("seed", seed, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1] - (count - 1), optional=True)
 
 
 def seeded_generator(seed: int | None, offset: int = SEED_OFFSET_CODEBOOK) -> torch.Generator | None:
@@ -133,6 +135,32 @@ def linear_fp32(layer: nn.Module, x: Tensor) -> Tensor:
     bias = None if layer.bias is None else layer.bias.float()
     with fp32(x.device.type):
         return F.linear(x.float(), layer.weight.float(), bias)
+
+
+def squared_distances(x: Tensor, codes: Tensor) -> Tensor:
+    """Squared distances ``(n, m)`` between ``x: (n, d)`` and ``codes: (m, d)``, as one GEMM
+    (``|x|^2 - 2 x.c + |c|^2``, clamped at 0), with a graph to both: the relaxed quantizers'
+    posteriors and the transport costs. The nearest-code search is ``simvq.search.nearest``."""
+    return (x.pow(2).sum(1, keepdim=True) - 2 * x @ codes.t() + codes.pow(2).sum(1)).clamp_min(0)
+
+
+# Gumbel noise is drawn from uniforms clamped to GUMBEL_CLAMP, so it is bounded (in float32, by
+# -3.14 and 15.94): what bounds the Gumbel-softmax temperatures (see sqvae, hqa).
+GUMBEL_CLAMP = (1e-10, 1 - 1e-7)
+
+
+def gumbel_noise(shape, *, device) -> Tensor:
+    """Standard Gumbel noise ``-log(-log(u))`` of ``shape`` from the global RNG (the relaxed
+    quantizers' samples; activation checkpointing replays it)."""
+    return _gumbel_of(torch.rand(shape, device=device).clamp_(*GUMBEL_CLAMP))
+
+
+def _gumbel_of(uniform: Tensor) -> Tensor:
+    return -torch.log(-torch.log(uniform))
+
+
+# (least, largest) value the noise takes
+GUMBEL_RANGE = tuple(_gumbel_of(torch.tensor(GUMBEL_CLAMP)).tolist())
 
 
 def straight_through(z: Tensor, q: Tensor, *, rotation_trick: bool = False) -> Tensor:
@@ -253,6 +281,36 @@ class FlatOutput:
 # ----------------------------------------------------------------------------- base classes
 
 
+def _declaring_options(cls: type, init):
+    """``cls``'s constructor ``init`` with the signature a user sees: its own parameters and, in
+    place of its ``**options``, the keyword options of the base constructor it passes them to (less
+    ``cls.excluded_options``; kept variable when ``cls.passes_options_on``). The returned
+    constructor refuses a keyword outside that signature, naming it and listing the options."""
+    parameters = list(inspect.signature(init).parameters.values())
+    forwarded = [p for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
+    if forwarded:
+        parameters = [p for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        own = {p.name for p in parameters}
+        base = inspect.signature(super(cls, cls).__init__).parameters.values()
+        parameters += [
+            p for p in base
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in own and p.name not in cls.excluded_options
+        ]
+        if cls.passes_options_on:
+            parameters += forwarded
+    names = [p.name for p in parameters[1:] if p.kind is not inspect.Parameter.VAR_KEYWORD]  # less self
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        unknown = [] if cls.passes_options_on else [key for key in kwargs if key not in names]
+        if unknown:
+            raise TypeError(f"{cls.__name__} got an unexpected option {unknown[0]!r}; its options are: {', '.join(names)}")
+        init(self, *args, **kwargs)
+
+    __init__.__signature__ = inspect.Signature(parameters)
+    return __init__
+
+
 class Quantizer(nn.Module):
     """Base class: input validation, layout handling and usage metrics around ``quantize``.
 
@@ -260,21 +318,53 @@ class Quantizer(nn.Module):
     ``decode_flat(codes) -> (N, dim)``. ``codebook_size`` is the number of distinct codes (per stage
     for multi-stage quantizers). ``quantize`` and ``encode_flat`` receive the batch ``_flatten``
     validated (values checked when ``check_finite``): a search on it need not check it again.
+
+    Options every quantizer takes (keyword-only), checked here once:
+        seed: seed of the quantizer's random draws (initial codes, layer initialisers, training
+            draws), each stream from ``seed + offset`` (``SEED_OFFSET_*``); ``None``: torch's
+            global RNG. An integer in ``SEED_RANGE``. Stored as ``self.seed``.
+        init_scale: scale of the random initial codes, ``None`` for the quantizer's default (most
+            draw ``N(0, init_scale**2)`` entries and default to ``dim**-0.5``: rows of norm ~1).
+            Stored as ``self.init_scale``; quantizers without random codes exclude it.
+        channel_first: inputs laid out ``(B, dim, ...)`` instead of ``(..., dim)``.
+        check_finite: refuse inputs holding NaN/Inf or values whose squared distances overflow
+            float32 (one device sync per call; switch off in tight GPU loops).
+
+    Shared options: a subclass constructor declares its own options and passes the rest on in
+    ``**options`` to its base's constructor, which declares, documents and checks them. Its
+    signature (``inspect.signature``, ``help``) lists both, less the ``excluded_options`` it does
+    not take, and it refuses any other keyword with a TypeError that names it and lists the options.
     """
+
+    # shared options a subclass does not take (HQA has no commitment ``beta``, FSQ no codes to
+    # scale): left out of its signature and refused
+    excluded_options: tuple[str, ...] = ()
+    # a wrapper whose ``**options`` go on to stage quantizers (residual): its signature keeps them
+    # variable, and the stages check them
+    passes_options_on: bool = False
 
     def __init__(
         self,
         dim: int,
         codebook_size: int,
         *,
+        seed: int | None = None,
+        init_scale: float | None = None,
         channel_first: bool = False,
-        check_finite: bool = True,  # one device sync per call; switch off in tight GPU loops
+        check_finite: bool = True,
     ):
         super().__init__()
         self.dim = check_int("dim", dim, minimum=1)
         self.codebook_size = check_int("codebook_size", codebook_size, minimum=2)
+        self.seed = check_seed(seed)
+        self.init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
         self.channel_first = check_bool("channel_first", channel_first)
         self.check_finite = check_bool("check_finite", check_finite)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            cls.__init__ = _declaring_options(cls, vars(cls)["__init__"])
 
     # -- layout -----------------------------------------------------------------------------
 
@@ -382,7 +472,14 @@ class CodebookQuantizer(Quantizer):
 
     Subclasses provide ``codebook() -> (K, dim)`` (the table searched, no graph needed) and may
     override ``lookup(codes) -> (N, dim)`` when the gradient to the codebook's parameters should
-    flow through the selected rows only (SimVQ does). ``beta`` weights the commitment term.
+    flow through the selected rows only (SimVQ does).
+
+    Options of every codebook quantizer (keyword-only; besides :class:`Quantizer`'s), checked here once:
+        beta: weight of the commitment term ``beta * ||z - sg(q)||^2`` (0.25, VQ-VAE's).
+        rotation_trick: the rotation-trick gradient (Fifty et al. 2024) instead of the plain
+            straight-through (see :func:`straight_through`).
+        chunk_size: codes per tile of the nearest-code search (see ``simvq.search.nearest``);
+            ``None``: chosen by the search.
     """
 
     def __init__(
@@ -393,9 +490,9 @@ class CodebookQuantizer(Quantizer):
         beta: float = 0.25,
         rotation_trick: bool = False,
         chunk_size: int | None = None,
-        **kwargs,
+        **options,
     ):
-        super().__init__(dim, codebook_size, **kwargs)
+        super().__init__(dim, codebook_size, **options)
         check_table_fits("codebook_size", codebook_size, dim)
         self.beta = check_float("beta", beta, low=0.0)
         self.rotation_trick = check_bool("rotation_trick", rotation_trick)
@@ -436,24 +533,27 @@ class CodebookQuantizer(Quantizer):
 
 
 __all__ = [
+    "GUMBEL_CLAMP",
+    "GUMBEL_RANGE",
+    "SEED_RANGE",
     "CodebookQuantizer",
     "FlatOutput",
     "Quantizer",
     "QuantizerOutput",
-    "check_choice",
-    "check_decay",
+    "check_seed",
     "code_counts",
     "code_statistics",
     "commitment_losses",
     "continued_stream",
     "fp32",
     "gaussian_codebook",
-    "is_integer_at_least",
+    "gumbel_noise",
     "linear_fp32",
     "projections",
     "register_training_stream",
     "seeded_generator",
     "seeded_global_rng",
+    "squared_distances",
     "straight_through",
     "training_streams",
     "uniform_codebook",

@@ -20,7 +20,7 @@ from .base import (
     uniform_codebook,
 )
 from .codebook_updates import all_reduce_sum_, broadcast_, ema_, sample_rows_when
-from .options import check_bool, check_choice, check_float, check_int
+from .options import DATA_LIMIT, check_bool, check_choice, check_decay, check_divisor
 from .registry import register_quantizer
 
 DISTANCES = ("cos", "l2")
@@ -33,7 +33,6 @@ class CVQ(CodebookQuantizer):
 
     Args:
         dim, codebook_size: latent dimension and number of codes.
-        beta: commitment weight (0.25, the official configs).
         distance: "cos" (official default: nearest by cosine similarity, the code vector itself
             stays unnormalised) or "l2".
         anchor: "closest" (each code's anchor is the batch feature nearest to it, the paper's best
@@ -41,51 +40,33 @@ class CVQ(CodebookQuantizer):
             feature pool, which keeps a history of features).
         usage_decay: decay of the running average usage ``p`` (0.99, official).
         contrastive: add the official contrastive term (costs an ``(N, K)`` similarity matrix).
-        temperature: temperature of that term (0.07, official).
+        temperature: temperature of that term (0.07, official); at least ``2 / 2**127`` with
+            ``distance="cos"`` and ``2**64 / 2**127`` with "l2" (see ``options.check_divisor``).
         init_scale: codes start uniform in ``[-init_scale, init_scale]``; default ``1/K`` (official).
-        seed, channel_first, rotation_trick, chunk_size, check_finite: as elsewhere.
+        beta, seed, channel_first, rotation_trick, chunk_size, check_finite: as in
+            :class:`CodebookQuantizer` (``beta`` 0.25, as the official configs).
 
     Under DDP the usage counts are summed over processes and the anchors are rank 0's (one
     broadcast), so every process applies the same update.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        beta: float = 0.25,
-        distance: str = "cos",
-        anchor: str = "closest",
-        usage_decay: float = 0.99,
-        contrastive: bool = False,
-        temperature: float = 0.07,
-        init_scale: float | None = None,
-        seed: int | None = None,
-        rotation_trick: bool = False,
-        chunk_size: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(
-            dim,
-            codebook_size,
-            beta=beta,
-            rotation_trick=rotation_trick,
-            chunk_size=chunk_size,
-            channel_first=channel_first,
-            check_finite=check_finite,
-        )
-        seed = check_int("seed", seed, optional=True)
-        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+    def __init__(self, dim: int, codebook_size: int, *, distance: str = "cos", anchor: str = "closest",
+                 usage_decay: float = 0.99, contrastive: bool = False, temperature: float = 0.07, **options):
+        super().__init__(dim, codebook_size, **options)
         self.distance = check_choice("distance", distance, DISTANCES)
         self.anchor = check_choice("anchor", anchor, ANCHORS)
-        self.usage_decay = check_float("usage_decay", usage_decay, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.usage_decay = check_decay("usage_decay", usage_decay)
         self.contrastive = check_bool("contrastive", contrastive)
-        self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)  # 0 gave NaN logits
-        register_training_stream(self, seed)
-        bound = init_scale if init_scale is not None else 1.0 / codebook_size
-        self.embedding = nn.Parameter(uniform_codebook(codebook_size, dim, bound=bound, seed=seed))
+        # the contrastive logits are similarity / temperature and the cross-entropy takes their
+        # differences: cosines differ by at most 2, (minus) squared distances scale with the data
+        if self.distance == "cos":
+            dividend, divides = 2.0, "differences of cosine similarities"
+        else:
+            dividend, divides = DATA_LIMIT, "squared distances (data-scaled: covered up to 2**64)"
+        self.temperature = check_divisor("temperature", temperature, dividend=dividend, divides=divides)
+        register_training_stream(self, self.seed)
+        bound = self.init_scale if self.init_scale is not None else 1.0 / codebook_size
+        self.embedding = nn.Parameter(uniform_codebook(codebook_size, dim, bound=bound, seed=self.seed))
         # running average of each code's share of the tokens (sums to ~1); resumes with the model
         self.register_buffer("usage", torch.zeros(codebook_size))
 

@@ -7,7 +7,9 @@ reachable by construction. ``dim`` is projected down to ``len(levels)`` channels
 
 from __future__ import annotations
 
+import functools
 import math
+import struct
 
 import torch
 from torch import Tensor
@@ -61,6 +63,84 @@ def levels_for(codebook_size: int) -> list[int]:
     return [8] * (eights - 1) + [4, 4]
 
 
+def _bounding(levels: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(half_width, offset, shift)`` per channel of :meth:`FSQ.bound`, ``tanh(z + shift) *
+    half_width - offset``, for integer ``levels``: the one place this float32 arithmetic is done."""
+    half_width = (levels.float() - 1) * (1 + eps) / 2
+    offset = (levels % 2 == 0).float() * 0.5
+    return half_width, offset, torch.atanh(offset / half_width)
+
+
+def keeps_grid(levels: list[int] | tuple[int, ...], eps: float) -> bool:
+    """Whether every value :meth:`FSQ.bound` can give rounds onto the grid, level indices
+    ``0 .. L - 1``, for these ``levels`` and ``eps`` (computed as ``bound`` does, in float32).
+
+    ``bound`` is monotone in ``tanh``, so its extremes are at ``tanh = +-1``, which float32's tanh
+    reaches: ``half_width - offset`` and ``-half_width - offset``. With ``half_width = (L - 1)(1 +
+    eps) / 2`` and ``offset`` 0 (odd ``L``) or 1/2 (even), both round onto the grid while
+    ``half_width < L / 2``, i.e. ``eps < 1 / (L - 1)``; above, one rounds a level past the end
+    (exactly at ``L / 2`` rounding half to even decides: 2.5 rounds to 2, 1.5 to 2). A level of
+    2 also needs ``half_width > offset = 1/2``, i.e. ``1 + eps > 1`` in float32, or its ``shift =
+    atanh(offset / half_width)`` is infinite and every value rounds to one level. The float32
+    rounding of ``1 + eps`` and of the product moves both ends by an ulp, so the test is the
+    arithmetic itself rather than the formulas."""
+    levels = torch.tensor(list(levels), dtype=torch.long)
+    half_width, offset, shift = _bounding(levels, eps)
+    half = levels // 2  # the grid's centre: index = rounded value + half
+    top, bottom = torch.round(half_width - offset) + half, torch.round(-half_width - offset) + half
+    return bool(torch.isfinite(shift).all() and (top <= levels - 1).all() and (bottom >= 0).all())
+
+
+@functools.lru_cache(maxsize=64)
+def _eps_domain(levels: tuple[int, ...]) -> tuple[float, float]:
+    inside = 0.5 / (max(levels) - 1)  # half way to the bound: on the grid for every level
+    least = 0.0 if keeps_grid(levels, 0.0) else _float(_edge(levels, _bits(0.0), _bits(inside))[1])
+    return least, _float(_edge(levels, _bits(inside), _bits(1.0))[0])
+
+
+def _edge(levels: tuple[int, ...], low: int, high: int) -> tuple[int, int]:
+    """The adjacent float64 numbers (as bit patterns, ordered as the non-negative floats they
+    encode) between ``low`` and ``high`` where :func:`keeps_grid` changes; bisection."""
+    at_low = keeps_grid(levels, _float(low))
+    while high - low > 1:
+        middle = (low + high) // 2
+        if keeps_grid(levels, _float(middle)) == at_low:
+            low = middle
+        else:
+            high = middle
+    return low, high
+
+
+def eps_domain(levels: list[int]) -> tuple[float, float]:
+    """``(least, largest)`` ``eps`` for which :func:`keeps_grid` holds: every ``eps`` between them
+    does, none outside (the test is monotone in ``eps``). ``largest`` is ``1 / (L - 1)`` for the
+    largest level ``L`` to within float32's rounding (0.142857 for ``[8, 5, 5, 5]``, 0.25 for
+    ``[5, 5, 5]``); ``least`` is 0, or ``2**-24`` and a little with a level of 2."""
+    return _eps_domain(tuple(levels))
+
+
+def check_eps(eps, levels: list[int]) -> float:
+    """The ``eps`` option, in :func:`eps_domain` ``(levels)``."""
+    least, largest = eps_domain(levels)
+    top = max(levels)
+    why = (
+        f"with levels {levels}, values beyond round off the grid of the largest level, L = {top}: the bound "
+        f"(L - 1)(1 + eps)/2 must stay below L/2 in float32, which holds up to eps = {largest!r} (1/(L - 1) = "
+        f"{1 / (top - 1):.6g})"
+    )
+    if least > 0:
+        why += "; a level of 2 needs 1 + eps > 1 in float32, or its bound's shift atanh(1/(1 + eps)) is infinite"
+    return check_float("eps", eps, low=least, high=largest, why=why)
+
+
+def _bits(value: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", value))[0]
+
+
+def _float(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", bits))[0]
+
+
 @register_quantizer("fsq")
 class FSQ(Quantizer):
     """Finite scalar quantization.
@@ -71,25 +151,20 @@ class FSQ(Quantizer):
             :func:`levels_for`). The built quantizer's ``codebook_size`` is always ``prod(levels)``,
             which may differ from the target (the paper's table is approximate).
         levels: number of levels per channel, e.g. ``[8, 5, 5, 5]``.
-        eps: shrinks the tanh bound slightly so the outermost levels are reached (the reference code's 1e-3).
+        eps: widens the tanh bound by ``1 + eps`` so that the outermost levels are reached before
+            tanh saturates (the reference code's 1e-3). Its domain is :func:`eps_domain`: below
+            ``1 / (L - 1)`` for the largest level ``L``, so that no value rounds off the grid.
         seed: seed of the projections' initialisation (``None``: the global RNG).
+        channel_first, check_finite: as in :class:`Quantizer`.
 
     Codes are mixed-radix integers: channel ``i``'s level index (0..L_i-1) times ``prod(levels[:i])``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int | None = None,
-        *,
-        levels: list[int] | tuple[int, ...] | None = None,
-        eps: float = 1e-3,
-        seed: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
+    excluded_options = ("init_scale",)  # no codes to draw: the grid is fixed
+
+    def __init__(self, dim: int, codebook_size: int | None = None, *,
+                 levels: list[int] | tuple[int, ...] | None = None, eps: float = 1e-3, **options):
         codebook_size = check_int("codebook_size", codebook_size, minimum=2, optional=True)
-        eps = check_float("eps", eps, low=0.0, high=1.0)
         if levels is None:
             if codebook_size is None:
                 raise ValueError("fsq needs levels=[...] or codebook_size")
@@ -97,7 +172,8 @@ class FSQ(Quantizer):
         levels = list(levels)
         if not levels or not all(is_integer_at_least(level, 2) for level in levels):
             raise ValueError(f"levels must be a non-empty list of integers >= 2, got {levels!r}")
-        super().__init__(dim, math.prod(levels), channel_first=channel_first, check_finite=check_finite)
+        eps = check_eps(eps, levels)
+        super().__init__(dim, math.prod(levels), **options)
         self.levels = levels
         self.eps = eps
         num_channels = len(levels)
@@ -106,8 +182,7 @@ class FSQ(Quantizer):
         # mixed-radix place values: code = sum_i index_i * prod(levels[:i])
         radix = torch.cumprod(torch.tensor([1] + levels[:-1], dtype=torch.long), dim=0)
         self.register_buffer("_radix", radix, persistent=False)
-        seed = check_int("seed", seed, optional=True)
-        self.project_in, self.project_out = projections(dim, num_channels, enabled=dim != num_channels, seed=seed)
+        self.project_in, self.project_out = projections(dim, num_channels, enabled=dim != num_channels, seed=self.seed)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # another grid changes every code's meaning while the projections may still fit: refuse it.
@@ -126,10 +201,7 @@ class FSQ(Quantizer):
     def bound(self, z: Tensor) -> Tensor:
         """Squash each channel into ``(-L/2, L/2)`` (odd L: symmetric; even L: shifted by 1/2) so
         that rounding yields exactly L integers."""
-        levels = self._levels.float()
-        half_width = (levels - 1) * (1 + self.eps) / 2
-        offset = (self._levels % 2 == 0).float() * 0.5
-        shift = torch.atanh(offset / half_width)
+        half_width, offset, shift = _bounding(self._levels, self.eps)
         return torch.tanh(z + shift) * half_width - offset
 
     def _half(self) -> Tensor:

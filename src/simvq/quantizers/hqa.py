@@ -34,26 +34,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, straight_through
-from .options import check_float, check_int
+from .base import (GUMBEL_RANGE, CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, gumbel_noise,
+                   squared_distances, straight_through)
+from .options import check_divisor, check_float
 from .registry import register_quantizer
 
 CHUNK_ELEMENTS = 2048 * 1024  # entries of the (tokens x codes) logit tile per checkpointed chunk
 
 
-def _gumbel(shape, *, device) -> Tensor:
-    uniform = torch.rand(shape, device=device).clamp_(1e-10, 1 - 1e-7)
-    return -torch.log(-torch.log(uniform))
-
-
 def _posterior_chunk(z: Tensor, codebook: Tensor, temperature: float):
     """One token chunk: relaxed sample ``(n, dim)``, sampled codes ``(n,)``, summed KL and commitment."""
-    distances = (z.pow(2).sum(1, keepdim=True) - 2 * z @ codebook.t() + codebook.pow(2).sum(1)).clamp_min(0)
+    distances = squared_distances(z, codebook)
     log_probs = F.log_softmax(-distances, dim=-1)
     probs = log_probs.exp()
     kl = (probs * (log_probs + math.log(codebook.shape[0]))).sum()
     commitment = (probs * distances).sum()
-    weights = F.softmax((log_probs + _gumbel(log_probs.shape, device=z.device)) / temperature, dim=-1)
+    weights = F.softmax((log_probs + gumbel_noise(log_probs.shape, device=z.device)) / temperature, dim=-1)
     return weights @ codebook, weights.argmax(-1), kl, commitment
 
 
@@ -63,7 +59,9 @@ class HQA(CodebookQuantizer):
 
     Args:
         dim, codebook_size: code dimension and number of codes (the official default is 256).
-        temperature: Gumbel-softmax temperature (0.667, the official ``gs_temp``). Settable.
+        temperature: Gumbel-softmax temperature (0.667, the official ``gs_temp``). Settable. At
+            least ``max(15.94, log K + 3.14) / 2**127`` (~1e-37): it divides log-probabilities
+            perturbed by Gumbel noise, whose row maxima are bounded so.
         kl_weight, commitment_weight: weights of the per-token ``kl`` and ``commitment`` terms.
             The official loss is ``recon/D + 0.001 KL/D + 0.001 commit/D`` with the reconstruction
             error and both terms *summed* over an image (D = its values); simvq's recipes use a
@@ -77,37 +75,27 @@ class HQA(CodebookQuantizer):
         seed: seed of the initial codebook.
         rotation_trick: rotation-trick gradient for the eval-mode (hard) path.
         chunk_size: codes per tile of the nearest-code search (eval, encode).
+        channel_first, check_finite: as in :class:`Quantizer`. There is no ``beta``: the commitment
+            term is ``commitment_weight``'s.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        temperature: float = 0.667,
-        kl_weight: float = 0.001,
-        commitment_weight: float = 0.001,
-        init_scale: float | None = None,
-        seed: int | None = None,
-        rotation_trick: bool = False,
-        chunk_size: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(
-            dim,
-            codebook_size,
-            rotation_trick=rotation_trick,
-            chunk_size=chunk_size,
-            channel_first=channel_first,
-            check_finite=check_finite,
+    excluded_options = ("beta",)
+
+    def __init__(self, dim: int, codebook_size: int, *, temperature: float = 0.667, kl_weight: float = 0.001,
+                 commitment_weight: float = 0.001, **options):
+        super().__init__(dim, codebook_size, **options)
+        # it divides Gumbel-perturbed log-probabilities; the largest of each row (what the softmax
+        # subtracts) lies in [-log K + least noise, largest noise]
+        least_noise, largest_noise = GUMBEL_RANGE
+        self.temperature = check_divisor(
+            "temperature",
+            temperature,
+            dividend=max(largest_noise, math.log(codebook_size) - least_noise),
+            divides="each row's largest Gumbel-perturbed log-probability",
         )
-        seed = check_int("seed", seed, optional=True)
-        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
-        self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)
         self.kl_weight = check_float("kl_weight", kl_weight, low=0.0)
         self.commitment_weight = check_float("commitment_weight", commitment_weight, low=0.0)
-        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=init_scale, seed=seed))
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=self.init_scale, seed=self.seed))
 
     def codebook(self) -> Tensor:
         return self.embedding

@@ -34,42 +34,21 @@ class LCVQ(SimVQ):
             first training batch the table is SimVQ's Gaussian basis (eval before training has
             nothing to cluster).
         kmeans_iters: Lloyd iterations of that init (10).
-        beta: commitment weight (0.25; VQGAN-LC keeps taming's VQ loss).
         bias: whether the projector has a bias.
-        seed, channel_first, rotation_trick, chunk_size, check_finite: as in :class:`SimVQ`.
+        beta, seed, channel_first, rotation_trick, chunk_size, check_finite: as in :class:`SimVQ`
+            (``beta`` 0.25: VQGAN-LC keeps taming's VQ loss).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        features: Tensor | None = None,
-        kmeans_iters: int = 10,
-        beta: float = 0.25,
-        bias: bool = True,
-        seed: int | None = None,
-        channel_first: bool = False,
-        rotation_trick: bool = False,
-        chunk_size: int | None = None,
-        check_finite: bool = True,
-    ):
+    # and SimVQ's options for its own table: here the table is ``features`` (or k-means centres)
+    excluded_options = (*SimVQ.excluded_options, "basis", "train_codebook", "init")
+
+    def __init__(self, dim: int, codebook_size: int, *, features: Tensor | None = None, kmeans_iters: int = 10,
+                 **options):
         if features is not None:
             check_table(features, codebook_size, "features")
-        super().__init__(
-            dim,
-            codebook_size,
-            beta=beta,
-            bias=bias,
-            seed=seed,
-            channel_first=channel_first,
-            rotation_trick=rotation_trick,
-            chunk_size=chunk_size,
-            check_finite=check_finite,
-            basis=features,
-        )
+        super().__init__(dim, codebook_size, basis=features, **options)
         self.kmeans_iters = check_int("kmeans_iters", kmeans_iters, minimum=0)
-        register_training_stream(self, seed)
+        register_training_stream(self, self.seed)
         # clustering the first batch is this module's job only when no features were given: the
         # masked writes below would otherwise copy a (possibly 100k-row) table on every step
         self._features_from_data = features is None

@@ -23,7 +23,7 @@ from .base import (
     projections,
     straight_through,
 )
-from .options import check_choice, check_float, check_int
+from .options import DATA_LIMIT, check_choice, check_divisor, check_float
 from .registry import register_quantizer
 
 ENTROPY_MODES = ("auto", "exact", "factorized")
@@ -65,7 +65,8 @@ class LFQ(Quantizer):
         codebook_size: a power of two ``K``; there are ``log2(K)`` binary channels.
         entropy_weight: weight of the entropy penalty (0.1, MAGVIT-v2).
         diversity_gamma: weight of the batch (codebook) entropy inside the penalty (1.0, MAGVIT-v2).
-        temperature: ``tau`` of the soft assignment (0.01, the widely used reference setting).
+        temperature: ``tau`` of the soft assignment (0.01, the widely used reference setting); at
+            least ``num_bits * 2**-61`` (see ``options.check_divisor``).
         beta: commitment weight ``beta * ||z - sg(sign z)||^2`` (0.25).
         entropy_mode: how the batch entropy ``H(E[q(z)])`` is computed. "exact": over all K codes
             (``O(N K log K)`` time, ``O(N K)`` memory); "factorized": sum of per-channel binary
@@ -74,37 +75,33 @@ class LFQ(Quantizer):
             ``K = 4096`` codes, factorized above. The per-sample term is exact in every mode
             (the soft assignment factorises over channels because the codebook is a product set).
         seed: seed of the projections' initialisation (``None``: the global RNG).
+        channel_first, check_finite: as in :class:`Quantizer`.
 
     Code ``k`` has bit ``i`` (channel ``i``, most significant first) set when channel ``i`` is
     positive; zero counts as negative. Code vectors are ``+-1`` in the binary space.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        entropy_weight: float = 0.1,
-        diversity_gamma: float = 1.0,
-        temperature: float = 0.01,
-        beta: float = 0.25,
-        entropy_mode: str = "auto",
-        seed: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(dim, codebook_size, channel_first=channel_first, check_finite=check_finite)
+    excluded_options = ("init_scale",)  # no codes to draw: they are the sign patterns
+
+    def __init__(self, dim: int, codebook_size: int, *, entropy_weight: float = 0.1, diversity_gamma: float = 1.0,
+                 temperature: float = 0.01, beta: float = 0.25, entropy_mode: str = "auto", **options):
+        super().__init__(dim, codebook_size, **options)
         if codebook_size & (codebook_size - 1):
             raise ValueError(f"lfq: codebook_size must be a power of two, got {codebook_size}")
         self.num_bits = int(math.log2(codebook_size))
         self.entropy_weight = check_float("entropy_weight", entropy_weight, low=0.0)
         self.diversity_gamma = check_float("diversity_gamma", diversity_gamma, low=0.0)
-        self.temperature = check_float("temperature", temperature, low=0.0, low_open=True)
+        # the bit logits 4 z / temperature are summed over the bits (exact batch entropy)
+        self.temperature = check_divisor(
+            "temperature",
+            temperature,
+            dividend=4 * self.num_bits * DATA_LIMIT,
+            divides=f"4 x the latents summed over the {self.num_bits} bits (data-scaled: covered up to 2**64)",
+        )
         self.beta = check_float("beta", beta, low=0.0)
         self.entropy_mode = check_choice("entropy_mode", entropy_mode, ENTROPY_MODES)
         self.register_buffer("_place", 2 ** torch.arange(self.num_bits - 1, -1, -1), persistent=False)
-        seed = check_int("seed", seed, optional=True)
-        self.project_in, self.project_out = projections(dim, self.num_bits, enabled=dim != self.num_bits, seed=seed)
+        self.project_in, self.project_out = projections(dim, self.num_bits, enabled=dim != self.num_bits, seed=self.seed)
 
     # -- entropy penalty --------------------------------------------------------------------------
 

@@ -34,11 +34,16 @@ def check_bool(name: str, value) -> bool:
     return value
 
 
-def check_int(name: str, value, *, minimum: int | None = None, optional: bool = False) -> int | None:
+def check_int(
+    name: str, value, *, minimum: int | None = None, maximum: int | None = None, optional: bool = False
+) -> int | None:
+    """An integer in ``[minimum, maximum]`` (either end unbounded when ``None``)."""
     if value is None and optional:
         return None
     _check_type(name, value, numbers.Integral, "an integer", optional)
     value = int(value)
+    if maximum is not None and (value > maximum or (minimum is not None and value < minimum)):
+        raise ValueError(f"{name} must be an integer in [{'-inf' if minimum is None else minimum}, {maximum}], got {value}")
     if minimum is not None and value < minimum:
         expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {expected}, got {value}")
@@ -54,8 +59,10 @@ def check_float(
     low_open: bool = False,
     high_open: bool = False,
     optional: bool = False,
+    why: str | None = None,
 ) -> float | None:
-    """A finite real number in ``[low, high]`` (either end open with ``*_open``)."""
+    """A finite real number in ``[low, high]`` (either end open with ``*_open``); ``why`` (the
+    reason for a bound that is not obvious) ends the message of a value outside."""
     if value is None and optional:
         return None
     _check_type(name, value, numbers.Real, "a number", optional)
@@ -66,8 +73,33 @@ def check_float(
         left = "-inf" if low is None else f"{low:g}"
         right = "inf" if high is None else f"{high:g}"
         interval = f"{'(' if low_open or low is None else '['}{left}, {right}{')' if high_open or high is None else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}" + (f"; {why}" if why else ""))
     return value
+
+
+# Options that divide (temperatures, variances): the quantizers compute in float32, whose largest
+# value is 3.4e38 ~ 2**128. A quotient is kept below QUOTIENT_LIMIT, half of that: headroom for a
+# sum or difference of two such terms (a softmax subtracts its row's maximum) and for rounding the
+# option itself to float32.
+QUOTIENT_LIMIT = 2.0**127
+# What an option divides is either bounded by the quantizer (Gumbel-perturbed log-probabilities,
+# cosine similarities: the lower bound is then exact) or scales with the data (latents, squared
+# distances), which no constructor knows. Those get half of float32's exponent range, magnitudes up
+# to DATA_LIMIT = 2**64 = 1.8e19 (more than any input value a quantizer accepts, 5.8e17 at dim 1),
+# and the option's reciprocal the other half: such an option may be as small as 2**64 / 2**127.
+DATA_LIMIT = 2.0**64
+
+
+def check_divisor(name: str, value, *, dividend: float, divides: str, optional: bool = False) -> float | None:
+    """A number by which the quantizer divides ``divides``, quantities up to ``dividend`` in
+    magnitude: at least ``dividend / QUOTIENT_LIMIT``, so that every quotient stays a float32 number
+    (a positive but tiny temperature or variance gave NaN in the forward, with no error)."""
+    low = dividend / QUOTIENT_LIMIT
+    why = (
+        f"{name} divides {divides}, up to {dividend:.4g} in magnitude, and the quotient must stay below 2**127 "
+        f"in float32: {name} >= {dividend:.4g} / 2**127 = {low:.4g}"
+    )
+    return check_float(name, value, low=low, optional=optional, why=why)
 
 
 def _check_type(name: str, value, kind: type, noun: str, optional: bool) -> None:
@@ -101,4 +133,15 @@ def _physical_memory() -> int | None:
         return None
 
 
-__all__ = ["check_bool", "check_choice", "check_decay", "check_float", "check_int", "check_table_fits", "is_integer_at_least"]
+__all__ = [
+    "DATA_LIMIT",
+    "QUOTIENT_LIMIT",
+    "check_bool",
+    "check_choice",
+    "check_decay",
+    "check_divisor",
+    "check_float",
+    "check_int",
+    "check_table_fits",
+    "is_integer_at_least",
+]

@@ -86,40 +86,25 @@ class QINCo(Quantizer):
         num_blocks: residual blocks per stage network (2, the paper's lightest L).
         candidates: codewords pre-selected per stage for the network search (32); None: all K.
         beta: commitment weight (0.25, VQ-VAE's, as the other quantizers).
-        init_scale: base codebooks start as ``N(0, init_scale^2)``; default ``dim**-0.5`` like ``vq``
-            (the paper initialises them from a trained RQ; the recipe trains end to end instead).
-        seed: seed of the base codebooks and networks.
-        channel_first, check_finite: as in :class:`Quantizer`.
+        init_scale, seed, channel_first, check_finite: as in :class:`Quantizer`. The base codebooks
+            start as ``N(0, init_scale^2)``, default ``dim**-0.5`` like ``vq`` (the paper initialises
+            them from a trained RQ; the recipe trains end to end instead); ``seed`` seeds them and
+            the networks.
     """
 
     code_ndim = 1
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        num_quantizers: int = 4,
-        hidden_dim: int = 256,
-        num_blocks: int = 2,
-        candidates: int | None = 32,
-        beta: float = 0.25,
-        init_scale: float | None = None,
-        seed: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(dim, codebook_size, channel_first=channel_first, check_finite=check_finite)
+    def __init__(self, dim: int, codebook_size: int, *, num_quantizers: int = 4, hidden_dim: int = 256,
+                 num_blocks: int = 2, candidates: int | None = 32, beta: float = 0.25, **options):
+        super().__init__(dim, codebook_size, **options)
         self.num_quantizers = num_quantizers = check_int("num_quantizers", num_quantizers, minimum=1)
         hidden_dim = check_int("hidden_dim", hidden_dim, minimum=1)
         num_blocks = check_int("num_blocks", num_blocks, minimum=0)
         self.candidates = check_int("candidates", candidates, minimum=1, optional=True)  # None: exhaustive search
         self.beta = check_float("beta", beta, low=0.0)
-        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
-        seed = check_int("seed", seed, optional=True)
         # the codebooks and every network draw from the global RNG: nn.Linear takes no generator
-        with seeded_global_rng(seed, offset=0):
-            scale = init_scale if init_scale is not None else dim**-0.5
+        with seeded_global_rng(self.seed, offset=0):
+            scale = self.init_scale if self.init_scale is not None else dim**-0.5
             self.codebooks = nn.Parameter(torch.randn(num_quantizers, codebook_size, dim) * scale)
             # stage 0 has nothing to condition on: a plain codebook
             self.networks = nn.ModuleList(ImplicitCodebook(dim, hidden_dim, num_blocks) for _ in range(num_quantizers - 1))

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import FlatOutput, Quantizer
-from .options import check_int, is_integer_at_least
+from .base import FlatOutput, Quantizer, check_seed
+from .options import check_int
 from .registry import build_quantizer, register_quantizer
 
 
@@ -26,8 +26,12 @@ class ResidualQuantizer(Quantizer):
         dim, codebook_size: per stage (the built ``codebook_size`` is the stages', e.g. FSQ's prod(levels)).
         num_quantizers: number of stages.
         inner: registry name of the stage quantizer ("vq", "simvq", "fsq", ...).
-        **inner_options: passed to every stage (``beta``, ``rotation_trick``, ...). A ``seed``
-            becomes ``seed + stage`` so stages do not start as copies of each other.
+        seed: as in :class:`Quantizer`; stage ``i`` gets ``seed + i`` so stages do not start as
+            copies of each other.
+        channel_first, check_finite: as in :class:`Quantizer`, the wrapper's (stages see flat,
+            checked residuals).
+        **options: any other option is passed to every stage (``beta``, ``rotation_trick``,
+            ``init_scale``, ...), which checks it.
 
     Gradient: as in SoundStream/EnCodec the residual is not detached, so with straight-through
     stages the task gradient reaches the input exactly once (through stage 0), not once per stage.
@@ -35,35 +39,26 @@ class ResidualQuantizer(Quantizer):
     """
 
     code_ndim = 1
+    passes_options_on = True
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        num_quantizers: int = 4,
-        inner: str = "vq",
-        channel_first: bool = False,
-        check_finite: bool = True,
-        **inner_options,
-    ):
-        if not is_integer_at_least(num_quantizers, 1):
-            raise ValueError(f"num_quantizers must be a positive integer, got {num_quantizers!r}")
+    def __init__(self, dim: int, codebook_size: int, *, num_quantizers: int = 4, inner: str = "vq", **options):
+        num_quantizers = check_int("num_quantizers", num_quantizers, minimum=1)
         if inner in ("residual", "residual_simvq"):
             raise ValueError(f"inner must be a single-stage quantizer, got {inner!r}")
-        stages = [self._build_stage(inner, dim, codebook_size, stage, inner_options) for stage in range(num_quantizers)]
-        super().__init__(dim, stages[0].codebook_size, channel_first=channel_first, check_finite=check_finite)
+        # the wrapper owns layout and input checks: stages see flat (N, dim) residuals, checked once
+        layout = {name: options.pop(name) for name in ("channel_first", "check_finite") if name in options}
+        seed = check_seed(options.pop("seed", None), count=num_quantizers)  # stage i draws from seed + i
+        stages = [self._build_stage(inner, dim, codebook_size, seed, stage, options) for stage in range(num_quantizers)]
+        super().__init__(dim, stages[0].codebook_size, seed=seed, **layout)
         self.inner = inner
         self.num_quantizers = num_quantizers
         self.stages = nn.ModuleList(stages)
 
     @staticmethod
-    def _build_stage(inner: str, dim: int, codebook_size: int, stage: int, options: dict) -> Quantizer:
-        options = dict(options)
-        if check_int("seed", options.get("seed"), optional=True) is not None:
-            options["seed"] = options["seed"] + stage
-        # the wrapper owns layout and input checks; stages see flat (N, dim) residuals
-        quantizer = build_quantizer(inner, dim=dim, codebook_size=codebook_size, check_finite=False, **options)
+    def _build_stage(inner: str, dim: int, codebook_size: int, seed: int | None, stage: int, options: dict) -> Quantizer:
+        # a seed becomes seed + stage, so stages do not start as copies of each other
+        stage_seed = {} if seed is None else {"seed": seed + stage}
+        quantizer = build_quantizer(inner, dim=dim, codebook_size=codebook_size, check_finite=False, **stage_seed, **options)
         if quantizer.code_ndim != 0:
             raise ValueError(f"inner quantizer {inner!r} must produce one code per vector")
         return quantizer
@@ -113,6 +108,8 @@ class ResidualSimVQ(ResidualQuantizer):
     the first residual's scale and not the later, smaller ones.
     Options are SimVQ's (``seed``, ``bias``, ``init``, ``rotation_trick``, ...).
     """
+
+    excluded_options = ("inner", "init_scale")  # always simvq stages, whose basis has no init_scale
 
     def __init__(self, dim: int, codebook_size: int, *, num_quantizers: int = 4, **options):
         if "inner" in options:

@@ -149,31 +149,17 @@ class SCVAE(Quantizer):
 
     code_ndim = 1
     decode_inputs = ("coefficients",)
+    excluded_options = ("init_scale",)  # the dictionary starts as the DCT, unit-norm atoms
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        num_atoms: int = 8,
-        iterations: int = 30,
-        lam: float = 0.01,
-        latent_weight: float = 1.0,
-        train_dictionary: bool = True,
-        seed: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(dim, codebook_size, channel_first=channel_first, check_finite=check_finite)
-        self.num_atoms = check_int("num_atoms", num_atoms, minimum=1)
-        if self.num_atoms > codebook_size:
-            raise ValueError(f"num_atoms must be an integer in [1, codebook_size={codebook_size}], got {num_atoms!r}")
+    def __init__(self, dim: int, codebook_size: int, *, num_atoms: int = 8, iterations: int = 30, lam: float = 0.01,
+                 latent_weight: float = 1.0, train_dictionary: bool = True, **options):
+        super().__init__(dim, codebook_size, **options)
+        self.num_atoms = check_int("num_atoms", num_atoms, minimum=1, maximum=codebook_size)
         self.iterations = check_int("iterations", iterations, minimum=1)
         self.lam = check_float("lam", lam, low=0.0)
         self.latent_weight = check_float("latent_weight", latent_weight, low=0.0)
         train_dictionary = check_bool("train_dictionary", train_dictionary)
-        seed = check_int("seed", seed, optional=True)
-        dictionary = overcomplete_dct(dim, codebook_size, seed=seed if seed is not None else 0)
+        dictionary = overcomplete_dct(dim, codebook_size, seed=self.seed if self.seed is not None else 0)
         if train_dictionary:
             self.dictionary = nn.Parameter(dictionary)
         else:

@@ -17,7 +17,7 @@ from .base import (
     seeded_global_rng,
     uniform_codebook,
 )
-from .options import check_bool, check_choice, check_int
+from .options import check_bool, check_choice
 from .registry import register_quantizer
 
 C_INITS = ("gaussian", "uniform", "orthogonal")
@@ -54,17 +54,15 @@ class SimVQ(CodebookQuantizer):
     Args:
         dim: latent dimension ``d``.
         codebook_size: number of codes ``K``.
-        beta: commitment weight (0.25, the official default).
         bias: whether ``W`` has a bias (the official code uses ``nn.Linear(d, d)``, with bias).
-        channel_first: inputs laid out ``(B, dim, ...)`` instead of ``(..., dim)``.
-        seed: seed of the frozen basis ``C`` and of ``W``'s init (``None``: the global RNG).
         train_codebook: also train ``C`` ("Remark 4.1" ablation; off in the paper's method).
-        rotation_trick: rotation-trick gradient instead of the plain straight-through.
         init: distribution of ``C``: "gaussian" (official), "uniform" or "orthogonal".
-        chunk_size: codes per search tile (see ``simvq.search.nearest``).
         basis: a given ``(codebook_size, feature_dim)`` table to use as ``C`` instead of a random
             one (``init`` is then unused); ``W`` becomes ``Linear(feature_dim, dim)``. VQGAN-LC's
             frozen features (:class:`~simvq.quantizers.lc.LCVQ`) are such a table.
+        beta, rotation_trick, chunk_size, seed, channel_first, check_finite: as in
+            :class:`CodebookQuantizer` (``beta`` 0.25, the official default); ``seed`` seeds the
+            frozen basis ``C`` and ``W``'s init. No ``init_scale``: ``C``'s scale is ``init``'s.
 
     The effective codebook ``W(C)`` is recomputed for every training forward and cached in eval
     mode; the cache is keyed on the tensors' versions and storage, and ``W`` is compared with the
@@ -72,36 +70,15 @@ class SimVQ(CodebookQuantizer):
     through ``.data`` (``p.data.copy_(ema)``, which bumps no version) all invalidate it.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        beta: float = 0.25,
-        bias: bool = True,
-        channel_first: bool = False,
-        seed: int | None = None,
-        train_codebook: bool = False,
-        rotation_trick: bool = False,
-        init: str = "gaussian",
-        chunk_size: int | None = None,
-        check_finite: bool = True,
-        basis: Tensor | None = None,
-    ):
-        super().__init__(
-            dim,
-            codebook_size,
-            beta=beta,
-            rotation_trick=rotation_trick,
-            chunk_size=chunk_size,
-            channel_first=channel_first,
-            check_finite=check_finite,
-        )
-        seed = check_int("seed", seed, optional=True)
+    excluded_options = ("init_scale",)
+
+    def __init__(self, dim: int, codebook_size: int, *, bias: bool = True, train_codebook: bool = False,
+                 init: str = "gaussian", basis: Tensor | None = None, **options):
+        super().__init__(dim, codebook_size, **options)
         check_bool("bias", bias)
         check_choice("init", init, C_INITS)
         if basis is None:
-            basis = frozen_basis(codebook_size, dim, init=init, seed=seed)
+            basis = frozen_basis(codebook_size, dim, init=init, seed=self.seed)
         else:
             check_table(basis, codebook_size, "basis")
             basis = basis.detach().float().clone()
@@ -112,7 +89,7 @@ class SimVQ(CodebookQuantizer):
         else:
             self.register_buffer("basis", basis)
         # with a seed the whole module (C and W's init) is reproducible, not just C
-        with seeded_global_rng(seed):
+        with seeded_global_rng(self.seed):
             self.proj = nn.Linear(basis.shape[1], dim, bias=bias)
         self._cache: tuple[tuple, Tensor, tuple[Tensor, ...]] | None = None
 

@@ -26,27 +26,38 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .base import (
+    GUMBEL_RANGE,
     CodebookQuantizer,
     FlatOutput,
     fp32,
     gaussian_codebook,
+    gumbel_noise,
+    squared_distances,
     straight_through,
 )
-from .options import check_float, check_int
+from .options import DATA_LIMIT, QUOTIENT_LIMIT, check_divisor, check_float
 from .registry import register_quantizer
 
 # entries of the (tokens x codes) logit tile per checkpointed chunk
 TILE_ELEMENTS = 2048 * 1024
+# the least init_variance (check_divisor's bound for squared distances)
+LEAST_VARIANCE = DATA_LIMIT / QUOTIENT_LIMIT
 
 
-def gumbel_noise(shape, *, device) -> Tensor:
-    uniform = torch.rand(shape, device=device).clamp_(1e-10, 1 - 1e-7)
-    return -torch.log(-torch.log(uniform))
+def _least_scale() -> float:
+    """The least ``init_scale`` whose default variance ``20 * init_scale**2`` is ``LEAST_VARIANCE``
+    or more, in float64 arithmetic as the constructor computes it."""
+    scale = math.sqrt(LEAST_VARIANCE / 20.0)
+    while 20.0 * scale**2 < LEAST_VARIANCE:
+        scale = math.nextafter(scale, math.inf)
+    while 20.0 * math.nextafter(scale, 0.0) ** 2 >= LEAST_VARIANCE:
+        scale = math.nextafter(scale, 0.0)
+    return scale
 
 
 def _relaxed_chunk(z: Tensor, codebook: Tensor, precision: Tensor, temperature: float):
     """One token chunk: relaxed sample ``(n, dim)``, ``sum P log P`` and ``sum ||z - z_q||^2``."""
-    squared = (z.pow(2).sum(1, keepdim=True) - 2 * z @ codebook.t() + codebook.pow(2).sum(1)).clamp_min(0)
+    squared = squared_distances(z, codebook)
     # softmax is shift-invariant: measuring from each row's nearest code changes no probability, and
     # keeps the logits' gradient times ``squared`` (the precision's gradient) finite for huge |z|
     # (a ~1e31 distance times a ~1e16 gradient overflowed to inf - inf = NaN)
@@ -66,9 +77,12 @@ class SQVAE(CodebookQuantizer):
         dim, codebook_size: code dimension and number of codes.
         temperature: Gumbel-softmax temperature (1.0, the official ``temperature_init``; the official
             schedule decays it by ``exp(-1e-5 * step)``, so it stays ~1 for short runs). Settable.
+            At least ``15.94 / 2**127`` (9.4e-38): it divides logits perturbed by Gumbel noise,
+            whose row maxima are bounded so.
         init_scale: codebook starts as ``N(0, init_scale^2)``; default ``dim**-0.5`` like ``vq``.
         init_variance: initial ``sigma^2``; default ``20 * init_scale^2``, the official ratio
-            (``log_param_q_init = log 20`` against a ``randn`` codebook).
+            (``log_param_q_init = log 20`` against a ``randn`` codebook). At least ``2**-63``: it
+            divides squared distances (see ``options.check_divisor``).
         kl_weight: multiplies both latent terms. The ELBO weighs them against a Gaussian
             reconstruction term ``||x - x_hat||^2 / (2 sigma_x^2)`` summed over the data values; a
             task loss that is a *mean* squared error (what simvq's recipes use) keeps that balance
@@ -81,44 +95,39 @@ class SQVAE(CodebookQuantizer):
         rotation_trick: rotation-trick gradient for the eval-mode (hard) path; training uses the
             relaxed sample, whose gradient needs no estimator.
         chunk_size: codes per tile of the nearest-code search (eval, encode, reported codes).
+        channel_first, check_finite: as in :class:`Quantizer`. There is no ``beta``: the latent
+            terms are ``kl_weight``'s.
 
     In training mode ``quantized`` is the relaxed sample (it is not ``decode(codes)``) and ``codes``
     are the deterministic nearest codes; in eval mode both are the argmin code, exactly as ``decode``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        temperature: float = 1.0,
-        init_scale: float | None = None,
-        init_variance: float | None = None,
-        kl_weight: float = 0.01,
-        seed: int | None = None,
-        rotation_trick: bool = False,
-        chunk_size: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(
-            dim,
-            codebook_size,
-            rotation_trick=rotation_trick,
-            chunk_size=chunk_size,
-            channel_first=channel_first,
-            check_finite=check_finite,
+    excluded_options = ("beta",)
+
+    def __init__(self, dim: int, codebook_size: int, *, temperature: float = 1.0, init_variance: float | None = None,
+                 kl_weight: float = 0.01, **options):
+        super().__init__(dim, codebook_size, **options)
+        # the logits are <= 0 with each row's nearest code at 0, so the largest Gumbel-perturbed
+        # logit of a row (what the softmax subtracts) is bounded by the noise
+        temperature = check_divisor(
+            "temperature",
+            temperature,
+            dividend=max(abs(bound) for bound in GUMBEL_RANGE),
+            divides="each row's largest Gumbel-perturbed logit",
         )
-        seed = check_int("seed", seed, optional=True)
-        temperature = check_float("temperature", temperature, low=0.0, low_open=True)
-        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
-        init_variance = check_float("init_variance", init_variance, low=0.0, low_open=True, optional=True)
+        scale = self.init_scale if self.init_scale is not None else dim**-0.5
+        if init_variance is None:
+            # the default variance 20 * init_scale**2 must be one too (a tiny init_scale made it 0)
+            why = f"the default init_variance, 20 * init_scale**2, must be at least {LEAST_VARIANCE:.4g} (or pass init_variance)"
+            check_float("init_scale", scale, low=_least_scale(), why=why)
+        variance = check_divisor(
+            "init_variance",
+            init_variance if init_variance is not None else 20.0 * scale**2,
+            dividend=DATA_LIMIT,
+            divides="squared distances between latents and codes (data-scaled: covered up to 2**64)",
+        )
         kl_weight = check_float("kl_weight", kl_weight, low=0.0)
-        scale = init_scale if init_scale is not None else dim**-0.5
-        variance = init_variance if init_variance is not None else 20.0 * scale**2
-        if variance <= 0:
-            raise ValueError(f"init_variance must be positive, got {variance}")
-        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=scale, seed=seed))
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=scale, seed=self.seed))
         self.log_variance = nn.Parameter(torch.tensor(math.log(variance)))
         self.temperature = temperature
         self.kl_weight = kl_weight

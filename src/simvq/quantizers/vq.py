@@ -32,7 +32,7 @@ from .base import (
     straight_through,
 )
 from .codebook_updates import cluster_sums, ema_, kmeans_when, sample_rows_when
-from .options import check_bool, check_float, check_int
+from .options import check_bool, check_decay, check_float, check_int
 from .registry import register_quantizer
 
 
@@ -42,11 +42,6 @@ class VQ(CodebookQuantizer):
 
     Args:
         dim, codebook_size: input dimension and number of codes.
-        beta: commitment weight (0.25, VQ-VAE's default). The presets keep 0.25 too, so a
-            comparison isolates the codebook mechanism (Jukebox itself used 0.02).
-        init_scale: codes start as ``N(0, init_scale**2)``; default ``codebook_dim**-0.5``
-            (unit-norm rows, the scale of SimVQ's frozen basis, so all start from the same picture).
-        seed: seed of the initial codebook, projections and of the random draws (restarts, k-means).
         ema_decay: if set, the codebook is a buffer updated as the EMA of its assigned vectors
             (VQ-VAE-2 uses 0.99) and the loss is the commitment term only.
         ema_eps: Laplace smoothing of the EMA cluster sizes (1e-5, Sonnet's default).
@@ -60,57 +55,34 @@ class VQ(CodebookQuantizer):
             project the codes back (ViT-VQGAN's factorised codes).
         l2_normalize: l2-normalise the (projected) input and the codes before the search, so the
             search is by cosine similarity on the unit sphere (ViT-VQGAN).
-        rotation_trick, chunk_size, channel_first, check_finite: as in :class:`CodebookQuantizer`.
+        beta, rotation_trick, chunk_size, init_scale, seed, channel_first, check_finite: as in
+            :class:`CodebookQuantizer` and :class:`Quantizer`. Here ``beta`` is 0.25, VQ-VAE's, in
+            every preset too, so a comparison isolates the codebook mechanism (Jukebox itself used
+            0.02); ``init_scale`` defaults to ``codebook_dim**-0.5`` (unit-norm rows, the scale of
+            SimVQ's frozen basis, so all start from the same picture); ``seed`` seeds the initial
+            codebook, the projections and the random draws (restarts, k-means).
 
     Buffers that a resumed run needs (EMA sizes and sums, usage EMA, the k-means-done flag) are
     registered buffers, so they travel in ``state_dict``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        beta: float = 0.25,
-        init_scale: float | None = None,
-        seed: int | None = None,
-        ema_decay: float | None = None,
-        ema_eps: float = 1e-5,
-        dead_code_threshold: float | None = None,
-        dead_code_decay: float = 0.99,
-        kmeans_init: bool = False,
-        kmeans_iters: int = 10,
-        codebook_dim: int | None = None,
-        l2_normalize: bool = False,
-        rotation_trick: bool = False,
-        chunk_size: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(
-            dim,
-            codebook_size,
-            beta=beta,
-            rotation_trick=rotation_trick,
-            chunk_size=chunk_size,
-            channel_first=channel_first,
-            check_finite=check_finite,
-        )
-        seed = check_int("seed", seed, optional=True)
-        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+    def __init__(self, dim: int, codebook_size: int, *, ema_decay: float | None = None, ema_eps: float = 1e-5,
+                 dead_code_threshold: float | None = None, dead_code_decay: float = 0.99, kmeans_init: bool = False,
+                 kmeans_iters: int = 10, codebook_dim: int | None = None, l2_normalize: bool = False, **options):
+        super().__init__(dim, codebook_size, **options)
         codebook_dim = check_int("codebook_dim", codebook_dim, minimum=1, optional=True)
-        self.ema_decay = check_float("ema_decay", ema_decay, low=0.0, high=1.0, low_open=True, high_open=True, optional=True)
+        self.ema_decay = check_decay("ema_decay", ema_decay, allow_none=True)
         self.ema_eps = check_float("ema_eps", ema_eps, low=0.0, low_open=True)
         self.dead_code_threshold = check_float("dead_code_threshold", dead_code_threshold, low=0.0, optional=True)
-        self.dead_code_decay = check_float("dead_code_decay", dead_code_decay, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.dead_code_decay = check_decay("dead_code_decay", dead_code_decay)
         self.kmeans_init = check_bool("kmeans_init", kmeans_init)
         self.kmeans_iters = check_int("kmeans_iters", kmeans_iters, minimum=0)
         self.l2_normalize = check_bool("l2_normalize", l2_normalize)
         self.codebook_dim = codebook_dim if codebook_dim is not None else dim
-        register_training_stream(self, seed)
+        register_training_stream(self, self.seed)
         # ViT-VQGAN: Linear(dim, codebook_dim) before the lookup, Linear(codebook_dim, dim) after
-        self.project_in, self.project_out = projections(dim, self.codebook_dim, enabled=codebook_dim is not None, seed=seed)
-        self._register_codebook(gaussian_codebook(codebook_size, self.codebook_dim, init_scale=init_scale, seed=seed))
+        self.project_in, self.project_out = projections(dim, self.codebook_dim, enabled=codebook_dim is not None, seed=self.seed)
+        self._register_codebook(gaussian_codebook(codebook_size, self.codebook_dim, init_scale=self.init_scale, seed=self.seed))
         self._register_update_state()
 
     def _register_codebook(self, initial: Tensor) -> None:

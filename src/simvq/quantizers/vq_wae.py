@@ -29,16 +29,24 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import CodebookQuantizer, FlatOutput, commitment_losses, fp32, gaussian_codebook, straight_through
+from .base import (
+    CodebookQuantizer,
+    FlatOutput,
+    commitment_losses,
+    fp32,
+    gaussian_codebook,
+    squared_distances,
+    straight_through,
+)
 from .options import check_float, check_int
 from .registry import register_quantizer
 
 DEFAULT_TILE_ELEMENTS = 2**22  # 16 MiB of float32 cost entries per tile
-
-
-def _costs(x: Tensor, codes: Tensor) -> Tensor:
-    """Squared distances ``(n, m)`` between ``x: (n, d)`` and ``codes: (m, d)``, float32."""
-    return (x.pow(2).sum(1, keepdim=True) - 2 * x @ codes.t() + codes.pow(2).sum(1)).clamp_min(0)
+# The plan is exp((f_i + g_j - C_ij) / epsilon_abs) with potentials f, g carrying float32 rounding
+# errors of about 2**-24 of the costs: with epsilon_abs = epsilon * mean cost below 2**-23 x the
+# mean those errors are as large as epsilon_abs times the cost ratio, and the plan is noise (a
+# transport cost of 78 for 5.8 at epsilon=1e-8, 301 or NaN below).
+RELATIVE_EPSILON_MIN = 2.0**-23
 
 
 class _Tiles:
@@ -51,7 +59,7 @@ class _Tiles:
         self.code_block = max(1, min(num_codes, tile_elements // num_tokens))
         self.token_block = max(1, min(num_tokens, tile_elements // self.code_block))
         self.single = self.token_block >= num_tokens and self.code_block >= num_codes
-        self.cached = _costs(x, codes) if self.single else None
+        self.cached = squared_distances(x, codes) if self.single else None
 
     def __iter__(self):
         if self.single:
@@ -61,7 +69,7 @@ class _Tiles:
             rows = slice(start, start + self.token_block)
             for code_start in range(0, self.codes.shape[0], self.code_block):
                 cols = slice(code_start, code_start + self.code_block)
-                yield rows, cols, _costs(self.x[rows], self.codes[cols])
+                yield rows, cols, squared_distances(self.x[rows], self.codes[cols])
 
 
 @torch.no_grad()
@@ -156,13 +164,11 @@ class VQWAE(CodebookQuantizer):
             Wasserstein term against the reconstruction with a tuned multiplier; with simvq's mean
             squared reconstruction and the per-token normalisation of ``<P, C>`` (total mass 1)
             both are per-token squared errors, so 1 keeps them on the same footing).
-        beta: commitment weight ``beta * ||z - sg(q)||^2`` (0.25, VQ-VAE's). The OT term already
-            pulls latents towards the codes they are transported to; the commitment term keeps each
-            latent close to the code it is actually quantized to. ``beta=0`` leaves the OT term alone.
         epsilon: entropic regularisation, *relative* to the mean cost of the batch (0.05): the
             latents' scale changes during training, and a fixed absolute epsilon would make the
             plan too blurred early or numerically sharp late. The absolute value used is
-            ``epsilon * mean_ij C_ij``, computed exactly in ``O((N + M) dim)``.
+            ``epsilon * mean_ij C_ij``, computed exactly in ``O((N + M) dim)``. At least ``2**-23``,
+            float32's resolution (see ``RELATIVE_EPSILON_MIN``: at 1e-9 the loss was NaN).
         iterations: Sinkhorn iterations per step (20, our choice: the codes' marginal is exact after
             every iteration, and at the default epsilon the tokens' marginal is within 1e-5 after
             about 10 on clustered latents; the log-domain updates stay stable at any count).
@@ -172,50 +178,32 @@ class VQWAE(CodebookQuantizer):
             1024 codes is one 16 MiB tile, computed once per step; at K = 65,536 each code is drawn
             every 64 steps on average).
         tile_elements: cost entries per tile (2**22, 16 MiB): the memory bound of the solver.
-        init_scale: codes start as ``N(0, init_scale^2)``; default ``dim**-0.5`` like ``vq``.
-        seed: seed of the initial codebook.
-        rotation_trick, chunk_size, channel_first, check_finite: as in :class:`CodebookQuantizer`.
+        beta, init_scale, seed, rotation_trick, chunk_size, channel_first, check_finite: as in
+            :class:`CodebookQuantizer`. The OT term already pulls latents towards the codes they are
+            transported to; the commitment term ``beta * ||z - sg(q)||^2`` keeps each latent close
+            to the code it is actually quantized to (``beta=0`` leaves the OT term alone). Codes
+            start as ``N(0, init_scale^2)``, default ``dim**-0.5`` like ``vq``.
 
     Eval mode computes no transport (no loss); the codes and values are the nearest codes.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        *,
-        wasserstein_weight: float = 1.0,
-        beta: float = 0.25,
-        epsilon: float = 0.05,
-        iterations: int = 20,
-        max_transport_codes: int | None = 1024,
-        tile_elements: int = DEFAULT_TILE_ELEMENTS,
-        init_scale: float | None = None,
-        seed: int | None = None,
-        rotation_trick: bool = False,
-        chunk_size: int | None = None,
-        channel_first: bool = False,
-        check_finite: bool = True,
-    ):
-        super().__init__(
-            dim,
-            codebook_size,
-            beta=beta,
-            rotation_trick=rotation_trick,
-            chunk_size=chunk_size,
-            channel_first=channel_first,
-            check_finite=check_finite,
-        )
-        # beta: checked by CodebookQuantizer
-        seed = check_int("seed", seed, optional=True)
-        init_scale = check_float("init_scale", init_scale, low=0.0, low_open=True, optional=True)
+    def __init__(self, dim: int, codebook_size: int, *, wasserstein_weight: float = 1.0, epsilon: float = 0.05,
+                 iterations: int = 20, max_transport_codes: int | None = 1024,
+                 tile_elements: int = DEFAULT_TILE_ELEMENTS, **options):
+        super().__init__(dim, codebook_size, **options)
         self.wasserstein_weight = check_float("wasserstein_weight", wasserstein_weight, low=0.0, low_open=True)
         # relative to the mean transport cost (see absolute_epsilon)
-        self.epsilon = check_float("epsilon", epsilon, low=0.0, low_open=True)
+        self.epsilon = check_float(
+            "epsilon",
+            epsilon,
+            low=RELATIVE_EPSILON_MIN,
+            why="the plan exp((f + g - C) / (epsilon * mean cost)) needs it above the float32 rounding of the "
+            "potentials f, g (2**-24 of the costs): at least 2**-23, float32's resolution",
+        )
         self.iterations = check_int("iterations", iterations, minimum=1)
         self.max_transport_codes = check_int("max_transport_codes", max_transport_codes, minimum=2, optional=True)
         self.tile_elements = check_int("tile_elements", tile_elements, minimum=1)
-        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=init_scale, seed=seed))
+        self.embedding = nn.Parameter(gaussian_codebook(codebook_size, dim, init_scale=self.init_scale, seed=self.seed))
 
     def codebook(self) -> Tensor:
         return self.embedding
