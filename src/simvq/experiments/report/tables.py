@@ -67,17 +67,20 @@ def k_label(column) -> str:
     return f"K={column:,}"
 
 
-def test_cell(simvq: Stat | None, rival: Stat | None, scale: float, digits: int) -> str:
-    """SimVQ − rival with Welch's p-value and who is better at α = 0.05; "one run" without a test."""
-    if simvq is None or rival is None:
+def difference_cell(mine: Stat | None, other: Stat | None, scale: float, digits: int, say) -> str:
+    """``mine − other`` scaled, then ``say(text, test)`` with Welch's test over their seeds; a side
+    with one seed: "one run", no test."""
+    if mine is None or other is None:
         return MISSING
-    diff = (simvq.mean - rival.mean) * scale
-    test = welch(simvq.values, rival.values)
-    if test is None:
-        return f"{diff:+.{digits}f} (one run: no test)"
-    if not test.significant:
-        return f"{diff:+.{digits}f}, {p_text(test.p)}: no difference"
-    return f"{diff:+.{digits}f}, {p_text(test.p)}: {'SimVQ' if diff > 0 else 'rival'} higher"
+    text = f"{(mine.mean - other.mean) * scale:+.{digits}f}"
+    test = welch(mine.values, other.values)
+    return f"{text} (one run: no test)" if test is None else say(text, test)
+
+
+def test_cell(simvq: Stat | None, rival: Stat | None, scale: float, digits: int) -> str:
+    """SimVQ − rival with Welch's p-value and which is higher at α = 0.05."""
+    return difference_cell(simvq, rival, scale, digits, lambda text, test: f"{text}, {p_text(test.p)}: " + (
+        ("SimVQ higher" if test.difference > 0 else "rival higher") if test.significant else "no difference"))
 
 
 def reference_row(label: str, found: dict | None, group_usage: list) -> list[str]:
@@ -152,14 +155,8 @@ def richer_codes_table(groups: dict[tuple, Group]) -> list[str]:
 
 def delta_cell(group: Group, baseline: Group | None, column: str, scale: float, digits: int) -> str:
     """The ablation minus its baseline (the main run of the same method and K), with Welch's test."""
-    mine, base = group.stat(column), baseline.stat(column) if baseline else None
-    if mine is None or base is None:
-        return MISSING
-    diff = (mine.mean - base.mean) * scale
-    test = welch(mine.values, base.values)
-    if test is None:
-        return f"{diff:+.{digits}f} (one run: no test)"
-    return f"{diff:+.{digits}f} ({p_text(test.p)}{', significant' if test.significant else ''})"
+    return difference_cell(group.stat(column), baseline.stat(column) if baseline else None, scale, digits,
+                           lambda text, test: f"{text} ({p_text(test.p)}{', significant' if test.significant else ''})")
 
 
 def ablation_table(groups: dict[tuple, Group]) -> list[str]:
