@@ -164,7 +164,7 @@ def test_findings_state_the_verdicts(report):
     assert "collapsed (< 10% of codes) at K=8,192" in notes
     p = welch_p([20.0, 20.2, 20.4], [19.0, 19.1, 19.2])
     assert f"higher than vq (+1.10 dB, p = {p:.3f})" in notes
-    assert "single runs, not tested: cvq (+0.10 dB), vq_reset (-0.80 dB)" in notes
+    assert "not tested against cvq (+0.10 dB), vq_reset (-0.80 dB) (one run on a side)" in notes
 
 
 def test_ablations_sit_under_their_baseline_with_tests(report):

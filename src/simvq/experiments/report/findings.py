@@ -81,11 +81,11 @@ def psnr_note(main: dict[tuple, Group], column) -> str | None:
         (untested if test is None else same if not test.significant else higher if diff > 0 else lower).append(label)
     parts = [f"higher than {', '.join(higher)}" if higher else "", f"lower than {', '.join(lower)}" if lower else "",
              f"not different from {', '.join(same)}" if same else "",
-             f"single runs, not tested: {', '.join(untested)}" if untested else ""]
+             f"not tested against {', '.join(untested)} (one run on a side)" if untested else ""]
     parts = [p for p in parts if p]
     if not parts:
         return None
-    return f"PSNR at {k_label(column)} (Welch, α = 0.05): SimVQ's {psnr.mean:.2f} dB ({psnr.n} seed{'s' * (psnr.n > 1)}) is " + "; ".join(parts) + "."
+    return f"PSNR at {k_label(column)} (Welch, α = 0.05): SimVQ's {psnr.mean:.2f} dB ({psnr.n} seed{'s' * (psnr.n > 1)}): " + "; ".join(parts) + "."
 
 
 def convergence_note(groups: dict[tuple, Group]) -> str | None:
