@@ -227,3 +227,20 @@ def test_values_at_masked_positions_are_not_checked_but_real_ones_are():
     z[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or Inf"):
         quantizer(z, mask=mask)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_masked_call_compiled_without_fullgraph_gives_eager_results():
+    """The gather breaks the graph (fullgraph=True cannot capture it, see ``Quantizer``); without
+    fullgraph the compiled module steps exactly as the eager one."""
+    eager, compiled_module = build("vq_reset"), build("vq_reset")
+    compiled = torch.compile(compiled_module, backend="aot_eager")
+    try:
+        for step in range(2):
+            z, mask = padded_batch(channel_first=False, seed=step)
+            expected, got = eager(z, mask=mask), compiled(z, mask=mask)
+            assert torch.equal(got.codes, expected.codes) and torch.equal(got.quantized, expected.quantized)
+            assert torch.equal(got.loss, expected.loss)
+            assert_same_state(compiled_module, eager, f"after step {step}")
+    finally:
+        torch._dynamo.reset()

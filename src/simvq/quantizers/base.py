@@ -395,7 +395,8 @@ class Quantizer(nn.Module):
     Values at masked positions are not checked (padding may hold anything); a mask with no real
     token is refused. ``mask=None`` is the unmasked path, unchanged. The gather has a data-dependent
     size (one host synchronisation), so ``torch.compile(fullgraph=True)`` does not capture a masked
-    call; the ``mask=None`` path is what compiles whole.
+    call (dynamo cannot guard on the number of real tokens); compiled without ``fullgraph`` it runs,
+    the graph broken at the gather, with eager mode's results. The ``mask=None`` path compiles whole.
     """
 
     # the result type ``forward`` returns; ``FlatOutput.per_token`` entries become its fields
@@ -526,14 +527,16 @@ class Quantizer(nn.Module):
             codes = scatter_tokens(codes, index, size, PADDING_CODE)
             quantized = scatter_tokens(quantized, index, size, 0)
             per_token = {name: scatter_tokens(value, index, size, 0) for name, value in per_token.items()}
-        return self.output_type(
+        out = self.output_type(
             quantized=self._unflatten(quantized, leading),
             codes=codes.reshape(*leading, *codes.shape[1:]),
             loss=loss,
             losses=result.losses,
             metrics={k: v.detach() for k, v in metrics.items()},
-            **{name: value.reshape(*leading, *value.shape[1:]) for name, value in per_token.items()},
         )
+        for name, value in per_token.items():
+            setattr(out, name, value.reshape(*leading, *value.shape[1:]))
+        return out
 
     @torch.no_grad()
     def encode(self, z: Tensor, *, mask: Tensor | None = None) -> Tensor:
