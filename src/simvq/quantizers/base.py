@@ -261,7 +261,8 @@ class QuantizerOutput:
 
     quantized: same shape and layout as the input; gradients reach the input (straight-through).
     codes:     int64 indices, the input's shape without the channel dimension
-               (``(..., num_codebooks)`` for multi-stage quantizers).
+               (``(..., num_codebooks)`` for multi-stage quantizers); ``PADDING_CODE`` (-1) at
+               positions a ``mask`` marks as padding.
     loss:      scalar auxiliary loss to add to the task loss (sum of ``losses``).
     losses:    the named terms that make up ``loss``.
     metrics:   detached diagnostics; always holds ``usage`` and ``perplexity`` of this batch.
