@@ -326,3 +326,42 @@ def test_the_quantizer_loss_each_speech_method_adds_is_the_one_the_config_states
         assert all(g.abs().sum() > 0 for g in gradients)
     else:
         assert trained == []  # vq_ema: the codebook is a buffer the EMA moves
+
+
+def test_padded_frames_are_masked_in_the_quantizer():
+    """A batch of utterances of unequal length (``pad_collate``): the frames past each one's end are
+    masked, so the quantizer's loss, metrics and EMA step are those of the real frames alone."""
+    import copy
+
+    from simvq.data import pad_collate
+
+    torch.manual_seed(0)
+    model = AudioCodec(quantizer="vq_ema", **TINY)
+    wav, lengths = pad_collate([harmonic_clip(0.5)[0], harmonic_clip(0.27, seed=1)[0]])  # 8000 and 4320 samples
+    assert wav.shape == (2, 1, 8000) and lengths.tolist() == [8000, 4320]
+    mask = model.token_mask(lengths, 8000)
+    assert mask.sum(1).tolist() == [25, 14]  # ceil(8000 / 320), ceil(4320 / 320)
+    assert mask[1, :14].all() and not mask[1, 14:].any()
+    reference = copy.deepcopy(model.quantizer)
+    reconstruction, out = model(wav, lengths=lengths)
+    assert reconstruction.shape == wav.shape
+    assert (out.codes[~mask] == -1).all() and (out.codes[mask] >= 0).all()
+    latents = model.encode_latents(wav).detach()  # (B, dim, T): the real frames as one (N, dim) batch
+    expected = reference(latents.movedim(1, -1)[mask])
+    assert torch.equal(out.codes[mask], expected.codes) and torch.equal(out.loss, expected.loss)
+    assert all(torch.equal(out.metrics[k], v) for k, v in expected.metrics.items())
+    for key, value in reference.state_dict().items():  # the EMA saw the real frames only
+        assert torch.equal(model.quantizer.state_dict()[key], value), key
+    model.eval()
+    codes = model.encode(wav, lengths=lengths)
+    assert (codes[~mask] == -1).all()
+    latents = model.encode_latents(wav)
+    assert torch.equal(codes[mask], model.quantizer.encode(latents.movedim(1, -1)[mask]))
+    assert model.decode(codes, mask=mask, length=8000).shape == wav.shape
+    with pytest.raises(ValueError, match="pass the mask"):
+        model.decode(codes)
+    assert torch.equal(model(wav)[1].codes, model.encode(wav))  # no lengths: every frame is real, as before
+    for bad, message in (([8000], "one length per utterance"), ([8000, 8001], r"\[1, 8000\]"), ([8000, 0], r"\[1, 8000\]"),
+                         ([8000.0, 4320.0], "integer sample counts")):
+        with pytest.raises(ValueError, match=rf"lengths must .*{message}"):
+            model(wav, lengths=torch.tensor(bad))

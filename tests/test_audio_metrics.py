@@ -10,7 +10,7 @@ import pytest
 import soundfile
 import torch
 
-from simvq.data.speech import synthesize, resample
+from simvq.data.speech import pad_collate, resample, synthesize
 from simvq.metrics.audio import (
     PESQ_MAX,
     AudioMetrics,
@@ -21,6 +21,7 @@ from simvq.metrics.audio import (
     log_mel_distance,
     pesq_wideband,
     save_spectrogram_comparison,
+    split_code_counts,
     stoi,
     write_wav,
 )
@@ -203,3 +204,31 @@ def test_spectrogram_figure_is_written(tmp_path, speech):
     save_spectrogram_comparison(tmp_path / "spec.png", speech, noisy(speech, 0.01), 16000, title="utterance 0")
     assert (tmp_path / "spec.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(tmp_path) == ["spec.png"]
+
+
+def test_batched_evaluation_leaves_the_padded_frames_out(speech):
+    """``batch_size`` > 1 pads utterances of unequal length together: the padded frames are masked
+    in the quantizer and counted nowhere; utterances of one length (no padding) give the numbers of
+    one-at-a-time evaluation."""
+    torch.manual_seed(0)
+    model = AudioCodec(channels=4, dim=16, decoder_width=32, decoder_blocks=1, codebook_size=64)
+    lengths = [16000, 6000, 12345]
+    utterances = [torch.from_numpy(speech[:n]).float().view(1, -1) for n in lengths]
+    metrics, counts = evaluate_codec(model, utterances, use_dnsmos=False, progress=False, batch_size=2)
+    assert metrics["utterances"] == 3 and metrics["tokens"] == counts.sum() == sum(math.ceil(n / 320) for n in lengths)
+    assert model.training  # put back as found
+    split = split_code_counts(model, utterances, batch_size=3)
+    assert split.sum() == sum(math.ceil(n / 320) for n in lengths)
+    model.eval()
+    wav, sizes = pad_collate(utterances)
+    codes = model.encode(wav, lengths=sizes)
+    assert torch.equal(split, torch.bincount(codes[codes >= 0], minlength=64))
+    model.train()
+    same = [torch.from_numpy(speech[i * 100 : i * 100 + 9000]).float().view(1, -1) for i in range(3)]
+    batched, batched_counts = evaluate_codec(model, same, use_dnsmos=False, progress=False, batch_size=3)
+    single, single_counts = evaluate_codec(model, same, use_dnsmos=False, progress=False)
+    assert torch.equal(batched_counts, single_counts) and torch.equal(split_code_counts(model, same, batch_size=2), single_counts)
+    for name, value in single.items():
+        assert batched[name] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), name
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        evaluate_codec(model, same, progress=False, batch_size=0)

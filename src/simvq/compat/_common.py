@@ -54,14 +54,14 @@ def build_wrapped(
     return built
 
 
-def quantize(adapter: nn.Module, quantizer: Quantizer, z: Tensor) -> QuantizerOutput:
-    """``quantizer(z)``; in eval mode with no gradient able to reach ``z``, ``quantized`` is the
-    looked-up code vectors themselves (``decode(codes)``), so the output equals the decode of its
-    indices bit for bit. Otherwise it is the straight-through value ``z + sg(q - z)``, which equals
-    them up to one float32 rounding (see tests/test_round_trip.py)."""
-    out = quantizer(z)
+def quantize(adapter: nn.Module, quantizer: Quantizer, z: Tensor, *, mask: Tensor | None = None) -> QuantizerOutput:
+    """``quantizer(z, mask=mask)``; in eval mode with no gradient able to reach ``z``, ``quantized``
+    is the looked-up code vectors themselves (``decode(codes, mask=mask)``: zeros at padding), so the
+    output equals the decode of its indices bit for bit. Otherwise it is the straight-through value
+    ``z + sg(q - z)``, which equals them up to one float32 rounding (see tests/test_round_trip.py)."""
+    out = quantizer(z, mask=mask)
     if adapter.training or (torch.is_grad_enabled() and z.requires_grad):
         return out
     with torch.no_grad():
-        out.quantized = quantizer.decode(out.codes).to(z.dtype)
+        out.quantized = quantizer.decode(out.codes, mask=mask).to(z.dtype)
     return out

@@ -98,11 +98,9 @@ class VectorQuantize(nn.Module):
             mask = torch.arange(length, device=x.device) < lens.reshape(-1, 1)
         if mask.dtype != torch.bool or tuple(mask.shape) != (batch, length):
             raise ValueError(f"VectorQuantize: mask must be a bool tensor of shape {(batch, length)}, got {mask.dtype} {tuple(mask.shape)}")
-        out = quantize(self, self.quantizer, x_last[mask])  # (M, dim): the valid tokens only
-        quantized = torch.zeros_like(x_last).masked_scatter(mask.unsqueeze(-1), out.quantized)
-        indices = out.codes.new_full((batch, length, *out.codes.shape[1:]), -1)
-        indices[mask] = out.codes
-        return self._from_channel_last(quantized), indices, out.loss
+        # the quantizer's own padding mask: it sees the valid tokens only; zeros and -1 at padding
+        out = quantize(self, self.quantizer, x_last, mask=mask)
+        return self._from_channel_last(out.quantized), out.codes, out.loss
 
     def get_output_from_indices(self, indices: Tensor) -> Tensor:
         """Code vectors of ``indices``, in the forward's layout (channels at dim 1 for channel-first

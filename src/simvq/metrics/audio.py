@@ -265,19 +265,50 @@ class AudioMetrics:
         return metrics
 
 
+def check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+def utterance_batches(dataset, indices, batch_size: int, device):
+    """``(wav (B, 1, max S), lengths (B,) or None)`` for ``indices`` in order, ``batch_size`` at a
+    time: one utterance as is (``lengths`` None), several zero-padded by ``pad_collate``."""
+    from ..data.speech import pad_collate
+
+    indices = list(indices)
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        if batch_size == 1:
+            yield dataset[chunk[0]].unsqueeze(0).to(device), None
+        else:
+            wav, lengths = pad_collate([dataset[index] for index in chunk])
+            yield wav.to(device), lengths
+
+
 @torch.no_grad()
-def split_code_counts(model, dataset, *, device=None, progress: bool = False, shard: tuple[int, int] = (0, 1)) -> Tensor:
+def split_code_counts(model, dataset, *, device=None, progress: bool = False, shard: tuple[int, int] = (0, 1),
+                      batch_size: int = 1) -> Tensor:
     """``(K,)`` histogram of the codes of every utterance of ``dataset`` (encoder and quantizer only,
     no decoding, no scores): the extra tokens ``eval.usage_splits`` adds to the test split's, so a
     large codebook's usage is counted over enough tokens per code. Under ``shard=(rank, world_size)``
-    each rank encodes its share and every rank gets the sum (every rank must call it)."""
+    each rank encodes its share and every rank gets the sum (every rank must call it).
+    ``batch_size``: utterances encoded together, zero-padded, the padded frames masked in the
+    quantizer and not counted (1: one at a time; batching moves the codes of an utterance's last
+    frames slightly: the convolutions see zeros past its end instead of their own padding)."""
     from tqdm.auto import tqdm
 
     rank, world_size = shard
+    check_batch_size(batch_size)
     device, was_training, count = prepare_evaluation(model, device, len(dataset), None)
     usage = CodebookUsage(model.quantizer.codebook_size, distributed=world_size > 1)
-    for index in tqdm(range(count)[rank::world_size], desc="usage", disable=not progress, leave=False):
-        usage.update(model.encode(dataset[index].unsqueeze(0).to(device)))
+    chosen = range(count)[rank::world_size]
+    progress_bar = tqdm(total=len(chosen), desc="usage", disable=not progress, leave=False)
+    for wav, lengths in utterance_batches(dataset, chosen, batch_size, device):
+        codes = model.encode(wav, lengths=lengths)
+        usage.update(codes if lengths is None else codes[model.token_mask(lengths, wav.shape[-1]).to(codes.device)])
+        progress_bar.update(wav.shape[0])
+    progress_bar.close()
     model.train(was_training)
     return usage.histogram().cpu()
 
@@ -292,7 +323,7 @@ def evenly_spaced(size: int, count: int) -> list[int]:
 @torch.no_grad()
 def evaluate_codec(model, dataset, *, max_utterances: int | None = None, device=None, use_dnsmos: bool | None = None,
                    coverage_dim: int | None = None, progress: bool = True,
-                   shard: tuple[int, int] = (0, 1)) -> tuple[dict[str, float], Tensor]:
+                   shard: tuple[int, int] = (0, 1), batch_size: int = 1) -> tuple[dict[str, float], Tensor]:
     """Reconstruct whole utterances of ``dataset`` (items ``(1, S)``, e.g. ``SpeechCorpus(...,
     clip_seconds=None)``) one at a time with ``model`` (an ``AudioCodec``) and measure them.
 
@@ -302,19 +333,26 @@ def evaluate_codec(model, dataset, *, max_utterances: int | None = None, device=
     of a corpus with 4 utterances a voice). ``shard=(rank, world_size)``: under torch.distributed
     each process measures every ``world_size``-th of them from ``rank`` and every process gets the
     numbers one process would (the same per-utterance scores, averaged in the same order). Every
-    rank must call.
+    rank must call. ``batch_size``: utterances reconstructed together, zero-padded, with the padded
+    frames masked in the quantizer (codes -1, zero vectors, left out of its statistics) and out of
+    the scores and usage (1, the default: one at a time, with no padding; batched, the convolutions
+    see zeros past an utterance's end instead of their own padding, which moves its last frames slightly).
     """
     from tqdm.auto import tqdm
 
     rank, world_size = shard
+    check_batch_size(batch_size)
     device, was_training, count = prepare_evaluation(model, device, len(dataset), max_utterances)
     chosen = evenly_spaced(len(dataset), count)
     metrics = AudioMetrics(model.sample_rate, model.quantizer.codebook_size, hop_length=model.hop_length,
                            use_dnsmos=use_dnsmos, coverage_dim=coverage_dim, sharded=world_size > 1)
-    for index in tqdm(chosen[rank::world_size], desc="eval", disable=not progress, leave=False):
-        wav = dataset[index].unsqueeze(0).to(device)
-        reconstruction, out = model(wav)
-        metrics.update(wav, reconstruction, out.codes)
+    mine = chosen[rank::world_size]
+    progress_bar = tqdm(total=len(mine), desc="eval", disable=not progress, leave=False)
+    for wav, lengths in utterance_batches(dataset, mine, batch_size, device):
+        reconstruction, out = model(wav, lengths=lengths)
+        metrics.update(wav, reconstruction, out.codes, lengths)
+        progress_bar.update(wav.shape[0])
+    progress_bar.close()
     model.train(was_training)
     counts = metrics.histogram()
     return metrics.compute(counts), counts

@@ -273,20 +273,45 @@ class AudioCodec(nn.Module):
         """Waveforms ``(B, 1, T * hop_length)`` (not clamped) from quantized ``(B, dim, T)``."""
         return self.decoder(quantized)
 
-    def forward(self, wav: Tensor):
-        """``(reconstruction (B, 1, S), QuantizerOutput)``; ``out.codes`` is ``(B, T)``."""
-        out = self.quantizer(self.encode_latents(wav))
+    def token_mask(self, lengths, num_samples: int) -> Tensor:
+        """``(B, num_tokens(num_samples))`` bool for utterances of ``lengths`` samples ``(B,)``
+        zero-padded to ``num_samples``: True at the frames of real audio, ``t < ceil(length / hop_length)``."""
+        lengths = torch.as_tensor(lengths)
+        if lengths.ndim != 1 or lengths.numel() == 0 or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+            raise ValueError(f"lengths must be (B,) integer sample counts, got {lengths.dtype} of shape {tuple(lengths.shape)}")
+        if int(lengths.min()) < 1 or int(lengths.max()) > num_samples:
+            raise ValueError(f"lengths must lie in [1, {num_samples}] samples (the padded length), got {lengths.tolist()}")
+        frames = -(-lengths // self.hop_length)
+        return torch.arange(self.num_tokens(num_samples), device=lengths.device) < frames[:, None]
+
+    def _mask(self, lengths, wav: Tensor) -> Tensor | None:
+        if lengths is None:
+            return None
+        mask = self.token_mask(lengths, wav.shape[-1])
+        if mask.shape[0] != wav.shape[0]:
+            raise ValueError(f"lengths must give one length per utterance of wav {tuple(wav.shape)}, got {mask.shape[0]}")
+        return mask.to(wav.device)
+
+    def forward(self, wav: Tensor, *, lengths: Tensor | None = None):
+        """``(reconstruction (B, 1, S), QuantizerOutput)``; ``out.codes`` is ``(B, T)``. ``lengths``:
+        the true lengths ``(B,)`` of zero-padded utterances (``pad_collate``); the frames past each
+        one's end are masked in the quantizer (``token_mask``): codes -1, zero vectors into the
+        decoder, no share of its loss, usage or statistics. None: every frame is real."""
+        latents = self.encode_latents(wav)
+        out = self.quantizer(latents, mask=self._mask(lengths, wav))
         return self.decode_latents(out.quantized)[..., : wav.shape[-1]], out
 
     @torch.no_grad()
-    def encode(self, wav: Tensor) -> Tensor:
-        """Codes ``(B, T)`` (``(B, T, stages)`` for multi-stage quantizers)."""
-        return self.quantizer.encode(self.encode_latents(wav))
+    def encode(self, wav: Tensor, *, lengths: Tensor | None = None) -> Tensor:
+        """Codes ``(B, T)`` (``(B, T, stages)`` for multi-stage quantizers); -1 past ``lengths`` (as in ``forward``)."""
+        latents = self.encode_latents(wav)
+        return self.quantizer.encode(latents, mask=self._mask(lengths, wav))
 
     @torch.no_grad()
-    def decode(self, codes: Tensor, *, length: int | None = None) -> Tensor:
-        """Waveforms ``(B, 1, T * hop_length)`` in ``[-1, 1]`` from codes (trimmed to ``length`` if given)."""
-        wav = self.decode_latents(self.quantizer.decode(codes)).clamp(-1, 1)
+    def decode(self, codes: Tensor, *, length: int | None = None, mask: Tensor | None = None) -> Tensor:
+        """Waveforms ``(B, 1, T * hop_length)`` in ``[-1, 1]`` from codes (trimmed to ``length`` if
+        given); ``mask`` (``(B, T)``, ``token_mask``): frames where it is False decode from zero vectors."""
+        wav = self.decode_latents(self.quantizer.decode(codes, mask=mask)).clamp(-1, 1)
         return wav if length is None else wav[..., :length]
 
     @torch.no_grad()

@@ -1,7 +1,7 @@
 """Quantizers, one per file, all behind ``build_quantizer``. Importing this package registers them."""
 
 from .affine import AffineVQ
-from .base import CodebookQuantizer, FlatOutput, Quantizer, QuantizerOutput, straight_through
+from .base import PADDING_CODE, CodebookQuantizer, FlatOutput, Quantizer, QuantizerOutput, straight_through
 from .cvq import CVQ
 from .fsq import FSQ
 from .hqa import HQA
@@ -17,6 +17,7 @@ from .vq import EMAVQ, VQ, FactorizedVQ, KMeansVQ, ResetVQ
 from .vq_wae import VQWAE
 
 __all__ = [
+    "PADDING_CODE",
     "AffineVQ",
     "CVQ",
     "CodebookQuantizer",

@@ -7,12 +7,18 @@ per-batch ``usage``/``perplexity`` metrics.
 
 Codebook methods (an explicit ``(K, dim)`` table searched by nearest neighbour) subclass
 :class:`CodebookQuantizer`, which owns the search, the VQ-VAE losses and the straight-through once.
+
+Padding masks (variable-length sequences) have one home too: ``forward``, ``encode`` and ``decode``
+take ``mask`` (True = real token), gather the real tokens, run the method's unmasked path on them
+and scatter the results back (see :class:`Quantizer`), so every quantizer handles masks the same way
+by construction.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -255,7 +261,8 @@ class QuantizerOutput:
 
     quantized: same shape and layout as the input; gradients reach the input (straight-through).
     codes:     int64 indices, the input's shape without the channel dimension
-               (``(..., num_codebooks)`` for multi-stage quantizers).
+               (``(..., num_codebooks)`` for multi-stage quantizers); ``PADDING_CODE`` (-1) at
+               positions a ``mask`` marks as padding.
     loss:      scalar auxiliary loss to add to the task loss (sum of ``losses``).
     losses:    the named terms that make up ``loss``.
     metrics:   detached diagnostics; always holds ``usage`` and ``perplexity`` of this batch.
@@ -270,12 +277,47 @@ class QuantizerOutput:
 
 @dataclass
 class FlatOutput:
-    """What a subclass's ``quantize`` returns on a flat ``(N, dim)`` batch."""
+    """What a subclass's ``quantize`` returns on a flat ``(N, dim)`` batch.
+
+    ``per_token``: further per-token outputs ``(N, ...)`` (sc_vae's coefficients), each becoming
+    the field of that name of the quantizer's ``output_type``, shaped like the codes (the token
+    grid, then its own trailing dimensions); 0 at masked positions.
+    """
 
     quantized: Tensor  # (N, dim)
     codes: Tensor  # (N,) or (N, num_codebooks)
     losses: dict[str, Tensor] = field(default_factory=dict)
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    per_token: dict[str, Tensor] = field(default_factory=dict)
+
+
+# the code of a masked (padding) position, in every stage of a multi-stage code
+PADDING_CODE = -1
+
+
+def scatter_tokens(values: Tensor, index: Tensor, size: int, fill) -> Tensor:
+    """``(size, ...)`` holding ``values: (n, ...)`` at rows ``index`` and ``fill`` elsewhere; the
+    gradient reaches ``values`` from those rows only (``fill`` rows are constants)."""
+    out = values.new_full((size, *values.shape[1:]), fill)
+    return out.index_copy(0, index, values)
+
+
+# ----------------------------------------------------------------------------- padding masks
+
+
+def real_token_index(mask, grid: tuple[int, ...], *, device, grid_name: str = "the token grid") -> Tensor:
+    """Flat indices ``(N_real,)`` of the True entries of ``mask``, checked to be a bool tensor of
+    shape ``grid`` with at least one True (a padding mask: True = real token). One host sync."""
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a bool torch.Tensor shaped like {grid_name}, {grid}, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = real token), got {mask.dtype}")
+    if tuple(mask.shape) != tuple(grid):
+        raise ValueError(f"mask must have the shape of {grid_name}, {tuple(grid)}, got {tuple(mask.shape)}")
+    index = mask.reshape(-1).to(device).nonzero().squeeze(1)
+    if index.numel() == 0:
+        raise ValueError("mask marks no real token (every entry is False); need at least one")
+    return index
 
 
 # ----------------------------------------------------------------------------- base classes
@@ -334,7 +376,32 @@ class Quantizer(nn.Module):
     ``**options`` to its base's constructor, which declares, documents and checks them. Its
     signature (``inspect.signature``, ``help``) lists both, less the ``excluded_options`` it does
     not take, and it refuses any other keyword with a TypeError that names it and lists the options.
+
+    Padding masks: ``forward(z, mask=...)``, ``encode(z, mask=...)`` and ``decode(codes, mask=...)``
+    take an optional bool ``mask`` shaped like the token grid (``z`` without its channel dimension:
+    ``(...)`` for ``(..., dim)``, ``(B, ...)`` for channel-first ``(B, dim, ...)``; for ``decode``
+    the codes without their per-token dimension), True at real tokens. The real tokens are gathered
+    into one ``(N_real, dim)`` batch, the method's unmasked path runs on it, and the results are
+    scattered back, so a masked batch gives what the batch of its real tokens alone gives, bit for
+    bit: losses, ``metrics`` (usage, perplexity, ...), every state change (EMA and k-means
+    statistics, dead-code restarts, anchors, affine statistics) and every random draw. Masked
+    positions contribute nothing and hold:
+
+        codes      ``PADDING_CODE`` (-1), in every stage of a multi-stage code;
+        quantized  zeros (``decode`` gives zeros there too), so no gradient flows from them into
+                   the input or the quantizer's parameters, and nothing of the input passes the
+                   bottleneck unquantized;
+        per-token outputs (sc_vae's ``coefficients``): 0.
+
+    Values at masked positions are not checked (padding may hold anything); a mask with no real
+    token is refused. ``mask=None`` is the unmasked path, unchanged. The gather has a data-dependent
+    size (one host synchronisation), so ``torch.compile(fullgraph=True)`` does not capture a masked
+    call (dynamo cannot guard on the number of real tokens); compiled without ``fullgraph`` it runs,
+    the graph broken at the gather, with eager mode's results. The ``mask=None`` path compiles whole.
     """
+
+    # the result type ``forward`` returns; ``FlatOutput.per_token`` entries become its fields
+    output_type: type[QuantizerOutput] = QuantizerOutput
 
     # shared options a subclass does not take (HQA has no commitment ``beta``, FSQ no codes to
     # scale): left out of its signature and refused
@@ -370,6 +437,26 @@ class Quantizer(nn.Module):
 
     def _flatten(self, z: Tensor, name: str = "z") -> tuple[Tensor, tuple[int, ...]]:
         """Validate ``z`` and return ``((N, dim) view, leading shape)``."""
+        z = self._channels_last(z, name)
+        # NaN, Inf, and magnitudes whose squared distances and losses overflow float32 (1e20 gave an
+        # inf loss, or NaN in sqvae): one min/max pass
+        if self.check_finite and not torch.compiler.is_compiling():  # a graph cannot raise on data
+            check_values(name, z)
+        return z.reshape(-1, self.dim), tuple(z.shape[:-1])
+
+    def _flatten_masked(self, z: Tensor, mask, name: str = "z") -> tuple[Tensor, tuple[int, ...], Tensor]:
+        """Validate ``z`` and ``mask`` and return ``((N_real, dim) real tokens, leading shape,
+        (N_real,) their flat indices)``; only the real tokens' values are checked."""
+        z = self._channels_last(z, name)
+        leading = tuple(z.shape[:-1])
+        index = real_token_index(mask, leading, device=z.device, grid_name=f"{name}'s token grid ({name} without its channel dimension)")
+        real = z.reshape(-1, self.dim).index_select(0, index)
+        if self.check_finite and not torch.compiler.is_compiling():
+            check_values(name, real)
+        return real, leading, index
+
+    def _channels_last(self, z: Tensor, name: str) -> Tensor:
+        """``z`` checked (type, dtype, channels, not empty), as ``(..., dim)``."""
         if not isinstance(z, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
         if not z.is_floating_point():
@@ -387,11 +474,7 @@ class Quantizer(nn.Module):
             )
         if z.numel() == 0:
             raise ValueError(f"{name} is empty (shape {shape}); need at least one vector")
-        # NaN, Inf, and magnitudes whose squared distances and losses overflow float32 (1e20 gave an
-        # inf loss, or NaN in sqvae): one min/max pass
-        if self.check_finite and not torch.compiler.is_compiling():  # a graph cannot raise on data
-            check_values(name, z)
-        return z.reshape(-1, self.dim), tuple(z.shape[:-1])
+        return z
 
     def _unflatten(self, flat: Tensor, leading: tuple[int, ...]) -> Tensor:
         out = flat.reshape(*leading, flat.shape[-1])
@@ -399,46 +482,86 @@ class Quantizer(nn.Module):
             out = rearrange(out, "b ... d -> b d ...")
         return out
 
-    def _check_codes(self, codes: Tensor) -> Tensor:
+    def _check_codes(self, codes: Tensor, *, values: bool = True) -> Tensor:
+        """``codes`` as int64, checked: an integer tensor, not empty and (``values``) in range."""
         if not isinstance(codes, Tensor):
             raise TypeError(f"codes must be a torch.Tensor, got {type(codes).__name__}")
         if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
             raise TypeError(f"codes must be an integer tensor (int64), got {codes.dtype}")
         if codes.numel() == 0:
             raise ValueError(f"codes is empty (shape {tuple(codes.shape)})")
-        low, high = int(codes.min()), int(codes.max())
-        if low < 0 or high >= self.codebook_size:
-            raise ValueError(
-                f"codes must lie in [0, {self.codebook_size - 1}] (codebook_size={self.codebook_size}), "
-                f"got values in [{low}, {high}]"
-            )
+        if values:
+            low, high = int(codes.min()), int(codes.max())
+            if low < 0 or high >= self.codebook_size:
+                hint = f"; {PADDING_CODE} marks padding: pass the mask (decode(codes, mask=mask))" if low == PADDING_CODE else ""
+                raise ValueError(
+                    f"codes must lie in [0, {self.codebook_size - 1}] (codebook_size={self.codebook_size}), "
+                    f"got values in [{low}, {high}]{hint}"
+                )
         return codes.long()
+
+    def _code_grid(self, codes: Tensor) -> tuple[int, ...]:
+        """The token grid of ``codes``: their shape without the ``code_ndim`` per-token dimensions."""
+        if codes.ndim < self.code_ndim:
+            raise ValueError(f"codes must have at least {self.code_ndim} dimension(s), got shape {tuple(codes.shape)}")
+        return tuple(codes.shape[: codes.ndim - self.code_ndim])
 
     # -- public API -------------------------------------------------------------------------
 
-    def forward(self, z: Tensor) -> QuantizerOutput:
+    def forward(self, z: Tensor, *, mask: Tensor | None = None) -> QuantizerOutput:
+        """Quantize ``z`` (``(..., dim)``, or ``(B, dim, ...)`` when ``channel_first``). ``mask``:
+        optional bool tensor of the token grid's shape, True at real tokens (see the class docstring)."""
+        if mask is not None:
+            real, leading, index = self._flatten_masked(z, mask)
+            return self._output(z, self.quantize(real), leading, index)
         flat, leading = self._flatten(z)
-        result = self.quantize(flat)
-        codes = result.codes.reshape(*leading, *result.codes.shape[1:])
-        loss = sum(result.losses.values()) if result.losses else flat.new_zeros((), dtype=torch.float32)
+        return self._output(z, self.quantize(flat), leading)
+
+    def _output(self, z: Tensor, result: FlatOutput, leading: tuple[int, ...], index: Tensor | None = None) -> QuantizerOutput:
+        """The output for the flat ``result``; with ``index`` (the real tokens' flat indices) the
+        masked positions are filled in: ``PADDING_CODE`` codes, zero vectors, zero per-token outputs."""
+        loss = sum(result.losses.values()) if result.losses else z.new_zeros((), dtype=torch.float32)
         metrics = {**self.batch_metrics(result.codes), **result.metrics}
-        return QuantizerOutput(
-            quantized=self._unflatten(result.quantized.to(z.dtype), leading),
-            codes=codes,
+        codes, quantized, per_token = result.codes, result.quantized.to(z.dtype), result.per_token
+        if index is not None:
+            size = math.prod(leading)
+            codes = scatter_tokens(codes, index, size, PADDING_CODE)
+            quantized = scatter_tokens(quantized, index, size, 0)
+            per_token = {name: scatter_tokens(value, index, size, 0) for name, value in per_token.items()}
+        out = self.output_type(
+            quantized=self._unflatten(quantized, leading),
+            codes=codes.reshape(*leading, *codes.shape[1:]),
             loss=loss,
             losses=result.losses,
             metrics={k: v.detach() for k, v in metrics.items()},
         )
+        for name, value in per_token.items():
+            setattr(out, name, value.reshape(*leading, *value.shape[1:]))
+        return out
 
     @torch.no_grad()
-    def encode(self, z: Tensor) -> Tensor:
-        """Codes only, no graph: ``(..., dim) -> (...)`` (channel dim removed when ``channel_first``)."""
+    def encode(self, z: Tensor, *, mask: Tensor | None = None) -> Tensor:
+        """Codes only, no graph: ``(..., dim) -> (...)`` (channel dim removed when ``channel_first``);
+        ``PADDING_CODE`` where ``mask`` is False."""
+        if mask is not None:
+            real, leading, index = self._flatten_masked(z, mask)
+            codes = scatter_tokens(self.encode_flat(real), index, math.prod(leading), PADDING_CODE)
+            return codes.reshape(*leading, *codes.shape[1:])
         flat, leading = self._flatten(z)
         codes = self.encode_flat(flat)
         return codes.reshape(*leading, *codes.shape[1:])
 
-    def decode(self, codes: Tensor) -> Tensor:
-        """Code vectors for integer ``codes``: ``(...) -> (..., dim)`` (or ``(B, dim, ...)``)."""
+    def decode(self, codes: Tensor, *, mask: Tensor | None = None) -> Tensor:
+        """Code vectors for integer ``codes``: ``(...) -> (..., dim)`` (or ``(B, dim, ...)``).
+        ``mask`` (the codes' token grid, True at real tokens): the codes at masked positions are
+        ignored (``PADDING_CODE`` or anything) and decode to zeros."""
+        if mask is not None:
+            codes = self._check_codes(codes, values=False)
+            leading = self._code_grid(codes)
+            index = real_token_index(mask, leading, device=codes.device, grid_name="the codes' token grid (codes without their per-token dimension)")
+            real = codes.reshape(-1, *codes.shape[len(leading) :]).index_select(0, index)
+            vectors = self.decode_flat(self._check_codes(real))
+            return self._unflatten(scatter_tokens(vectors, index, math.prod(leading), 0), leading)
         codes = self._check_codes(codes)
         leading = tuple(codes.shape[: codes.ndim - self.code_ndim])
         flat_codes = codes.reshape(-1, *codes.shape[codes.ndim - self.code_ndim :])
@@ -535,6 +658,7 @@ class CodebookQuantizer(Quantizer):
 __all__ = [
     "GUMBEL_CLAMP",
     "GUMBEL_RANGE",
+    "PADDING_CODE",
     "SEED_RANGE",
     "CodebookQuantizer",
     "FlatOutput",
@@ -550,7 +674,9 @@ __all__ = [
     "gumbel_noise",
     "linear_fp32",
     "projections",
+    "real_token_index",
     "register_training_stream",
+    "scatter_tokens",
     "seeded_generator",
     "seeded_global_rng",
     "squared_distances",

@@ -34,6 +34,9 @@ How it fits :class:`QuantizerOutput` (its "codes" are not one index per token):
                   of the output fields ``decode`` needs besides the codes, so generic code (tests,
                   the tokenizer) can pass ``q.decode(out.codes, **{n: getattr(out, n) for n in q.decode_inputs})``.
 ``encode``        codes only (``(..., num_atoms)``); ``encode_sparse`` returns codes and coefficients.
+``mask``          (padding, as for every quantizer: ``forward``, ``encode``, ``encode_sparse``,
+                  ``decode``) a masked token's codes are ``PADDING_CODE`` (-1) in every slot and its
+                  coefficients 0; ``decode(codes, coefficients, mask=mask)`` gives zeros there.
 
 Losses: ``latent = latent_weight * ||z - z_hat||^2`` (mean), the ELBO's Gaussian latent term (the
 official loss_sdl); sparsity comes from the soft threshold, not from a loss term.
@@ -48,12 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import FlatOutput, Quantizer, QuantizerOutput, code_statistics, fp32
+from .base import (PADDING_CODE, FlatOutput, Quantizer, QuantizerOutput, code_statistics, fp32, real_token_index,
+                   scatter_tokens)
 from .options import check_bool, check_float, check_int
 from .registry import register_quantizer
-
-_COEFFICIENTS = "_coefficients"  # carries the coefficients from quantize() through Quantizer.forward
-
 
 @dataclass
 class SparseQuantizerOutput(QuantizerOutput):
@@ -149,6 +150,7 @@ class SCVAE(Quantizer):
 
     code_ndim = 1
     decode_inputs = ("coefficients",)
+    output_type = SparseQuantizerOutput
     excluded_options = ("init_scale",)  # the dictionary starts as the DCT, unit-norm atoms
 
     def __init__(self, dim: int, codebook_size: int, *, num_atoms: int = 8, iterations: int = 30, lam: float = 0.01,
@@ -206,33 +208,36 @@ class SCVAE(Quantizer):
             losses = {"latent": self.latent_weight * F.mse_loss(quantized, z)} if self.training else {}
             active = coefficients.detach() != 0
             counts = torch.bincount(codes[active], minlength=self.codebook_size)
-            metrics = {
-                **code_statistics(counts),
-                "active_atoms": active.float().sum(1).mean(),
-                _COEFFICIENTS: coefficients.detach(),
-            }
-        return FlatOutput(quantized=quantized, codes=codes, losses=losses, metrics=metrics)
-
-    def forward(self, z: Tensor) -> SparseQuantizerOutput:
-        out = super().forward(z)
-        coefficients = out.metrics.pop(_COEFFICIENTS).reshape(out.codes.shape)
-        return SparseQuantizerOutput(**vars(out), coefficients=coefficients)
+            metrics = {**code_statistics(counts), "active_atoms": active.float().sum(1).mean()}
+        # the coefficients become ``SparseQuantizerOutput.coefficients`` (0 at masked positions)
+        return FlatOutput(quantized=quantized, codes=codes, losses=losses, metrics=metrics,
+                          per_token={"coefficients": coefficients.detach()})
 
     def encode_flat(self, x: Tensor) -> Tensor:
         with fp32(x.device.type):
             return self._sparse(x.float())[0]
 
     @torch.no_grad()
-    def encode_sparse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Codes and coefficients, both ``(..., num_atoms)``, no graph."""
-        flat, leading = self._flatten(z)
+    def encode_sparse(self, z: Tensor, *, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Codes and coefficients, both ``(..., num_atoms)``, no graph; with ``mask`` (as in
+        ``forward``) the masked positions hold codes ``PADDING_CODE`` and coefficients 0."""
+        if mask is None:
+            flat, leading = self._flatten(z)
+        else:
+            flat, leading, index = self._flatten_masked(z, mask)
         with fp32(flat.device.type):
             codes, coefficients = self._sparse(flat.float())
+        if mask is not None:
+            size = math.prod(leading)
+            codes, coefficients = scatter_tokens(codes, index, size, PADDING_CODE), scatter_tokens(coefficients, index, size, 0)
         return codes.reshape(*leading, self.num_atoms), coefficients.reshape(*leading, self.num_atoms)
 
-    def decode(self, codes: Tensor, coefficients: Tensor | None = None) -> Tensor:
-        """``sum_s coefficients[..., s] * D[codes[..., s]]``: ``(..., num_atoms) -> (..., dim)``."""
-        codes = self._check_codes(codes)  # bad indices are reported as such, with or without coefficients
+    def decode(self, codes: Tensor, coefficients: Tensor | None = None, *, mask: Tensor | None = None) -> Tensor:
+        """``sum_s coefficients[..., s] * D[codes[..., s]]``: ``(..., num_atoms) -> (..., dim)``.
+        ``mask`` (the codes' shape without ``num_atoms``, True at real tokens): the codes and
+        coefficients at masked positions are ignored and decode to zeros."""
+        # bad indices are reported as such, with or without coefficients (at real tokens only, with a mask)
+        codes = self._check_codes(codes, values=mask is None)
         if coefficients is None:
             raise ValueError(
                 "sc_vae codes are atom indices and need their coefficients: "
@@ -246,8 +251,15 @@ class SCVAE(Quantizer):
         if codes.ndim < 1 or codes.shape[-1] != self.num_atoms:
             raise ValueError(f"codes must have shape (..., num_atoms={self.num_atoms}), got {tuple(codes.shape)}")
         leading = tuple(codes.shape[:-1])
+        flat_codes, flat_coefficients = codes.reshape(-1, self.num_atoms), coefficients.reshape(-1, self.num_atoms)
+        if mask is not None:
+            index = real_token_index(mask, leading, device=codes.device, grid_name="the codes' token grid (codes without num_atoms)")
+            flat_codes = self._check_codes(flat_codes.index_select(0, index))
+            flat_coefficients = flat_coefficients.index_select(0, index)
         with fp32(codes.device.type):
-            flat = self._combine(codes.reshape(-1, self.num_atoms), coefficients.reshape(-1, self.num_atoms).float())
+            flat = self._combine(flat_codes, flat_coefficients.float())
+        if mask is not None:
+            flat = scatter_tokens(flat, index, math.prod(leading), 0)
         return self._unflatten(flat, leading)
 
     def extra_repr(self) -> str:
