@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..utils import load_torch_file
+
 # lpips.lpips.ScalingLayer: ImageNet mean/std mapped to inputs in [-1, 1]
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
@@ -100,8 +102,8 @@ def load_tensors(path: str | os.PathLike, what: str) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # weights_only's UnpicklingError, a truncated file, ...
+        state = load_torch_file(path)  # the package's one torch.load: weights_only, never unpickles
+    except ValueError as error:  # weights_only's refusal, a truncated file, ...
         raise ValueError(f"{what} file {path} is not a state dict of tensors: {str(error).splitlines()[0]}") from error
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{what} file {path} is not a state dict of tensors (got {type(state).__name__})")
