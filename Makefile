@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_PACKAGES := dataset-fashion-mnist espeak-ng
 
-.PHONY: system-deps install test test-fast demo bench clean
+.PHONY: system-deps install test test-fast typecheck demo bench clean
 
 system-deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -27,6 +27,10 @@ test: install
 
 test-fast: install
 	$(PYTHON) -m pytest -q -m "not slow"
+
+# mypy on the core (quantizers, search, models, metrics); configuration: [tool.mypy] in pyproject.toml
+typecheck: install
+	$(PYTHON) -m mypy --config-file pyproject.toml
 
 demo: install
 	$(PYTHON) -m simvq.cli demo --out runs/demo

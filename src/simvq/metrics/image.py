@@ -17,6 +17,7 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -261,7 +262,8 @@ def evaluate_reconstructions(
         reconstruction, out = model(images)
         reconstruction = reconstruction.float().clamp(0, 1)
         psnr = peak_signal_noise_ratio(reconstruction, images, data_range=1.0, dim=(1, 2, 3), reduction="sum")
-        ssim = structural_similarity_index_measure(reconstruction, images, data_range=1.0, reduction="sum")
+        # a tensor (the function returns a tuple only with return_full_image=True)
+        ssim = cast(Tensor, structural_similarity_index_measure(reconstruction, images, data_range=1.0, reduction="sum"))
         sums += torch.stack([psnr.double(), ssim.double(), torch.tensor(float(len(images)), dtype=torch.float64, device=device)])
         usage.update(out.codes)
     counts = usage.counts

@@ -222,10 +222,12 @@ class TokenPrior(nn.Module):
                 raise ValueError("give num_samples or labels")
             if cfg_scale is not None:
                 raise ValueError("classifier-free guidance needs labels")
-        batch = labels.shape[0] if labels is not None else num_samples
+            batch = num_samples
+        else:
+            batch = labels.shape[0]
         condition = self._labels(labels, batch, device)
         guided = cfg_scale is not None
-        if guided:
+        if cfg_scale is not None:  # guided (spelled out so that the type checker narrows cfg_scale)
             if not (math.isfinite(cfg_scale) and cfg_scale >= 0):  # below 0 pushes samples away from their class
                 raise ValueError(f"cfg_scale must be a finite number >= 0 (1: no guidance), got {cfg_scale}")
             if self.num_classes == 0:
@@ -244,7 +246,7 @@ class TokenPrior(nn.Module):
                 logits = self._transformer(inputs[:, -1:], start=step, cache=cache)[:, -1]
             else:
                 logits = self._transformer(inputs)[:, -1]
-            if guided:
+            if cfg_scale is not None:  # guided
                 conditional, unconditional = logits.float().chunk(2)
                 logits = conditional + (cfg_scale - 1.0) * (conditional - unconditional)
             token = sample_from_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)

@@ -59,6 +59,16 @@ class AffineVQ(CodebookQuantizer):
             ``beta ~ 0.02`` here); codes start ``N(0, init_scale**2)``, default ``dim**-0.5`` (as :class:`VQ`).
     """
 
+    # registered buffers, declared for the type checker (nn.Module.__getattr__ is typed
+    # ``Tensor | Module``); the running statistics exist with ``affine="running"`` only, the
+    # velocity with ``alternating_lr`` only
+    stats_ready: Tensor
+    input_mean: Tensor
+    input_var: Tensor
+    code_mean: Tensor
+    code_var: Tensor
+    alternating_velocity: Tensor
+
     def __init__(self, dim: int, codebook_size: int, *, affine: str = "learned", affine_lr: float = 10.0,
                  affine_momentum: float = 0.1, sync_nu: float = 0.2, alternating_lr: float | None = None,
                  alternating_momentum: float = 0.9, **options):
@@ -151,6 +161,7 @@ class AffineVQ(CodebookQuantizer):
         """One in-place SGD-with-momentum step of the codebook loss on ``E``; the codes are kept
         (vqtorch assumes they do not change within the step, to save a search). ``.grad`` of the
         parameters is left alone, so the outer optimiser never sees this step."""
+        assert self.alternating_lr is not None  # called with alternating_lr set only (for the type checker)
         with torch.enable_grad(), fp32(x.device.type):
             codebook_loss = F.mse_loss(self.lookup(codes).float(), x.detach().float())
             (grad,) = torch.autograd.grad(codebook_loss, [self.embedding])

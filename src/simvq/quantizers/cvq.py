@@ -7,6 +7,8 @@ anchors, optional contrastive term with temperature 0.07.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -50,6 +52,10 @@ class CVQ(CodebookQuantizer):
     broadcast), so every process applies the same update.
     """
 
+    # registered buffers, declared for the type checker (nn.Module.__getattr__ is typed ``Tensor | Module``)
+    usage: Tensor
+    training_rng_state: Tensor | None
+
     def __init__(self, dim: int, codebook_size: int, *, distance: str = "cos", anchor: str = "closest",
                  usage_decay: float = 0.99, contrastive: bool = False, temperature: float = 0.07, **options):
         super().__init__(dim, codebook_size, **options)
@@ -77,9 +83,10 @@ class CVQ(CodebookQuantizer):
         return F.normalize(t.detach().float(), dim=-1) if self.distance == "cos" else t.detach()
 
     def search(self, x: Tensor, *, checked: bool = False) -> Tensor:
-        return nearest(
+        # return_distances=False: the indices alone (nearest's return type does not say so)
+        return cast(Tensor, nearest(
             self._search_space(x), self._search_space(self.embedding), chunk_size=self.chunk_size, return_distances=False, x_checked=checked
-        )
+        ))
 
     def quantize(self, x: Tensor) -> FlatOutput:
         result = super().quantize(x)  # search, losses and straight-through against the codes as searched

@@ -84,11 +84,11 @@ def keeps_grid(levels: list[int] | tuple[int, ...], eps: float) -> bool:
     atanh(offset / half_width)`` is infinite and every value rounds to one level. The float32
     rounding of ``1 + eps`` and of the product moves both ends by an ulp, so the test is the
     arithmetic itself rather than the formulas."""
-    levels = torch.tensor(list(levels), dtype=torch.long)
-    half_width, offset, shift = _bounding(levels, eps)
-    half = levels // 2  # the grid's centre: index = rounded value + half
+    level_tensor = torch.tensor(list(levels), dtype=torch.long)
+    half_width, offset, shift = _bounding(level_tensor, eps)
+    half = level_tensor // 2  # the grid's centre: index = rounded value + half
     top, bottom = torch.round(half_width - offset) + half, torch.round(-half_width - offset) + half
-    return bool(torch.isfinite(shift).all() and (top <= levels - 1).all() and (bottom >= 0).all())
+    return bool(torch.isfinite(shift).all() and (top <= level_tensor - 1).all() and (bottom >= 0).all())
 
 
 @functools.lru_cache(maxsize=64)
@@ -161,6 +161,10 @@ class FSQ(Quantizer):
     """
 
     excluded_options = ("init_scale",)  # no codes to draw: the grid is fixed
+
+    # registered buffers, declared for the type checker (nn.Module.__getattr__ is typed ``Tensor | Module``)
+    _levels: Tensor
+    _radix: Tensor
 
     def __init__(self, dim: int, codebook_size: int | None = None, *,
                  levels: list[int] | tuple[int, ...] | None = None, eps: float = 1e-3, **options):

@@ -42,6 +42,10 @@ class LCVQ(SimVQ):
     # and SimVQ's options for its own table: here the table is ``features`` (or k-means centres)
     excluded_options = (*SimVQ.excluded_options, "basis", "train_codebook", "init")
 
+    # registered buffers, declared for the type checker (nn.Module.__getattr__ is typed ``Tensor | Module``)
+    features_ready: Tensor
+    training_rng_state: Tensor | None
+
     def __init__(self, dim: int, codebook_size: int, *, features: Tensor | None = None, kmeans_iters: int = 10,
                  **options):
         if features is not None:

@@ -83,6 +83,9 @@ class LFQ(Quantizer):
 
     excluded_options = ("init_scale",)  # no codes to draw: they are the sign patterns
 
+    # a registered buffer, declared for the type checker (nn.Module.__getattr__ is typed ``Tensor | Module``)
+    _place: Tensor
+
     def __init__(self, dim: int, codebook_size: int, *, entropy_weight: float = 0.1, diversity_gamma: float = 1.0,
                  temperature: float = 0.01, beta: float = 0.25, entropy_mode: str = "auto", **options):
         super().__init__(dim, codebook_size, **options)

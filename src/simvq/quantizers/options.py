@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from typing import Any, Literal, overload
 
 # Refuse a codebook table that could not fit in this machine's memory before allocating it
 # (``codebook_size=2**31`` at dim 8 asked for 68 GB and only then failed, or swapped).
@@ -23,7 +24,13 @@ def is_integer_at_least(value, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def check_decay(name: str, value, *, allow_none: bool = False) -> float | None:
+# The checks below return ``X | None`` only when asked to accept ``None`` (``optional=True``): the
+# overloads tell a type checker so, and a validated option is then typed ``int``/``float``.
+@overload
+def check_decay(name: str, value: Any, *, allow_none: Literal[False] = False) -> float: ...
+@overload
+def check_decay(name: str, value: Any, *, allow_none: bool) -> float | None: ...
+def check_decay(name: str, value: Any, *, allow_none: bool = False) -> float | None:
     """An EMA decay must lie strictly between 0 and 1 (0 keeps no history, 1 never moves)."""
     return check_float(name, value, low=0.0, high=1.0, low_open=True, high_open=True, optional=allow_none)
 
@@ -34,8 +41,16 @@ def check_bool(name: str, value) -> bool:
     return value
 
 
+@overload
 def check_int(
-    name: str, value, *, minimum: int | None = None, maximum: int | None = None, optional: bool = False
+    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None, optional: Literal[False] = False
+) -> int: ...
+@overload
+def check_int(
+    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None, optional: bool
+) -> int | None: ...
+def check_int(
+    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None, optional: bool = False
 ) -> int | None:
     """An integer in ``[minimum, maximum]`` (either end unbounded when ``None``)."""
     if value is None and optional:
@@ -50,9 +65,33 @@ def check_int(
     return value
 
 
+@overload
 def check_float(
     name: str,
-    value,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: Literal[False] = False,
+    why: str | None = None,
+) -> float: ...
+@overload
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool,
+    why: str | None = None,
+) -> float | None: ...
+def check_float(
+    name: str,
+    value: Any,
     *,
     low: float | None = None,
     high: float | None = None,
@@ -90,7 +129,13 @@ QUOTIENT_LIMIT = 2.0**127
 DATA_LIMIT = 2.0**64
 
 
-def check_divisor(name: str, value, *, dividend: float, divides: str, optional: bool = False) -> float | None:
+@overload
+def check_divisor(
+    name: str, value: Any, *, dividend: float, divides: str, optional: Literal[False] = False
+) -> float: ...
+@overload
+def check_divisor(name: str, value: Any, *, dividend: float, divides: str, optional: bool) -> float | None: ...
+def check_divisor(name: str, value: Any, *, dividend: float, divides: str, optional: bool = False) -> float | None:
     """A number by which the quantizer divides ``divides``, quantities up to ``dividend`` in
     magnitude: at least ``dividend / QUOTIENT_LIMIT``, so that every quotient stays a float32 number
     (a positive but tiny temperature or variance gave NaN in the forward, with no error)."""

@@ -35,6 +35,8 @@ our choice), and the encoder commits with ``beta * ||x - sg(x_hat_M)||^2``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -62,7 +64,8 @@ class ImplicitCodebook(nn.Module):
         self.zero_output_layers()
 
     def zero_output_layers(self) -> None:
-        for layer in (self.concat, *(block[-1] for block in self.blocks)):
+        # (the ModuleList is typed as holding Modules: its blocks are the Sequentials built above)
+        for layer in (self.concat, *(cast(nn.Linear, cast(nn.Sequential, block)[-1]) for block in self.blocks)):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -122,11 +125,13 @@ class QINCo(Quantizer):
         ``residual`` is the input ``_flatten`` checked (stage 0's is), so only the codebook is."""
         codebook = self.codebooks[stage].detach().float()
         if stage == 0:
-            return nearest(residual, codebook, return_distances=False, x_checked=checked)
-        network = self.networks[stage - 1]
+            # return_distances=False: the indices alone (nearest's return type does not say so)
+            return cast(Tensor, nearest(residual, codebook, return_distances=False, x_checked=checked))
+        # (the ModuleLists are typed as holding Modules: these are the ImplicitCodebooks built above)
+        network = cast(ImplicitCodebook, self.networks[stage - 1])
         num_candidates = self.codebook_size if self.candidates is None else min(self.candidates, self.codebook_size)
         # a list, not max(generator, default=...): torch.compile cannot trace the latter
-        width = max([2 * self.dim, *(block[0].out_features for block in network.blocks)])
+        width = max([2 * self.dim, *(cast(nn.Linear, cast(nn.Sequential, block)[0]).out_features for block in network.blocks)])
         # bounded twice: the candidates through the network, and the pre-selection's distance table
         token_chunk = max(1, min(SEARCH_ELEMENTS // (num_candidates * width), SEARCH_ELEMENTS // self.codebook_size))
         codes = []

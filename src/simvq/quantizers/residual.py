@@ -10,6 +10,9 @@ entry per stage: ``(..., num_quantizers)``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -63,11 +66,17 @@ class ResidualQuantizer(Quantizer):
             raise ValueError(f"inner quantizer {inner!r} must produce one code per vector")
         return quantizer
 
+    def _stages(self) -> Iterable[Quantizer]:
+        """``self.stages``, as what it holds (the ModuleList is typed as holding Modules)."""
+        return cast("Iterable[Quantizer]", self.stages)
+
     def quantize(self, x: Tensor) -> FlatOutput:
         residual = x
-        quantized = 0
-        codes, losses, metrics = [], {}, {}
-        for index, stage in enumerate(self.stages):
+        quantized: Tensor | int = 0
+        codes: list[Tensor] = []
+        losses: dict[str, Tensor] = {}
+        metrics: dict[str, Tensor] = {}
+        for index, stage in enumerate(self._stages()):
             out = stage.quantize(residual)
             metrics[f"residual_rms_{index}"] = residual.detach().float().pow(2).mean().sqrt()
             residual = residual - out.quantized
@@ -76,12 +85,14 @@ class ResidualQuantizer(Quantizer):
             for name, value in out.losses.items():
                 losses[name] = losses[name] + value if name in losses else value
         metrics[f"residual_rms_{len(self.stages)}"] = residual.detach().float().pow(2).mean().sqrt()
+        # a tensor: there is at least one stage (num_quantizers >= 1)
+        quantized = cast(Tensor, quantized)
         return FlatOutput(quantized=quantized, codes=torch.stack(codes, dim=-1), losses=losses, metrics=metrics)
 
     def encode_flat(self, x: Tensor) -> Tensor:
         residual = x.float()
         codes = []
-        for stage in self.stages:
+        for stage in self._stages():
             stage_codes = stage.encode_flat(residual)
             residual = residual - stage.decode_flat(stage_codes)
             codes.append(stage_codes)
@@ -92,7 +103,8 @@ class ResidualQuantizer(Quantizer):
             raise ValueError(
                 f"codes must have shape (..., num_quantizers={self.num_quantizers}), got {tuple(codes.shape)}"
             )
-        return sum(stage.decode_flat(codes[:, index]) for index, stage in enumerate(self.stages))
+        # a tensor: there is at least one stage (num_quantizers >= 1)
+        return cast(Tensor, sum(stage.decode_flat(codes[:, index]) for index, stage in enumerate(self._stages())))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_quantizers={self.num_quantizers}, inner={self.inner!r}"
@@ -126,7 +138,8 @@ class ResidualSimVQ(ResidualQuantizer):
 
     @property
     def basis(self) -> Tensor:
-        return self.stages[0].basis
+        # the stages are SimVQs, whose ``basis`` is a tensor
+        return cast(Tensor, self.stages[0].basis)
 
     def _apply(self, fn, *args, **kwargs):
         # .to()/.half() convert each stage's buffer separately; tie them back to one tensor

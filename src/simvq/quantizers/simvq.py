@@ -70,7 +70,11 @@ class SimVQ(CodebookQuantizer):
     through ``.data`` (``p.data.copy_(ema)``, which bumps no version) all invalidate it.
     """
 
-    excluded_options = ("init_scale",)
+    # typed as the base's, so that a subclass (LCVQ) may exclude more
+    excluded_options: tuple[str, ...] = ("init_scale",)
+    # ``C``: a buffer, or a parameter with ``train_codebook`` (declared for the type checker:
+    # nn.Module.__getattr__ is typed ``Tensor | Module``)
+    basis: Tensor
 
     def __init__(self, dim: int, codebook_size: int, *, bias: bool = True, train_codebook: bool = False,
                  init: str = "gaussian", basis: Tensor | None = None, **options):
@@ -118,11 +122,12 @@ class SimVQ(CodebookQuantizer):
             return self._project(self.basis)
         if torch.compiler.is_compiling():  # a compiled graph recomputes it: no Python-side cache to trace
             return self._project(self.basis)
-        if not self._cache_is_current():
+        cache = self._cache
+        if cache is None or not self._cache_is_current():
             with torch.no_grad():
                 weights = tuple(p.detach().clone() for p in self.proj.parameters())
-                self._cache = (self._version_key(), self._project(self.basis), weights)
-        return self._cache[1]
+                cache = self._cache = (self._version_key(), self._project(self.basis), weights)
+        return cache[1]
 
     def _project(self, rows: Tensor) -> Tensor:
         """``W(rows)`` in float32 whatever the module's dtype or autocast state."""

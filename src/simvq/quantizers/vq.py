@@ -66,6 +66,15 @@ class VQ(CodebookQuantizer):
     registered buffers, so they travel in ``state_dict``.
     """
 
+    # registered buffers (and the codebook, a parameter or a buffer), declared for the type checker:
+    # nn.Module.__getattr__ is typed ``Tensor | Module``. Which exist depends on the options.
+    embedding: Tensor
+    ema_cluster_size: Tensor
+    ema_embed_sum: Tensor
+    code_usage: Tensor
+    kmeans_done: Tensor
+    training_rng_state: Tensor | None
+
     def __init__(self, dim: int, codebook_size: int, *, ema_decay: float | None = None, ema_eps: float = 1e-5,
                  dead_code_threshold: float | None = None, dead_code_decay: float = 0.99, kmeans_init: bool = False,
                  kmeans_iters: int = 10, codebook_dim: int | None = None, l2_normalize: bool = False, **options):
@@ -183,6 +192,7 @@ class VQ(CodebookQuantizer):
 
     def _ema_update(self, counts: Tensor, sums: Tensor) -> None:
         """Sonnet/VQ-VAE-2: N <- EMA(counts), m <- EMA(sums), e = m / laplace(N)."""
+        assert self.ema_decay is not None  # called with an EMA codebook only (for the type checker)
         ema_(self.ema_cluster_size, counts, self.ema_decay)
         ema_(self.ema_embed_sum, sums, self.ema_decay)
         self.embedding.copy_(self.ema_embed_sum / self._smoothed_cluster_size()[:, None])
@@ -195,6 +205,7 @@ class VQ(CodebookQuantizer):
 
     def _restart_dead_codes(self, latent: Tensor, counts: Tensor) -> None:
         """Jukebox: codes whose usage EMA fell below the threshold take random batch vectors."""
+        assert self.dead_code_threshold is not None  # called with restarts on only (for the type checker)
         ema_(self.code_usage, counts, self.dead_code_decay)
         dead = self.code_usage < self.dead_code_threshold
         any_dead = dead.any()

@@ -97,6 +97,7 @@ def sinkhorn_potentials(
     for _ in range(iterations):
         if tiles.single:  # the common small case: one table, scaled once, no running log-sum-exp
             if scaled is None:
+                assert tiles.cached is not None  # a single tile is cached (for the type checker)
                 scaled = tiles.cached / -epsilon
             f = epsilon * (log_a - torch.logsumexp(scaled + g / epsilon, dim=1))
             g = epsilon * (log_b - torch.logsumexp(scaled + (f / epsilon)[:, None], dim=0))
