@@ -211,9 +211,9 @@ class AudioMetrics:
         if reference.shape != reconstruction.shape or reference.ndim != 3:
             raise ValueError(f"reference and reconstruction must both be (B, 1, S), got {tuple(reference.shape)} and {tuple(reconstruction.shape)}")
         batch = reference.shape[0]
-        lengths = [reference.shape[-1]] * batch if lengths is None else [int(n) for n in lengths]
+        sizes = [reference.shape[-1]] * batch if lengths is None else [int(n) for n in lengths]
         reconstruction = reconstruction.float().clamp(-1, 1)
-        for i, length in enumerate(lengths):
+        for i, length in enumerate(sizes):
             ref, rec = reference[i, 0, :length].float().cpu(), reconstruction[i, 0, :length].cpu()
             spectra = self.mel(torch.stack([ref, rec]))
             self._add("mel_distance", float((spectra[0] - spectra[1]).abs().mean()))
@@ -245,10 +245,10 @@ class AudioMetrics:
             merged[name] = [values[i] for i in range(max(map(len, lists))) for values in lists if i < len(values)]
         return merged
 
-    def compute(self, counts: Tensor | None = None) -> dict[str, float]:
+    def compute(self, counts: Tensor | None = None) -> dict[str, float | None]:
         """The means and usage statistics; ``counts``: ``histogram()`` when the caller already holds
         it (each ``histogram()`` is one all-reduce when sharded)."""
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float | None] = {}  # floats, but mel_floor_dbfs may be None
         scores = self.all_scores()
         for name, values in scores.items():
             finite = [v for v in values if not math.isnan(v)]
@@ -323,7 +323,7 @@ def evenly_spaced(size: int, count: int) -> list[int]:
 @torch.no_grad()
 def evaluate_codec(model, dataset, *, max_utterances: int | None = None, device=None, use_dnsmos: bool | None = None,
                    coverage_dim: int | None = None, progress: bool = True,
-                   shard: tuple[int, int] = (0, 1), batch_size: int = 1) -> tuple[dict[str, float], Tensor]:
+                   shard: tuple[int, int] = (0, 1), batch_size: int = 1) -> tuple[dict[str, float | None], Tensor]:
     """Reconstruct whole utterances of ``dataset`` (items ``(1, S)``, e.g. ``SpeechCorpus(...,
     clip_seconds=None)``) one at a time with ``model`` (an ``AudioCodec``) and measure them.
 

@@ -33,7 +33,9 @@ import importlib.util
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypedDict, cast
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +51,19 @@ EPS = 1e-10  # lpips.normalize_tensor
 # torchvision's ``features`` layouts: ints are 3x3 (VGG) convolutions + ReLU with that many output
 # channels, "M" a max-pool; taps are the indices of the ReLUs whose outputs LPIPS compares
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-NETS = {
+
+
+class NetSpec(TypedDict):
+    """One backbone's entry in ``NETS``."""
+
+    taps: tuple[int, ...]
+    channels: tuple[int, ...]
+    file: str
+    arch: str
+    min_size: int
+
+
+NETS: dict[str, NetSpec] = {
     "vgg": {
         "taps": (3, 8, 15, 22, 29),  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
         "channels": (64, 128, 256, 512, 512),
@@ -74,11 +88,11 @@ def vgg16_features() -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = 3
     for item in VGG16_CONFIG:
-        if item == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        else:
+        if isinstance(item, int):
             layers += [nn.Conv2d(channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             channels = item
+        else:  # "M"
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
     return nn.Sequential(*layers)
 
 
@@ -147,6 +161,10 @@ class LPIPS(nn.Module):
     computed in float32.
     """
 
+    # lpips's ScalingLayer constants, registered (non-persistent) in __init__
+    shift: Tensor
+    scale: Tensor
+
     def __init__(
         self,
         net: str = "vgg",
@@ -175,7 +193,7 @@ class LPIPS(nn.Module):
             if self.random_weights:
                 if backbone_weights is not None or head_weights is not None:
                     raise ValueError("random_weights_for_testing=True builds a random network: give no weight files with it")
-                for head in self.heads:  # lpips's heads are non-negative
+                for head in self._head_convs():  # lpips's heads are non-negative
                     head.weight.data.uniform_(0.0, 1.0 / head.weight.shape[1])
         if not self.random_weights:
             self.load_backbone(self._backbone_file(backbone_weights, spec, weights_key))
@@ -187,7 +205,11 @@ class LPIPS(nn.Module):
 
     # -- weights ------------------------------------------------------------------------------
 
-    def _backbone_file(self, path, spec: dict, weights_key: str) -> Path:
+    def _head_convs(self) -> Iterable[nn.Conv2d]:
+        """``self.heads``, typed: the ModuleList holds only the 1x1 convolutions built in __init__."""
+        return cast("Iterable[nn.Conv2d]", self.heads)  # a ModuleList iterates as plain Modules
+
+    def _backbone_file(self, path, spec: NetSpec, weights_key: str) -> Path:
         if path is not None:
             return Path(path)
         cached = hub_checkpoint(spec["file"])
@@ -234,11 +256,11 @@ class LPIPS(nn.Module):
             match = re.fullmatch(r"lin(\d+)\.model\.\d+\.weight", key)
             if match:
                 heads[int(match.group(1))] = value
-        shapes = [tuple(head.weight.shape) for head in self.heads]
+        shapes = [tuple(head.weight.shape) for head in self._head_convs()]
         if sorted(heads) != list(range(len(self.heads))) or [tuple(heads[k].shape) for k in sorted(heads)] != shapes:
             got = {k: tuple(v.shape) for k, v in sorted(heads.items())}
             raise ValueError(f"LPIPS-{self.net} head file {path} holds heads {got}, expected shapes {shapes}")
-        for k, head in enumerate(self.heads):
+        for k, head in enumerate(self._head_convs()):
             head.weight.data.copy_(heads[k])
 
     # -- frozen, and not part of a checkpoint --------------------------------------------------
@@ -287,7 +309,7 @@ class LPIPS(nn.Module):
         features = self.tap_features(torch.cat([x, y]))
         terms = []
         with torch.autocast(device_type=x.device.type, enabled=False):  # float32 from here on
-            for head, f in zip(self.heads, features):
+            for head, f in zip(self._head_convs(), features):
                 f = f.float()
                 f = f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + EPS)
                 fx, fy = f.chunk(2)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -138,9 +139,10 @@ def linear_fp32(layer: nn.Module, x: Tensor) -> Tensor:
     (after ``.double()``/``.half()``) or autocast state: projections feed distances and losses."""
     if isinstance(layer, nn.Identity):
         return x.float()
-    bias = None if layer.bias is None else layer.bias.float()
+    linear = cast(nn.Linear, layer)  # not an Identity: the nn.Linear the docstring names
+    bias = None if linear.bias is None else linear.bias.float()
     with fp32(x.device.type):
-        return F.linear(x.float(), layer.weight.float(), bias)
+        return F.linear(x.float(), linear.weight.float(), bias)
 
 
 def squared_distances(x: Tensor, codes: Tensor) -> Tensor:
@@ -323,7 +325,7 @@ def real_token_index(mask, grid: tuple[int, ...], *, device, grid_name: str = "t
 # ----------------------------------------------------------------------------- base classes
 
 
-def _declaring_options(cls: type, init):
+def _declaring_options(cls: type[Quantizer], init: Callable[..., None]) -> Callable[..., None]:
     """``cls``'s constructor ``init`` with the signature a user sees: its own parameters and, in
     place of its ``**options``, the keyword options of the base constructor it passes them to (less
     ``cls.excluded_options``; kept variable when ``cls.passes_options_on``). The returned
@@ -349,7 +351,7 @@ def _declaring_options(cls: type, init):
             raise TypeError(f"{cls.__name__} got an unexpected option {unknown[0]!r}; its options are: {', '.join(names)}")
         init(self, *args, **kwargs)
 
-    __init__.__signature__ = inspect.Signature(parameters)
+    setattr(__init__, "__signature__", inspect.Signature(parameters))  # read by inspect.signature
     return __init__
 
 
@@ -431,7 +433,7 @@ class Quantizer(nn.Module):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "__init__" in vars(cls):
-            cls.__init__ = _declaring_options(cls, vars(cls)["__init__"])
+            setattr(cls, "__init__", _declaring_options(cls, vars(cls)["__init__"]))  # mypy forbids assigning a method
 
     # -- layout -----------------------------------------------------------------------------
 
@@ -520,7 +522,8 @@ class Quantizer(nn.Module):
     def _output(self, z: Tensor, result: FlatOutput, leading: tuple[int, ...], index: Tensor | None = None) -> QuantizerOutput:
         """The output for the flat ``result``; with ``index`` (the real tokens' flat indices) the
         masked positions are filled in: ``PADDING_CODE`` codes, zero vectors, zero per-token outputs."""
-        loss = sum(result.losses.values()) if result.losses else z.new_zeros((), dtype=torch.float32)
+        # losses is non-empty in the sum's branch, so it is a Tensor, never sum's start 0
+        loss = cast(Tensor, sum(result.losses.values())) if result.losses else z.new_zeros((), dtype=torch.float32)
         metrics = {**self.batch_metrics(result.codes), **result.metrics}
         codes, quantized, per_token = result.codes, result.quantized.to(z.dtype), result.per_token
         if index is not None:
@@ -634,10 +637,11 @@ class CodebookQuantizer(Quantizer):
         ``quantize`` and ``encode_flat`` pass ``self.check_finite``."""
         # the table is built under no_grad too: the search needs no graph (SimVQ's W(C) included)
         with torch.no_grad():
-            return nearest(
+            indices = nearest(
                 x.detach(), self.codebook().detach(), chunk_size=self.chunk_size, return_distances=False,
                 check_finite=self.check_finite, x_checked=checked,
             )
+        return cast(Tensor, indices)  # return_distances=False: the indices alone, not (indices, distances)
 
     def quantize(self, x: Tensor) -> FlatOutput:
         codes = self.search(x, checked=self.check_finite)
