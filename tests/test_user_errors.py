@@ -50,7 +50,7 @@ def runs(tmp_path_factory):
     for i in range(48):
         Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(images / f"{i:02d}.png")
     config = load_config(ROOT / "configs/fmnist.yaml", ["data.name=image_folder", f"data.root={images}", "data.test_fraction=0.25",
-                                                        *SMALL_IMAGE_RUN, f"out_dir={root / 'tokenizer'}"])
+                                                        "data.batch_size=8", *SMALL_IMAGE_RUN, f"out_dir={root / 'tokenizer'}"])
     tokenizer = root / "tokenizer"
     tokenizer.mkdir()
     save_config(config, tokenizer)
@@ -103,8 +103,8 @@ BAD_ARGUMENTS = [
     (["train", "{recipe}", *QUICK_TRAIN, "model.norm_groups=3", "--out", "{root}/t_groups"], "model.norm_groups"),
     (["train", "{recipe}", *QUICK_TRAIN, "model.channels=0", "--out", "{root}/t_channels"], "model.channels"),
     # a finished run without its checkpoints, trained over by another quantizer; or by itself from scratch
-    (["train", "{recipe}", *QUICK_TRAIN, "quantizer.name=vq", "--out", "{tokenizer}"], "out_dir"),
-    (["train", "{recipe}", *QUICK_TRAIN, "--out", "{tokenizer}"], "out_dir"),
+    (["train", "{recipe}", *QUICK_TRAIN, "quantizer.name=vq", "--out", "{tokenizer}"], "out_dir: {tokenizer} was trained with a different `quantizer`"),
+    (["train", "{recipe}", *QUICK_TRAIN, "--out", "{tokenizer}"], "out_dir: {tokenizer} holds this config's trained model.safetensors but no checkpoints"),
     (["train", "{recipe}", *QUICK_TRAIN, "--out", "{prior}"], "out_dir"),
     (["train", "{recipe}", *QUICK_TRAIN, "--bogus"], "--bogus"),
     (["train", "{root}/missing.yaml"], "missing.yaml"),
@@ -117,7 +117,7 @@ BAD_ARGUMENTS = [
     pytest.param(["eval", "{tokenizer}", "--device", "cuda:0"], "--device", marks=pytest.mark.skipif(not NO_GPU, reason="has a GPU")),
     (["eval", "{prior}"], "simvq eval-gen"),
     (["eval", "{audio}", "--fid-images", "10"], "--fid-images"),
-    (["eval", "{root}/nowhere"], "nowhere"),
+    (["eval", "{root}/nowhere"], "{root}/nowhere does not exist"),
     (["eval", "{file}"], "a_file"),
     # simvq prior train
     (["prior", "train", "{tokenizer}", "--out", "{file}"], "out_dir"),
@@ -183,7 +183,7 @@ def test_a_bad_argument_is_one_line_naming_it_with_exit_status_2(runs, capsys, a
     code, _, err = run_cli(_fill(argv, runs), capsys)
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("simvq ") and "Traceback" not in err, err
-    assert named in err, err
+    assert _fill([named], runs)[0] in err, err
     # refused before anything was written: the runs and files the table uses are untouched
     assert {path: path.stat().st_mtime_ns for path in before} == before
 

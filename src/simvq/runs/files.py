@@ -49,6 +49,8 @@ def resolve_run(path: str | os.PathLike) -> tuple[Path, Path]:
     A directory gives its final weights, else its last checkpoint (a run still training).
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: give a run directory, its {WEIGHTS_FILE} or its {CHECKPOINT_FILE}")
     if path.is_dir():
         for candidate in (path / WEIGHTS_FILE, path / CHECKPOINT_FILE):
             if candidate.is_file():
@@ -56,8 +58,6 @@ def resolve_run(path: str | os.PathLike) -> tuple[Path, Path]:
         raise FileNotFoundError(f"{path} holds neither {WEIGHTS_FILE} nor {CHECKPOINT_FILE}")
     if path.suffix not in (".safetensors", ".ckpt"):
         raise ValueError(f"path must be a run directory or a .safetensors/.ckpt file, got {path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
     run_dir = path.parent.parent if path.suffix == ".ckpt" and path.parent.name == "checkpoints" else path.parent
     return path, run_dir
 
