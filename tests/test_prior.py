@@ -91,7 +91,7 @@ def test_unconditional_prior_and_argument_checks():
 @pytest.mark.parametrize("scale", [-1.0, math.nan, math.inf])
 def test_a_negative_or_non_finite_guidance_scale_is_refused(scale):
     prior = tiny_prior(num_classes=3)
-    with pytest.raises(ValueError, match=r"cfg_scale must be a finite number >= 0 \(1: no guidance\), got"):
+    with pytest.raises(ValueError, match=r"cfg_scale: must be a finite number >= 0 \(1: no guidance\), got"):
         prior.sample(labels=torch.tensor([0, 1]), cfg_scale=scale)
     assert prior.sample(labels=torch.tensor([0, 1]), cfg_scale=0.0).shape == (2, 3, 3)  # 0: the unconditional model
 

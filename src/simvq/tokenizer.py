@@ -2,6 +2,11 @@
 An image run gives a ``Tokenizer`` (images <-> code grids), an audio run an ``AudioTokenizer``
 (waveforms <-> code sequences).
 
+Inputs are checked before they reach the model, and a refusal names the argument (``images``,
+``wav``, ``codes``, ``length``) as a ``ValueError`` (``simvq.utils.UsageError``) or ``TypeError``. One
+rule for empty input, images and audio alike: an empty batch (``B = 0``, or no pixels or samples)
+is refused, never passed on to come back as an error about the quantizer's internals.
+
 Weights are read from safetensors (``model.safetensors`` in the run directory) or, for a run that
 is still training, from its Lightning checkpoint with ``torch.load(weights_only=True)``; nothing is
 ever unpickled. Imports no training framework: run directories are read through ``simvq.runs``, and
@@ -10,15 +15,26 @@ the class a run loads as is its recipe kind's ``tokenizer`` (``simvq.runs.regist
 
 from __future__ import annotations
 
+import operator
 import os
 
 import torch
 from torch import Tensor
 
-from .runs import CHECKPOINT_FILE, WEIGHTS_FILE, checkpoint_model_state, get_recipe, load_run_model, save_weights
+from .runs import CHECKPOINT_FILE, WEIGHTS_FILE, UsageError, checkpoint_model_state, get_recipe, load_run_model, save_weights
 
 # the run-directory files, re-exported for the users of the inference API
 __all__ = ["AudioTokenizer", "CHECKPOINT_FILE", "WEIGHTS_FILE", "Tokenizer", "checkpoint_model_state", "save_weights"]
+
+# how far past [-1, 1] a waveform's samples may reach (resampling and filtering overshoot a full-scale
+# signal by a few per cent); anything beyond is a scaling mistake, e.g. int16 samples cast to float
+WAV_TOLERANCE = 0.05
+
+
+def refuse_empty(tensor: Tensor, argument: str, what: str) -> None:
+    """The one rule for empty input: no batch (``B = 0``) and no data (a zero-sized dimension)."""
+    if tensor.numel() == 0:
+        raise UsageError(argument, f"empty input of shape {tuple(tensor.shape)}: give at least one {what} (an empty batch is refused)")
 
 
 def unit_images(images: Tensor) -> Tensor:
@@ -27,22 +43,26 @@ def unit_images(images: Tensor) -> Tensor:
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
     if images.dtype == torch.uint8:
+        refuse_empty(images, "images", "image of at least one pixel")
         return images.float() / 255.0
     if not images.is_floating_point():
         raise TypeError(f"images must be uint8 (0-255) or floating point (0-1), got {images.dtype}")
+    refuse_empty(images, "images", "image of at least one pixel")
     images = images.float()
-    if images.numel():
-        low, high = torch.aminmax(images)
-        if not (float(low) >= 0.0 and float(high) <= 1.0):  # NaN fails too
-            raise ValueError(
-                f"float images must lie in [0, 1], got values in [{float(low):.4g}, {float(high):.4g}]; "
-                "pass uint8 images or divide by 255"
-            )
+    low, high = torch.aminmax(images)
+    if not (float(low) >= 0.0 and float(high) <= 1.0):  # NaN fails too
+        raise UsageError(
+            "images", f"float images must lie in [0, 1], got values in [{float(low):.4g}, {float(high):.4g}]; "
+            "pass uint8 images or divide by 255"
+        )
     return images
 
 
 class Tokenizer:
-    """A trained image tokenizer: images ``(B, C, H, W)`` in ``[0, 1]`` <-> codes ``(B, h, w)``."""
+    """A trained image tokenizer: images ``(B, C, H, W)`` in ``[0, 1]`` <-> codes ``(B, h, w)``.
+
+    An empty batch (``B = 0``, or images of no pixels; codes likewise) is refused with a ValueError
+    naming ``images`` (``codes``), as ``AudioTokenizer`` refuses an empty ``wav``."""
 
     def __init__(self, model, config=None):
         self.model = model.eval()
@@ -88,6 +108,7 @@ class Tokenizer:
             shape = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
             layout = "(B, h, w)" if expected == 3 else "(B, h, w, stages)"
             raise ValueError(f"codes must have shape {layout}, got {shape}")
+        refuse_empty(codes, "codes", "code grid")
         return self.model.decode(codes.to(self.device))
 
     @torch.no_grad()
@@ -98,7 +119,11 @@ class Tokenizer:
 
 class AudioTokenizer(Tokenizer):
     """A trained speech codec: mono waveforms ``(B, S)`` in ``[-1, 1]`` at ``sample_rate`` <-> codes
-    ``(B, T)``, ``T = ceil(S / hop_length)`` (``(B, T, stages)`` for multi-stage quantizers)."""
+    ``(B, T)``, ``T = ceil(S / hop_length)`` (``(B, T, stages)`` for multi-stage quantizers).
+
+    ``wav`` must be a float tensor of finite samples within ``[-1, 1]``, up to ``WAV_TOLERANCE``
+    (0.05) beyond (resampling overshoot); an empty batch (``B = 0`` or ``S = 0``) is refused, as for
+    images. All are ValueErrors naming ``wav``."""
 
     @property
     def sample_rate(self) -> int:
@@ -116,11 +141,23 @@ class AudioTokenizer(Tokenizer):
 
     @torch.no_grad()
     def decode(self, codes: Tensor, *, length: int | None = None) -> Tensor:
-        """Waveforms ``(B, T * hop_length)`` in ``[-1, 1]`` (trimmed to ``length`` samples if given)."""
+        """Waveforms ``(B, T * hop_length)`` in ``[-1, 1]``, trimmed to ``length`` samples if given
+        (``0 <= length <= T * hop_length``; anything else is refused naming ``length``)."""
         expected = 2 + self.model.quantizer.code_ndim
         if not isinstance(codes, Tensor) or codes.ndim != expected:
             shape = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
             raise ValueError(f"codes must have shape {'(B, T)' if expected == 2 else '(B, T, stages)'}, got {shape}")
+        refuse_empty(codes, "codes", "code sequence")
+        if length is not None:
+            available = codes.shape[1] * self.model.hop_length
+            try:
+                samples = None if isinstance(length, bool) else operator.index(length)
+            except TypeError:
+                samples = None
+            if samples is None or not 0 <= samples <= available:
+                raise UsageError("length", f"must be an integer in [0, {available}] (T={codes.shape[1]} tokens x hop "
+                                 f"{self.model.hop_length} samples), got {length!r}")
+            length = samples
         return self.model.decode(codes.to(self.device), length=length)[:, 0]
 
     @torch.no_grad()
@@ -133,4 +170,10 @@ class AudioTokenizer(Tokenizer):
         if not isinstance(wav, Tensor) or not wav.is_floating_point() or wav.ndim != 2:
             what = f"{tuple(wav.shape)} {wav.dtype}" if isinstance(wav, Tensor) else type(wav).__name__
             raise ValueError(f"wav must be a float tensor (B, S) of mono samples in [-1, 1], got {what}")
-        return wav.float().unsqueeze(1)
+        refuse_empty(wav, "wav", "waveform of at least one sample")
+        wav = wav.float()
+        low, high = torch.aminmax(wav)
+        if not (float(low) >= -1 - WAV_TOLERANCE and float(high) <= 1 + WAV_TOLERANCE):  # NaN and inf fail too
+            raise UsageError("wav", f"samples must lie in [-1, 1] (up to {1 + WAV_TOLERANCE:g} in magnitude is accepted), got values in "
+                             f"[{float(low):.4g}, {float(high):.4g}]; int16 audio is divided by 32768")
+        return wav.unsqueeze(1)

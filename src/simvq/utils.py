@@ -1,12 +1,82 @@
-"""Small file helpers shared by the recipes (no heavy imports)."""
+"""Small helpers shared by every layer (no heavy imports): atomic writes, safe checkpoint and
+safetensors reads, matplotlib set-up, and ``UsageError`` with the checks of the values a user gives
+(counts, devices)."""
 
 from __future__ import annotations
 
+import operator
 import os
 import tempfile
 from pathlib import Path
 
 SHARED_FILE_MODE = 0o644  # mkstemp creates 0600; results and weights are meant to be read by others
+
+
+class UsageError(ValueError):
+    """A value the user gave was refused: a command-line option (``--batch-size``), a config key
+    (``model.norm_groups``), a function's argument (``wav``) or a path (``out_dir``). Raised where the
+    value is checked; the message starts with the argument's name (``str(error)`` is
+    ``"<argument>: <problem>"``). The ``simvq`` command prints it as one line and exits with status 2
+    (``simvq.cli.user_error``). A ``ValueError``, so callers that catch the library's refusals as
+    ``ValueError`` keep doing so."""
+
+    def __init__(self, argument: str, problem: str):
+        self.argument, self.problem = argument, problem
+        super().__init__(f"{argument}: {problem}")
+
+    def __reduce__(self):  # picklable (errors cross process boundaries in sweeps with workers)
+        return type(self), (self.argument, self.problem)
+
+
+def check_count(value, argument: str, *, minimum: int = 1, allow_none: bool = True):
+    """``value`` if it is an integer >= ``minimum`` (or None when ``allow_none``); else a
+    ``UsageError`` naming ``argument``. Booleans are not counts."""
+    if value is None and allow_none:
+        return value
+    try:
+        count = operator.index(value)  # int, numpy and 0-d torch integers
+    except TypeError:
+        count = None
+    if isinstance(value, bool) or count is None or count < minimum:
+        raise UsageError(argument, f"must be an integer >= {minimum}, got {value!r}")
+    return count
+
+
+def check_out_dir_option(path, argument: str):
+    """``path`` unless it names an existing file where a directory is to be written (a ``UsageError``
+    naming ``argument``); None passes."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise UsageError(argument, f"{path} is a file; give a directory")
+    return path
+
+
+def check_device(device, argument: str = "device"):
+    """``torch.device(device)`` for a device this machine has (None: None, the caller's default); a
+    misspelt device (``foo``), an accelerator the machine lacks (``cuda`` without a GPU) or a device
+    index beyond its count is a ``UsageError`` naming ``argument``, before any work is done."""
+    import torch
+
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(argument, f"not a device: {device!r} (e.g. cpu, cuda, cuda:1, mps)") from None
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "meta":
+        raise UsageError(argument, "the meta device holds no data; use cpu or an accelerator")
+    try:
+        module = torch.get_device_module(parsed.type)
+        available = bool(module.is_available())
+        count = int(module.device_count()) if hasattr(module, "device_count") else 1
+    except (AttributeError, RuntimeError, AssertionError):
+        available, count = False, 0
+    if not available:
+        raise UsageError(argument, f"{device!r}: this machine has no {parsed.type} device (use cpu)")
+    if parsed.index is not None and parsed.index >= count:
+        raise UsageError(argument, f"{device!r}: this machine has {count} {parsed.type} device(s), numbered from 0")
+    return parsed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -73,6 +73,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=1000, help="training steps per method")
     parser.add_argument("--fid-images", type=int, default=100, help="rFID subset size (0 skips rFID)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(
-        func=lambda args: run_demo(out_dir=args.out, steps=args.steps, fid_images=args.fid_images, progress=not args.no_progress) and 0
-    )
+    parser.set_defaults(func=_demo)
+
+
+def _demo(args) -> int:
+    from ..utils import check_count, check_out_dir_option
+
+    check_count(args.steps, "--steps")  # before anything is trained
+    check_count(args.fid_images, "--fid-images", minimum=0)
+    check_out_dir_option(args.out, "--out")
+    run_demo(out_dir=args.out, steps=args.steps, fid_images=args.fid_images, progress=not args.no_progress)
+    return 0

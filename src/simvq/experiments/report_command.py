@@ -8,6 +8,7 @@ def _report(args) -> int:
     from .report import write_report
     from .speech_report import write_speech_report
 
+    _check_paths(args)
     if args.results is not None or (args.generation is None and args.speech is None):
         path = write_report(args.results or "results.csv", args.out, figures_dir=args.figures, curves=args.curves,
                             references_file=args.references, compute_references=not args.cached_references)
@@ -19,6 +20,23 @@ def _report(args) -> int:
         path = write_speech_report(args.speech, args.out, figures_dir=args.figures)
         print(f"speech report written to {path}")
     return 0
+
+
+def _check_paths(args) -> None:
+    """The CSVs named on the command line must not be folders (a missing one is each section's own
+    "no results" message), ``--out`` a page (not a folder) and ``--figures`` a folder, refused naming
+    the option before anything is written."""
+    from pathlib import Path
+
+    from ..utils import UsageError, check_out_dir_option
+
+    for option in ("results", "generation", "speech", "curves", "references"):
+        value = getattr(args, option)
+        if value is not None and Path(value).is_dir():
+            raise UsageError(f"--{option}", f"{value} is a directory; give the file")
+    if Path(args.out).is_dir():
+        raise UsageError("--out", f"{args.out} is a directory; give the Markdown page to write, e.g. {Path(args.out) / 'results.md'}")
+    check_out_dir_option(args.figures, "--figures")
 
 
 def add_parser(subparsers) -> None:

@@ -385,7 +385,21 @@ def _read_sweep_file(config_path: str) -> dict:
     return values
 
 
+def _check_bench_options(args) -> None:
+    """The command line's counts and paths, refused naming the option before any run starts."""
+    from ..utils import check_count, check_out_dir_option
+
+    for name, minimum in (("budget", 1), ("workers", 1), ("checks", 1), ("stages", 1), ("grid", 1), ("fid_images", 0)):
+        check_count(getattr(args, name), f"--{name.replace('_', '-')}", minimum=minimum)
+    for size in args.sizes or []:
+        check_count(size, "--sizes", minimum=2)
+    for seed in args.seeds or []:
+        check_count(seed, "--seeds", minimum=0)
+    check_out_dir_option(args.out, "--out")
+
+
 def _bench(args) -> int:
+    _check_bench_options(args)
     if args.kind == GENERATION_BENCH:
         from .generation_bench import bench_generation
 

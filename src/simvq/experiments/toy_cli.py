@@ -19,9 +19,24 @@ def _save(figure, path: Path) -> None:
     save_figure(figure, path, dpi=90)
 
 
+def _check_options(args) -> None:
+    """The options every toy experiment takes (and those of its own it has), refused naming the option."""
+    from ..utils import check_count, check_out_dir_option
+
+    check_out_dir_option(args.out, "--out")
+    check_count(args.threads, "--threads")
+    for seed in args.seeds:
+        check_count(seed, "--seeds", minimum=0)
+    for name, minimum in (("steps", 1), ("codebook_size", 2), ("fmnist_samples", 2), ("pca_dim", 1), ("batch_size", 1)):
+        check_count(getattr(args, name, None), f"--{name.replace('_', '-')}", minimum=minimum)
+    for size in getattr(args, "fmnist_codebook_sizes", None) or []:
+        check_count(size, "--fmnist-codebook-sizes", minimum=2)
+
+
 def run_2d(args) -> int:
     import torch
 
+    _check_options(args)
     from .toy import DATASETS, animate_toy, compare_toy, plot_toy
 
     torch.set_num_threads(args.threads)
@@ -60,6 +75,7 @@ def run_cluster(args) -> int:
 
     from .clustering import compare_clustering, gaussian_mixture, plot_clustering
 
+    _check_options(args)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,6 +123,7 @@ def _fmnist_features(args):
 def run_analysis(args) -> int:
     import torch
 
+    _check_options(args)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..utils import UsageError
+
 
 class KVCache:
     """Keys and values of every layer for positions ``[0, end)``: buffers ``(layers, B, heads, T, head_dim)``."""
@@ -76,6 +78,34 @@ class Block(nn.Module):
         return x + self.dropout(self.mlp(self.norm2(x)))
 
 
+# below this, logits / temperature can overflow float32 (inf - inf = NaN probabilities), and the
+# samples are the greedy ones anyway: temperature=0
+MIN_TEMPERATURE = 1e-6
+# the keyword names; the command line passes its option names (--temperature, ...) instead
+SAMPLING_NAMES = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "cfg_scale": "cfg_scale"}
+
+
+def check_sampling(*, temperature=1.0, top_k=None, top_p=None, cfg_scale=None, names: dict | None = None) -> None:
+    """Refuse sampling options no sampler can use, as a ``UsageError`` naming the option (``names``
+    maps the keywords to the caller's names for them): a temperature that is not finite, negative
+    or in ``(0, MIN_TEMPERATURE)``; ``top_k`` below 1; ``top_p`` outside ``(0, 1]``; ``cfg_scale`` not a
+    finite number >= 0 (below 0 pushes samples away from their class). None leaves an option unset."""
+    names = {**SAMPLING_NAMES, **(names or {})}
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+            raise UsageError(names["temperature"], f"must be a finite number >= 0 (0: greedy), got {temperature!r}")
+        if 0 < temperature < MIN_TEMPERATURE:
+            raise UsageError(names["temperature"], f"{temperature!r} is below {MIN_TEMPERATURE:g}, where the scaled logits overflow; "
+                             "use 0 for greedy sampling")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise UsageError(names["top_k"], f"must be an integer >= 1, got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):  # NaN fails
+        raise UsageError(names["top_p"], f"must lie in (0, 1], got {top_p!r}")
+    if cfg_scale is not None and (isinstance(cfg_scale, bool) or not isinstance(cfg_scale, (int, float))
+                                  or not math.isfinite(cfg_scale) or cfg_scale < 0):
+        raise UsageError(names["cfg_scale"], f"must be a finite number >= 0 (1: no guidance), got {cfg_scale!r}")
+
+
 def sample_from_logits(
     logits: Tensor,
     *,
@@ -86,13 +116,9 @@ def sample_from_logits(
 ) -> Tensor:
     """One index per row of ``logits`` ``(B, K)``. ``temperature=0`` is greedy (argmax); ``top_k``
     keeps the k largest logits; ``top_p`` keeps the smallest set whose probability reaches p
-    (nucleus sampling, Holtzman et al. 2020; the most likely token is always kept)."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    (nucleus sampling, Holtzman et al. 2020; the most likely token is always kept). Options are
+    checked by ``check_sampling``."""
+    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -217,6 +243,7 @@ class TokenPrior(nn.Module):
         reference the cache is tested against).
         """
         device = self.position_embedding.device
+        check_sampling(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale)
         if labels is None:
             if num_samples is None:
                 raise ValueError("give num_samples or labels")
@@ -227,9 +254,7 @@ class TokenPrior(nn.Module):
             batch = labels.shape[0]
         condition = self._labels(labels, batch, device)
         guided = cfg_scale is not None
-        if cfg_scale is not None:  # guided (spelled out so that the type checker narrows cfg_scale)
-            if not (math.isfinite(cfg_scale) and cfg_scale >= 0):  # below 0 pushes samples away from their class
-                raise ValueError(f"cfg_scale must be a finite number >= 0 (1: no guidance), got {cfg_scale}")
+        if cfg_scale is not None:  # guided (spelled out so that the type checker narrows cfg_scale; checked above)
             if self.num_classes == 0:
                 raise ValueError("classifier-free guidance needs a class-conditional prior")
             condition = torch.cat([condition, torch.full_like(condition, self.null_class)])

@@ -10,6 +10,7 @@ experiments all read.
 - ``prior``: the prior recipe's schema and its run directories.
 """
 
+from ..utils import UsageError  # what a refused value raises (re-exported for the layers above: the tokenizer)
 from .builders import build_codec, build_image_model
 from .config import (
     check_config,
@@ -45,6 +46,7 @@ __all__ = [
     "Named",
     "Recipe",
     "TokenizerConfig",
+    "UsageError",
     "WEIGHTS_FILE",
     "build_codec",
     "build_image_model",

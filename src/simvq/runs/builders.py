@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..utils import UsageError
+
 
 def build_image_model(config):
     """The ``ImageAutoencoder`` of an image recipe."""
     from ..models import ImageAutoencoder
 
+    check_norm_groups(config.model)
     return ImageAutoencoder(
         quantizer=config.quantizer.name,
         codebook_size=config.quantizer.codebook_size,
@@ -22,6 +25,21 @@ def build_image_model(config):
         norm_groups=config.model.norm_groups,
         dim=config.model.dim,
     )
+
+
+def check_norm_groups(model) -> None:
+    """``model.norm_groups`` must divide the width of every level it normalises (GroupNorm takes
+    ``min(groups, width)`` groups), refused naming the key rather than as GroupNorm's own error."""
+    from ..models.image_autoencoder import level_widths
+
+    groups = model.norm_groups
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise UsageError("model.norm_groups", f"must be an integer >= 1, got {groups!r}")
+    widths = sorted(set(level_widths(model.channels, model.channel_multipliers, model.downsamplings)))
+    bad = [width for width in widths if width >= 1 and width % min(groups, width)]
+    if bad:
+        raise UsageError("model.norm_groups", f"{groups} groups do not divide the level widths {bad} (model.channels={model.channels} "
+                         f"x model.channel_multipliers={list(model.channel_multipliers)}); choose a divisor of every width {widths}")
 
 
 def build_codec(config):

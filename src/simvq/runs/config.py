@@ -18,7 +18,8 @@ import types
 import typing
 from pathlib import Path
 
-from .files import CONFIG_FILES
+from ..utils import UsageError
+from .files import CONFIG_FILES, TOKENS_META
 from .registry import DEFAULT_RECIPE, Recipe, declared_kind, get_recipe
 from .schemas import TokenizerConfig
 
@@ -192,6 +193,7 @@ _POSITIVE = (
     ("optim.warmup_steps", 0),
     ("quantizer.codebook_size", 2),
     ("model.dim", 1),
+    ("model.channels", 1),
     ("trainer.num_nodes", 1),
     ("data.sample_rate", 8000),
     ("trainer.sample_every", 0),
@@ -209,6 +211,9 @@ def check_config(config):
         value = getattr(getattr(config, section, None), name, None)  # (a key of another recipe's schema)
         if value is not None and value < minimum:
             raise ValueError(f"{key} must be >= {minimum}, got {value}")
+    devices = getattr(getattr(config, "trainer", None), "devices", None)
+    if isinstance(devices, int) and not (devices >= 1 or devices == -1):
+        raise UsageError("trainer.devices", f"must be >= 1 (processes per machine), -1 (every device) or 'auto', got {devices}")
     if not config.optim.lr > 0:
         raise ValueError(f"optim.lr must be positive, got {config.optim.lr}")
     if config.optim.schedule not in ("constant", "cosine"):
@@ -248,8 +253,12 @@ def save_config(config, directory: str | Path) -> None:
 
 
 def read_run_config(run_dir: str | Path):
-    """The config a run was trained with (``config.json``, else ``config.yaml``), of its recipe's schema."""
+    """The config a run was trained with (``config.json``, else ``config.yaml``), of its recipe's schema.
+    A prior's run directory is refused, naming the commands that read it."""
     run_dir = Path(run_dir)
+    if (run_dir / TOKENS_META).is_file():
+        raise UsageError(str(run_dir), "this is a prior run (simvq prior train), not a tokenizer run; "
+                         "use `simvq sample` or `simvq eval-gen` on it, `simvq eval` on its tokenizer")
     for name in CONFIG_FILES:
         if (run_dir / name).is_file():
             return load_recipe(run_dir / name)

@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from ..utils import check_device
 from .config import read_run_config
 from .files import resolve_run
 from .registry import get_recipe
@@ -19,7 +20,9 @@ def build_model(config):
 
 
 def load_run_model(path: str | os.PathLike, *, device: torch.device | str | None = None):
-    """``(model in eval mode, config, run directory)`` for anything ``resolve_run`` accepts."""
+    """``(model in eval mode, config, run directory)`` for anything ``resolve_run`` accepts; ``device``
+    must be one this machine has (``simvq.utils.check_device``)."""
+    device = check_device(device)
     weights, run_dir = resolve_run(path)
     config = read_run_config(run_dir)
     model = build_model(config)

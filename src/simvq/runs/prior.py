@@ -1,6 +1,8 @@
 """A prior run directory, read without Lightning: the prior recipe's config schema and loading, its
 ``tokens.json`` (the tokenizer it was trained on: path, SHA-256 of its weights, codebook size, grid,
-classes) and the trained ``TokenPrior``. The recipe itself is ``simvq.train.prior``."""
+classes) and the trained ``TokenPrior``, whose weights load through the tokenizer's loader
+(``simvq.runs.weights.read_model_state``: safetensors checked finite, checkpoints read
+``weights_only``). The recipe itself is ``simvq.train.prior``."""
 
 from __future__ import annotations
 
@@ -9,12 +11,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..utils import UsageError, check_device
 from .config import load_structured
-from .files import CHECKPOINT_FILE, WEIGHTS_FILE
+from .files import CHECKPOINT_FILE, CONFIG_FILES, TOKENS_META, WEIGHTS_FILE
 from .schemas import OptimConfig, TrainerConfig
-from .weights import checkpoint_model_state
-
-TOKENS_META = "tokens.json"
+from .weights import read_model_state
 
 
 @dataclass
@@ -99,8 +100,14 @@ def load_prior_config(path: str | os.PathLike | None = None, overrides: list[str
 
 
 def read_prior_config(run_dir: str | os.PathLike) -> PriorConfig:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file() or not (Path(run_dir) / TOKENS_META).is_file():
+    """The config a prior run was trained with; a tokenizer's run directory is refused, naming the
+    command that reads it."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file() or not (run_dir / TOKENS_META).is_file():
+        if any((run_dir / name).is_file() for name in CONFIG_FILES):
+            raise UsageError(str(run_dir), f"this is a tokenizer run, not a prior run (no {TOKENS_META}); use `simvq eval` on it, "
+                             "or train a prior on it with `simvq prior train`")
         raise FileNotFoundError(f"{run_dir} is not a prior run directory (no config.json and {TOKENS_META})")
     return load_prior_config(path)
 
@@ -115,18 +122,18 @@ def load_prior(run_dir: str | os.PathLike, *, device=None):
     from ..models.prior import TokenPrior
 
     run_dir = Path(run_dir)
+    device = check_device(device)
     config = read_prior_config(run_dir)
     meta = read_tokens_meta(run_dir)
-    if (run_dir / WEIGHTS_FILE).is_file():
-        from safetensors.torch import load_file
-
-        state = load_file(str(run_dir / WEIGHTS_FILE))
-    elif (run_dir / CHECKPOINT_FILE).is_file():
-        state = checkpoint_model_state(run_dir / CHECKPOINT_FILE)
-    else:
+    weights = next((run_dir / name for name in (WEIGHTS_FILE, CHECKPOINT_FILE) if (run_dir / name).is_file()), None)
+    if weights is None:
         raise FileNotFoundError(f"{run_dir} holds neither {WEIGHTS_FILE} nor {CHECKPOINT_FILE}")
+    state = read_model_state(weights)  # the tokenizer's loader: safetensors checked finite, checkpoints weights_only
     model = config.model
     prior = TokenPrior(meta["codebook_size"], grid=tuple(meta["grid"]), num_classes=meta["num_classes"], dim=model.dim,
                        layers=model.layers, heads=model.heads)
-    prior.load_state_dict(state)
+    try:
+        prior.load_state_dict(state)
+    except RuntimeError as error:  # shapes or keys of another model: never a partial load
+        raise ValueError(f"{weights} does not match the prior its run's config and {TOKENS_META} describe: {error}") from None
     return prior.eval().to(device or "cpu"), config, meta

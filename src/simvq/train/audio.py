@@ -31,9 +31,9 @@ from ..data import InMemorySpeech, RandomClipBatches, build_speech_dataset
 from ..models import CodecLoss
 from ..models.audio_discriminators import CodecDiscriminator, discriminator_loss, feature_matching_loss, generator_loss
 from ..runs import load_run_model, save_code_counts, training_facts
-from ..runs.files import METRICS_FILE
+from ..runs.files import METRICS_FILE, check_metrics
 from ..runs.schemas import AudioConfig
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, check_count
 from .recipe import Modality, train_with_modality
 
 SAMPLES_DIR = "samples"
@@ -141,6 +141,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, max_utterances: int | None = Non
     from ..metrics.coverage import usage_over_splits
     from . import plots
 
+    check_count(max_utterances, "max_utterances")  # before the run is read
     model, config, path = load_run_model(run_dir, device=device)
     dataset = build_speech_dataset(config.data, "test", seed=config.trainer.seed)
     metrics, counts = evaluate_codec(
@@ -154,7 +155,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, max_utterances: int | None = Non
                    **training_facts(path))
     if report is not None:
         report(metrics)
-    if write:
+    if write:  # PESQ and STOI may be NaN (failures counted); the mel distance and usage may not
+        check_metrics(metrics, count="utterances", measured=("mel_distance", "usage", "perplexity"))
         atomic_write_text(path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         save_code_counts(counts, path)
         write_samples(model, dataset, path / SAMPLES_DIR, count=config.eval.samples)

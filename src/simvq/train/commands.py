@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..utils import UsageError
+
 
 def _split_flags(args) -> None:
     """Options may also come after the overrides (argparse stops at the first positional list)."""
@@ -13,12 +15,14 @@ def _split_flags(args) -> None:
     for item in items:
         if item == "--no-eval":
             args.no_eval = True
+        elif item == "--overwrite":
+            args.overwrite = True
         elif item == "--out":
             args.out = next(items, None)
         elif item.startswith("--out="):
             args.out = item.split("=", 1)[1]
         elif item.startswith("-"):
-            raise SystemExit(f"simvq train: unknown option {item!r}")
+            raise UsageError(item, "unknown option (options may come before or after the overrides)")
         else:
             rest.append(item)
     args.overrides = rest
@@ -32,6 +36,10 @@ def _train(args) -> int:
     config = load_recipe(args.config, args.overrides)
     if args.out is not None:
         config.out_dir = args.out
+    if args.overwrite:
+        from .core import overwrite_run
+
+        overwrite_run(config.out_dir)
     run_dir = get_recipe(config.recipe).train(config, evaluate=not args.no_eval)
     from .core import print_once
 
@@ -44,9 +52,18 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from ..runs import get_recipe, read_run_config, resolve_run
+    from ..utils import check_count, check_device
 
+    # every option is checked before the run is read or written: a bad value is refused, never defaulted
+    check_count(args.batch_size, "--batch-size")
+    check_count(args.max_images, "--max-images")
+    check_count(args.fid_images, "--fid-images", minimum=0)
+    check_device(args.device, "--device")
     _, run_dir = resolve_run(args.run)
     recipe = get_recipe(read_run_config(run_dir).recipe)
+    for option in ("fid_images", "max_images", "batch_size"):
+        if getattr(args, option) is not None and option not in recipe.eval_options:
+            raise UsageError(f"--{option.replace('_', '-')}", f"{args.run} is an {recipe.name} run, which takes no such option")
     # the `simvq eval` options this kind takes, under its evaluate_run's names
     options = {keyword: getattr(args, option) for option, keyword in recipe.eval_options.items()}
     recipe.evaluate_run(
@@ -71,13 +88,16 @@ def add_parser(subparsers) -> None:
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="dotted overrides: section.key=value (quantizer.options.beta=0.5)")
     train.add_argument("--out", default=None, help="run directory (overrides out_dir)")
     train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
+    train.add_argument("--overwrite", action="store_true",
+                       help="out_dir holds another run (or finished weights with no checkpoint): delete its files first and train from scratch "
+                       "(without it such a directory is refused; the same run with its checkpoint resumes)")
     train.set_defaults(func=_train)
 
     evaluate = subparsers.add_parser("eval", help="evaluate a run directory (or .safetensors/.ckpt) on its test split (image or audio)")
     evaluate.add_argument("run", help="run directory, or its model.safetensors / checkpoints/last.ckpt")
     evaluate.add_argument("--fid-images", type=int, default=None, help="rFID subset size (0 skips rFID)")
     evaluate.add_argument("--max-images", type=int, default=None, help="evaluate only the first N test images (utterances of an audio run)")
-    evaluate.add_argument("--batch-size", type=int, default=None)
+    evaluate.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the run's eval.batch_size)")
     evaluate.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: cpu)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_eval)

@@ -9,6 +9,7 @@ directory that resumes, written through public Lightning APIs only.
 - ``GlobalRandomState``: torch's global random state in every checkpoint, restored on resume;
 - ``RankConsistency``: under DDP, every rank ends with the same tensors;
 - ``log_row``: a row of metrics for every logger at the recipe's own step;
+- ``overwrite_run``: ``--overwrite``'s deletion of the run an out_dir holds (rank 0 only);
 - ``update_ema``, ``resolve_precision``, ``print_once``: small shared pieces.
 """
 
@@ -27,12 +28,13 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
-from ..runs.files import PROGRESS_FILE
-from ..utils import atomic_path, atomic_write_text, load_torch_file
+from ..runs.files import PROGRESS_FILE, clear_run
+from ..utils import UsageError, atomic_path, atomic_write_text, load_torch_file
 
 
 @torch.no_grad()
@@ -302,6 +304,33 @@ def resumable_trainer(config, run_dir: Path, start_step: int, *, callbacks: list
     loop. ``options`` (strategy, precision, ...) are the recipe's own. The modules write their rows
     with ``log_row``."""
     quiet_lightning()  # before the Trainer: its constructor prints the first of them
+    try:
+        return _trainer(config, run_dir, start_step, callbacks=callbacks, show_progress=show_progress, **options)
+    except (MisconfigurationException, ValueError, TypeError) as error:
+        if not isinstance(error, MisconfigurationException) and not _named_keys(str(error)):
+            raise  # not about the trainer.* keys: a bug, with its traceback
+        raise trainer_settings_error(config.trainer, options, error) from None
+
+
+# the config keys Lightning's Trainer takes as they are; its refusals name one of them (or none)
+TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+
+
+def trainer_settings_error(trainer_config, options: dict, error: Exception) -> UsageError:
+    """Lightning's refusal of the trainer's settings (``devices=0``, ``accelerator=gpu`` on a machine
+    without one, an unknown strategy or precision) as one ``UsageError`` naming the config keys."""
+    message = " ".join(str(error).split())
+    values = {key: options.get(key, getattr(trainer_config, key, None)) for key in TRAINER_KEYS}
+    named = _named_keys(message) or ["accelerator", "devices"]
+    settings = ", ".join(f"trainer.{key}={values[key]!r}" for key in named)
+    return UsageError(settings, f"{message} (check trainer.accelerator and trainer.devices against this machine)")
+
+
+def _named_keys(message: str) -> list[str]:
+    return [key for key in TRAINER_KEYS if key in message.lower()]
+
+
+def _trainer(config, run_dir: Path, start_step: int, *, callbacks: list, show_progress: bool, **options) -> pl.Trainer:
     return pl.Trainer(
         max_steps=config.trainer.max_steps,
         max_epochs=-1,
@@ -330,6 +359,13 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Lightning's own use of a torch API torch now deprecates: nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def overwrite_run(run_dir) -> list[str]:
+    """``--overwrite``: delete the files of the run ``run_dir`` holds (``simvq.runs.files.clear_run``),
+    so the run trained there next leaves nothing stale. Rank 0 only: a DDP rank started later runs the
+    same command again and must not delete what rank 0 has written since."""
+    return clear_run(run_dir) if rank_zero_only.rank == 0 else []
 
 
 @rank_zero_only

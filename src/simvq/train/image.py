@@ -26,9 +26,9 @@ from ..data.in_memory import ShuffledBatches, to_unit_float, uint8_images
 from ..models import PatchDiscriminator
 from ..models.discriminator import hinge_discriminator_loss, hinge_generator_loss
 from ..runs import build_image_model, load_run_model, read_usage_history, save_code_counts, training_facts
-from ..runs.files import METRICS_FILE
+from ..runs.files import METRICS_FILE, check_metrics
 from ..runs.schemas import TokenizerConfig
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, check_count
 from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
 from .recipe import Modality, TokenizerModule, fit_tokenizer
 
@@ -148,7 +148,9 @@ def evaluate_run(
     usage of an untrained quantizer at the same tokens per code) count the tokens of every split in
     ``eval.usage_splits``, so large codebooks are judged on enough tokens per code. rFID is over a
     fixed random subset of ``fid_images`` (default ``config.eval.fid_images``; 0 skips it).
-    Arguments left as None take the run's ``eval`` config. ``run_dir`` may also be a
+    Arguments left as None take the run's ``eval`` config; a count below 1 (0 for ``fid_images``) is
+    refused before the run is read, and nothing is written unless images were measured
+    (``simvq.runs.files.check_metrics``). ``run_dir`` may also be a
     ``.safetensors``/``.ckpt`` file. ``report(metrics)`` is called before anything is written, so a
     caller can show the numbers even when the run directory turns out to be read-only.
     ``shard=(rank, world_size)``: every process of a DDP run calls this and measures its share of
@@ -158,13 +160,17 @@ def evaluate_run(
     from ..metrics.image import code_histogram, evaluate_reconstructions
     from . import plots
 
+    check_count(batch_size, "batch_size")  # before the run is read: a bad value is refused, never "defaulted"
+    check_count(max_images, "max_images")
+    check_count(fid_images, "fid_images", minimum=0)
     model, config, path = load_run_model(run_dir, device=device)
     eval_config = config.eval
+    batch_size = eval_config.batch_size if batch_size is None else batch_size
     dataset = build_image_dataset(config.data, "test", seed=config.trainer.seed)
     metrics, counts = evaluate_reconstructions(
         model,
         dataset,
-        batch_size=batch_size or eval_config.batch_size,
+        batch_size=batch_size,
         max_images=max_images if max_images is not None else eval_config.max_images,
         fid_images=fid_images if fid_images is not None else eval_config.fid_images,
         fid_cache_dir=fid_cache_dir or eval_config.fid_cache_dir,
@@ -174,7 +180,7 @@ def evaluate_run(
     )
     counts = usage_over_splits(metrics, counts, dim=model.quantizer.dim, splits=eval_config.usage_splits, split_counts=lambda split: code_histogram(
         model, build_image_dataset(config.data, split, seed=config.trainer.seed),
-        batch_size=batch_size or eval_config.batch_size, device=device, progress=progress, shard=shard))
+        batch_size=batch_size, device=device, progress=progress, shard=shard))
     metrics.update(
         quantizer=config.quantizer.name,
         codebook_size=model.quantizer.codebook_size,
@@ -184,6 +190,7 @@ def evaluate_run(
     if report is not None:
         report(metrics)
     if write:
+        check_metrics(metrics, count="images", measured=("psnr", "ssim", "usage", "perplexity"))
         atomic_write_text(path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         save_code_counts(counts, path)
         plots.reconstruction_grid(model, dataset, path / "reconstructions.png", num_images=eval_config.grid_images)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..utils import UsageError
+
 
 def _prior_train(args) -> int:
     from .core import print_once
@@ -18,22 +20,33 @@ def _prior_train(args) -> int:
             setattr(args, name[2:], value or next(items, None))
         elif item == "--quiet":
             args.quiet = True
+        elif item == "--overwrite":
+            args.overwrite = True
         elif item.startswith("-"):
-            raise SystemExit(f"simvq prior train: unknown option {item!r}")
+            raise UsageError(item, "unknown option (options may come before or after the overrides)")
         else:
             overrides.append(item)
     config = load_prior_config(args.config, overrides)
     config.tokenizer = args.tokenizer
     if args.out is not None:
         config.out_dir = args.out
+    if args.overwrite:
+        from .core import overwrite_run
+        from .prior.train import check_prior_out_dir
+
+        check_prior_out_dir(config)  # never the tokenizer's own directory
+        overwrite_run(config.run_dir)
     run_dir = train_prior(config, progress=False if args.quiet else None)
     print_once(f"prior run directory: {run_dir}")
     return 0
 
 
 def _sample(args) -> int:
+    from pathlib import Path
+
     import torch
 
+    from ..utils import check_count
     from .prior import (
         balanced_labels,
         decode_codes,
@@ -43,8 +56,12 @@ def _sample(args) -> int:
         save_image_grid,
     )
 
-    if args.num_samples < 1:
-        raise ValueError(f"-n must be at least 1, got {args.num_samples}")
+    # every option is checked before the run is read: a bad value is refused, never defaulted
+    check_count(args.num_samples, "-n/--num-samples", allow_none=False)
+    check_count(args.per_row, "--per-row")
+    if args.out is not None and Path(args.out).is_dir():
+        raise UsageError("--out", f"{args.out} is a directory; give the PNG file to write, e.g. {Path(args.out) / 'samples.png'}")
+    _check_sampling_options(args)
     prior, _, meta = load_prior(args.run, device=args.device)
     tokenizer = load_tokenizer_for(meta, device=args.device)
     if args.class_index is not None:
@@ -67,8 +84,25 @@ def _sample(args) -> int:
     return 0
 
 
+def _check_sampling_options(args) -> None:
+    """``_sampling_options``' values, refused naming the option (before any run is read)."""
+    from ..models.prior import check_sampling
+    from ..utils import check_device
+
+    check_sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg,
+                   names={"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "cfg_scale": "--cfg"})
+    if args.seed is not None and not -(2**63) <= args.seed < 2**64:
+        raise UsageError("--seed", f"must fit in 64 bits, got {args.seed}")
+    check_device(args.device, "--device")
+
+
 def _eval_gen(args) -> int:
+    from ..utils import check_count
     from .prior import evaluate_prior_run
+
+    check_count(args.samples, "--samples", minimum=0)
+    check_count(args.fid_samples, "--fid-samples", minimum=0)
+    _check_sampling_options(args)
 
     def report(metrics):
         print(json.dumps(metrics, indent=2), flush=True)
@@ -102,6 +136,8 @@ def add_parser(subparsers) -> None:
     train.add_argument("--config", default=None, help="YAML recipe, e.g. configs/prior.yaml (default: the built-in defaults)")
     train.add_argument("--out", default=None, help="the prior's run directory (default: <tokenizer>/prior)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--overwrite", action="store_true",
+                       help="the out dir holds another prior (or finished weights with no checkpoint): delete its files first and train from scratch")
     train.set_defaults(func=_prior_train)
 
     sample = subparsers.add_parser("sample", help="a PNG grid of a prior's samples, decoded by its tokenizer")
@@ -110,7 +146,7 @@ def add_parser(subparsers) -> None:
     sample.add_argument("--class", dest="class_index", metavar="C", type=int, default=None, help="every sample of this class (default: classes in turn)")
     sample.add_argument("--unconditional", action="store_true", help="sample a conditional prior with the null class")
     _sampling_options(sample, defaults=True)
-    sample.add_argument("--per-row", type=int, default=None)
+    sample.add_argument("--per-row", type=int, default=None, help="images per row of the grid (default: 10 for class-balanced samples, else 8)")
     sample.add_argument("--out", default=None, help="PNG path (default: <run>/samples[-class C][-cfg S]-seedN.png)")
     sample.set_defaults(func=_sample)
 

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
 from ..metrics import CodebookUsage
 from ..quantizers.base import training_streams
 from ..runs import CHECKPOINT_FILE, WEIGHTS_FILE, get_recipe, read_run_config, save_config, save_weights, to_dict
-from ..runs.files import USAGE_HISTORY_FILE
-from ..utils import atomic_write_text
+from ..runs.files import CONFIG_FILES, TOKENS_META, USAGE_HISTORY_FILE, held_run_files
+from ..utils import UsageError, atomic_write_text
 from .core import (
     PeriodicCheckpoint,
     RankConsistency,
@@ -240,13 +241,50 @@ class TokenizerModule(pl.LightningModule):
 
 def check_resumable(saved, config, run_dir: Path, sections=MODEL_SECTIONS) -> None:
     """Resuming is allowed when only the schedule/eval/logging changed, not the model or data."""
+    problem = config_difference(saved, config, sections)
+    if problem:
+        raise UsageError("out_dir", f"{run_dir} {problem}; use a new out_dir, or --overwrite to replace that run")
+
+
+def config_difference(saved, config, sections=MODEL_SECTIONS) -> str | None:
+    """How ``saved``'s model differs from ``config``'s (None: the same run)."""
     for section in sections:
         if to_dict(getattr(saved, section)) != to_dict(getattr(config, section)):
-            raise ValueError(
-                f"{run_dir} was trained with a different `{section}` config; "
-                f"use a new out_dir (saved: {to_dict(getattr(saved, section))}, "
-                f"given: {to_dict(getattr(config, section))})"
-            )
+            return (f"was trained with a different `{section}` config (saved: {to_dict(getattr(saved, section))}, "
+                    f"given: {to_dict(getattr(config, section))})")
+    return None
+
+
+def check_out_dir(config, run_dir: Path) -> None:
+    """``config.out_dir`` may hold nothing, or the run ``config`` describes (same kind and
+    ``MODEL_SECTIONS``) with its checkpoint to resume from. Anything else would be trained over and
+    lose the run there, whether or not its checkpoints remain: another config's run, weights with no
+    config, a prior, or this config's finished weights with no checkpoint (training again would start
+    from scratch and replace them). Refused as a ``UsageError`` naming ``out_dir``; ``simvq train
+    --overwrite`` (``simvq.runs.files.clear_run``) deletes the run's files first."""
+    held = held_run_files(run_dir)
+    if not held:
+        return
+    problem = None
+    if TOKENS_META in held:
+        problem = "holds a prior run (simvq prior train)"
+    elif not set(held) & set(CONFIG_FILES):
+        problem = f"holds a run's weights ({', '.join(held)}) without the config that made them"
+    else:
+        try:
+            saved = read_run_config(run_dir)
+        except (ValueError, TypeError) as error:
+            saved, problem = None, f"holds a run whose config cannot be read ({error})"
+        if saved is not None and saved.recipe != config.recipe:
+            problem = f"holds a {saved.recipe} run, not an {config.recipe} one"
+        elif saved is not None:
+            problem = config_difference(saved, config)
+        if problem is None and WEIGHTS_FILE in held and str(CHECKPOINT_FILE) not in held:
+            problem = (f"holds this config's trained {WEIGHTS_FILE} but no {CHECKPOINT_FILE} to resume from "
+                       "(training again would start from scratch and replace them)")
+    if problem:
+        raise UsageError("out_dir", f"{run_dir} {problem}; pass --overwrite to delete that run's files and train from scratch, "
+                         "or choose another out_dir")
 
 
 def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool | None = None) -> Path:
@@ -254,15 +292,15 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
 
     ``build_module()`` makes the ``TokenizerModule`` (after the seed is set). ``config.out_dir`` is
     the run directory; if it holds ``checkpoints/last.ckpt`` from an earlier call, training resumes
-    from it (steps already done are not redone). With ``evaluate`` the modality's evaluation runs
+    from it (steps already done are not redone). A directory holding any other run is refused
+    (``check_out_dir``). With ``evaluate`` the modality's evaluation runs
     afterwards: its recipe kind's ``evaluate_run`` (every rank measures a shard under DDP; rank 0 writes).
     """
     run_dir = Path(config.out_dir)
+    if rank_zero_only.rank == 0:  # DDP ranks started later re-run this once rank 0 has written the config
+        check_out_dir(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT_FILE
-    if checkpoint_path.is_file():
-        check_resumable(read_run_config(run_dir), config, run_dir)
-    save_config(config, run_dir)
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     show_progress = config.trainer.progress_bar if progress is None else progress
 
@@ -290,8 +328,12 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
         strategy=strategy,
         precision=precision,
     )
+    loader = modality.train_loader(config, start_step)
+    # written once the model, the trainer and the data are built: a config refused on the way (a
+    # norm_groups, an accelerator, a data set) leaves no config behind to claim the directory
+    save_config(config, run_dir)
     try:
-        trainer.fit(module, modality.train_loader(config, start_step), ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
+        trainer.fit(module, loader, ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
     finally:
         # also when the session ends on SIGTERM, Ctrl-C or an error: the steps it ran are on disk
         # (PeriodicCheckpoint saved them), so they belong in the record

@@ -59,6 +59,12 @@ def evaluate_prior_run(
     Options left as None take the run's ``eval`` config. ``report(metrics)`` is called before the
     file is written (the CLI prints there).
     """
+    from ...models.prior import check_sampling
+    from ...utils import check_count
+
+    check_count(samples, "samples", minimum=0)  # before the run is read
+    check_count(fid_samples, "fid_samples", minimum=0)
+    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale)
     run_dir = Path(run_dir)
     prior, config, meta = load_prior(run_dir, device=device)
     tokenizer = load_tokenizer_for(meta, device=device)
@@ -73,6 +79,8 @@ def evaluate_prior_run(
         "top_p": ev.top_p if top_p is None else top_p,
         "seed": ev.seed if seed is None else seed,
     }
+    check_sampling(**{k: options[k] for k in ("temperature", "top_k", "top_p", "cfg_scale")},  # the run's eval section too
+                   names={k: f"eval.{k}" for k in ("temperature", "top_k", "top_p", "cfg_scale")})
     metrics: dict = {"tokenizer": meta["tokenizer"], "codebook_size": meta["codebook_size"], "grid": meta["grid"],
                      "num_classes": meta["num_classes"], **{f"sample_{k}": v for k, v in options.items()}}
     metrics.update(token_metrics(prior, tokenizer, run_dir, meta, progress=progress))

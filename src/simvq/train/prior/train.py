@@ -16,11 +16,13 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
 from ...runs import CHECKPOINT_FILE, WEIGHTS_FILE, save_config, save_weights, to_dict
+from ...runs.files import held_run_files
 from ...runs.prior import TOKENS_META, PriorConfig, read_prior_config, read_tokens_meta
 from ...tokenizer import Tokenizer
-from ...utils import atomic_write_text, load_safetensors
+from ...utils import UsageError, atomic_write_text, load_safetensors
 from .. import core
 from .tokens import split_tokens, tokenizer_fingerprint
 from .validation import BEST_FILE, ValidationNLL, finish, hold_out
@@ -91,24 +93,51 @@ def _token_loader(codes: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
 
 
 def _check_resumable(run_dir: Path, config: PriorConfig, fingerprint: str) -> None:
-    saved = read_prior_config(run_dir)
-    for section in ("model", "data"):
-        if to_dict(getattr(saved, section)) != to_dict(getattr(config, section)):
-            raise ValueError(f"{run_dir} was trained with a different `{section}` config; use a new out_dir")
-    saved_meta = read_tokens_meta(run_dir)
-    if saved_meta["tokenizer_sha256"] != fingerprint:
-        raise ValueError(f"{run_dir} was trained on another tokenizer's tokens (its weights changed); use a new out_dir")
+    """The prior's ``out_dir`` may hold nothing, or the prior ``config`` describes (same ``model`` and
+    ``data`` sections, trained on the same tokenizer weights) with its checkpoint to resume from; any
+    other run there is refused naming ``out_dir``, whether or not its checkpoints remain
+    (``simvq prior train --overwrite`` deletes its files first)."""
+    held = held_run_files(run_dir)
+    if not held:
+        return
+    problem = None
+    if TOKENS_META not in held:
+        problem = f"holds a tokenizer run or weights ({', '.join(held)}), not a prior"
+    else:
+        try:
+            saved, saved_meta = read_prior_config(run_dir), read_tokens_meta(run_dir)
+        except (ValueError, TypeError, KeyError) as error:
+            saved = saved_meta = None
+            problem = f"holds a prior whose config or {TOKENS_META} cannot be read ({error})"
+        if saved is not None:
+            problem = next((f"was trained with a different `{section}` config" for section in ("model", "data")
+                            if to_dict(getattr(saved, section)) != to_dict(getattr(config, section))), None)
+            if problem is None and saved_meta.get("tokenizer_sha256") != fingerprint:
+                problem = "was trained on another tokenizer's tokens (its weights changed)"
+        if problem is None and WEIGHTS_FILE in held and str(CHECKPOINT_FILE) not in held:
+            problem = f"holds this config's trained {WEIGHTS_FILE} but no {CHECKPOINT_FILE} to resume from"
+    if problem:
+        raise UsageError("out_dir", f"{run_dir} {problem}; pass --overwrite to delete that run's files and train from scratch, "
+                         "or choose another out_dir")
+
+
+def check_prior_out_dir(config: PriorConfig) -> None:
+    """A tokenizer is named, and the prior's run directory is not the tokenizer's own."""
+    if not config.tokenizer:
+        raise UsageError("tokenizer", "name the tokenizer run directory (tokenizer=... or the RUN_DIR argument)")
+    if config.run_dir.resolve() == Path(config.tokenizer).resolve():
+        raise UsageError("out_dir", f"{config.run_dir} is the tokenizer's own run directory; the prior goes elsewhere "
+                         f"(default: {Path(config.tokenizer) / 'prior'})")
 
 
 def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     """Train (or resume from ``checkpoints/last.ckpt``) the prior ``config`` describes; returns its run directory."""
-    if not config.tokenizer:
-        raise ValueError("name the tokenizer run directory (tokenizer=... or the RUN_DIR argument)")
+    check_prior_out_dir(config)
     run_dir = config.run_dir
     show_progress = config.trainer.progress_bar if progress is None else progress
     fingerprint = tokenizer_fingerprint(config.tokenizer)
     checkpoint_path = run_dir / CHECKPOINT_FILE
-    if checkpoint_path.is_file():  # before the token cache is touched
+    if rank_zero_only.rank == 0:  # before the token cache is touched; DDP ranks started later find rank 0's files
         _check_resumable(run_dir, config, fingerprint)
     codes, labels, held_out, meta = _training_tokens(config, run_dir, fingerprint, progress=show_progress)
 
@@ -131,6 +160,9 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
         use_distributed_sampler=False,
     )
     loader = _token_loader(codes, labels, config.data.batch_size, seed=config.trainer.seed, start=start_step)
+    # written once the prior, the trainer and the batches are built: a refused setting leaves no run behind
+    save_config(config, run_dir)
+    atomic_write_text(run_dir / TOKENS_META, json.dumps(meta, indent=2) + "\n")
     try:
         trainer.fit(module, loader, ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
     finally:  # the session's steps are on disk (PeriodicCheckpoint), so they belong in the record
@@ -149,8 +181,8 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
 def _training_tokens(config: PriorConfig, run_dir: Path, fingerprint: str, *, progress: bool):
     """``(codes, labels, held_out, meta)``: the training split under the tokenizer (cached) less the
     ``validation.images`` held-out grids (``held_out``: their codes and labels, the labels None for an
-    unconditional prior; empty without validation), and ``tokens.json`` written beside the config;
-    the labels of an unconditional prior are zeros (unused)."""
+    unconditional prior; empty without validation), and what ``tokens.json`` records; the labels of an
+    unconditional prior are zeros (unused)."""
     tokenizer = Tokenizer.from_run(config.tokenizer)
     run_dir.mkdir(parents=True, exist_ok=True)
     codes, labels = split_tokens(tokenizer, run_dir, "train", fingerprint=fingerprint, batch_size=config.data.tokenize_batch_size, progress=progress)
@@ -168,8 +200,6 @@ def _training_tokens(config: PriorConfig, run_dir: Path, fingerprint: str, *, pr
         "train_tokens": codes.numel(),
         "validation_images": config.validation.images,
     }
-    save_config(config, run_dir)
-    atomic_write_text(run_dir / TOKENS_META, json.dumps(meta, indent=2) + "\n")
     if not conditional:
         labels = torch.zeros_like(labels)  # unused; keeps the batches' shape
     return codes, labels, held_out, meta
