@@ -21,8 +21,8 @@ pytest.importorskip("lightning")
 soundfile = pytest.importorskip("soundfile")
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"), pytest.mark.usefixtures("one_thread")]
 
-from simvq.models.perceptual import NETS, alexnet_features, vgg16_features  # noqa: E402
-from simvq.train.config import load_recipe  # noqa: E402
+from simvq.models.perceptual import NETS, alexnet_features, vgg16_features
+from simvq.train.config import load_recipe
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
 IMAGE_CONFIG, SPEECH_CONFIG = PAPER / "imagenet128_simvq.yaml", PAPER / "libritts24k_simvq.yaml"
