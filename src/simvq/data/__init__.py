@@ -3,11 +3,12 @@
 (``simvq.data.speech``) yield float32 ``(1, S)`` waveforms in ``[-1, 1]``."""
 
 from .fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, FashionMNIST, MissingDatasetError
-from .image_folder import ImageFolder
+from .image_folder import FolderBatches, ImageFolder
 from .photos import SamplePhotoCrops
-from .webdataset_images import ShardedImages, write_image_shards
+from .webdataset_images import ShardedImages, ShardedImageSet, write_image_shards
 from .build import build_image_dataset, build_speech_dataset
 from .speech import (
+    FileClipBatches,
     InMemorySpeech,
     LibriTTS,
     RandomClipBatches,
@@ -22,12 +23,15 @@ from .speech import (
 __all__ = [
     "DEFAULT_FASHION_MNIST_ROOT",
     "FashionMNIST",
+    "FileClipBatches",
+    "FolderBatches",
     "ImageFolder",
     "InMemorySpeech",
     "LibriTTS",
     "MissingDatasetError",
     "RandomClipBatches",
     "SamplePhotoCrops",
+    "ShardedImageSet",
     "ShardedImages",
     "SpeechCorpus",
     "SpeechCorpusSpec",

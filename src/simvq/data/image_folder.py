@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from .folders import files_digest, folder_files
 
@@ -110,6 +110,74 @@ class ImageFolder(Dataset):
         if self._rng is None or self._rng[0] != key:
             self._rng = (key, random.Random(f"{self.seed}-{key}"))
         return self._rng[1]
+
+
+class FolderBatches(IterableDataset):
+    """Endless uint8 batches ``(batch_size, channels, size, size)`` of an ``ImageFolder``'s images, read
+    file by file in DataLoader workers (``DataLoader(batches, batch_size=None, num_workers=W)``), in an
+    order that resumes exactly:
+
+    - epoch ``e`` is a permutation of the images seeded by ``(seed, e)``, cut into full batches (the
+      last partial one dropped); rank ``r`` of ``world`` takes batches ``r, r + world, ...`` of it;
+    - a rank's batches, epoch after epoch, form its sequence; worker ``w`` of ``W`` builds its batches
+      ``w, w + W, ...``, the order the DataLoader returns them in, so the sequence does not depend on
+      the number of workers;
+    - a random crop is drawn from ``(seed, epoch, image)``, independent of ranks and workers;
+    - ``start``: batches this rank already consumed (the steps of a resumed run): the sequence
+      continues there, crops included.
+
+    The rank is torch.distributed's, else ``$RANK`` / ``$WORLD_SIZE``.
+    """
+
+    def __init__(self, folder: ImageFolder, batch_size: int, *, seed: int = 0, start: int = 0, crop: str | None = None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= len(folder):
+            raise ValueError(f"batch_size must lie in [1, {len(folder)}] (the number of images), got {batch_size!r}")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start must be a non-negative integer, got {start!r}")
+        crop = folder.crop if crop is None else crop
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        self.files, self.image_size, self.channels, self.crop = list(folder.files), folder.image_size, folder.channels, crop
+        self.batch_size, self.seed, self.start = batch_size, seed, start
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def placement(self) -> tuple[int, int]:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            rank, world = dist.get_rank(), dist.get_world_size()
+        else:
+            rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        if len(self.files) // self.batch_size < world:
+            raise ValueError(f"{len(self.files)} images make fewer full batches of {self.batch_size} than the {world} ranks")
+        return rank, world
+
+    def batch_images(self, step: int, rank: int, world: int) -> list[tuple[int, int]]:
+        """``(epoch, image index)`` of every image in the rank's batch ``step``."""
+        per_rank = len(range(rank, len(self.files) // self.batch_size, world))
+        epoch, position = divmod(step, per_rank)
+        if self._order is None or self._order[0] != epoch:  # one permutation per epoch, not per batch
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.files)))
+        order = self._order[1]
+        first = (rank + position * world) * self.batch_size
+        return [(epoch, int(i)) for i in order[first : first + self.batch_size]]
+
+    def image(self, index: int, epoch: int) -> torch.Tensor:
+        from PIL import Image
+
+        rng = random.Random(f"{self.seed}-{epoch}-{index}") if self.crop == "random" else None
+        with Image.open(self.files[index]) as image:
+            image = resize_and_crop(image.convert("RGB"), self.image_size, crop=self.crop, rng=rng)
+        return to_uint8_tensor(image, self.channels)
+
+    def __iter__(self):
+        rank, world = self.placement()
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        step = self.start + worker
+        while True:
+            yield torch.stack([self.image(index, epoch) for epoch, index in self.batch_images(step, rank, world)])
+            step += workers
 
 
 def class_labels(root: Path, files: list[Path]) -> tuple[list[str], torch.Tensor]:

@@ -47,8 +47,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from .folders import files_digest
 from .image_folder import CROPS, resize_and_crop, to_uint8_tensor
 
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff")
@@ -359,6 +360,32 @@ class ShardedImages(IterableDataset):
         return state
 
 
+class ShardedImageSet(Dataset):
+    """The images of WebDataset shards as a map-style data set of float32 ``(channels, size, size)``
+    in ``[0, 1]`` (item ``i``: the ``i``-th image in shard order, centre-cropped by default), for
+    evaluation and token counts; training reads ``ShardedImages`` batches. ``cache_key`` names the
+    shard files, the size, the channels and the crop."""
+
+    def __init__(self, shards, *, image_size: int = 256, channels: int = 3, crop: str = "center", seed: int = 0,
+                 labels: bool = False):
+        self.sharded = ShardedImages(shards, batch_size=1, image_size=image_size, channels=channels, crop=crop, seed=seed, labels=labels)
+        self.image_size, self.channels, self.crop = image_size, channels, crop
+        self.cache_key = f"shards-{files_digest(self.sharded.shards)}-{len(self.sharded)}-{image_size}px-{channels}ch-{crop}"
+
+    def __len__(self) -> int:
+        return len(self.sharded)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"image {index} of {len(self)}")
+        return self.sharded.image(index % len(self)).float() / 255.0
+
+    @property
+    def labels(self) -> torch.Tensor | None:
+        """Each image's class (int64), when read with ``labels=True``."""
+        return self.sharded.labels
+
+
 def write_image_shards(
     files: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -401,4 +428,4 @@ def write_image_shards(
     return written
 
 
-__all__ = ["IMAGE_FIELDS", "ShardedImages", "expand_shards", "index_shard", "write_image_shards"]
+__all__ = ["IMAGE_FIELDS", "ShardedImageSet", "ShardedImages", "expand_shards", "index_shard", "write_image_shards"]

@@ -229,12 +229,14 @@ def evaluate_reconstructions(
     device: torch.device | str | None = None,
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
+    lpips=None,
 ) -> tuple[dict[str, float], Tensor]:
     """Reconstruct ``dataset`` with ``model`` (an ``ImageAutoencoder``) and measure it.
 
     Returns ``(metrics, code_counts)``: ``metrics`` holds usage, perplexity, dead_fraction, tokens
-    (over every token of the evaluated images), psnr, ssim (mean per image), and rfid over a fixed
-    random subset of ``fid_images`` images (skipped when 0); ``code_counts`` is the ``(K,)`` histogram.
+    (over every token of the evaluated images), psnr, ssim (mean per image), lpips (mean per image,
+    when an ``lpips`` network, ``simvq.models.LPIPS``, is given), and rfid over a fixed random subset
+    of ``fid_images`` images (skipped when 0); ``code_counts`` is the ``(K,)`` histogram.
 
     ``shard=(rank, world_size)``: under torch.distributed every process measures every
     ``world_size``-th image and the sums are all-reduced, so each process returns the numbers one
@@ -255,7 +257,9 @@ def evaluate_reconstructions(
     usage = CodebookUsage(model.quantizer.codebook_size, device=device, distributed=False)
     indices = np.arange(num_images)[rank::world_size]
     # per-image values summed (mean = sum / images), so shards add up like one pass
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # psnr, ssim, images
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # psnr, ssim, images, lpips
+    if lpips is not None:
+        lpips = lpips.to(device)
     batches = _batches(dataset, indices, batch_size)
     for images in tqdm(batches, total=-(-len(indices) // batch_size), desc="eval", disable=not progress, leave=False):
         images = images.to(device)
@@ -264,7 +268,8 @@ def evaluate_reconstructions(
         psnr = peak_signal_noise_ratio(reconstruction, images, data_range=1.0, dim=(1, 2, 3), reduction="sum")
         # a tensor (the function returns a tuple only with return_full_image=True)
         ssim = cast(Tensor, structural_similarity_index_measure(reconstruction, images, data_range=1.0, reduction="sum"))
-        sums += torch.stack([psnr.double(), ssim.double(), torch.tensor(float(len(images)), dtype=torch.float64, device=device)])
+        perceptual = lpips(reconstruction, images, reduction="sum").double() if lpips is not None else psnr.new_zeros((), dtype=torch.float64)
+        sums += torch.stack([psnr.double(), ssim.double(), torch.tensor(float(len(images)), dtype=torch.float64, device=device), perceptual])
         usage.update(out.codes)
     counts = usage.counts
     if world_size > 1:  # every rank calls: the shards' counts and sums add up to the whole set's
@@ -276,6 +281,8 @@ def evaluate_reconstructions(
         "ssim": (sums[1] / sums[2]).item(),
         "images": num_images,
     }
+    if lpips is not None:
+        metrics["lpips"] = (sums[3] / sums[2]).item()
     if fid_images:
         metrics.update(reconstruction_fid(model, dataset, num_images=min(fid_images, num_images), batch_size=min(batch_size, 50),
                                           cache_dir=fid_cache_dir, device=device, progress=progress, shard=shard))

@@ -5,10 +5,16 @@
                                   ``(S / p, p)`` for prime periods p, 2-D convs along time.
 ``MultiResolutionDiscriminator``  UnivNet (Jang et al. 2021): 2-D convs on magnitude spectrograms
                                   at three STFT resolutions.
-Both return, per sub-discriminator, the logits and the feature maps (for feature matching);
-``CodecDiscriminator`` runs both.
+``DACDiscriminator``              DAC (Kumar et al. 2023), as the official SimVQ audio recipe adds it
+                                  beside the two above: its own multi-period discriminator and a
+                                  multi-band discriminator on complex STFTs at three window sizes,
+                                  each split into five frequency bands; trained with least-squares
+                                  GAN losses and feature matching (``lsgan_*``, ``dac_feature_matching_loss``).
+All return, per sub-discriminator, the logits and the feature maps (for feature matching);
+``CodecDiscriminator`` runs the first two and holds the third when asked (``dac=True``).
 Widths are scaled down by ``channels`` (HiFi-GAN's MPD is 32..1024 wide, ~41 M parameters; the
-defaults here are 16..128) so they train beside a tiny codec on a CPU.
+defaults here are 16..128) so they train beside a tiny codec on a CPU; ``channels=32,
+max_channels=1024, resolution_channels=64`` are Vocos's (and the official recipe's) widths.
 """
 
 from __future__ import annotations
@@ -102,17 +108,112 @@ class MultiResolutionDiscriminator(nn.Module):
 
 class CodecDiscriminator(nn.Module):
     """Both waveform discriminators as one: ``wav -> (logits, feature maps)`` of every period and
-    every resolution (what the codec recipe trains against)."""
+    every resolution (what the codec recipe trains against). ``max_channels`` caps the multi-period
+    widths, ``resolution_channels`` (default ``channels``) sets the multi-resolution width. With
+    ``dac``, ``self.dac`` holds a ``DACDiscriminator`` of width ``dac_channels``, trained with its own
+    losses (``forward`` leaves it out); without, ``self.dac`` is None and the parameters are those of
+    the two alone."""
 
-    def __init__(self, *, channels: int = 16):
+    def __init__(self, *, channels: int = 16, max_channels: int = 128, resolution_channels: int | None = None,
+                 dac: bool = False, dac_channels: int = 32):
         super().__init__()
-        self.period = MultiPeriodDiscriminator(channels=channels)
-        self.resolution = MultiResolutionDiscriminator(channels=channels)
+        self.period = MultiPeriodDiscriminator(channels=channels, max_channels=max_channels)
+        self.resolution = MultiResolutionDiscriminator(channels=channels if resolution_channels is None else resolution_channels)
+        self.dac = DACDiscriminator(channels=dac_channels) if dac else None
 
     def forward(self, wav: Tensor) -> tuple[list[Tensor], list[list[Tensor]]]:
         period_logits, period_features = self.period(wav)
         resolution_logits, resolution_features = self.resolution(wav)
         return period_logits + resolution_logits, period_features + resolution_features
+
+
+# ----------------------------------------------------------------------------- DAC's discriminator
+
+DAC_BANDS = ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))  # fractions of the STFT bins
+DAC_FFT_SIZES = (2048, 1024, 512)
+
+
+class BandDiscriminator(nn.Module):
+    """DAC's ``MRD``: the complex STFT (real and imaginary parts as two channels; window ``n_fft``, hop
+    ``n_fft // 4``, rectangular window and centred frames, as the official SimVQ code calls
+    ``torch.stft``) split into frequency bands, a stack of 2-D convs per band (strided along
+    frequency), the bands joined along frequency and one last conv to the logits."""
+
+    def __init__(self, n_fft: int, *, channels: int = 32, bands=DAC_BANDS):
+        super().__init__()
+        self.n_fft = n_fft
+        bins = n_fft // 2 + 1
+        self.bands = tuple((int(low * bins), int(high * bins)) for low, high in bands)
+
+        def stack() -> nn.ModuleList:
+            return nn.ModuleList([
+                _weight_norm(nn.Conv2d(2, channels, (3, 9), padding=(1, 4))),
+                _weight_norm(nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), padding=(1, 4))),
+                _weight_norm(nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), padding=(1, 4))),
+                _weight_norm(nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), padding=(1, 4))),
+                _weight_norm(nn.Conv2d(channels, channels, 3, padding=1)),
+            ])
+
+        self.band_convs = nn.ModuleList(stack() for _ in self.bands)
+        self.out = _weight_norm(nn.Conv2d(channels, 1, 3, padding=1))
+        self.register_buffer("window", torch.ones(n_fft), persistent=False)  # torch.stft's window=None, said explicitly
+
+    def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            spectrum = torch.stft(wav.squeeze(1).float(), self.n_fft, hop_length=self.n_fft // 4, window=self.window,
+                                  return_complex=True, center=True)
+        x = torch.view_as_real(spectrum).permute(0, 3, 2, 1)  # (B, 2, frames, bins)
+        features, outputs = [], []
+        for (low, high), convs in zip(self.bands, self.band_convs):
+            band = x[..., low:high]
+            for conv in convs:
+                band = F.leaky_relu(conv(band), 0.1)
+                features.append(band)
+            outputs.append(band)
+        logits = self.out(torch.cat(outputs, dim=-1))
+        return logits.flatten(1), features
+
+
+class DACDiscriminator(nn.Module):
+    """DAC's discriminator as the official SimVQ audio recipe uses it: multi-period discriminators
+    (DAC's widths ``channels .. 32 x channels``: 32..1024 by default) and multi-band STFT
+    discriminators at ``fft_sizes``, on audio with its DC offset removed and peak-normalised to 0.8.
+    ``wav -> (logits per sub-discriminator, feature maps per sub-discriminator)``; the feature maps
+    leave out the logits, as DAC's feature matching does."""
+
+    def __init__(self, *, channels: int = 32, periods=MPD_PERIODS, fft_sizes=DAC_FFT_SIZES, bands=DAC_BANDS):
+        super().__init__()
+        self.periods = nn.ModuleList(PeriodDiscriminator(p, channels=channels, max_channels=32 * channels) for p in periods)
+        self.bands = nn.ModuleList(BandDiscriminator(n, channels=channels, bands=bands) for n in fft_sizes)
+
+    @staticmethod
+    def preprocess(wav: Tensor) -> Tensor:
+        wav = wav - wav.mean(dim=-1, keepdim=True)
+        return 0.8 * wav / (wav.abs().amax(dim=-1, keepdim=True) + 1e-9)
+
+    def forward(self, wav: Tensor) -> tuple[list[Tensor], list[list[Tensor]]]:
+        wav = self.preprocess(wav)
+        logits, features = [], []
+        for discriminator in [*self.periods, *self.bands]:
+            out, maps = discriminator(wav)
+            logits.append(out)
+            features.append(maps[:-1] if isinstance(discriminator, PeriodDiscriminator) else maps)
+        return logits, features
+
+
+def lsgan_discriminator_loss(real_logits: list[Tensor], fake_logits: list[Tensor]) -> Tensor:
+    """DAC's: ``sum over sub-discriminators of mean (1 - D(x))^2 + mean D(G(z))^2`` (pass the fake detached)."""
+    return torch.stack([(1 - r).pow(2).mean() + f.pow(2).mean() for r, f in zip(real_logits, fake_logits)]).sum()
+
+
+def lsgan_generator_loss(fake_logits: list[Tensor]) -> Tensor:
+    """DAC's: ``sum over sub-discriminators of mean (1 - D(G(z)))^2``."""
+    return torch.stack([(1 - f).pow(2).mean() for f in fake_logits]).sum()
+
+
+def dac_feature_matching_loss(real_features: list[list[Tensor]], fake_features: list[list[Tensor]]) -> Tensor:
+    """DAC's: the mean L1 of every feature map (real ones as constants), summed over layers and sub-discriminators."""
+    return torch.stack([F.l1_loss(f, r.detach()) for rs, fs in zip(real_features, fake_features) for r, f in zip(rs, fs)]).sum()
 
 
 def discriminator_loss(real_logits: list[Tensor], fake_logits: list[Tensor]) -> Tensor:
@@ -134,12 +235,19 @@ def feature_matching_loss(real_features: list[list[Tensor]], fake_features: list
 
 
 __all__ = [
+    "BandDiscriminator",
     "CodecDiscriminator",
+    "DACDiscriminator",
+    "DAC_BANDS",
+    "DAC_FFT_SIZES",
     "MPD_PERIODS",
     "MRD_RESOLUTIONS",
     "MultiPeriodDiscriminator",
     "MultiResolutionDiscriminator",
+    "dac_feature_matching_loss",
     "discriminator_loss",
     "feature_matching_loss",
     "generator_loss",
+    "lsgan_discriminator_loss",
+    "lsgan_generator_loss",
 ]

@@ -9,11 +9,13 @@ output trimmed back, so ``forward`` returns exactly the input's length.
 
 Encoder: SEANet (Tagliasacchi et al. 2020; EnCodec's, Défossez et al. 2022): a 7-tap conv, then per
 stride dilated residual units and a strided conv doubling the width, then residual blocks at the
-token rate and a 7-tap conv to ``dim``. Decoders:
+token rate, optionally EnCodec's two-layer LSTM with a skip (``lstm_layers``; WavTokenizer and the
+official SimVQ audio encoder have it), and a 7-tap conv to ``dim``. Decoders:
 
 ``"vocos"``       Vocos (Siuzdak 2023), as the official SimVQ audio recipe (via WavTokenizer) uses:
                   ConvNeXt blocks at the token rate predicting a log-magnitude and a phase per STFT
-                  frame, then ``torch.istft`` (hop = the codec hop, n_fft = 4 hops). All its convs
+                  frame, then ``torch.istft`` (hop = the codec hop, n_fft = 4 hops unless
+                  ``decoder_n_fft`` says otherwise). All its convs
                   run at 50-75 frames/s, so it is cheap on a CPU.
 ``"transposed"``  the SEANet mirror: transposed convs halving the width per stride.
 """
@@ -100,10 +102,25 @@ class StridedTransposedConv(nn.Module):
         return y[..., self.trim[0] : y.shape[-1] - self.trim[1]]
 
 
+class SkipLSTM(nn.Module):
+    """EnCodec's ``SLSTM``: a unidirectional ``num_layers``-layer LSTM over the frames of ``(B, C, T)``
+    (width C in and out) plus the input."""
+
+    def __init__(self, width: int, num_layers: int):
+        super().__init__()
+        self.lstm = nn.LSTM(width, width, num_layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames = x.permute(2, 0, 1)  # (T, B, C): nn.LSTM's default layout
+        y, _ = self.lstm(frames)
+        return (y + frames).permute(1, 2, 0)
+
+
 class SEANetEncoder(nn.Module):
     """``(B, 1, S) -> (B, dim, S / prod(strides))``; the width doubles at every stride."""
 
-    def __init__(self, *, channels: int, strides, dim: int, residual_layers: int, bottleneck_blocks: int, weight_norm: bool):
+    def __init__(self, *, channels: int, strides, dim: int, residual_layers: int, bottleneck_blocks: int, weight_norm: bool,
+                 lstm_layers: int = 0):
         super().__init__()
         layers: list[nn.Module] = [conv1d(1, channels, 7, weight_norm=weight_norm)]
         width = channels
@@ -112,6 +129,7 @@ class SEANetEncoder(nn.Module):
             layers += [nn.ELU(), StridedConv(width, 2 * width, stride, weight_norm=weight_norm)]
             width *= 2
         layers += [ResidualUnit(width, weight_norm=weight_norm) for _ in range(bottleneck_blocks)]
+        layers += [SkipLSTM(width, lstm_layers)] if lstm_layers else []
         layers += [nn.ELU(), conv1d(width, dim, 7, weight_norm=weight_norm)]
         self.layers = nn.Sequential(*layers)
         self.width = width
@@ -159,13 +177,16 @@ class ConvNeXtBlock(nn.Module):
 class VocosDecoder(nn.Module):
     """``(B, dim, T) -> (B, 1, T * hop_length)``: ConvNeXt at the frame rate, then an iSTFT head.
 
-    Each frame predicts ``n_fft // 2 + 1`` log-magnitudes and phases (``n_fft = 4 * hop_length``);
+    Each frame predicts ``n_fft // 2 + 1`` log-magnitudes and phases (``n_fft = 4 * hop_length`` by default);
     magnitudes are capped at exp(~4.6) = 100 as Vocos does, so an early blow-up cannot overflow.
     """
 
-    def __init__(self, *, dim: int, hop_length: int, width: int, blocks: int):
+    def __init__(self, *, dim: int, hop_length: int, width: int, blocks: int, n_fft: int | None = None):
         super().__init__()
-        self.hop_length, self.n_fft = hop_length, 4 * hop_length
+        n_fft = 4 * hop_length if n_fft is None else n_fft
+        if isinstance(n_fft, bool) or not isinstance(n_fft, int) or n_fft < hop_length or n_fft % 2:
+            raise ValueError(f"decoder_n_fft must be an even integer >= the hop ({hop_length}), got {n_fft!r}")
+        self.hop_length, self.n_fft = hop_length, n_fft
         self.embed = nn.Conv1d(dim, width, 7, padding=3)
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.blocks = nn.Sequential(*[ConvNeXtBlock(width, layer_scale=1 / max(1, blocks)) for _ in range(blocks)])
@@ -207,6 +228,8 @@ class AudioCodec(nn.Module):
         decoder: "vocos" (ConvNeXt + iSTFT) or "transposed" (SEANet mirror).
         decoder_width, decoder_blocks: the Vocos backbone's width and number of ConvNeXt blocks.
         weight_norm: weight-normalise the SEANet convs (as SEANet and EnCodec do).
+        lstm_layers: EnCodec's LSTM (with a skip) at the end of the encoder, before its last conv; 0: none.
+        decoder_n_fft: the Vocos head's STFT size; None: 4 hops (WavTokenizer's 1280 at hop 320).
 
     The defaults are tiny (0.89 M parameters: encoder 0.26 M, Vocos decoder 0.62 M; plus the quantizer)
     so a training step on 8 one-second clips takes ~1 s on one CPU core.
@@ -228,6 +251,8 @@ class AudioCodec(nn.Module):
         decoder_width: int = 128,
         decoder_blocks: int = 4,
         weight_norm: bool = True,
+        lstm_layers: int = 0,
+        decoder_n_fft: int | None = None,
     ):
         super().__init__()
         strides = tuple(int(s) for s in strides)
@@ -240,9 +265,11 @@ class AudioCodec(nn.Module):
         self.hop_length = math.prod(strides)
         stack = dict(channels=channels, strides=strides, dim=dim, residual_layers=residual_layers,
                      bottleneck_blocks=bottleneck_blocks, weight_norm=weight_norm)
-        self.encoder = SEANetEncoder(**stack)
+        if isinstance(lstm_layers, bool) or not isinstance(lstm_layers, int) or lstm_layers < 0:
+            raise ValueError(f"lstm_layers must be a non-negative integer, got {lstm_layers!r}")
+        self.encoder = SEANetEncoder(**stack, lstm_layers=lstm_layers)
         if decoder == "vocos":
-            self.decoder = VocosDecoder(dim=dim, hop_length=self.hop_length, width=decoder_width, blocks=decoder_blocks)
+            self.decoder = VocosDecoder(dim=dim, hop_length=self.hop_length, width=decoder_width, blocks=decoder_blocks, n_fft=decoder_n_fft)
         else:
             self.decoder = TransposedDecoder(**stack)
         options = {**(quantizer_options or {}), "channel_first": True}  # latents are (B, dim, T)
@@ -324,4 +351,4 @@ class AudioCodec(nn.Module):
         return self.decode(self.encode(wav), length=wav.shape[-1])
 
 
-__all__ = ["AudioCodec", "ConvNeXtBlock", "DECODERS", "SEANetEncoder", "TransposedDecoder", "VocosDecoder"]
+__all__ = ["AudioCodec", "ConvNeXtBlock", "DECODERS", "SEANetEncoder", "SkipLSTM", "TransposedDecoder", "VocosDecoder"]

@@ -4,7 +4,12 @@ registered quantizer in the bottleneck.
     images (B, C, H, W) in [0, 1] -> encoder -> z (B, h, w, dim) -> quantizer -> decoder -> images
 
 ``h = H / 2**downsamplings``. Widths per level are ``channels * channel_multipliers[level]``; each
-level holds ``num_res_blocks`` residual blocks (GroupNorm, SiLU, 3x3 convs).
+level holds ``num_res_blocks`` residual blocks (GroupNorm, SiLU, 3x3 convs), and ``mid_blocks`` more
+sit at the latent resolution (the encoder's end, the decoder's start). No attention blocks: with
+``channels=128, channel_multipliers=(1, 2, 2, 4), downsamplings=3, num_res_blocks=2, mid_blocks=2,
+norm_groups=32`` the stacks have the widths and depths of Open-MAGVIT2's encoder and decoder, the
+official SimVQ image tokenizer's (its resampling layers differ: 4x4 strided convs and nearest
+upsampling + conv here, 3x3 strided convs and conv + depth-to-space there).
 """
 
 from __future__ import annotations
@@ -83,14 +88,23 @@ def _add_levels(layers: list[nn.Module], widths: list[int], width: int, *, num_r
     return width
 
 
+def mid_block_count(num_res_blocks: int, mid_blocks: int | None) -> int:
+    """Residual blocks at the latent resolution: ``mid_blocks``, by default 1 (none without ``num_res_blocks``)."""
+    if mid_blocks is None:
+        return 1 if num_res_blocks else 0
+    if isinstance(mid_blocks, bool) or not isinstance(mid_blocks, int) or mid_blocks < 0:
+        raise ValueError(f"mid_blocks must be a non-negative integer or None, got {mid_blocks!r}")
+    return mid_blocks
+
+
 class Encoder(nn.Module):
-    def __init__(self, *, in_channels, channels, channel_multipliers, downsamplings, num_res_blocks, groups, dim):
+    def __init__(self, *, in_channels, channels, channel_multipliers, downsamplings, num_res_blocks, groups, dim, mid_blocks=None):
         super().__init__()
         widths = level_widths(channels, channel_multipliers, downsamplings)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
         width = widths[0]
         width = _add_levels(layers, widths, width, num_res_blocks=num_res_blocks, groups=groups, resample=Downsample)
-        layers += [ResBlock(width, width, groups=groups)] if num_res_blocks else []
+        layers += [ResBlock(width, width, groups=groups) for _ in range(mid_block_count(num_res_blocks, mid_blocks))]
         layers += [norm(width, groups), nn.SiLU(), nn.Conv2d(width, dim, 3, padding=1)]
         self.layers = nn.Sequential(*layers)
 
@@ -99,12 +113,12 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, *, out_channels, channels, channel_multipliers, downsamplings, num_res_blocks, groups, dim):
+    def __init__(self, *, out_channels, channels, channel_multipliers, downsamplings, num_res_blocks, groups, dim, mid_blocks=None):
         super().__init__()
         widths = level_widths(channels, channel_multipliers, downsamplings)[::-1]
         width = widths[0]
         layers: list[nn.Module] = [nn.Conv2d(dim, width, 3, padding=1)]
-        layers += [ResBlock(width, width, groups=groups)] if num_res_blocks else []
+        layers += [ResBlock(width, width, groups=groups) for _ in range(mid_block_count(num_res_blocks, mid_blocks))]
         width = _add_levels(layers, widths, width, num_res_blocks=num_res_blocks, groups=groups, resample=Upsample)
         layers += [norm(width, groups), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1)]
         self.layers = nn.Sequential(*layers)
@@ -128,6 +142,7 @@ class ImageAutoencoder(nn.Module):
         in_channels: 1 (grayscale) or 3 (RGB).
         channels, channel_multipliers, downsamplings, num_res_blocks, norm_groups: the conv stacks.
         dim: latent (code) dimension.
+        mid_blocks: residual blocks at the latent resolution; None: 1 (0 when ``num_res_blocks`` is 0).
     """
 
     def __init__(
@@ -143,6 +158,7 @@ class ImageAutoencoder(nn.Module):
         num_res_blocks: int = 1,
         norm_groups: int = 8,
         dim: int = 64,
+        mid_blocks: int | None = None,
     ):
         super().__init__()
         stack = dict(
@@ -152,6 +168,7 @@ class ImageAutoencoder(nn.Module):
             num_res_blocks=num_res_blocks,
             groups=norm_groups,
             dim=dim,
+            mid_blocks=mid_blocks,
         )
         self.in_channels = in_channels
         self.downsamplings = downsamplings

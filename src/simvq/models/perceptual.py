@@ -154,6 +154,7 @@ class LPIPS(nn.Module):
         random_weights_for_testing: a seeded random backbone and heads instead of the files (tests
             only: numbers from it are not LPIPS).
         weights_key: how the refusal names the backbone's setting (e.g. a config key).
+        heads_key: how the refusal names the heads' setting.
 
     ``forward(x, y, reduction="mean")``: the mean (or "sum", or per image with "none") distance;
     gradients flow to the inputs, never to the network. ``layer_distances`` gives the per-tap terms.
@@ -174,6 +175,7 @@ class LPIPS(nn.Module):
         input_range: str = "[0, 1]",
         random_weights_for_testing: bool = False,
         weights_key: str = "backbone_weights",
+        heads_key: str = "head_weights",
     ):
         super().__init__()
         if net not in NETS:
@@ -197,7 +199,7 @@ class LPIPS(nn.Module):
                     head.weight.data.uniform_(0.0, 1.0 / head.weight.shape[1])
         if not self.random_weights:
             self.load_backbone(self._backbone_file(backbone_weights, spec, weights_key))
-            self.load_heads(self._head_file(head_weights))
+            self.load_heads(self._head_file(head_weights, heads_key))
         self.requires_grad_(False)
         self.eval()
         self._load_prefixes: list[str] = []
@@ -220,14 +222,14 @@ class LPIPS(nn.Module):
             f"torchvision's {spec['file']} (none in {cached.parent}; nothing is downloaded)"
         )
 
-    def _head_file(self, path) -> Path:
+    def _head_file(self, path, heads_key: str = "head_weights") -> Path:
         if path is not None:
             return Path(path)
         found = lpips_head_path(self.net)
         if found is None:
             raise FileNotFoundError(
                 f"LPIPS-{self.net} needs the lpips linear heads: `pip install --no-deps lpips` (its wheel ships "
-                f"weights/v0.1/{self.net}.pth; its dependencies would replace torch) or pass head_weights=<path>"
+                f"weights/v0.1/{self.net}.pth; its dependencies would replace torch) or set {heads_key} to a local copy of it"
             )
         return found
 

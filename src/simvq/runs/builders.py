@@ -24,6 +24,7 @@ def build_image_model(config):
         num_res_blocks=config.model.num_res_blocks,
         norm_groups=config.model.norm_groups,
         dim=config.model.dim,
+        mid_blocks=config.model.mid_blocks,
     )
 
 

@@ -29,6 +29,9 @@ class DataConfig:
     batch_size: int = 64
     num_workers: int = 0
     in_memory: bool = True  # data sets held as one uint8 tensor are batched by indexing it (no DataLoader workers)
+    # name also takes class_folders (ImageNet's root/<class>/<image> layout: root = train, test_root = val)
+    # and webdataset (tar shards, simvq.data.ShardedImages: root = the train shards, test_root = the val shards)
+    mix_shards: int = 8  # webdataset: shards whose images are shuffled together
 
 
 @dataclass
@@ -39,6 +42,7 @@ class ModelConfig:
     num_res_blocks: int = 1  # residual blocks per level
     norm_groups: int = 8  # GroupNorm groups (must divide every level's width)
     dim: int = 64  # latent (code) dimension d
+    mid_blocks: int | None = None  # residual blocks at the latent resolution (encoder end, decoder start); None: 1 (0 without num_res_blocks)
 
 
 @dataclass
@@ -58,6 +62,10 @@ class LossConfig:
     discriminator_weight: float = 0.1
     discriminator_channels: int = 64
     discriminator_layers: int = 3
+    perceptual_weight: float = 0.0  # LPIPS (simvq.models.LPIPS) on the reconstruction; 0: off
+    perceptual_net: str = "vgg"  # vgg (VQGAN / the official SimVQ loss) | alex
+    perceptual_backbone: str | None = None  # torchvision's ImageNet weights file (vgg16-397923af.pth); None: torch hub's cache
+    perceptual_heads: str | None = None  # lpips's linear heads (weights/v0.1/vgg.pth); None: from the installed lpips package
 
 
 @dataclass
@@ -116,6 +124,8 @@ class EvalConfig:
     fid_cache_dir: str | None = None  # reference statistics; default ~/.cache/simvq/fid
     grid_images: int = 32
     usage_splits: tuple[str, ...] = ("test",)  # splits whose tokens the reported usage counts, e.g. [train, test]
+    lpips_backbone: str | None = None  # LPIPS-AlexNet in `simvq eval`: torchvision's alexnet-owt-7be5be79.pth; None: torch hub's cache, else skipped
+    lpips_heads: str | None = None  # its linear heads (weights/v0.1/alex.pth); None: from the installed lpips package
 
 
 @dataclass
@@ -146,6 +156,10 @@ class AudioDataConfig:
     in_memory: bool = True  # the train split held as int16, batches gathered by one index op
     corpus: SpeechCorpusSpec = field(default_factory=SpeechCorpusSpec)  # espeak_corpus: what to synthesise
     workers: int = 2  # parallel syntheses while the corpus is built
+    # name also takes libritts (simvq.data.speech.LibriTTS: root = the LibriTTS folder)
+    train_splits: tuple[str, ...] = ("train-clean-100", "train-clean-360", "train-other-500")  # libritts: the training splits
+    test_splits: tuple[str, ...] = ("test-clean",)  # libritts: the evaluation splits
+    num_workers: int = 0  # libritts streamed from disk (in_memory: false): DataLoader workers reading the files
 
 
 @dataclass
@@ -161,6 +175,8 @@ class CodecModelConfig:
     decoder_width: int = 128
     decoder_blocks: int = 4
     weight_norm: bool = True
+    lstm_layers: int = 0  # SEANet's LSTM (with a skip) at the token rate before the last conv; 0: none (EnCodec / WavTokenizer: 2)
+    decoder_n_fft: int | None = None  # the Vocos iSTFT head's n_fft; None: 4 hops (1280 at hop 320)
 
 
 @dataclass
@@ -182,6 +198,11 @@ class AudioLossConfig:
     feature_matching_weight: float = 2.0
     discriminator_start: int = 0
     discriminator_channels: int = 16
+    discriminator_max_channels: int = 128  # the multi-period discriminator's widest layer (HiFi-GAN / Vocos: 1024)
+    resolution_discriminator_channels: int | None = None  # the multi-resolution discriminator's width; None: discriminator_channels (Vocos: 64)
+    dac_discriminator: bool = False  # add DAC's discriminator (its multi-period + multi-band complex-STFT parts; LSGAN + feature matching)
+    dac_generator_weight: float = 1.0  # weight of its generator terms (adversarial + feature matching)
+    dac_channels: int = 32  # its widths: multi-period channels..32x channels, multi-band channels (DAC: 32)
 
 
 @dataclass

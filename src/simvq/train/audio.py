@@ -1,6 +1,7 @@
-"""The audio plug-in of the tokenizer recipe (``simvq.train.recipe``): speech corpora or wav folders,
-the ``AudioCodec``, log-mel + multi-resolution STFT losses, the optional multi-period +
-multi-resolution discriminators with feature matching, and PESQ/STOI/mel distance/DNSMOS/usage;
+"""The audio plug-in of the tokenizer recipe (``simvq.train.recipe``): speech corpora, wav folders or
+LibriTTS, the ``AudioCodec``, log-mel + multi-resolution STFT losses, the optional multi-period +
+multi-resolution discriminators with feature matching (and DAC's discriminator beside them with
+``loss.dac_discriminator``), and PESQ/STOI/mel distance/DNSMOS/usage;
 ``train_tokenizer(config) -> run_dir`` and ``evaluate_run(run_dir) -> dict`` drive it.
 
     simvq train configs/speech.yaml quantizer.name=vq_ema quantizer.codebook_size=65536
@@ -13,7 +14,8 @@ utterances the original and reconstructed wav and a spectrogram PNG of both; eve
 ``trainer.sample_every`` steps of training the same into ``samples/step_<N>/``. A resumed run
 continues the clip stream where it stopped (``data.in_memory``: it ends with the weights of an
 uninterrupted run); clips streamed from the files (``data.in_memory: false``) are reseeded from the
-step it resumes at instead.
+step it resumes at instead, except LibriTTS's, whose ``FileClipBatches`` draw every batch from
+``(seed, rank, step)`` and so continue exactly too.
 """
 
 from __future__ import annotations
@@ -27,9 +29,17 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import InMemorySpeech, RandomClipBatches, build_speech_dataset
+from ..data import FileClipBatches, InMemorySpeech, RandomClipBatches, build_speech_dataset
 from ..models import CodecLoss
-from ..models.audio_discriminators import CodecDiscriminator, discriminator_loss, feature_matching_loss, generator_loss
+from ..models.audio_discriminators import (
+    CodecDiscriminator,
+    dac_feature_matching_loss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+)
 from ..runs import load_run_model, save_code_counts, training_facts
 from ..runs.files import METRICS_FILE, check_metrics
 from ..runs.schemas import AudioConfig
@@ -49,7 +59,10 @@ class AudioModality(Modality):
                                     mel_options=dataclasses.asdict(loss.mel), floor_dbfs=loss.floor_dbfs)
 
     def build_discriminator(self, config: AudioConfig):
-        return CodecDiscriminator(channels=config.loss.discriminator_channels)
+        loss = config.loss
+        return CodecDiscriminator(channels=loss.discriminator_channels, max_channels=loss.discriminator_max_channels,
+                                  resolution_channels=loss.resolution_discriminator_channels,
+                                  dac=loss.dac_discriminator, dac_channels=loss.dac_channels)
 
     def prepare(self, batch, config: AudioConfig) -> torch.Tensor:
         return batch.float()
@@ -64,13 +77,33 @@ class AudioModality(Modality):
         fake_logits, fake_features = discriminator(reconstruction)
         adversarial, matching = generator_loss(fake_logits), feature_matching_loss(real_features, fake_features)
         loss = config.loss.discriminator_weight * adversarial + config.loss.feature_matching_weight * matching
-        return loss, {"train/generator": adversarial, "train/feature_matching": matching}
+        logs = {"train/generator": adversarial, "train/feature_matching": matching}
+        if discriminator.dac is not None:
+            # DAC's terms as the official recipe adds them: least squares + summed feature matching
+            with torch.no_grad():
+                _, real_features = discriminator.dac(wav)
+            fake_logits, fake_features = discriminator.dac(reconstruction)
+            dac_adversarial, dac_matching = lsgan_generator_loss(fake_logits), dac_feature_matching_loss(real_features, fake_features)
+            loss = loss + config.loss.dac_generator_weight * (dac_adversarial + dac_matching)
+            logs.update({"train/dac_generator": dac_adversarial, "train/dac_feature_matching": dac_matching})
+        return loss, logs
 
     def discriminator_loss(self, discriminator, wav, reconstruction):
-        return discriminator_loss(discriminator(wav)[0], discriminator(reconstruction)[0])
+        loss = discriminator_loss(discriminator(wav)[0], discriminator(reconstruction)[0])
+        if discriminator.dac is not None:
+            loss = loss + lsgan_discriminator_loss(discriminator.dac(wav)[0], discriminator.dac(reconstruction)[0])
+        return loss
 
     def train_loader(self, config: AudioConfig, start_step: int) -> DataLoader:
         data = config.data
+        if data.name == "libritts" and not data.in_memory:
+            # too large to hold: clips read from the files in workers, each batch drawn from
+            # (seed, rank, step), so a resumed run continues the stream exactly
+            files = build_speech_dataset(data, "train", seed=config.trainer.seed, whole=True)
+            batches = FileClipBatches(files, data.batch_size, round(data.clip_seconds * data.sample_rate),
+                                      seed=config.trainer.seed, start=start_step)
+            return DataLoader(batches, batch_size=None, num_workers=data.num_workers, persistent_workers=data.num_workers > 0,
+                              pin_memory=torch.cuda.is_available())
         dataset = build_speech_dataset(data, "train", seed=config.trainer.seed + start_step)
         if not data.in_memory:
             return DataLoader(dataset, batch_size=data.batch_size, shuffle=True, drop_last=True)

@@ -1,7 +1,13 @@
 """The image plug-in of the tokenizer recipe (``simvq.train.recipe``): Fashion-MNIST / image
-folders / photo crops, the convolutional autoencoder, the pixel loss, the PatchGAN, PSNR/SSIM/rFID
+folders / photo crops / ImageNet-style class folders / WebDataset tar shards, the convolutional
+autoencoder, the pixel loss, the optional LPIPS perceptual loss, the PatchGAN, PSNR/SSIM/LPIPS/rFID
 and the PNGs; and the two functions that drive it: ``train_tokenizer(config) -> run_dir`` and
 ``evaluate_run(run_dir) -> dict``.
+
+The perceptual loss (``loss.perceptual_weight`` > 0) is ``simvq.models.perceptual.LPIPS`` held by the
+``ImageTokenizerModule`` as ``perceptual``, beside the autoencoder and not inside it: frozen, left out
+of the optimiser, of the weight EMA, of ``model.safetensors`` and of the checkpoints (its weights come
+from ``loss.perceptual_backbone`` / ``loss.perceptual_heads``, never from random numbers).
 
 A run directory holds ``config.yaml``/``config.json``, ``model.safetensors`` (final weights, the EMA
 copy when EMA is on), ``checkpoints/last.ckpt`` (Lightning state for resuming), ``metrics.json``,
@@ -21,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..data import build_image_dataset
+from ..data import FolderBatches, ShardedImages, build_image_dataset
 from ..data.in_memory import ShuffledBatches, to_unit_float, uint8_images
 from ..models import PatchDiscriminator
 from ..models.discriminator import hinge_discriminator_loss, hinge_generator_loss
@@ -37,7 +43,10 @@ RECONSTRUCTION_RANGES = ("[0, 1]", "[-1, 1]")
 
 
 class ImageModality(Modality):
-    """Images ``(B, C, H, W)``: uint8 or float batches in, float ``[0, 1]`` reconstructions out."""
+    """Images ``(B, C, H, W)``: uint8 or float batches in, float ``[0, 1]`` reconstructions out.
+    ``perceptual``: the LPIPS network of the perceptual loss (set by ``ImageTokenizerModule``), or None."""
+
+    perceptual = None
 
     def build_model(self, config: TokenizerConfig):
         if config.loss.reconstruction not in RECONSTRUCTION_LOSSES:
@@ -57,7 +66,12 @@ class ImageModality(Modality):
 
     def reconstruction_loss(self, reconstruction, images, config: TokenizerConfig):
         loss = reconstruction_error(reconstruction, images, config.loss)
-        return loss, {"train/reconstruction": loss}
+        logs = {"train/reconstruction": loss}
+        if self.perceptual is not None:
+            perceptual = self.perceptual(reconstruction, images)
+            logs["train/perceptual"] = perceptual
+            loss = loss + config.loss.perceptual_weight * perceptual
+        return loss, logs
 
     def adversarial_loss(self, discriminator, images, reconstruction, config: TokenizerConfig):
         generator_loss = hinge_generator_loss(discriminator(reconstruction))
@@ -79,10 +93,62 @@ class ImageModality(Modality):
 
 
 class ImageTokenizerModule(TokenizerModule):
-    """The tokenizer recipe on images."""
+    """The tokenizer recipe on images; ``perceptual`` holds the frozen LPIPS of the perceptual loss
+    (None when ``loss.perceptual_weight`` is 0)."""
 
     def __init__(self, config: TokenizerConfig):
         super().__init__(config, ImageModality(config))
+        # registered here, on the module: moved to the device with it, yet outside self.model, so
+        # outside the optimiser, the EMA copy and model.safetensors (and LPIPS saves no state_dict)
+        self.perceptual = build_perceptual(config)
+        self.modality.perceptual = self.perceptual
+
+
+def build_perceptual(config: TokenizerConfig):
+    """The LPIPS network of ``loss.perceptual_*``, or None when ``loss.perceptual_weight`` is 0. Without
+    weights files it refuses in one line naming ``loss.perceptual_backbone`` (or ``loss.perceptual_heads``)."""
+    from ..models.perceptual import LPIPS, NETS
+
+    loss = config.loss
+    if not loss.perceptual_weight:
+        return None
+    if loss.perceptual_weight < 0:
+        raise ValueError(f"loss.perceptual_weight must be >= 0, got {loss.perceptual_weight}")
+    if loss.perceptual_net not in NETS:
+        raise ValueError(f"loss.perceptual_net must be one of {sorted(NETS)}, got {loss.perceptual_net!r}")
+    minimum = NETS[loss.perceptual_net]["min_size"]
+    if config.data.image_size < minimum:
+        raise ValueError(f"loss.perceptual_net={loss.perceptual_net} needs data.image_size >= {minimum}, got {config.data.image_size}")
+    return LPIPS(loss.perceptual_net, backbone_weights=loss.perceptual_backbone, head_weights=loss.perceptual_heads,
+                 weights_key="loss.perceptual_backbone", heads_key="loss.perceptual_heads")
+
+
+def evaluation_lpips(config: TokenizerConfig):
+    """``(network, None)``: LPIPS-AlexNet (the number papers report) for ``simvq eval``, from
+    ``eval.lpips_backbone`` / ``eval.lpips_heads`` (or ``loss.perceptual_backbone`` / ``_heads`` when
+    the loss itself is LPIPS-AlexNet), else torch hub's cache and the installed lpips package; or
+    ``(None, reason)`` when there are no such weights or the images are smaller than AlexNet's
+    minimum. A weights file named in the config that cannot be read is an error, not a skip; random
+    weights are refused."""
+    from ..models.perceptual import LPIPS, NETS
+
+    minimum, size = NETS["alex"]["min_size"], config.data.image_size
+    if size < minimum:
+        return None, f"LPIPS-alex needs images of at least {minimum}x{minimum}; these are {size}x{size}"
+    backbone, heads = config.eval.lpips_backbone, config.eval.lpips_heads
+    keys = ("eval.lpips_backbone", "eval.lpips_heads")
+    if backbone is None and heads is None and config.loss.perceptual_net == "alex":
+        backbone, heads = config.loss.perceptual_backbone, config.loss.perceptual_heads
+        keys = ("loss.perceptual_backbone", "loss.perceptual_heads")
+    try:
+        network = LPIPS("alex", backbone_weights=backbone, head_weights=heads, weights_key=keys[0], heads_key=keys[1])
+    except FileNotFoundError as error:
+        if backbone is not None or heads is not None:
+            raise
+        return None, str(error)
+    if network.random_weights:  # never reachable from a config; kept as the rule
+        raise ValueError("LPIPS for evaluation must use pretrained weights, not random ones")
+    return network, None
 
 
 def reconstruction_error(reconstruction: torch.Tensor, images: torch.Tensor, loss_config) -> torch.Tensor:
@@ -93,7 +159,26 @@ def reconstruction_error(reconstruction: torch.Tensor, images: torch.Tensor, los
     return RECONSTRUCTION_LOSSES[loss_config.reconstruction](reconstruction, images)
 
 
+def _batch_loader(batches, workers: int) -> DataLoader:
+    """A DataLoader over a data set that yields whole batches (built in ``workers`` processes)."""
+    return DataLoader(batches, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=torch.cuda.is_available())
+
+
 def _data_loader(config: TokenizerConfig, start_step: int = 0) -> DataLoader:
+    data = config.data
+    # tar shards and class folders: batches in an order that depends on the seed, the epoch and the
+    # rank only (not on the workers), resumed exactly at start_step (mid-epoch included)
+    if data.name == "webdataset":
+        if data.root is None:
+            raise ValueError("data.root must name the training tar shards (a directory, a brace pattern or a glob) for data.name=webdataset")
+        batches = ShardedImages(data.root, batch_size=data.batch_size, image_size=data.image_size, channels=data.channels,
+                                crop=data.crop, seed=config.trainer.seed, start=start_step, mix_shards=data.mix_shards)
+        return _batch_loader(batches, data.num_workers)
+    if data.name == "class_folders":
+        folder = build_image_dataset(data, "train", seed=config.trainer.seed)
+        return _batch_loader(FolderBatches(folder, data.batch_size, seed=config.trainer.seed, start=start_step, crop=data.crop),
+                             data.num_workers)
     dataset = build_image_dataset(config.data, "train", seed=config.trainer.seed)
     if len(dataset) < config.data.batch_size:
         raise ValueError(f"the training set has {len(dataset)} images, fewer than data.batch_size={config.data.batch_size}")
@@ -141,7 +226,10 @@ def evaluate_run(
 
         {"usage", "tokens", "tokens_per_code", "usage_chao1", "coverage", "usage_reference",
          "usage_test", "tokens_test", "perplexity", "dead_fraction", "psnr", "ssim", "images",
-         "rfid", "rfid_images", "codebook_size", "quantizer", "global_step", ...}
+         "lpips" or "lpips_skipped", "rfid", "rfid_images", "codebook_size", "quantizer", "global_step", ...}
+
+    LPIPS is LPIPS-AlexNet (``evaluation_lpips``), averaged per image; where its weights are not
+    there, or the images are smaller than AlexNet takes, ``lpips_skipped`` says why instead.
 
     PSNR/SSIM are over the test images; ``usage_test`` over their tokens. ``usage``, perplexity and
     the coverage statistics (``simvq.metrics.coverage_summary``: Chao1, Good-Turing coverage, the
@@ -167,6 +255,7 @@ def evaluate_run(
     eval_config = config.eval
     batch_size = eval_config.batch_size if batch_size is None else batch_size
     dataset = build_image_dataset(config.data, "test", seed=config.trainer.seed)
+    lpips, lpips_skipped = evaluation_lpips(config)
     metrics, counts = evaluate_reconstructions(
         model,
         dataset,
@@ -177,7 +266,12 @@ def evaluate_run(
         device=device,
         progress=progress,
         shard=shard,
+        lpips=lpips,
     )
+    if lpips is not None:
+        metrics["lpips_net"] = "alex"
+    else:
+        metrics["lpips_skipped"] = lpips_skipped
     counts = usage_over_splits(metrics, counts, dim=model.quantizer.dim, splits=eval_config.usage_splits, split_counts=lambda split: code_histogram(
         model, build_image_dataset(config.data, split, seed=config.trainer.seed),
         batch_size=batch_size, device=device, progress=progress, shard=shard))

@@ -9,7 +9,7 @@ spec, building it on disk, its manifest) and ``datasets`` (the torch data sets a
 """
 
 from .corpus import MANIFEST_FIELDS, SpeechCorpusSpec, build_speech_corpus, corpus_plan, rate_dir, read_manifest
-from .datasets import AUDIO_SUFFIXES, InMemorySpeech, RandomClipBatches, SpeechCorpus, WavFolder, list_audio, pad_collate
+from .datasets import AUDIO_SUFFIXES, FileClipBatches, InMemorySpeech, RandomClipBatches, SpeechCorpus, WavFolder, list_audio, pad_collate
 from .libritts import LIBRITTS_SPLITS, LibriTTS
 from .sentences import speech_sentences
 from .synthesis import (
@@ -28,6 +28,7 @@ __all__ = [
     "ESPEAK_ACCENTS",
     "ESPEAK_VARIANTS",
     "FLITE_VOICES",
+    "FileClipBatches",
     "InMemorySpeech",
     "LIBRITTS_SPLITS",
     "LibriTTS",

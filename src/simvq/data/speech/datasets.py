@@ -206,6 +206,49 @@ class RandomClipBatches(IterableDataset):
         return chosen, torch.rand(self.batch_size, generator=generator)
 
 
+class FileClipBatches(IterableDataset):
+    """Endless batches ``(batch_size, 1, clip_samples)`` float32 of random clips read from the files of
+    a ``WavFolder`` (e.g. ``LibriTTS``), for corpora too large to hold in memory; use
+    ``DataLoader(batches, batch_size=None, num_workers=W)``. Batch ``k`` of rank ``r`` draws its
+    utterances (uniformly) and clip positions (uniformly within each; shorter utterances are
+    zero-padded) from a generator seeded by ``(seed, r, k)``; worker ``w`` of ``W`` builds batches
+    ``w, w + W, ...``, the order the DataLoader returns them in. So the stream depends on neither the
+    number of workers nor the batches before it, and ``start`` (batches this rank already consumed,
+    the steps of a resumed run) continues it exactly. The rank is torch.distributed's, else ``$RANK``."""
+
+    def __init__(self, dataset: WavFolder, batch_size: int, clip_samples: int, *, seed: int = 0, start: int = 0):
+        if batch_size < 1 or clip_samples < 1:
+            raise ValueError(f"batch_size and clip_samples must be positive, got {batch_size}, {clip_samples}")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start must be a non-negative integer, got {start!r}")
+        self.dataset, self.batch_size, self.clip_samples, self.seed, self.start = dataset, batch_size, clip_samples, seed, start
+
+    def batch(self, step: int, rank: int = 0) -> Tensor:
+        """The rank's batch ``step``."""
+        rng = np.random.default_rng([self.seed, rank, step])
+        chosen = rng.integers(0, len(self.dataset), self.batch_size)
+        fractions = rng.random(self.batch_size)
+        clips = np.zeros((self.batch_size, 1, self.clip_samples), np.float32)
+        for row, (index, fraction) in enumerate(zip(chosen, fractions)):
+            samples = self.dataset.load(int(index))
+            room = max(0, samples.shape[0] - self.clip_samples)
+            first = min(int(fraction * (room + 1)), room)
+            clip = samples[first : first + self.clip_samples]
+            clips[row, 0, : clip.shape[0]] = clip
+        return torch.from_numpy(clips)
+
+    def __iter__(self):
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        step = self.start + worker
+        while True:
+            yield self.batch(step, rank)
+            step += workers
+
+
 def pad_collate(batch: list[Tensor]) -> tuple[Tensor, Tensor]:
     """Whole utterances ``(1, S_i)`` to ``(B, 1, max S)`` (zero-padded at the end) and their lengths ``(B,)``."""
     lengths = torch.tensor([item.shape[-1] for item in batch], dtype=torch.long)
@@ -217,6 +260,7 @@ def pad_collate(batch: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 __all__ = [
     "AUDIO_SUFFIXES",
+    "FileClipBatches",
     "InMemorySpeech",
     "RandomClipBatches",
     "SpeechCorpus",
