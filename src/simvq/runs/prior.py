@@ -1,6 +1,10 @@
 """A prior run directory, read without Lightning: the prior recipe's config schema and loading, its
 ``tokens.json`` (the tokenizer it was trained on: path, SHA-256 of its weights, codebook size, grid,
-classes) and the trained ``TokenPrior``. The recipe itself is ``simvq.train.prior``."""
+classes) and the trained ``TokenPrior``. The recipe itself is ``simvq.train.prior``.
+
+``tokens.json``'s ``tokenizer`` is the tokenizer's directory: absolute in a trained run, relative to
+the prior's directory in a ``save_pretrained`` one (``tokenizer``: the subfolder that travels with
+it, ``simvq.runs.pretrained``); ``read_tokens_meta`` gives it resolved either way."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from pathlib import Path
 from .config import load_structured
 from .files import CHECKPOINT_FILE, WEIGHTS_FILE
 from .schemas import OptimConfig, TrainerConfig
-from .weights import checkpoint_model_state
+from .weights import read_model_state
 
 TOKENS_META = "tokens.json"
 
@@ -84,8 +88,24 @@ def read_prior_config(run_dir: str | os.PathLike) -> PriorConfig:
 
 
 def read_tokens_meta(run_dir: str | os.PathLike) -> dict:
-    """The prior run's ``tokens.json``."""
-    return json.loads((Path(run_dir) / TOKENS_META).read_text())
+    """The prior run's ``tokens.json``, its ``tokenizer`` resolved against the run directory when
+    relative (a ``save_pretrained`` prior names its ``tokenizer`` subfolder so)."""
+    meta = json.loads((Path(run_dir) / TOKENS_META).read_text())
+    if meta.get("tokenizer") and not Path(meta["tokenizer"]).is_absolute():
+        meta["tokenizer"] = str(Path(run_dir) / meta["tokenizer"])
+    return meta
+
+
+def tokenizer_fingerprint(tokenizer_dir: str | os.PathLike) -> str:
+    """SHA-256 of the tokenizer's weights (``model.safetensors``, else its last checkpoint): what a
+    prior's ``tokens.json`` records, so a prior is never decoded by a tokenizer that changed."""
+    from ..data.tokens import file_sha256
+
+    tokenizer_dir = Path(tokenizer_dir)
+    for name in (WEIGHTS_FILE, CHECKPOINT_FILE):
+        if (tokenizer_dir / name).is_file():
+            return file_sha256(tokenizer_dir / name)
+    raise FileNotFoundError(f"{tokenizer_dir} holds no trained tokenizer ({WEIGHTS_FILE} or {CHECKPOINT_FILE})")
 
 
 def load_prior(run_dir: str | os.PathLike, *, device=None):
@@ -95,16 +115,14 @@ def load_prior(run_dir: str | os.PathLike, *, device=None):
     run_dir = Path(run_dir)
     config = read_prior_config(run_dir)
     meta = read_tokens_meta(run_dir)
-    if (run_dir / WEIGHTS_FILE).is_file():
-        from safetensors.torch import load_file
-
-        state = load_file(str(run_dir / WEIGHTS_FILE))
-    elif (run_dir / CHECKPOINT_FILE).is_file():
-        state = checkpoint_model_state(run_dir / CHECKPOINT_FILE)
-    else:
+    weights = next((run_dir / name for name in (WEIGHTS_FILE, CHECKPOINT_FILE) if (run_dir / name).is_file()), None)
+    if weights is None:
         raise FileNotFoundError(f"{run_dir} holds neither {WEIGHTS_FILE} nor {CHECKPOINT_FILE}")
     model = config.model
     prior = TokenPrior(meta["codebook_size"], grid=tuple(meta["grid"]), num_classes=meta["num_classes"], dim=model.dim,
                        layers=model.layers, heads=model.heads)
-    prior.load_state_dict(state)
+    try:  # safetensors checked to be finite, checkpoints read weights-only (simvq.runs.weights)
+        prior.load_state_dict(read_model_state(weights))
+    except RuntimeError as error:
+        raise ValueError(f"{weights} does not match the prior its config and {TOKENS_META} describe: {' '.join(str(error).split())}") from None
     return prior.eval().to(device or "cpu"), config, meta
