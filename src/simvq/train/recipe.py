@@ -29,6 +29,7 @@ from ..metrics import CodebookUsage
 from ..quantizers.base import training_streams
 from ..runs import CHECKPOINT_FILE, WEIGHTS_FILE, get_recipe, read_run_config, save_config, save_weights, to_dict
 from ..runs.files import USAGE_HISTORY_FILE
+from ..runs.finetune import apply_optimizer_state, apply_weights, initial_state
 from ..utils import atomic_write_text
 from .core import (
     PeriodicCheckpoint,
@@ -115,6 +116,7 @@ class TokenizerModule(pl.LightningModule):
         self.window_usage = CodebookUsage(self.model.quantizer.codebook_size)
         self.usage_history: list[dict] = []  # one point per trainer.log_every steps
         self.steps_this_session = 0
+        self.initial_state = None  # fine-tuning: simvq.runs.finetune.InitialState, set by fit_tokenizer
 
     # -- optimisers ---------------------------------------------------------------------------
 
@@ -131,6 +133,14 @@ class TokenizerModule(pl.LightningModule):
             return [generator], schedules
         discriminator = torch.optim.Adam(self.discriminator.parameters(), lr=optim.lr, betas=tuple(optim.betas))
         return [generator, discriminator], schedules
+
+    def on_train_start(self) -> None:
+        # init.optimizer=resume: the source run's generator state, into the optimizer Lightning built
+        if self.initial_state is not None and self.initial_state.optimizer_state is not None:
+            optimizers = self.optimizers()
+            generator = (optimizers[0] if isinstance(optimizers, list) else optimizers).optimizer
+            apply_optimizer_state(generator, self.initial_state)
+        self.initial_state = None
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -256,17 +266,27 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
     the run directory; if it holds ``checkpoints/last.ckpt`` from an earlier call, training resumes
     from it (steps already done are not redone). With ``evaluate`` the modality's evaluation runs
     afterwards: its recipe kind's ``evaluate_run`` (every rank measures a shard under DDP; rank 0 writes).
+    With ``init.from`` (fine-tuning; ``simvq.runs.finetune``) a new run starts from that tokenizer's
+    weights, its quantizer kept or built afresh (``init.quantizer``), its optimizer fresh or continued
+    (``init.optimizer``); the source is checked before the run directory is written.
     """
     run_dir = Path(config.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT_FILE
-    if checkpoint_path.is_file():
+    resuming = checkpoint_path.is_file()
+    if resuming:
         check_resumable(read_run_config(run_dir), config, run_dir)
+    # fine-tuning (init.from): the source is read and checked before anything is written; a run that
+    # resumes its own checkpoint continues from that instead
+    initial = None if resuming else initial_state(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir)
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     show_progress = config.trainer.progress_bar if progress is None else progress
 
     module = build_module()
+    if initial is not None:
+        apply_weights(module.model, initial, copies=(module.ema_model,))
+        module.initial_state = initial  # the optimizer state, loaded once the optimizers exist (on_train_start)
     modality = module.modality
     strategy = config.trainer.strategy
     if strategy == "ddp" and config.loss.discriminator:
