@@ -357,30 +357,145 @@ def _frozen(model: nn.Module, config) -> nn.Module:
     return copy
 
 
-def export_graphs(model, config):
-    """``(encode module, decode module, example input, example codes, meta)`` for an image or audio model."""
-    search, vectors = quantizer_graphs(model.quantizer, config.quantizer.name)
-    model = _frozen(model, config)
-    staged = model.quantizer.code_ndim == 1
-    stages = ["stages"] if staged else []
-    codes_meta = {"codebook_size": model.quantizer.codebook_size, "stages": getattr(model.quantizer, "num_quantizers", None) if staged else None}
-    generator = torch.Generator().manual_seed(0)
-    if config.recipe == "image":
-        size, channels = config.data.image_size, config.data.channels
-        grid = size // 2**config.model.downsamplings
-        example = torch.rand(2, channels, size, size, generator=generator)
-        meta = {"encode": {"inputs": {"images": ["batch", channels, size, size]}, "outputs": {"codes": ["batch", grid, grid, *stages]}},
-                "decode": {"inputs": {"codes": ["batch", grid, grid, *stages]}, "outputs": {"images": ["batch", channels, size, size]}},
-                "input_range": [0.0, 1.0]}
-        return ImageEncode(model, search, staged=staged).eval(), ImageDecode(model, vectors).eval(), example, {**meta, **codes_meta}
-    if config.recipe == "audio":
-        hop = model.hop_length
-        example = (torch.rand(2, 3 * hop + hop // 2 + 1, generator=generator) * 2 - 1) * 0.5  # a ragged length: the padding is traced
-        meta = {"encode": {"inputs": {"wav": ["batch", "samples"]}, "outputs": {"codes": ["batch", "ceil(samples / hop_length)", *stages]}},
-                "decode": {"inputs": {"codes": ["batch", "frames", *stages]}, "outputs": {"wav": ["batch", "frames * hop_length"]}},
-                "input_range": [-1.0, 1.0], "sample_rate": model.sample_rate, "hop_length": hop}
-        return AudioEncode(model, search, staged=staged).eval(), AudioDecode(model, vectors).eval(), example, {**meta, **codes_meta}
-    raise NotExportable(f"export-onnx knows the image and audio recipes, not {config.recipe!r}")
+class OnnxGraphs:
+    """A recipe kind's ONNX export (its registry entry's ``onnx``, ``simvq.runs.registry``): the encode
+    and decode modules of a trained model, their example inputs, dynamic dimensions and description,
+    what PyTorch gives for the same inputs, and the kind's test inputs for the check."""
+
+    encode_input = encode_output = ""
+
+    def __init__(self, model, config):
+        self.model, self.config = model, config
+        search, vectors = quantizer_graphs(model.quantizer, config.quantizer.name)
+        frozen = _frozen(model, config)
+        self.staged = model.quantizer.code_ndim == 1
+        self.encode, self.decode = (module.eval() for module in self.build(frozen, search, vectors))
+
+    def build(self, model, search: nn.Module, vectors: nn.Module) -> tuple[nn.Module, nn.Module]:
+        raise NotImplementedError
+
+    def example(self) -> Tensor:
+        """An encode input to trace with (batch 2)."""
+        raise NotImplementedError
+
+    def dynamic(self) -> tuple[dict, dict]:
+        """The dynamic dimensions of the encode input and of the codes (``torch.export.Dim`` by axis)."""
+        raise NotImplementedError
+
+    def shapes(self) -> dict:
+        """Names and shapes of the graphs' inputs and outputs, for ``onnx.json``."""
+        raise NotImplementedError
+
+    def torch_encode(self, inputs: Tensor) -> Tensor:
+        """The PyTorch tokenizer's codes for an encode input of the graph's layout."""
+        raise NotImplementedError
+
+    def torch_decode(self, codes: Tensor) -> Tensor:
+        """The PyTorch tokenizer's decoding, in the decode graph's output layout."""
+        raise NotImplementedError
+
+    def test_inputs(self, count: int) -> list[Tensor]:
+        """Encode inputs from the run's test split, about ``count`` items."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """``shapes()``, a trailing ``stages`` on the codes of a multi-stage quantizer, and the codebook."""
+        described = self.shapes()
+        if self.staged:
+            for part in ("encode", "decode"):
+                for side in ("inputs", "outputs"):
+                    if "codes" in described[part][side]:
+                        described[part][side]["codes"] = [*described[part][side]["codes"], "stages"]
+        quantizer = self.model.quantizer
+        return {**described, "codebook_size": quantizer.codebook_size, "stages": quantizer.num_quantizers if self.staged else None}
+
+
+class ImageGraphs(OnnxGraphs):
+    """Images ``(B, C, H, W)`` float32 in [0, 1] <-> codes ``(B, h, w)``; the batch is dynamic."""
+
+    encode_input, encode_output = "images", "codes"
+
+    def build(self, model, search, vectors):
+        return ImageEncode(model, search, staged=self.staged), ImageDecode(model, vectors)
+
+    def example(self) -> Tensor:
+        data = self.config.data
+        return torch.rand(2, data.channels, data.image_size, data.image_size, generator=torch.Generator().manual_seed(0))
+
+    def dynamic(self):
+        batch = torch.export.Dim("batch", min=1)
+        return {0: batch}, {0: batch}
+
+    def shapes(self) -> dict:
+        data = self.config.data
+        image = ["batch", data.channels, data.image_size, data.image_size]
+        grid = data.image_size // 2**self.config.model.downsamplings
+        return {"encode": {"inputs": {"images": image}, "outputs": {"codes": ["batch", grid, grid]}},
+                "decode": {"inputs": {"codes": ["batch", grid, grid]}, "outputs": {"images": image}}, "input_range": [0.0, 1.0]}
+
+    def torch_encode(self, inputs: Tensor) -> Tensor:
+        return self.model.encode(inputs)
+
+    def torch_decode(self, codes: Tensor) -> Tensor:
+        return self.model.decode(codes)
+
+    def test_inputs(self, count: int) -> list[Tensor]:
+        """The first ``count`` test images, in batches of at most 32."""
+        from ..data import build_image_dataset
+
+        dataset = build_image_dataset(self.config.data, "test", seed=self.config.trainer.seed)
+        images = torch.stack([dataset[index] for index in range(min(count, len(dataset)))]).float()
+        return list(images.split(32))
+
+class AudioGraphs(OnnxGraphs):
+    """Waveforms ``(B, S)`` float32 in [-1, 1] <-> codes ``(B, ceil(S / hop))``; batch and length are dynamic."""
+
+    encode_input, encode_output = "wav", "codes"
+
+    def build(self, model, search, vectors):
+        return AudioEncode(model, search, staged=self.staged), AudioDecode(model, vectors)
+
+    def example(self) -> Tensor:
+        hop = self.model.hop_length  # a ragged length: the padding to whole hops is traced
+        return (torch.rand(2, 3 * hop + hop // 2 + 1, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 0.5
+
+    def dynamic(self):
+        # traced as at least two tokens (torch.export specialises a size of 1); the graphs' ops take any
+        # length, and one sample / one token runs (tests/test_onnx_export.py)
+        batch = torch.export.Dim("batch", min=1)
+        return ({0: batch, 1: torch.export.Dim("samples", min=self.model.hop_length + 1)},
+                {0: batch, 1: torch.export.Dim("frames", min=2)})
+
+    def shapes(self) -> dict:
+        return {"encode": {"inputs": {"wav": ["batch", "samples"]}, "outputs": {"codes": ["batch", "ceil(samples / hop_length)"]}},
+                "decode": {"inputs": {"codes": ["batch", "frames"]}, "outputs": {"wav": ["batch", "frames * hop_length"]}},
+                "input_range": [-1.0, 1.0], "sample_rate": self.model.sample_rate, "hop_length": self.model.hop_length}
+
+    def torch_encode(self, inputs: Tensor) -> Tensor:
+        return self.model.encode(inputs.unsqueeze(1))
+
+    def torch_decode(self, codes: Tensor) -> Tensor:
+        return self.model.decode(codes)[:, 0]
+
+    def test_inputs(self, count: int) -> list[Tensor]:
+        """The first ``count`` test utterances one at a time (each its own length), then each again cut
+        short by a part of a hop, so the graph's padding to whole hops is checked too."""
+        from ..data import build_speech_dataset
+
+        dataset = build_speech_dataset(self.config.data, "test", seed=self.config.trainer.seed)
+        utterances = [dataset[index].reshape(1, -1).float() for index in range(min(count, len(dataset)))]
+        hop = self.model.hop_length
+        return utterances + [wav[:, : max(1, wav.shape[1] - 1 - (97 * index) % max(1, hop - 1))] for index, wav in enumerate(utterances)]
+
+
+def graphs_of(model, config) -> OnnxGraphs:
+    """The ONNX graphs of a trained model, as its recipe kind exports them."""
+    from ..runs import get_recipe
+
+    graphs = get_recipe(config.recipe).onnx
+    if graphs is None:
+        raise NotExportable(f"the {config.recipe} recipe has no ONNX export")
+    return graphs(model, config)
 
 
 def _export(module: nn.Module, example: Tensor, path: Path, *, input_name: str, output_name: str, dynamic: dict, opset: int) -> None:
@@ -401,27 +516,20 @@ def export_onnx(run: str | os.PathLike, out_dir: str | os.PathLike | None = None
     """Write ``encode.onnx``, ``decode.onnx`` and ``onnx.json`` (shapes, names, codebook size, the
     tolerance) for the run (a run directory or its weights; default ``RUN/onnx``); returns the folder."""
     model, config, run_dir = load_run_model(run)
-    encode, decode, example, meta = export_graphs(model, config)
+    graphs = graphs_of(model, config)
+    example = graphs.example()
     with torch.no_grad():
-        codes = model.encode(example if config.recipe == "image" else example.unsqueeze(1))
-        mismatched = int((encode(example) != codes).sum())
+        codes = graphs.torch_encode(example)
+        mismatched = int((graphs.encode(example) != codes).sum())
     if mismatched:  # the graph's modules must give the tokenizer's codes before anything is written
         raise NotExportable(f"quantizer {config.quantizer.name!r}: the exportable search disagrees with the tokenizer on "
                             f"{mismatched} of {codes.numel()} example codes; not exported")
     out = Path(out_dir) if out_dir is not None else run_dir / OUT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", min=1)
-    if config.recipe == "image":
-        _export(encode, example, out / ENCODE_FILE, input_name="images", output_name="codes", dynamic={0: batch}, opset=opset)
-        _export(decode, codes, out / DECODE_FILE, input_name="codes", output_name="images", dynamic={0: batch}, opset=opset)
-    else:
-        # traced as at least two tokens (torch.export specialises a size of 1); the graphs' ops take any
-        # length, and one sample / one token is checked to run (tests/test_onnx_export.py)
-        hop = model.hop_length
-        samples, frames = torch.export.Dim("samples", min=hop + 1), torch.export.Dim("frames", min=2)
-        _export(encode, example, out / ENCODE_FILE, input_name="wav", output_name="codes", dynamic={0: batch, 1: samples}, opset=opset)
-        _export(decode, codes, out / DECODE_FILE, input_name="codes", output_name="wav", dynamic={0: batch, 1: frames}, opset=opset)
-    meta = {"recipe": config.recipe, "quantizer": config.quantizer.name, **meta, "opset": opset,
+    inputs, code_dims = graphs.dynamic()
+    _export(graphs.encode, example, out / ENCODE_FILE, input_name=graphs.encode_input, output_name="codes", dynamic=inputs, opset=opset)
+    _export(graphs.decode, codes, out / DECODE_FILE, input_name="codes", output_name=graphs.encode_input, dynamic=code_dims, opset=opset)
+    meta = {"recipe": config.recipe, "quantizer": config.quantizer.name, **graphs.describe(), "opset": opset,
             "encode_file": ENCODE_FILE, "decode_file": DECODE_FILE, "codes_dtype": "int64", "decode_tolerance": DECODE_TOLERANCE,
             "search": "exact: first argmin over codes of ||c||^2 - 2 x.c in float32 (full N x K scores)",
             "run": str(Path(run_dir).resolve())}
@@ -443,46 +551,27 @@ def _sessions(out: Path):
                  for name in (ENCODE_FILE, DECODE_FILE))
 
 
-def split_inputs(config, count: int) -> list[Tensor]:
-    """Batches of the run's test split: up to ``count`` images in batches of at most 32, or the first
-    ``count`` utterances one at a time (each its own length), then each again cut to a ragged length."""
-    if config.recipe == "image":
-        from ..data import build_image_dataset
-
-        dataset = build_image_dataset(config.data, "test", seed=config.trainer.seed)
-        images = torch.stack([dataset[index] for index in range(min(count, len(dataset)))]).float()
-        return list(images.split(32))
-    from ..data import build_speech_dataset
-
-    dataset = build_speech_dataset(config.data, "test", seed=config.trainer.seed)
-    utterances = [dataset[index].reshape(1, -1).float() for index in range(min(count, len(dataset)))]
-    # and each cut short by a part of a hop, so the graph's padding to whole hops is checked too
-    hop = math.prod(config.model.strides)
-    return utterances + [wav[:, : max(1, wav.shape[1] - 1 - (97 * index) % (hop - 1 or 1))] for index, wav in enumerate(utterances)]
-
-
 def check_onnx(run: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, count: int = 64) -> dict:
     """Run the exported graphs with onnxruntime on the first ``count`` items of the run's test split and
     compare them with the PyTorch tokenizer: ``codes_equal`` (every code), ``mismatched_codes``,
     ``decode_max_abs_error`` (ONNX decode against PyTorch decode of the same codes) and whether it
     lies within ``decode_tolerance``. Written into ``onnx.json`` as ``check``."""
     model, config, run_dir = load_run_model(run)
+    graphs = graphs_of(model, config)
     out = Path(out_dir) if out_dir is not None else run_dir / OUT_DIR
     encoder, decoder = _sessions(out)
     items = mismatched = total = 0
     largest = 0.0
     with torch.no_grad():
-        for batch in split_inputs(config, count):
-            torch_codes = model.encode(batch if config.recipe == "image" else batch.unsqueeze(1))
+        for batch in graphs.test_inputs(count):
+            torch_codes = graphs.torch_encode(batch)
             onnx_codes = torch.from_numpy(encoder.run(None, {encoder.get_inputs()[0].name: batch.numpy()})[0])
             if onnx_codes.shape != torch_codes.shape:
                 raise ValueError(f"{out / ENCODE_FILE} gives codes of shape {tuple(onnx_codes.shape)}, PyTorch {tuple(torch_codes.shape)}")
             mismatched += int((onnx_codes != torch_codes).sum())
             total += torch_codes.numel()
-            reference = model.decode(torch_codes)
-            reference = reference if config.recipe == "image" else reference[:, 0]
             decoded = torch.from_numpy(decoder.run(None, {decoder.get_inputs()[0].name: torch_codes.numpy()})[0])
-            largest = max(largest, float((decoded - reference).abs().max()))
+            largest = max(largest, float((decoded - graphs.torch_decode(torch_codes)).abs().max()))
             items += batch.shape[0]
     report = {"items": items, "codes": total, "codes_equal": mismatched == 0, "mismatched_codes": mismatched,
               "decode_max_abs_error": largest, "decode_tolerance": DECODE_TOLERANCE, "decode_within_tolerance": largest <= DECODE_TOLERANCE}

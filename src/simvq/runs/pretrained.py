@@ -33,6 +33,7 @@ from .config import read_run_config, to_dict
 from .files import CHECKPOINT_FILE, METRICS_FILE, WEIGHTS_FILE, training_facts
 from .model import build_model, load_run_model, load_weights_into
 from .prior import TOKENS_META, load_prior, read_prior_config, tokenizer_fingerprint
+from .registry import get_recipe
 from .weights import save_weights, weights_metadata
 
 CONFIG_FILE = "config.json"
@@ -244,27 +245,20 @@ def _metrics_table(metrics: dict | None, facts: dict | None) -> str:
     return f"Measured on the recipe's test split{extra}:\n\n" + "\n".join(lines) + "\n"
 
 
-def _what_it_tokenizes(model, config) -> tuple[str, str]:
-    codes = model.quantizer.codebook_size
-    stages = getattr(model.quantizer, "num_quantizers", None)
-    per_stage = f", {stages} stages" if stages and model.quantizer.code_ndim else ""
-    if config.recipe == "audio":
-        hop = model.hop_length
-        what = (f"mono waveforms `(B, S)` in [-1, 1] at {model.sample_rate} Hz <-> codes `(B, ceil(S / {hop}))` "
-                f"({model.sample_rate / hop:g} tokens/s) in [0, {codes}){per_stage}")
-        return "audio-tokenizer", what
-    size, grid = config.data.image_size, config.data.image_size // 2**config.model.downsamplings
-    what = f"images `(B, {config.data.channels}, {size}, {size})` in [0, 1] <-> codes `(B, {grid}, {grid})` in [0, {codes}){per_stage}"
-    return "image-tokenizer", what
+def _what_it_tokenizes(model, config) -> tuple[str, str, str]:
+    """``(tag, the inputs and codes in words, the inference class's name)`` from the kind's registry entry."""
+    recipe = get_recipe(config.recipe)
+    what = recipe.summary(model, config) if recipe.summary is not None else f"inputs <-> codes in [0, {model.quantizer.codebook_size})"
+    cls = getattr(recipe.tokenizer, "path", "").rpartition(":")[2] or getattr(recipe.tokenizer, "__name__", "Tokenizer")
+    return f"{config.recipe}-tokenizer", what, cls
 
 
 def tokenizer_card(model, config, *, metrics: dict | None = None, facts: dict | None = None) -> str:
     """The README.md of a tokenizer's directory."""
-    tag, what = _what_it_tokenizes(model, config)
+    tag, what, cls = _what_it_tokenizes(model, config)
     name, codes = config.quantizer.name, model.quantizer.codebook_size
     steps = (facts or {}).get("global_step") or (metrics or {}).get("global_step")
     trained = f", trained {steps} steps" if steps else ""
-    cls = "AudioTokenizer" if config.recipe == "audio" else "Tokenizer"
     return (
         _front_matter(["simvq", "vector-quantization", tag, name])
         + f"# simvq {config.recipe} tokenizer: `{name}`, K = {codes}\n\n"
