@@ -156,3 +156,17 @@ def test_init_mistakes_are_one_line_naming_init_from_and_write_nothing(fmnist_ru
     (prior / "tokens.json").write_text("{}")
     assert "is a prior, not a tokenizer" in refusal(capsys, f"init.from={prior}", out=out)
     assert not out.exists()
+
+
+def test_the_audio_recipe_takes_the_same_init_section(tmp_path):
+    """The speech schema's init section: the source's weights checked and loaded, mismatches named."""
+    root = tmp_path / "voices"
+    source = quick_run(load_recipe("configs/speech.yaml", tiny_audio_overrides(root, steps=1)), [torch.zeros(1, 1, 640)])
+    overrides = [*tiny_audio_overrides(root, steps=1), f"out_dir={tmp_path / 'ft'}", f"init.from={source}"]
+    initial = initial_state(load_recipe("configs/speech.yaml", overrides))
+    assert all(torch.equal(initial.weights[name], value) for name, value in load_safetensors(source / "model.safetensors").items())
+    with pytest.raises(ValueError, match=r"init.from: .* does not fit this config's model \(shapes differ: .*quantizer"):
+        initial_state(load_recipe("configs/speech.yaml", [*overrides, "quantizer.codebook_size=32"]))
+    with pytest.raises(ValueError, match="is an image tokenizer; this config trains an audio one"):
+        image = quick_run(load_recipe("configs/fmnist.yaml", [*TINY, f"out_dir={tmp_path / 'image'}"]), [torch.zeros(2, 1, 28, 28)], steps=1)
+        initial_state(load_recipe("configs/speech.yaml", [*tiny_audio_overrides(root, steps=1), f"init.from={image}"]))
