@@ -17,8 +17,8 @@ from helpers import quick_run, tiny_audio_overrides, tiny_image_config
 import simvq
 from simvq.cli import main
 from simvq.runs import load_recipe, save_config
-from simvq.runs.prior import PriorConfig, load_prior, tokenizer_fingerprint
 from simvq.runs.pretrained import export_run, layout_kind, load_pretrained_prior, save_pretrained
+from simvq.runs.prior import PriorConfig, load_prior, tokenizer_fingerprint
 from simvq.runs.weights import save_weights, weights_metadata
 from simvq.tokenizer import AudioTokenizer, Tokenizer
 
