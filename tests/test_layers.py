@@ -27,12 +27,13 @@ LAYERS = {
     "runs": 4,  # configs, run-directory files, weights, the registry of recipe kinds: no Lightning
     "tokenizer": 5,  # the inference API over trained runs, read through runs (the prior recipe encodes with it)
     "train": 6,  # the recipes on Lightning
+    "export": 6,  # trained runs out of simvq: Hub layout and ONNX commands (no Lightning)
     "experiments": 7,
     "cli": 8,
     "": 9,  # simvq/__init__.py, the public API: nothing inside the package imports it
 }
 # the layers that read configs and runs: loading a config or a run never imports these
-NO_TRAINING_FRAMEWORK = ("runs", "tokenizer")
+NO_TRAINING_FRAMEWORK = ("runs", "tokenizer", "export")
 TRAINING_FRAMEWORKS = ("lightning", "pytorch_lightning", "matplotlib")
 # within a layer, imports go one way too
 SAME_LAYER_ORDER = {("quantizers", "search"), ("metrics", "search")}

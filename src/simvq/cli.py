@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "simvq.experiments.sweep",
     "simvq.experiments.report_command",
     "simvq.experiments.toy_cli",
+    "simvq.export.commands",
     "simvq.train.commands",
     "simvq.train.prior_commands",
 ]

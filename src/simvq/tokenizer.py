@@ -80,6 +80,51 @@ class Tokenizer:
         """Load ``model.safetensors`` or ``checkpoints/last.ckpt``; the config is read from the run directory."""
         return cls.from_run(path, device=device)
 
+    # -- Hub-style checkpoints (simvq.runs.pretrained) ------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, device: torch.device | str | None = None) -> Tokenizer:
+        """Load a directory ``save_pretrained`` (or ``simvq export-hf``) wrote, or a Hugging Face Hub
+        repo id (``owner/name``; downloaded with huggingface_hub, ``revision`` and ``cache_dir`` as
+        its ``snapshot_download`` takes them). Reads ``config.json`` and ``model.safetensors`` only:
+        nothing is unpickled. Gives the recipe kind's class (an ``AudioTokenizer`` for a speech codec);
+        a missing file, a prior's directory, another kind than ``cls`` or non-finite weights are refused."""
+        import json
+
+        from .runs.files import METRICS_FILE
+        from .runs.pretrained import load_pretrained
+
+        model, config, directory = load_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, device=device)
+        tokenizer = get_recipe(config.recipe).tokenizer(model, config)
+        if not isinstance(tokenizer, cls):
+            raise ValueError(f"{name_or_path} holds a {config.recipe} tokenizer ({type(tokenizer).__name__}), not a {cls.__name__}; "
+                             "load it with Tokenizer.from_pretrained")
+        metrics = directory / METRICS_FILE
+        tokenizer.metrics = json.loads(metrics.read_text()) if metrics.is_file() else None
+        return tokenizer
+
+    def save_pretrained(self, directory: str | os.PathLike, *, metrics: dict | None = None) -> os.PathLike:
+        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` (with ``metrics``,
+        default: those it was loaded with, when known) to ``directory``; ``from_pretrained`` reads it
+        back, in any process. Returns the directory."""
+        from .runs.pretrained import save_pretrained
+
+        metrics = metrics if metrics is not None else getattr(self, "metrics", None)
+        return save_pretrained(self.model, self.config, directory, metrics=metrics)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None, metrics: dict | None = None,
+                    commit_message: str = "Upload simvq tokenizer") -> str:
+        """``save_pretrained`` into a temporary directory, then upload it to the Hub repo ``repo_id``
+        (created when missing); returns the commit's URL. Needs huggingface_hub and the network."""
+        import tempfile
+
+        from .runs.pretrained import push_to_hub
+
+        with tempfile.TemporaryDirectory() as directory:
+            self.save_pretrained(directory, metrics=metrics)
+            return push_to_hub(directory, repo_id, private=private, token=token, commit_message=commit_message)
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -60,3 +60,23 @@ def image_token_grid(config) -> str:
     """The tokens of one image in words, e.g. ``7x7`` (28x28 images, two stride-2 levels)."""
     grid = config.data.image_size // 2**config.model.downsamplings
     return f"{grid}x{grid}"
+
+
+def _stages(model) -> str:
+    stages = getattr(model.quantizer, "num_quantizers", None)
+    return f" x {stages} stages" if stages and model.quantizer.code_ndim else ""
+
+
+def image_summary(model, config) -> str:
+    """An image tokenizer's inputs and codes in words (its model card)."""
+    size, channels = config.data.image_size, config.data.channels
+    grid = size // 2**config.model.downsamplings
+    return (f"images `(B, {channels}, {size}, {size})` in [0, 1] (any multiple of {2**config.model.downsamplings}) <-> codes "
+            f"`(B, {grid}, {grid})` in [0, {model.quantizer.codebook_size}){_stages(model)}")
+
+
+def audio_summary(model, config) -> str:
+    """A speech codec's inputs and codes in words (its model card)."""
+    hop = model.hop_length
+    return (f"mono waveforms `(B, S)` in [-1, 1] at {model.sample_rate} Hz <-> codes `(B, ceil(S / {hop}))` "
+            f"({model.sample_rate / hop:g} tokens/s) in [0, {model.quantizer.codebook_size}){_stages(model)}")

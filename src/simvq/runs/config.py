@@ -234,10 +234,33 @@ def check_config(config):
     loss = getattr(config, "loss", None)
     if (floor := getattr(loss, "floor_dbfs", None)) is not None and not -200 <= floor < 0:
         raise ValueError(f"loss.floor_dbfs must be a level in dBFS in [-200, 0) (e.g. -80) or null, got {floor}")
+    init = getattr(config, "init", None)
+    if init is not None:
+        check_init(init)
     splits = getattr(getattr(config, "eval", None), "usage_splits", None)  # checked now: it is read only after training
     if splits is not None and (not splits or not set(splits) <= {"train", "test"}):
         raise ValueError(f"eval.usage_splits must list 'train' and/or 'test', got {list(splits)}")
     return config
+
+
+def check_init(init) -> None:
+    """The ``init`` section's choices (the source itself is read when training starts, not here: a
+    fine-tuned run's saved config stays readable after its source is gone)."""
+    from .schemas import INIT_OPTIMIZER, INIT_QUANTIZER
+
+    if init.quantizer not in INIT_QUANTIZER:
+        raise ValueError(f"init.quantizer must be one of {INIT_QUANTIZER}, got {init.quantizer!r}")
+    if init.optimizer not in INIT_OPTIMIZER:
+        raise ValueError(f"init.optimizer must be one of {INIT_OPTIMIZER}, got {init.optimizer!r}")
+    source = getattr(init, "from")
+    if source is not None and not str(source).strip():
+        raise ValueError("init.from must name a run directory or a save_pretrained directory (or be null), got ''")
+    if source is None and (init.quantizer, init.optimizer) != ("keep", "fresh"):
+        raise ValueError(f"init.quantizer/init.optimizer apply to a source: set init.from=RUN_OR_DIR (got init.quantizer="
+                         f"{init.quantizer}, init.optimizer={init.optimizer} without init.from)")
+    if init.optimizer == "resume" and init.quantizer == "reinit":
+        raise ValueError("init.optimizer=resume continues the source's optimizer state, which belongs to its quantizer: "
+                         "use init.quantizer=keep, or init.optimizer=fresh with init.quantizer=reinit")
 
 
 def save_config(config, directory: str | Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -19,15 +20,23 @@ def build_model(config):
     return get_recipe(config.recipe).build_model(config)
 
 
+def load_weights_into(model: torch.nn.Module, weights: Path) -> torch.nn.Module:
+    """``model`` with the state read from ``weights`` (``read_model_state``: safetensors checked to be
+    finite, or a checkpoint read with ``weights_only``); keys or shapes of another model are one
+    ValueError naming the file, never a partial load. The one loader of trained tokenizer weights."""
+    try:
+        model.load_state_dict(read_model_state(weights))
+    except RuntimeError as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(f"{weights} does not match the model its config describes: {reason}") from None
+    return model
+
+
 def load_run_model(path: str | os.PathLike, *, device: torch.device | str | None = None):
     """``(model in eval mode, config, run directory)`` for anything ``resolve_run`` accepts; ``device``
     must be one this machine has (``simvq.utils.check_device``)."""
     device = check_device(device)
     weights, run_dir = resolve_run(path)
     config = read_run_config(run_dir)
-    model = build_model(config)
-    try:
-        model.load_state_dict(read_model_state(weights))
-    except RuntimeError as error:  # shapes or keys of another model: never a partial load
-        raise ValueError(f"{weights} does not match the model its run's config describes: {error}") from None
+    model = load_weights_into(build_model(config), weights)
     return model.to(device or "cpu").eval(), config, run_dir

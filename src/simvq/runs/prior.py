@@ -2,7 +2,11 @@
 ``tokens.json`` (the tokenizer it was trained on: path, SHA-256 of its weights, codebook size, grid,
 classes) and the trained ``TokenPrior``, whose weights load through the tokenizer's loader
 (``simvq.runs.weights.read_model_state``: safetensors checked finite, checkpoints read
-``weights_only``). The recipe itself is ``simvq.train.prior``."""
+``weights_only``). The recipe itself is ``simvq.train.prior``.
+
+``tokens.json``'s ``tokenizer`` is the tokenizer's directory: absolute in a trained run, relative to
+the prior's directory in a ``save_pretrained`` one (``tokenizer``: the subfolder that travels with
+it, ``simvq.runs.pretrained``); ``read_tokens_meta`` gives it resolved either way."""
 
 from __future__ import annotations
 
@@ -113,8 +117,24 @@ def read_prior_config(run_dir: str | os.PathLike) -> PriorConfig:
 
 
 def read_tokens_meta(run_dir: str | os.PathLike) -> dict:
-    """The prior run's ``tokens.json``."""
-    return json.loads((Path(run_dir) / TOKENS_META).read_text())
+    """The prior run's ``tokens.json``, its ``tokenizer`` resolved against the run directory when
+    relative (a ``save_pretrained`` prior names its ``tokenizer`` subfolder so)."""
+    meta = json.loads((Path(run_dir) / TOKENS_META).read_text())
+    if meta.get("tokenizer") and not Path(meta["tokenizer"]).is_absolute():
+        meta["tokenizer"] = str(Path(run_dir) / meta["tokenizer"])
+    return meta
+
+
+def tokenizer_fingerprint(tokenizer_dir: str | os.PathLike) -> str:
+    """SHA-256 of the tokenizer's weights (``model.safetensors``, else its last checkpoint): what a
+    prior's ``tokens.json`` records, so a prior is never decoded by a tokenizer that changed."""
+    from ..data.tokens import file_sha256
+
+    tokenizer_dir = Path(tokenizer_dir)
+    for name in (WEIGHTS_FILE, CHECKPOINT_FILE):
+        if (tokenizer_dir / name).is_file():
+            return file_sha256(tokenizer_dir / name)
+    raise FileNotFoundError(f"{tokenizer_dir} holds no trained tokenizer ({WEIGHTS_FILE} or {CHECKPOINT_FILE})")
 
 
 def load_prior(run_dir: str | os.PathLike, *, device=None):

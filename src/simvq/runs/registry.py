@@ -18,7 +18,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .builders import build_codec, build_image_model, image_token_grid
+from .builders import audio_summary, build_codec, build_image_model, image_summary, image_token_grid
 from .schemas import AudioConfig, TokenizerConfig
 
 DEFAULT_RECIPE = "image"  # the kind of a config file that names none
@@ -53,7 +53,10 @@ class Recipe:
       (its CSV columns; ``simvq bench NAME``'s sweep file, run directories and results CSV, None: no
       such command; the settings it applies beyond methods x sizes x seeds x budget: ``fid_images``
       (``eval.fid_images``), ``plateau`` (progress checks, ``--until-plateau``), ``stages``, ``grid``;
-      the tokens of one example in words).
+      the tokens of one example in words);
+    - ``summary(model, config)``: what a trained tokenizer of this kind maps to what, in words (its model
+      card, ``simvq.runs.pretrained``); ``onnx(model, config)``: its ONNX graphs
+      (``simvq.export.onnx.OnnxGraphs``; None: ``simvq export-onnx`` refuses the kind).
     """
 
     name: str
@@ -68,6 +71,8 @@ class Recipe:
     bench: tuple[str, str, str] | None = None
     sweep_options: tuple[str, ...] = ()
     token_grid: Callable | None = None
+    summary: Callable | None = None
+    onnx: Callable | None = None
 
 
 _RECIPES: dict[str, Recipe] = {}
@@ -187,6 +192,8 @@ register_recipe(Recipe(
     bench=("configs/bench/image.yaml", "runs/bench", "results.csv"),
     sweep_options=("fid_images", "plateau", "stages", "grid"),
     token_grid=image_token_grid,
+    summary=image_summary,
+    onnx=Named("simvq.export.onnx:ImageGraphs"),
 ))
 register_recipe(Recipe(
     "audio",
@@ -198,4 +205,6 @@ register_recipe(Recipe(
     eval_options={"max_images": "max_utterances"},  # `--max-images` counts utterances
     result_columns=AUDIO_RESULT_COLUMNS,
     bench=("configs/bench/speech.yaml", "runs/bench/speech", "speech_results.csv"),
+    summary=audio_summary,
+    onnx=Named("simvq.export.onnx:AudioGraphs"),
 ))

@@ -128,6 +128,47 @@ class EvalConfig:
     lpips_heads: str | None = None  # its linear heads (weights/v0.1/alex.pth); None: from the installed lpips package
 
 
+INIT_QUANTIZER = ("keep", "reinit")
+INIT_OPTIMIZER = ("fresh", "resume")
+
+
+def _keyword_section(name: str, fields: list[tuple[str, str, Any]], doc: str) -> type:
+    """A dataclass whose keys may be Python keywords (``init.from``): the class statement cannot spell
+    such a field, and ``dataclass`` cannot generate an ``__init__``/``__repr__``/``__eq__`` naming
+    it, so these three are written here over the field list. OmegaConf fills it like any section."""
+    names = [key for key, _, _ in fields]
+
+    def __init__(self, **values):
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise TypeError(f"{name} has no key(s) {unknown}; its keys are {names}")
+        for key, _, default in fields:
+            setattr(self, key, values.get(key, default))
+
+    def __repr__(self):
+        return f"{name}(" + ", ".join(f"{key}={getattr(self, key)!r}" for key in names) + ")"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and all(getattr(self, key) == getattr(other, key) for key in names)
+
+    namespace = {"__annotations__": {key: hint for key, hint, _ in fields}, "__doc__": doc, "__module__": __name__,
+                 "__qualname__": name, "__init__": __init__, "__repr__": __repr__, "__eq__": __eq__, "__hash__": None,
+                 **{key: default for key, _, default in fields}}
+    return dataclass(init=False, repr=False, eq=False)(type(name, (), namespace))
+
+
+InitConfig = _keyword_section("InitConfig", [
+    ("from", "str | None", None),  # a trained tokenizer to start from: a run directory or a save_pretrained directory
+    ("quantizer", "str", "keep"),  # keep: its quantizer too | reinit: a fresh quantizer from this config's quantizer section
+    ("optimizer", "str", "fresh"),  # fresh | resume: the source run's Adam moments (its checkpoints/last.ckpt; same shapes)
+], doc="""Fine-tuning: ``init.from`` names a trained tokenizer whose weights a new run starts from
+(``simvq train CONFIG init.from=RUN_OR_DIR``). The config still describes the model: every weight
+must fit it (the keys that do not are named). ``init.quantizer=reinit`` keeps the encoder and decoder
+and builds the quantizer afresh (another method or codebook size may then be given); ``init.optimizer
+=resume`` continues the source run's generator optimizer state (its moments; the schedule starts
+over). A run that resumes its own checkpoint ignores ``init``. Read by ``simvq.runs.finetune``.""")
+
+
 @dataclass
 class TokenizerConfig:
     recipe: str = "image"  # the kind of tokenizer a file or run holds: image | audio (its own schema)
@@ -140,6 +181,7 @@ class TokenizerConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
 
 # ----------------------------------------------------------------------------- the audio recipe
@@ -233,3 +275,4 @@ class AudioConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, betas=(0.9, 0.999), warmup_steps=1000))
     trainer: AudioTrainerConfig = field(default_factory=AudioTrainerConfig)
     eval: AudioEvalConfig = field(default_factory=AudioEvalConfig)
+    init: InitConfig = field(default_factory=InitConfig)

@@ -13,13 +13,25 @@ from torch import Tensor
 from ..utils import atomic_path, load_safetensors, load_torch_file
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """``model``'s state dict as safetensors, written atomically."""
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> None:
+    """``model``'s state dict as safetensors, written atomically; ``metadata`` adds string entries to
+    the header's (``{"format": "pt", "library": "simvq"}``)."""
     from safetensors.torch import save_file
 
     state = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(state, tmp, metadata={"format": "pt", "library": "simvq"})
+        save_file(state, tmp, metadata={"format": "pt", "library": "simvq", **(metadata or {})})
+
+
+def weights_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata in a safetensors file's header (read without loading a tensor)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({type(error).__name__}: {error}); nothing was loaded") from None
 
 
 def checkpoint_model_state(path: str | os.PathLike) -> dict[str, Tensor]:

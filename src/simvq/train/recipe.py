@@ -30,6 +30,7 @@ from ..metrics import CodebookUsage
 from ..quantizers.base import training_streams
 from ..runs import CHECKPOINT_FILE, WEIGHTS_FILE, get_recipe, read_run_config, save_config, save_weights, to_dict
 from ..runs.files import CONFIG_FILES, TOKENS_META, USAGE_HISTORY_FILE, held_run_files
+from ..runs.finetune import apply_optimizer_state, apply_weights, initial_state
 from ..utils import UsageError, atomic_write_text
 from .core import (
     PeriodicCheckpoint,
@@ -116,6 +117,7 @@ class TokenizerModule(pl.LightningModule):
         self.window_usage = CodebookUsage(self.model.quantizer.codebook_size)
         self.usage_history: list[dict] = []  # one point per trainer.log_every steps
         self.steps_this_session = 0
+        self.initial_state = None  # fine-tuning: simvq.runs.finetune.InitialState, set by fit_tokenizer
 
     # -- optimisers ---------------------------------------------------------------------------
 
@@ -132,6 +134,14 @@ class TokenizerModule(pl.LightningModule):
             return [generator], schedules
         discriminator = torch.optim.Adam(self.discriminator.parameters(), lr=optim.lr, betas=tuple(optim.betas))
         return [generator, discriminator], schedules
+
+    def on_train_start(self) -> None:
+        # init.optimizer=resume: the source run's generator state, into the optimizer Lightning built
+        if self.initial_state is not None and self.initial_state.optimizer_state is not None:
+            optimizers = self.optimizers()
+            generator = (optimizers[0] if isinstance(optimizers, list) else optimizers).optimizer
+            apply_optimizer_state(generator, self.initial_state)
+        self.initial_state = None
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -295,16 +305,25 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
     from it (steps already done are not redone). A directory holding any other run is refused
     (``check_out_dir``). With ``evaluate`` the modality's evaluation runs
     afterwards: its recipe kind's ``evaluate_run`` (every rank measures a shard under DDP; rank 0 writes).
+    With ``init.from`` (fine-tuning; ``simvq.runs.finetune``) a new run starts from that tokenizer's
+    weights, its quantizer kept or built afresh (``init.quantizer``), its optimizer fresh or continued
+    (``init.optimizer``); the source is checked before the run directory is written.
     """
     run_dir = Path(config.out_dir)
     if rank_zero_only.rank == 0:  # DDP ranks started later re-run this once rank 0 has written the config
         check_out_dir(config, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT_FILE
+    # fine-tuning (init.from): the source is read and checked before anything is written; a run that
+    # resumes its own checkpoint continues from that instead
+    initial = None if checkpoint_path.is_file() else initial_state(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     show_progress = config.trainer.progress_bar if progress is None else progress
 
     module = build_module()
+    if initial is not None:
+        apply_weights(module.model, initial, copies=(module.ema_model,))
+        module.initial_state = initial  # the optimizer state, loaded once the optimizers exist (on_train_start)
     modality = module.modality
     strategy = config.trainer.strategy
     if strategy == "ddp" and config.loss.discriminator:

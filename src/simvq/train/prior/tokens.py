@@ -3,21 +3,9 @@ keyed on the tokenizer's weights, so a changed tokenizer never serves stale toke
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from ...runs import CHECKPOINT_FILE, WEIGHTS_FILE
-
-
-def tokenizer_fingerprint(tokenizer_dir: str | os.PathLike) -> str:
-    """SHA-256 of the tokenizer's weights (``model.safetensors``, else its last checkpoint)."""
-    from ...data.tokens import file_sha256
-
-    tokenizer_dir = Path(tokenizer_dir)
-    for name in (WEIGHTS_FILE, CHECKPOINT_FILE):
-        if (tokenizer_dir / name).is_file():
-            return file_sha256(tokenizer_dir / name)
-    raise FileNotFoundError(f"{tokenizer_dir} holds no trained tokenizer ({WEIGHTS_FILE} or {CHECKPOINT_FILE})")
+from ...runs.prior import tokenizer_fingerprint  # noqa: F401  (its home is the runs layer; re-exported)
 
 
 def split_tokens(tokenizer, run_dir: Path, split: str, *, fingerprint: str, batch_size: int = 256, progress: bool = True):
