@@ -6,8 +6,9 @@ class accuracy is within the spread, and the FSQ comparison rests on one run.
 """
 
 import pytest
-from helpers import report_section_twice
 from PIL import Image
+
+from helpers import report_section_twice
 
 from simvq.experiments.generation_bench import GENERATION_FIELDS
 from simvq.experiments.generation_report import findings, group_rows
@@ -59,7 +60,7 @@ def test_cli_writes_tables_grids_and_keeps_the_sweep_block(rows, tmp_path):
     assert "10.5 ± 0.7 (2)" in table_row(text, "**K=1,024**: samples at the default setting", "simvq")  # domain FID
     assert "tuned" not in text.split("### SimVQ", 1)[0].split("Cells:", 1)[1]  # no tuned columns in these rows: no table
     assert "99.0" not in text  # the 100-step prior is superseded by the 3,000-step one
-    assert (figures / "generation_samples_simvq_K1024.png").is_file()
+    assert (figures / "generation_samples_simvq_K1024.png").is_file() and "tuned setting" not in text.split("### Samples", 1)[1]
     assert "](figures/generation_samples_simvq_K1024.png)" in text
 
 

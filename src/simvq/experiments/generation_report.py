@@ -18,15 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .comparison import (
-    figure_section,
-    group_rows,
-    k_table,
-    run_figures,
-    simvq_verdicts,
-    sizes,
-    write_section,
-)
+from .comparison import figure_section, group_rows, k_table, run_figures, simvq_verdicts, sizes, write_section
 from .report import MISSING, Stat, k_label, number, stat_text, summarize
 
 BEGIN = "<!-- generation-report:begin -->"
@@ -189,7 +181,8 @@ def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[
     body += ["### SimVQ's tokens against each tokenizer's (computed from the numbers)", "",
              *[f"- {note}" for note in findings(groups)], ""]
     grids = run_figures(groups, figures_dir, source="samples.png", name="generation_samples_{method}_K{k}.png")
-    return body + figure_section("Samples", grids, out_dir)
+    tuned = run_figures(groups, figures_dir, source="samples_tuned.png", name="generation_samples_tuned_{method}_K{k}.png")
+    return body + figure_section("Samples", grids, out_dir) + figure_section("Samples at the tuned setting", tuned, out_dir)
 
 
 def write_generation_report(results: str | Path, out: str | Path = "docs/results.md", *,

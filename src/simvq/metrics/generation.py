@@ -269,16 +269,21 @@ def images_fingerprint(images: Tensor) -> str:
     return digest.hexdigest()[:16]
 
 
+def features_key(classifier: torch.nn.Module, images: Tensor) -> str:
+    """``<classifier hash>-<images hash>``: what a set of real images' features are cached under."""
+    return f"{classifier_fingerprint(classifier)}-{images_fingerprint(images)}"
+
+
 def cached_features(classifier: ImageClassifier, images: Tensor, *, cache_dir: str | os.PathLike | None = None,
-                    disk: bool = True) -> tuple[Tensor, Tensor]:
+                    disk: bool = True, key: str | None = None) -> tuple[Tensor, Tensor]:
     """``classify(classifier, images)``, kept in memory for the process and (``disk``) in
     ``<classifier cache>/features/<classifier hash>-<images hash>.safetensors``: real images (the test
-    split, a training subset) are classified once, not once per prior."""
+    split, a training subset) are classified once, not once per prior. ``key``: ``features_key``'s, when known."""
     from safetensors.torch import load_file, save_file
 
     from ..utils import atomic_path
 
-    key = f"{classifier_fingerprint(classifier)}-{images_fingerprint(images)}"
+    key = key or features_key(classifier, images)
     if key in _MEMORY:
         return _MEMORY[key]
     path = classifier_cache_dir(cache_dir) / "features" / f"{key}.safetensors"
@@ -312,8 +317,8 @@ class DomainReference:
     def __init__(self, classifier: ImageClassifier, images: Tensor, *, cache_dir=None, disk: bool = True,
                  kid_subsets: int = 100, kid_subset_size: int = 1000, k: int = 3):
         self.classifier = classifier
-        self.features, _ = cached_features(classifier, images, cache_dir=cache_dir, disk=disk)
-        self.key = f"{classifier_fingerprint(classifier)}-{images_fingerprint(images)}"
+        self.key = features_key(classifier, images)
+        self.features, _ = cached_features(classifier, images, cache_dir=cache_dir, disk=disk, key=self.key)
         self.frechet = memoized(f"frechet-{self.key}", lambda: FrechetReference.of(self.features.numpy()))
         self.kid_subsets, self.kid_subset_size, self.k = kid_subsets, kid_subset_size, k
 

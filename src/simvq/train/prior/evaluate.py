@@ -201,10 +201,10 @@ def training_record(run_dir: Path, prior) -> dict:
     record: dict = {"prior_parameters": sum(p.numel() for p in prior.parameters())}
     progress_file = run_dir / "progress.json"
     if progress_file.is_file():
-        sessions = json.loads(progress_file.read_text()).get("sessions") or []
-        steps = [s["end_step"] for s in sessions if s.get("end_step") is not None]
-        if steps:
-            record["trained_steps"] = max(steps)
+        progress = json.loads(progress_file.read_text())
+        steps = [s["end_step"] for s in progress.get("sessions") or [] if s.get("end_step") is not None]
+        if progress.get("global_step") is not None or steps:
+            record["trained_steps"] = progress.get("global_step", max(steps, default=0))
     validation_file = run_dir / VALIDATION_FILE
     if validation_file.is_file():
         validation = json.loads(validation_file.read_text())
