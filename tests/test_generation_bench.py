@@ -24,8 +24,12 @@ def test_generation_bench_selects_appends_and_resumes(tmp_path, monkeypatch):
         (run / "progress.json").write_text(json.dumps({"sessions": [{"seconds": 2.5}]}))
         return run
 
+    evaluated = []
+
     def fake_evaluate(run_dir, **options):
-        return {"nll_bits_per_token": 7.5, "domain_fid": 12.0, "class_accuracy": 0.8, "unrelated": 1}
+        evaluated.append(options)
+        return {"nll_bits_per_token": 7.5, "domain_fid": 12.0, "class_accuracy": 0.8, "unrelated": 1, "sampling_tuned": "T=0.9",
+                "domain_fid_tuned": 10.0, "prior_parameters": 1234, "stop_reason": "plateau"}
 
     monkeypatch.setattr("simvq.train.prior.train_prior", fake_train)
     monkeypatch.setattr("simvq.train.prior.evaluate_prior_run", fake_evaluate)
@@ -37,6 +41,11 @@ def test_generation_bench_selects_appends_and_resumes(tmp_path, monkeypatch):
     rows = read_results(spec.results)
     assert list(rows[0]) == generation_bench.GENERATION_FIELDS
     assert rows[0]["nll_bits_per_token"] == "7.5" and rows[0]["train_seconds"] == "2.5" and rows[0]["steps"] == "50"
+    assert (rows[0]["sampling_tuned"], rows[0]["domain_fid_tuned"], rows[0]["prior_parameters"], rows[0]["stop_reason"]) == (
+        "T=0.9", "10.0", "1234", "plateau")
+    sweep = evaluated[0]["sweep"]  # the default grid, tuned on 1,000 samples at seed 1; 5,000 fresh samples
+    assert (sweep.temperatures, sweep.top_ps, sweep.cfg_scales, sweep.samples, sweep.seed) == ([0.8, 0.9, 1.0], [None, 0.9], [None, 1.5, 3.0], 1000, 1)
+    assert evaluated[0]["samples"] == 5000 and evaluated[0]["fid_samples"] == 0
     assert generation_bench.run_generation_bench(spec, progress=False) == []  # finished rows are skipped
     assert len(trained) == 3
     spec.seeds = [0, 1, 2]
@@ -83,3 +92,19 @@ def test_the_default_benchmark_prior_recipe_loads_and_is_the_stated_size():
     for size, stated in [(1024, 0.93e6), (8192, 1.85e6)]:  # the recipe's comment
         model = TokenPrior(size, grid=(7, 7), num_classes=10, dim=config.model.dim, layers=config.model.layers, heads=config.model.heads)
         assert abs(sum(p.numel() for p in model.parameters()) / stated - 1) < 0.01, size
+
+
+def test_bench_settings_come_from_bench_overrides_and_the_rest_goes_to_the_recipe():
+    import pytest
+
+    spec = generation_bench.GenerationSpec()
+    recipe = generation_bench.split_bench_overrides(spec, ["model.layers=2", "bench.samples=200", "bench.tune=false",
+                                                           "bench.cfg_scales=[null, 2]", "bench.temperatures=1.0", "bench.tune_seed=5"])
+    assert recipe == ["model.layers=2"]
+    assert (spec.samples, spec.tune, spec.cfg_scales, spec.temperatures, spec.tune_seed) == (200, False, [None, 2], [1.0], 5)
+    assert spec.sweep() is None
+    spec.tune = True
+    assert spec.sweep().settings(conditional=True)[-1].cfg_scale == 2 and len(spec.sweep().settings(conditional=False)) == 2
+    for bad in ["bench.budget=10", "bench.nope=1", "bench.samples", "bench.samples=many", "bench.tune=3"]:
+        with pytest.raises((ValueError, TypeError), match="bench"):
+            generation_bench.split_bench_overrides(generation_bench.GenerationSpec(), [bad])

@@ -49,13 +49,18 @@ def test_verdicts_follow_the_seed_spread(rows):
     assert not any("K=8,192" in n for n in notes)  # no rival at 8,192: no verdict
 
 
+def table_row(text: str, title: str, method: str) -> str:
+    table = text.split(title, 1)[1].split("\n\n", 2)[1]
+    return next(line for line in table.splitlines() if line.startswith(f"| {method} |"))
+
+
 def test_cli_writes_tables_grids_and_keeps_the_sweep_block(rows, tmp_path):
     text, figures = report_section_twice("--generation", "generation-report", rows, GENERATION_FIELDS, tmp_path)
-    table = text.split("**K=1,024**", 1)[1].split("**K=8,192**", 1)[0]
-    simvq_row = next(line for line in table.splitlines() if line.startswith("| simvq |"))
-    assert "10.5 ± 0.7 (2)" in simvq_row and "3.000 ± 0.000 (2)" in simvq_row  # domain FID; entropy − bits
+    assert "3.000 ± 0.000 (2)" in table_row(text, "**K=1,024**: the prior and its likelihood", "simvq")  # entropy − bits
+    assert "10.5 ± 0.7 (2)" in table_row(text, "**K=1,024**: samples at the default setting", "simvq")  # domain FID
+    assert "tuned" not in text.split("### SimVQ", 1)[0].split("Cells:", 1)[1]  # no tuned columns in these rows: no table
     assert "99.0" not in text  # the 100-step prior is superseded by the 3,000-step one
-    assert (figures / "generation_samples_simvq_K1024.png").is_file()
+    assert (figures / "generation_samples_simvq_K1024.png").is_file() and "tuned setting" not in text.split("### Samples", 1)[1]
     assert "](figures/generation_samples_simvq_K1024.png)" in text
 
 
@@ -76,3 +81,56 @@ def test_a_single_seed_difference_that_rounds_to_zero_takes_no_side():
     same = verdict(summarize([67.35, 69.89]), summarize([68.58]), scale=1.0, digits=1, lower=False)
     assert same == "0.0 (one run on a side: no test)"  # not "-0.0" or "+0.0"
     assert verdict(summarize([67.43, 69.97]), summarize([68.5]), scale=1.0, digits=1, lower=False) == "+0.2 (one run on a side: no test)"
+
+
+def test_an_old_csv_renders_beside_new_rows_with_the_new_columns_and_floors(rows, tmp_path):
+    """Rows written before the tuned setting, KID, floors and rFID existed (the old header) and rows
+    with every new column, in one file: the old ones' new cells read as missing."""
+    import csv
+
+    old_fields = ["method", "codebook_size", "seed", "steps", "nll_bits_per_token", "nll_bits_per_image", "nll_bits_per_token_unconditional",
+                  "test_entropy_bits", "test_usage", "test_perplexity", "domain_fid", "domain_fid_samples", "domain_fid_train",
+                  "class_accuracy", "fid", "fid_samples", "train_seconds", "device", "tokenizer_run", "run_dir"]
+    results = tmp_path / "old.csv"
+    with results.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=old_fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows[2:4])  # vq, seeds 0 and 1
+    from simvq.experiments.results_file import append_result
+
+    for seed, (fid, tuned, setting) in enumerate([(10.0, 8.0, "T=0.9 top-p=0.9"), (11.0, 8.5, "T=0.9 top-p=0.9")]):
+        row = prior_run("simvq", 1024, seed, fid=fid, accuracy=0.8)
+        row.update({"domain_fid_samples": 5000, "fid_samples": 1000, "prior_parameters": 930_000, "trained_steps": 1500, "best_step": 1250, "best_val_nll_bits_per_token": 3.9,
+                    "stop_reason": "plateau", "domain_kid": 0.5, "domain_kid_std": 0.1, "domain_precision": 0.7, "domain_recall": 0.6,
+                    "sampling": "T=1", "sampling_tuned": setting, "tune_grid": "T {0.8, 0.9, 1} x top-p {none, 0.9} x CFG {none, 1.5, 3}",
+                    "tune_seed": 1, "tune_samples": 1000, "sample_seed": 0, "tune_domain_fid": 7.0, "domain_fid_tuned": tuned,
+                    "domain_kid_tuned": 0.3, "domain_kid_std_tuned": 0.05, "class_accuracy_tuned": 0.85, "domain_fid_train": 2.5,
+                    "domain_kid_train": 0.01, "domain_precision_train": 0.75, "domain_recall_train": 0.76, "fid_train": 4.0,
+                    "domain_rfid": 5.0, "rfid": 9.0, "eval_seconds": 900})
+        append_result(results, row, fields=GENERATION_FIELDS)  # rewrites the file under the new header
+    from simvq.experiments.results_file import read_results
+
+    stored = read_results(results)
+    assert list(stored[0]) == GENERATION_FIELDS and stored[0]["domain_fid_tuned"] == "" and stored[0]["domain_fid"] == "20.0"
+    from simvq.cli import main
+
+    out = tmp_path / "results.md"
+    assert main(["report", "--generation", str(results), "--out", str(out), "--figures", str(tmp_path / "figures")]) == 0
+    text = out.read_text()
+    prior = table_row(text, "**K=1,024**: the prior and its likelihood", "simvq")
+    assert "0.93 ± 0.00 (2)" in prior and "1,500 ± 0 (2)" in prior and "3.900 ± 0.000 (2)" in prior and "plateau (2)" in prior
+    vq_prior = table_row(text, "**K=1,024**: the prior and its likelihood", "vq")
+    assert vq_prior.count("–") == 4  # parameters, steps, best validation bits, stop reason: not in the old rows
+    default = table_row(text, "**K=1,024**: samples at the default setting", "simvq")
+    assert "10.5 ± 0.7 (2)" in default and "0.50 ± 0.00 (2)" in default and "70.0 ± 0.0 (2)" in default and "5.0 ± 0.0 (2)" in default
+    assert table_row(text, "**K=1,024**: samples at the default setting", "vq").startswith("| vq | 20.5 ± 0.7 (2) | – |")
+    tuned = table_row(text, "**K=1,024**: samples at each prior's tuned setting (fresh set)", "simvq")
+    assert "8.2 ± 0.4 (2)" in tuned and "T=0.9 top-p=0.9 (2)" in tuned
+    assert "–" in table_row(text, "**K=1,024**: samples at each prior's tuned setting (fresh set)", "vq")
+    # floors per image count: the old rows' at 1,000 samples, the new rows' at 5,000
+    assert ("domain FID 2.0 ± 0.0 (2) at 1,000 images; domain FID 2.5 ± 0.0 (2) at 5,000 images; domain KID 0.01 ± 0.00 (2) at 5,000 "
+            "images; precision % 75.0 ± 0.0 (2) at 5,000 images") in text and "Inception FID 4.0 ± 0.0 (2) at 1,000 images" in text
+    assert "T {0.8, 0.9, 1} x top-p {none, 0.9} x CFG {none, 1.5, 3} on 1,000 samples at seed 1" in text
+    assert "fresh set at seed 0" in text and "0.5 h of evaluation" in text
+    # the tuned domain FID has a verdict only where both sides have it: none against the old vq rows
+    assert not any("domain FID, tuned" in note for note in findings(group_rows(read_results(results))))

@@ -134,3 +134,33 @@ def test_samples_are_codes_a_tokenizer_decodes_to_images():
     assert codes.shape == (10, 7, 7) and codes.min() >= 0 and codes.max() < 32
     decoded = tokenizer.decode(codes)
     assert decoded.shape == (10, 1, 28, 28) and torch.isfinite(decoded).all()
+
+
+def test_nucleus_sampling_follows_the_exact_nucleus_distribution_inside_and_beyond_the_candidates():
+    """A peaked row (its nucleus among the top NUCLEUS_CANDIDATES) and a flat one (its nucleus beyond
+    them: the full-sort path) in one batch: each row's frequencies follow the renormalised nucleus
+    (computed here by a full sort), and no token outside it is ever drawn."""
+    from simvq.models.prior import NUCLEUS_CANDIDATES
+
+    codes = 4 * NUCLEUS_CANDIDATES
+    generator = torch.Generator().manual_seed(0)
+    peaked, flat = torch.randn(codes, generator=generator) * 4, torch.randn(codes, generator=generator) * 0.05
+    draws = 4000
+    logits = torch.stack([peaked, flat]).repeat_interleave(draws, 0)
+    for top_p, top_k in [(0.9, None), (0.5, None), (0.7, 2 * NUCLEUS_CANDIDATES), (None, None)]:
+        sampled = sample_from_logits(logits, top_p=top_p, top_k=top_k, generator=generator)
+        for i, row in enumerate((peaked, flat)):
+            kept = row.clone()
+            if top_k is not None:
+                kept[kept < kept.topk(top_k).values[-1]] = -math.inf
+            if top_p is not None:
+                ordered, order = kept.sort(descending=True)
+                probs = ordered.softmax(0)
+                kept[order[probs.cumsum(0) - probs >= top_p]] = -math.inf
+            expected = kept.softmax(0)
+            frequencies = torch.bincount(sampled[i * draws : (i + 1) * draws], minlength=codes).float() / draws
+            assert frequencies[expected == 0].sum() == 0, (top_p, top_k, i)
+            # per-token binomial error: 5 standard deviations (plus one draw's worth)
+            tolerance = 5 * (expected * (1 - expected) / draws).sqrt() + 1 / draws
+            assert ((frequencies - expected).abs() <= tolerance).all(), (top_p, top_k, i)
+    assert (peaked.softmax(0).topk(NUCLEUS_CANDIDATES).values.sum() > 0.9) and (flat.softmax(0).topk(NUCLEUS_CANDIDATES).values.sum() < 0.5)

@@ -1,15 +1,21 @@
-"""The generation section of ``simvq report``: ``simvq bench generation``'s CSV -> a table per K,
+"""The generation section of ``simvq report``: ``simvq bench generation``'s CSV -> tables per K,
 SimVQ-versus-each-tokenizer verdicts computed from the numbers, and the sample grids.
 
-Priors of equal size and budget are compared on what the tokens let them generate (domain FID,
-class accuracy of conditional samples, Inception FID when run). Bits per token are shown beside the
-unigram entropy of the same tokens: a tokenizer's own test tokens set its scale, so the gap (what the
-prior learned) is the comparable number, not bits per token across tokenizers. Every verdict is
-Welch's t-test over seeds (two-sided, alpha 0.05); with one seed on a side the text says it is one run.
+Priors of equal size and budget are compared on what the tokens let them generate (domain FID, KID
+and precision/recall on the Fashion-MNIST classifier's features, class accuracy of conditional
+samples, Inception FID when run), at the default sampling setting and at the setting tuned for each
+prior, both measured on a fresh sample set. Beside them stand what bounds them: the real-vs-real
+floors (training images in place of samples) and each tokenizer's reconstructions in place of
+samples (rFID: what its decoder alone costs). Bits per token are shown beside the unigram entropy of
+the same tokens: a tokenizer's own test tokens set its scale, so the gap (what the prior learned)
+is the comparable number, not bits per token across tokenizers. Every verdict is Welch's t-test
+over seeds (two-sided, alpha 0.05); with one seed on a side the text says it is one run. Rows of an
+older CSV without the newer columns render with those cells missing.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from .comparison import figure_section, group_rows, k_table, run_figures, simvq_verdicts, sizes, write_section
@@ -19,18 +25,49 @@ BEGIN = "<!-- generation-report:begin -->"
 END = "<!-- generation-report:end -->"
 HEADING = "## Generation benchmark (`simvq bench generation`, `simvq report --generation`)"
 
-# (column, title, scale, decimals, lower is better; None: not a score) of the per-K table
-COLUMNS = [
+# (column, title, scale, decimals, lower is better; None: not a score) of the per-K tables
+PRIOR_COLUMNS = [
+    ("prior_parameters", "prior params (M)", 1e-6, 2, None),
+    ("trained_steps", "steps trained", 1.0, 0, None),
+    ("best_val_nll_bits_per_token", "best val bits / token", 1.0, 3, True),
     ("nll_bits_per_token", "bits / token", 1.0, 3, True),
     ("test_entropy_bits", "unigram entropy (bits)", 1.0, 3, None),  # the tokens' property, not a score
     ("nll_bits_per_image", "bits / image", 1.0, 1, True),
     ("test_usage", "test usage %", 100.0, 1, None),
+]
+DEFAULT_COLUMNS = [
     ("domain_fid", "domain FID", 1.0, 1, True),
+    ("domain_kid", "domain KID", 1.0, 2, True),
+    ("domain_kid_std", "KID subset std", 1.0, 2, None),
+    ("domain_precision", "precision %", 100.0, 1, False),
+    ("domain_recall", "recall %", 100.0, 1, False),
     ("class_accuracy", "class accuracy %", 100.0, 1, False),
     ("fid", "FID", 1.0, 1, True),
+    ("domain_rfid", "tokenizer domain rFID", 1.0, 1, True),
+    ("rfid", "tokenizer rFID", 1.0, 1, True),
 ]
+TUNED_COLUMNS = [
+    ("domain_fid_tuned", "domain FID, tuned", 1.0, 1, True),
+    ("domain_kid_tuned", "domain KID, tuned", 1.0, 2, True),
+    ("domain_kid_std_tuned", "KID subset std", 1.0, 2, None),
+    ("domain_precision_tuned", "precision %, tuned", 100.0, 1, False),
+    ("domain_recall_tuned", "recall %, tuned", 100.0, 1, False),
+    ("class_accuracy_tuned", "class accuracy %, tuned", 100.0, 1, False),
+    ("fid_tuned", "FID, tuned", 1.0, 1, True),
+    ("tune_domain_fid", "domain FID on the tuning set", 1.0, 1, None),  # optimistic: the setting was picked there
+]
+COLUMNS = PRIOR_COLUMNS + DEFAULT_COLUMNS + TUNED_COLUMNS
 # the generation quality the verdicts are about (bits per token are per-tokenizer, see above)
-VERDICT_COLUMNS = [c for c in COLUMNS if c[0] in ("domain_fid", "class_accuracy", "fid")]
+VERDICT_COLUMNS = [c for c in COLUMNS if c[0] in ("domain_fid", "domain_fid_tuned", "domain_kid", "domain_kid_tuned",
+                                                  "class_accuracy", "class_accuracy_tuned", "fid", "fid_tuned")]
+# the real-vs-real floors: (column, title, scale, decimals, the column counting the images they depend on)
+FLOORS = [
+    ("domain_fid_train", "domain FID", 1.0, 1, "domain_fid_samples"),
+    ("domain_kid_train", "domain KID", 1.0, 2, "domain_fid_samples"),
+    ("domain_precision_train", "precision %", 100.0, 1, "domain_fid_samples"),
+    ("domain_recall_train", "recall %", 100.0, 1, "domain_fid_samples"),
+    ("fid_train", "Inception FID", 1.0, 1, "fid_samples"),
+]
 
 
 def gap(runs: dict[str, dict]) -> Stat | None:
@@ -41,46 +78,111 @@ def gap(runs: dict[str, dict]) -> Stat | None:
     )
 
 
+def tally(runs: dict[str, dict], column: str) -> str:
+    """The values a text column takes over the seeds, with their counts: ``plateau (2)``, ``T=0.9; T=1 (2)``."""
+    counts = Counter(r[column] for r in runs.values() if r.get(column))
+    return "; ".join(f"{value} ({n})" if n > 1 else value for value, n in sorted(counts.items())) or MISSING
+
+
 def findings(groups: dict) -> list[str]:
     """One sentence per K, rival and metric: SimVQ's tokens help, hurt or make no difference."""
     return simvq_verdicts(groups, VERDICT_COLUMNS) or ["No K has priors on SimVQ tokens and on another tokenizer's tokens yet."]
+
+
+def any_value(rows: list[dict], *columns: str) -> bool:
+    return any(number(r.get(c)) is not None for r in rows for c in columns)
+
+
+def numbers(rows: list[dict], column: str) -> str:
+    values = sorted({int(n) for r in rows if (n := number(r.get(column))) is not None})
+    return ", ".join(f"{v:,}" for v in values) or MISSING
+
+
+def floors_text(rows: list[dict]) -> str:
+    """Each floor over the rows, per image count (a floor depends on it: FID's bias falls as 1/N)."""
+    parts = []
+    for column, title, scale, digits, count_column in FLOORS:
+        by_count: dict[int, list[float]] = {}
+        for row in rows:
+            if (value := number(row.get(column))) is not None and (count := number(row.get(count_column))) is not None:
+                by_count.setdefault(int(count), []).append(value)
+        for count, values in sorted(by_count.items()):
+            parts.append(f"{title} {stat_text(summarize(values), scale, digits)} at {count:,} images")
+    return "; ".join(parts) or MISSING
 
 
 def header(groups: dict, results) -> list[str]:
     rows = [row for runs in groups.values() for row in runs.values()]  # superseded budgets left out
     seeds = {f"{m} {k_label(k)}": len(runs) for (m, k), runs in groups.items()}
     budgets = sorted({int(b) for r in rows if (b := number(r.get("steps"))) is not None})
-    samples = sorted({int(n) for r in rows if (n := number(r.get("domain_fid_samples"))) is not None})
     fid = sorted({int(n) for r in rows if number(r.get("fid")) is not None and (n := number(r.get("fid_samples"))) is not None})
-    floor = summarize(number(r.get("domain_fid_train")) for r in rows)
     hours = sum(number(r.get("train_seconds")) or 0.0 for r in rows) / 3600
+    eval_hours = sum(number(r.get("eval_seconds")) or 0.0 for r in rows) / 3600
     devices = ", ".join(sorted({r["device"] for r in rows if r.get("device")})) or MISSING
-    return [
+    tuned = [r for r in rows if r.get("sampling_tuned")]
+    lines = [
         f"Generated by `simvq report --generation` from `{results}`.",
         "",
         f"- Priors: {len(rows)}, of equal size; prior step budget(s): {', '.join(f'{b:,}' for b in budgets) or MISSING}; "
-        f"devices: {devices}; {hours:.1f} h of prior training. Seeds: "
-        + ", ".join(f"{name} {n}" for name, n in sorted(seeds.items())) + ".",
-        f"- Domain FID: features of the project's Fashion-MNIST classifier, {', '.join(map(str, samples)) or MISSING} samples "
-        f"against the test split (floor, real training images: {stat_text(floor, 1.0, 1)}). Class accuracy: that "
-        "classifier on class-conditional samples. "
-        + (f"FID: Inception features, {', '.join(map(str, fid))} samples." if fid else "Inception FID: not run."),
-        "- Bits per token are on each tokenizer's own test tokens; their unigram entropy is what a prior that learned "
-        "nothing scores, so compare the gap, not bits per token across tokenizers.",
+        f"devices: {devices}; {hours:.1f} h of prior training" + (f", {eval_hours:.1f} h of evaluation" if eval_hours else "")
+        + ". Seeds: " + ", ".join(f"{name} {n}" for name, n in sorted(seeds.items())) + ".",
+        f"- Domain metrics: features of the project's Fashion-MNIST classifier, {numbers(rows, 'domain_fid_samples')} samples "
+        "against the whole test split: FID"
+        + (", KID (the unbiased MMD² with the cubic polynomial kernel of Binkowski et al. 2018, mean over 100 random subsets of "
+           "1,000 from each side, their std beside it)" if any_value(rows, "domain_kid", "domain_kid_tuned") else "")
+        + (", improved precision and recall (Kynkäänniemi et al. 2019, k = 3, against as many test images)"
+           if any_value(rows, "domain_precision", "domain_precision_tuned") else "")
+        + ". Class accuracy: that classifier on class-conditional samples. "
+        + (f"Inception FID: {', '.join(f'{n:,}' for n in fid)} samples against a fixed test subset as large." if fid else "Inception FID: not run."),
+        f"- Floors, real training images in place of samples (as many): {floors_text(rows)}."
+        + (" The tokenizer's reconstructions of those training images in place of samples give its rFIDs: what its decoder "
+           "alone caps." if any_value(rows, "domain_rfid", "rfid") else ""),
+    ]
+    if tuned:
+        grids = sorted({r["tune_grid"] for r in tuned if r.get("tune_grid")})
+        lines.append(
+            f"- Sampling: the default is temperature 1, no truncation, no guidance. Each prior's tuned setting was chosen by "
+            f"domain FID over {' / '.join(grids) or 'a grid'} on {numbers(tuned, 'tune_samples')} samples at seed "
+            f"{numbers(tuned, 'tune_seed')}; both settings were then measured on a fresh set at seed {numbers(tuned, 'sample_seed')}.")
+    lines += [
+        ("- Bits per token are on each tokenizer's own test tokens; their unigram entropy is what a prior that learned "
+         "nothing scores, so compare the gap, not bits per token across tokenizers."),
         "- Cells: mean ± std over seeds (number of seeds).",
     ]
+    return lines
+
+
+def titled(table: list[str], title: str) -> list[str]:
+    """A ``k_table`` under its own bold title (in place of the bare K label); none when it has no data column."""
+    if len(table) < 4 or table[2].count("|") <= 2:  # only the method column
+        return []
+    return [title, *table[1:]]
+
+
+def has_values(groups: dict, k: int, columns) -> bool:
+    return any(number(r.get(c[0])) is not None for (m, size), runs in groups.items() if size == k for r in runs.values() for c in columns)
 
 
 def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[str]:
     groups = group_rows(rows)
     body = [*header(groups, results), ""]
     gap_column = ("entropy − bits/token ↑", lambda runs: stat_text(gap(runs), 1.0, 3))
+    stop_column = ("stopped by", lambda runs: tally(runs, "stop_reason"))
     for k in sizes(groups):
-        body += k_table(groups, k, COLUMNS, extra=[gap_column])
+        label = k_label(k)
+        extra = [gap_column] + ([stop_column] if any(r.get("stop_reason") for (m, s), runs in groups.items() if s == k
+                                                      for r in runs.values()) else [])
+        body += titled(k_table(groups, k, PRIOR_COLUMNS, extra=extra), f"**{label}**: the prior and its likelihood")
+        if has_values(groups, k, DEFAULT_COLUMNS):
+            body += titled(k_table(groups, k, DEFAULT_COLUMNS), f"**{label}**: samples at the default setting")
+        if has_values(groups, k, TUNED_COLUMNS):
+            body += titled(k_table(groups, k, TUNED_COLUMNS, extra=[("setting (seeds)", lambda runs: tally(runs, "sampling_tuned"))]),
+                           f"**{label}**: samples at each prior's tuned setting (fresh set)")
     body += ["### SimVQ's tokens against each tokenizer's (computed from the numbers)", "",
              *[f"- {note}" for note in findings(groups)], ""]
     grids = run_figures(groups, figures_dir, source="samples.png", name="generation_samples_{method}_K{k}.png")
-    return body + figure_section("Samples", grids, out_dir)
+    tuned = run_figures(groups, figures_dir, source="samples_tuned.png", name="generation_samples_tuned_{method}_K{k}.png")
+    return body + figure_section("Samples", grids, out_dir) + figure_section("Samples at the tuned setting", tuned, out_dir)
 
 
 def write_generation_report(results: str | Path, out: str | Path = "docs/results.md", *,

