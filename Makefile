@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_PACKAGES := dataset-fashion-mnist espeak-ng
 
-.PHONY: system-deps install test test-fast typecheck demo bench clean
+.PHONY: system-deps install lint typecheck test test-fast demo bench clean
 
 system-deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -22,7 +22,13 @@ install: system-deps
 	# ships LPIPS's linear-head weights (simvq.models.perceptual reads them; never imported): its deps would pull torchvision
 	$(PIP) install -q --no-deps lpips
 
+# the gates `make test` runs first: ruff (rules in pyproject.toml) and mypy on the quantizer core
+lint: install
+	$(PYTHON) -m ruff check src tests benchmarks
+
 test: install
+	$(PYTHON) -m ruff check src tests benchmarks
+	$(PYTHON) -m mypy --config-file pyproject.toml
 	$(PYTHON) -m pytest -q
 
 test-fast: install

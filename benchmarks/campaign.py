@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import shutil
 import subprocess
@@ -106,7 +105,7 @@ def claim(claims: Path, run: Run) -> bool:
 def git_commit(repo: Path, paths: list[str], message: str) -> None:
     """Commit exactly ``paths`` (the user's other changes stay as they are); retried while another
     git command holds the index."""
-    for attempt in range(60):
+    for _ in range(60):
         add = subprocess.run(["git", "-C", str(repo), "add", "--", *paths], capture_output=True, text=True)
         commit = add.returncode == 0 and subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message, "--only", "--", *paths],
                                                         capture_output=True, text=True)

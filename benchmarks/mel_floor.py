@@ -118,7 +118,8 @@ def main() -> None:
             quiet = name.startswith("noise ") and float(name.split()[1]) <= INAUDIBLE_DBFS
             cells.append(f"{values.mean():.3f}" + (f" (max {values.max():.3f})" if quiet else ""))
         label = {"other dither": "another -80 dBFS noise floor", "clean": "digital silence (the clean utterance)"}.get(
-            name, f"{name} dBFS" if name.startswith("noise") else f"{name} dB" if name.startswith("gain") else (f"{name} Hz" if name.startswith("low") else name))
+            name,
+            f"{name} dBFS" if name.startswith("noise") else f"{name} dB" if name.startswith("gain") else (f"{name} Hz" if name.startswith("low") else name))
         print(f"| {label} | {' | '.join(cells)} |")
 
 

@@ -117,7 +117,8 @@ def test_the_speech_recipe_builds_the_configured_codec():
 def test_mel_filterbank_matches_its_definition():
     rate, n_fft, n_mels = 16000, 512, 20
     bank = mel_filterbank(rate, n_fft, n_mels, f_min=50.0, f_max=7000.0).double()
-    mel = lambda f: 2595 * math.log10(1 + f / 700)  # HTK, written out
+    def mel(f):  # HTK, written out
+        return 2595 * math.log10(1 + f / 700)
     points = [mel_to_hz(mel(50.0) + i * (mel(7000.0) - mel(50.0)) / (n_mels + 1)) for i in range(n_mels + 2)]
     for m in range(n_mels):
         for b in range(n_fft // 2 + 1):
@@ -286,7 +287,7 @@ def test_discriminators_shapes_and_losses():
         real_logits, real_features = discriminator(real)
         fake_logits, fake_features = discriminator(fake)
         count = len(discriminator.discriminators)
-        assert len(real_logits) == len(real_features) == count and all(l.shape[0] == 1 for l in real_logits)
+        assert len(real_logits) == len(real_features) == count and all(logit.shape[0] == 1 for logit in real_logits)
         assert feature_matching_loss(real_features, real_features).item() == 0.0
         assert feature_matching_loss(real_features, fake_features).item() > 0.0
         # hinge losses written out, averaged over the sub-discriminators

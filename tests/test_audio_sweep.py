@@ -11,7 +11,6 @@ soundfile = pytest.importorskip("soundfile")
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"), pytest.mark.usefixtures("one_thread")]
 
 from helpers import tiny_audio_overrides, write_voice_folders
-
 from simvq.experiments import sweep
 from simvq.experiments.results_file import read_results
 

@@ -186,4 +186,4 @@ def test_refusals_name_the_problem():
         VectorQuantize(DIM, K, codebook_dim=2)  # simvq has no factorised codes ...
     assert VectorQuantize(DIM, K, codebook_dim=2, quantizer="vq").quantizer.codebook_dim == 2  # ... vq has
     with pytest.raises(TypeError, match="multi-stage"):
-        VectorQuantize(DIM, K, quantizer="residual").codebook
+        _ = VectorQuantize(DIM, K, quantizer="residual").codebook

@@ -218,7 +218,6 @@ def test_sharded_rfid_equals_the_rfid_of_one_process(tmp_path):
 def _codec_and_utterances():
     """A tiny seeded codec and three voiced utterances of different lengths (uneven shards 2 + 1)."""
     from helpers import voiced_clip
-
     from simvq.models import AudioCodec
 
     torch.manual_seed(0)

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 import torch
-from helpers import assert_same_state, crash_at, tiny_image_config, train
 
+from helpers import assert_same_state, crash_at, tiny_image_config, train
 from simvq.train.config import load_config
 
 pytest.importorskip("lightning")

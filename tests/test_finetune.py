@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import quick_run, tiny_audio_overrides
 
+from helpers import quick_run, tiny_audio_overrides
 from simvq.cli import main
 from simvq.runs import build_model, load_recipe
 from simvq.runs.finetune import apply_weights, initial_state

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from helpers import report_section_twice
-
 from simvq.experiments.generation_bench import GENERATION_FIELDS
 from simvq.experiments.generation_report import findings, group_rows
 
@@ -100,7 +99,8 @@ def test_an_old_csv_renders_beside_new_rows_with_the_new_columns_and_floors(rows
 
     for seed, (fid, tuned, setting) in enumerate([(10.0, 8.0, "T=0.9 top-p=0.9"), (11.0, 8.5, "T=0.9 top-p=0.9")]):
         row = prior_run("simvq", 1024, seed, fid=fid, accuracy=0.8)
-        row.update({"domain_fid_samples": 5000, "fid_samples": 1000, "prior_parameters": 930_000, "trained_steps": 1500, "best_step": 1250, "best_val_nll_bits_per_token": 3.9,
+        row.update({"domain_fid_samples": 5000, "fid_samples": 1000, "prior_parameters": 930_000, "trained_steps": 1500, "best_step": 1250,
+                    "best_val_nll_bits_per_token": 3.9,
                     "stop_reason": "plateau", "domain_kid": 0.5, "domain_kid_std": 0.1, "domain_precision": 0.7, "domain_recall": 0.6,
                     "sampling": "T=1", "sampling_tuned": setting, "tune_grid": "T {0.8, 0.9, 1} x top-p {none, 0.9} x CFG {none, 1.5, 3}",
                     "tune_seed": 1, "tune_samples": 1000, "sample_seed": 0, "tune_domain_fid": 7.0, "domain_fid_tuned": tuned,

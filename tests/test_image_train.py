@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
-from helpers import crash_at, tiny_image_config, train
 
 import simvq
+from helpers import crash_at, tiny_image_config, train
 from simvq.data import FashionMNIST
 from simvq.tokenizer import Tokenizer, checkpoint_model_state
 

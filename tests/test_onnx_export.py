@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from helpers import quick_run, tiny_audio_overrides, tiny_image_config, write_voice_folders
 
+from helpers import quick_run, tiny_audio_overrides, tiny_image_config, write_voice_folders
 from simvq.cli import main
 from simvq.data import FashionMNIST
 from simvq.runs import load_recipe

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import quick_run, tiny_audio_overrides, tiny_image_config
 
 import simvq
+from helpers import quick_run, tiny_audio_overrides, tiny_image_config
 from simvq.cli import main
 from simvq.runs import load_recipe, save_config
 from simvq.runs.pretrained import export_run, layout_kind, load_pretrained_prior, save_pretrained

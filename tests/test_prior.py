@@ -119,9 +119,9 @@ def test_untrained_prior_starts_near_uniform():
 
 
 def test_samples_are_codes_a_tokenizer_decodes_to_images():
-    from simvq.train.run_files import build_model
     from simvq.tokenizer import Tokenizer
     from simvq.train.config import load_config
+    from simvq.train.run_files import build_model
 
     config = load_config("configs/fmnist.yaml", ["model.channels=8", "model.dim=8", "quantizer.name=simvq",
                                                  "quantizer.codebook_size=32", "model.norm_groups=4"])

@@ -16,9 +16,9 @@ def tokenizer_run(tmp_path_factory):
     """A run directory holding an untrained tiny tokenizer over 48 random 28x28 images."""
     from PIL import Image
 
-    from simvq.train.run_files import build_model
     from simvq.tokenizer import WEIGHTS_FILE, save_weights
     from simvq.train.config import load_config, save_config
+    from simvq.train.run_files import build_model
 
     root = tmp_path_factory.mktemp("prior")
     images = root / "images"
@@ -127,7 +127,6 @@ def test_a_prior_killed_mid_run_and_resumed_ends_like_an_uninterrupted_one(token
     """The resumed session continues the batch sequence where it stopped (not a fresh shuffle, nor the
     first epoch's batches again), with dropout's random stream restored: weights, optimizer and EMA equal."""
     from helpers import assert_same_state, crash_at
-
     from simvq.train import prior
     from simvq.train.prior import load_prior_config, train_prior
 
@@ -158,8 +157,8 @@ def test_validation_keeps_the_best_prior_and_stops_early(tokenizer_run, tmp_path
     whose held-out NLL stops improving stops (min_delta too large to beat: after `patience` checks)."""
     import math
 
-    from simvq.utils import load_safetensors
     from simvq.train.prior import hold_out, load_prior, load_prior_config, train_prior
+    from simvq.utils import load_safetensors
 
     def config(name, *extra):
         return load_prior_config("configs/prior.yaml", [

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from quantizer_references import backward_through_an_encoder, squared_distances
-
 from simvq import build_quantizer
 from simvq.quantizers import hqa as hqa_module
 from simvq.quantizers.hqa import HQA

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_quantizer_contract import CODEBOOK_SIZE, DIM, NAMES, batch, build, decode_like_forward, warmed_up
 
 from simvq.quantizers import PADDING_CODE, build_quantizer
+from test_quantizer_contract import CODEBOOK_SIZE, DIM, NAMES, batch, build, decode_like_forward, warmed_up
 
 # options that take other code paths than a preset's defaults (draws from the global RNG, random
 # anchors, the contrastive term, running affine statistics, the in-forward SGD step, exact entropy)

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from quantizer_references import assert_channel_first_agrees, backward_through_an_encoder
-
 from simvq import build_quantizer
 from simvq.quantizers.qinco import QINCo
 from simvq.quantizers.residual import ResidualQuantizer

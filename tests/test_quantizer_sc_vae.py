@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from quantizer_references import assert_channel_first_agrees, backward_through_an_encoder
-
 from simvq import build_quantizer
 from simvq.metrics.usage import CodebookUsage
 from simvq.quantizers.sc_vae import SCVAE, SparseQuantizerOutput, ista, lasso_objective, overcomplete_dct, soft_threshold

@@ -13,7 +13,6 @@ from simvq.quantizers.fsq import FSQ, RECOMMENDED_LEVELS, eps_domain, levels_for
 from simvq.quantizers.lfq import LFQ
 from simvq.search import max_abs_value
 
-
 # ----------------------------------------------------------------------------- FSQ
 
 

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from quantizer_references import backward_through_an_encoder, squared_distances
-
 from simvq import build_quantizer
 from simvq.quantizers.vq_wae import VQWAE, sinkhorn_potentials, transport_cost
 

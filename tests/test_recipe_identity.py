@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers import tiny_image_config, train
 
 pytest.importorskip("lightning")

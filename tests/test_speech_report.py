@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from helpers import report_section_twice
-
 from simvq.experiments.comparison import group_rows
 from simvq.experiments.speech_report import findings
 from simvq.experiments.sweep import AUDIO_FIELDS

@@ -94,7 +94,7 @@ def test_fused_ema_matches_the_per_parameter_update():
         for p in live.parameters():
             p.normal_()
     live.running_mean.fill_(5.0)
-    expected = [e + 0.1 * (l - e) for e, l in zip(ema.parameters(), live.parameters())]
+    expected = [e + 0.1 * (w - e) for e, w in zip(ema.parameters(), live.parameters())]
     update_ema(ema, live, 0.9)
     for got, want in zip(ema.parameters(), expected):
         torch.testing.assert_close(got, want)

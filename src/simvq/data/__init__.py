@@ -2,11 +2,10 @@
 ``cache_key`` naming its contents (used to cache rFID reference statistics); speech data sets
 (``simvq.data.speech``) yield float32 ``(1, S)`` waveforms in ``[-1, 1]``."""
 
+from .build import build_image_dataset, build_speech_dataset
 from .fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, FashionMNIST, MissingDatasetError
 from .image_folder import FolderBatches, ImageFolder
 from .photos import SamplePhotoCrops
-from .webdataset_images import ShardedImages, ShardedImageSet, write_image_shards
-from .build import build_image_dataset, build_speech_dataset
 from .speech import (
     FileClipBatches,
     InMemorySpeech,
@@ -19,6 +18,7 @@ from .speech import (
     pad_collate,
     read_manifest,
 )
+from .webdataset_images import ShardedImages, ShardedImageSet, write_image_shards
 
 __all__ = [
     "DEFAULT_FASHION_MNIST_ROOT",

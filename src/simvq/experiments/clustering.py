@@ -14,9 +14,9 @@ rotated copy of the Gaussian cloud, which covers the data's ellipse but cannot f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

@@ -47,7 +47,8 @@ def add_parser(subparsers) -> None:
     report.add_argument("--speech", default=None, help="`simvq bench audio`'s CSV: adds the speech codec section")
     report.add_argument("--curves", default=None, help="usage/PSNR-over-steps file (default: <results>_curves.json)")
     report.add_argument("--references", default=None,
-                        help="cache of the untrained-Gaussian references (default: data/gaussian_reference.json beside --out); missing affordable ones are computed and added")
+                        help="cache of the untrained-Gaussian references (default: data/gaussian_reference.json beside --out); "
+                             "missing affordable ones are computed and added")
     report.add_argument("--cached-references", action="store_true",
                         help="use only the references already in the cache (a missing one reads 'not computed')")
     report.add_argument("--out", default="docs/results.md")

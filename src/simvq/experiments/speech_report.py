@@ -138,8 +138,8 @@ def usage_figures(groups: dict, figures_dir: Path) -> list[tuple[str, Path]]:
     """Per K, every run's ``usage_history.json`` (the usage of each logging window's tokens) as lines of
     one PNG ``speech_usage_over_steps_K<k>.png``; ``(label, path)`` of those written (runs without a
     history are left out, and a K with none gets no figure)."""
-    from ..train import plots  # matplotlib and torch: only when there is a figure to draw
     from ..runs import read_usage_history
+    from ..train import plots  # matplotlib and torch: only when there is a figure to draw
 
     written = []
     for k in sizes(groups):

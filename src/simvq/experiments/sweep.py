@@ -420,7 +420,8 @@ def add_parser(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="the comparison sweep (quantizers x sizes x seeds) and ablations")
     bench.add_argument("kind", choices=bench_names())
     bench.add_argument("overrides", nargs="*", help="recipe overrides applied to every run (section.key=value)")
-    bench.add_argument("--config", default=None, help="the sweep file (default configs/bench/image.yaml; audio: configs/bench/speech.yaml; generation: the prior recipe, default configs/bench/prior.yaml)")
+    bench.add_argument("--config", default=None, help="the sweep file (default configs/bench/image.yaml; audio: configs/bench/speech.yaml; "
+                       "generation: the prior recipe, default configs/bench/prior.yaml)")
     bench.add_argument("--methods", nargs="+", default=None, help="quantizer names (default: the config's list)")
     bench.add_argument("--sizes", nargs="+", type=int, default=None, help="codebook sizes")
     bench.add_argument("--seeds", nargs="+", type=int, default=None)
@@ -429,7 +430,8 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--fid-images", type=int, default=None, help="rFID subset size (0: skip rFID)")
     bench.add_argument("--until-plateau", action="store_const", const=True, default=None,
                        help="stop each run once usage and PSNR stop improving (criterion: the recipe's `plateau:` section); --budget is the cap")
-    bench.add_argument("--grid", type=int, default=None, help="tokens per image side (variant 'grid=GxG'), e.g. 14 on 28x28 images: 4x the tokens to count usage over")
+    bench.add_argument("--grid", type=int, default=None, help="tokens per image side (variant 'grid=GxG'), e.g. 14 on 28x28 images: "
+                       "4x the tokens to count usage over")
     bench.add_argument("--checks", type=int, default=None, help="progress checks per image run (learning curves, last-20%% change; default 10)")
     bench.add_argument("--workers", type=int, default=None, help="runs trained side by side (default 1)")
     bench.add_argument("--stages", type=int, default=None,

@@ -139,11 +139,12 @@ class ToyResult:
         }
 
 
-def train_toy(config: ToyConfig = ToyConfig(), *, progress: bool = False, callback=None) -> ToyResult:
+def train_toy(config: ToyConfig | None = None, *, progress: bool = False, callback=None) -> ToyResult:
     """Train the toy autoencoder of ``config`` and record the quantizer's state every few steps.
 
     ``callback(step, quantizer)`` runs after every optimiser step (e.g. an analysis.SpectrumTracker).
     """
+    config = config if config is not None else ToyConfig()
     if config.dataset not in DATASETS:
         raise ValueError(f"config.dataset must be one of {DATASETS}, got {config.dataset!r}")
     torch.manual_seed(config.seed)

@@ -87,7 +87,8 @@ def run_cluster(args) -> int:
     }
     features = _fmnist_features(args)
     experiments = {
-        name: (lambda seed, m=modes, d=dim: standardise(gaussian_mixture(3000, num_modes=m, dim=d, separation=4.0, std=0.3 if d == 2 else 0.5, seed=seed)[0]), size)
+        name: (lambda seed, m=modes, d=dim: standardise(
+            gaussian_mixture(3000, num_modes=m, dim=d, separation=4.0, std=0.3 if d == 2 else 0.5, seed=seed)[0]), size)
         for name, (modes, dim, size) in mixtures.items()
     }
     for size in args.fmnist_codebook_sizes:
@@ -165,7 +166,8 @@ def _analyse_spectrum(args, features, out: Path, report: dict):
     toy_tracker = SpectrumTracker(every=10)
     toy = train_toy(ToyConfig(dataset="square", method="simvq", seed=args.seeds[0], snapshot_every=1000), callback=toy_tracker)
     report["toy_spectrum"] = {**toy_tracker.as_dict(), "final_usage": float(toy.usage[-1])}
-    print(f"toy square SimVQ: effective rank of W at step {toy_tracker.steps[0]} {toy_tracker.effective_ranks[0]:.3f} -> {toy_tracker.effective_ranks[-1]:.3f} (max 2), "
+    print(f"toy square SimVQ: effective rank of W at step {toy_tracker.steps[0]} "
+          f"{toy_tracker.effective_ranks[0]:.3f} -> {toy_tracker.effective_ranks[-1]:.3f} (max 2), "
           f"singular values {[round(v, 3) for v in toy_tracker.singular_values[-1].tolist()]}")
     return fit
 

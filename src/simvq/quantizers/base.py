@@ -30,7 +30,6 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..search import check_values, nearest
-
 from .options import check_bool, check_float, check_int, check_table_fits
 
 # ----------------------------------------------------------------------------- seeding, initial codebooks

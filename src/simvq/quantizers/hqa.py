@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import (GUMBEL_RANGE, CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, gumbel_noise,
-                   squared_distances, straight_through)
+from .base import GUMBEL_RANGE, CodebookQuantizer, FlatOutput, fp32, gaussian_codebook, gumbel_noise, squared_distances, straight_through
 from .options import check_divisor, check_float
 from .registry import register_quantizer
 

@@ -51,10 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import (PADDING_CODE, FlatOutput, Quantizer, QuantizerOutput, code_statistics, fp32, real_token_index,
-                   scatter_tokens)
+from .base import PADDING_CODE, FlatOutput, Quantizer, QuantizerOutput, code_statistics, fp32, real_token_index, scatter_tokens
 from .options import check_bool, check_float, check_int
 from .registry import register_quantizer
+
 
 @dataclass
 class SparseQuantizerOutput(QuantizerOutput):

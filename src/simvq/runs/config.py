@@ -45,7 +45,7 @@ def load_structured(schema: type, path: str | Path | None = None, overrides: lis
         if "=" not in override:
             raise ValueError(f"override {override!r} must look like section.key=value")
         key, raw = (part.strip() for part in override.split("=", 1))
-        config = _merged(config, lambda: _override(schema, key, raw), schema, where=key, value=raw)
+        config = _merged(config, lambda key=key, raw=raw: _override(schema, key, raw), schema, where=key, value=raw)
     try:
         return OmegaConf.to_object(config)
     except OmegaConfBaseException as error:  # e.g. an interpolation ``${...}`` naming no key
@@ -74,7 +74,7 @@ def _override(schema: type, key: str, raw: str):
 
     hint = field_type(schema, key)
     if hint is str or hint == (str | None):
-        value = None if hint != str and raw.lower() in ("null", "none", "~") else raw
+        value = None if hint is not str and raw.lower() in ("null", "none", "~") else raw
         for part in reversed(key.split(".")):
             value = {part: value}
         return OmegaConf.create(value)

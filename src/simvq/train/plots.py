@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils import pyplot as _pyplot
 from ..utils import atomic_path, save_figure
+from ..utils import pyplot as _pyplot
 
 
 def _save(figure, path: Path) -> None:

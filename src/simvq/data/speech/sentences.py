@@ -72,7 +72,8 @@ def speech_sentences(count: int = 400, *, seed: int = 0) -> list[str]:
         lambda: f"Did {rng.choice(_SUBJECTS)} really say that {rng.choice(_TIMES)}?",
         lambda: f"Please put {rng.choice(_OBJECTS)} {rng.choice(_PLACES)}, and do it {rng.choice(_ADVERBS)}.",
         lambda: f"I think {rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TIMES)}.",
-        lambda: f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}, but {rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}.",
+        lambda: (f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}, "
+                 f"but {rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}."),
         lambda: f"There were {rng.randint(2, 99)} people {rng.choice(_PLACES)} {rng.choice(_TIMES)}.",
     )
     while len(sentences) < count:
