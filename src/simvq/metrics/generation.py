@@ -26,6 +26,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -75,7 +76,8 @@ def train_classifier(train_set, *, epochs: int = 2, batch_size: int = 128, lr: f
     torch.manual_seed(seed)
     images, labels = train_set.images.unsqueeze(1) if train_set.images.ndim == 3 else train_set.images, train_set.labels.long()
     # channels-last: ~20% faster convolutions on CPU (oneDNN)
-    model = ImageClassifier(num_classes=int(labels.max()) + 1, in_channels=images.shape[1]).to(memory_format=torch.channels_last)
+    model = ImageClassifier(num_classes=int(labels.max()) + 1, in_channels=images.shape[1])
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack Module.to's memory_format
     steps_per_epoch = images.shape[0] // batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
@@ -285,7 +287,7 @@ def cached_features(classifier: ImageClassifier, images: Tensor, *, cache_dir: s
 
     key = key or features_key(classifier, images)
     if key in _MEMORY:
-        return _MEMORY[key]
+        return cast(tuple[Tensor, Tensor], _MEMORY[key])  # stored below under features_key-style keys only
     path = classifier_cache_dir(cache_dir) / "features" / f"{key}.safetensors"
     if disk and path.is_file():
         stored = load_file(str(path))
@@ -360,8 +362,8 @@ def domain_metrics(classifier: ImageClassifier, samples: Tensor, reference: Tens
     """Domain FID between ``samples`` and ``reference`` images (``(N, C, H, W)``, float in ``[0, 1]``
     or uint8) on the classifier's features, and, given the samples' intended ``labels``, the
     fraction the classifier assigns to them (KID and precision/recall on request: ``DomainReference``)."""
-    reference = DomainReference(classifier, reference, disk=False)
-    return reference.measure_images(samples, labels, kid=kid, pr=pr)
+    domain = DomainReference(classifier, reference, disk=False)
+    return domain.measure_images(samples, labels, kid=kid, pr=pr)
 
 
 # ----------------------------------------------------------------------------- Inception FID
@@ -468,8 +470,8 @@ def reconstruction_scores(tokenizer, tokenizer_sha256: str, train_set, test_set,
             subset = subset_indices(len(train_set), count)
             images = reconstruct(tokenizer, _dataset_images(train_set, subset))
             reference = inception_reference(test_set, count, cache_dir=inception_cache_dir, device=device, progress=progress)
-            features = inception_features(images, device=device, progress=progress, desc="rFID")
-            stored[key], changed = {"rfid": reference(features), "rfid_images": count}, True
+            inception = inception_features(images, device=device, progress=progress, desc="rFID")
+            stored[key], changed = {"rfid": reference(inception), "rfid_images": count}, True
         found.update(stored[key])
     if changed:
         atomic_write_text(path, json.dumps(stored, indent=2) + "\n")

@@ -19,6 +19,8 @@ max_channels=1024, resolution_channels=64`` are Vocos's (and the official recipe
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -139,6 +141,8 @@ class BandDiscriminator(nn.Module):
     ``torch.stft``) split into frequency bands, a stack of 2-D convs per band (strided along
     frequency), the bands joined along frequency and one last conv to the logits."""
 
+    window: Tensor
+
     def __init__(self, n_fft: int, *, channels: int = 32, bands=DAC_BANDS):
         super().__init__()
         self.n_fft = n_fft
@@ -166,7 +170,7 @@ class BandDiscriminator(nn.Module):
         features, outputs = [], []
         for (low, high), convs in zip(self.bands, self.band_convs):
             band = x[..., low:high]
-            for conv in convs:
+            for conv in cast(nn.ModuleList, convs):  # each entry is a stack() ModuleList
                 band = F.leaky_relu(conv(band), 0.1)
                 features.append(band)
             outputs.append(band)

@@ -33,7 +33,7 @@ from ..quantizers import build_quantizer
 # ----------------------------------------------------------------------------- blocks
 
 
-def variance_preserving(conv: nn.Module, *, weight_norm: bool) -> nn.Module:
+def variance_preserving(conv: nn.Conv1d | nn.ConvTranspose1d, *, weight_norm: bool) -> nn.Module:
     """``conv`` with weights ~ N(0, 1 / fan_in) and zero biases, then weight-normalised (as SEANet
     and EnCodec) when asked.
 
@@ -43,10 +43,11 @@ def variance_preserving(conv: nn.Module, *, weight_norm: bool) -> nn.Module:
     clips fall on 2-4 of 4,096 codes (measured for simvq and vq); training with the quantizer
     loss weighted 1000 then never leaves those codes. With this init they hit ~310-340 distinct codes.
     """
-    fan_in = conv.weight.shape[1] * conv.weight.shape[2]
+    fan_in: float = conv.weight.shape[1] * conv.weight.shape[2]
     if isinstance(conv, nn.ConvTranspose1d):  # weight (in, out, k): each output sees in * k / stride taps
         fan_in = conv.weight.shape[0] * conv.weight.shape[2] / conv.stride[0]
     nn.init.normal_(conv.weight, std=fan_in**-0.5)
+    assert conv.bias is not None  # every conv built here keeps torch's default bias=True
     nn.init.zeros_(conv.bias)
     return nn.utils.parametrizations.weight_norm(conv) if weight_norm else conv
 
@@ -181,6 +182,8 @@ class VocosDecoder(nn.Module):
     magnitudes are capped at exp(~4.6) = 100 as Vocos does, so an early blow-up cannot overflow.
     """
 
+    window: Tensor
+
     def __init__(self, *, dim: int, hop_length: int, width: int, blocks: int, n_fft: int | None = None):
         super().__init__()
         n_fft = 4 * hop_length if n_fft is None else n_fft
@@ -268,6 +271,7 @@ class AudioCodec(nn.Module):
         if isinstance(lstm_layers, bool) or not isinstance(lstm_layers, int) or lstm_layers < 0:
             raise ValueError(f"lstm_layers must be a non-negative integer, got {lstm_layers!r}")
         self.encoder = SEANetEncoder(**stack, lstm_layers=lstm_layers)
+        self.decoder: VocosDecoder | TransposedDecoder
         if decoder == "vocos":
             self.decoder = VocosDecoder(dim=dim, hop_length=self.hop_length, width=decoder_width, blocks=decoder_blocks, n_fft=decoder_n_fft)
         else:

@@ -134,17 +134,18 @@ def sample_from_logits(
     if top_k is not None and top_k < logits.shape[-1]:
         values, indices = logits.topk(top_k, dim=-1)  # sorted, largest first; the rest is masked out
         probs = values.softmax(dim=-1)
-        drawn = _draw(_nucleus(probs, top_p) if nucleus else probs, generator)
+        drawn = _draw(_nucleus(probs, top_p) if top_p is not None and nucleus else probs, generator)
         return indices.gather(-1, drawn.unsqueeze(-1)).squeeze(-1)
-    if not nucleus:
+    if not nucleus or top_p is None:  # nucleus implies top_p is not None
         return _draw(logits.softmax(dim=-1), generator)
+    nucleus_p: float = top_p
     # a row's nucleus lies among its candidates when they already hold p of the probability
     values, indices = logits.topk(min(NUCLEUS_CANDIDATES, logits.shape[-1]), dim=-1)
     probs = (values - logits.logsumexp(dim=-1, keepdim=True)).exp()
-    inside = probs.sum(dim=-1) >= top_p
+    inside = probs.sum(dim=-1) >= nucleus_p
 
     def nucleus_draw(probs, indices):
-        return indices.gather(-1, _draw(_nucleus(probs, top_p), generator).unsqueeze(-1)).squeeze(-1)
+        return indices.gather(-1, _draw(_nucleus(probs, nucleus_p), generator).unsqueeze(-1)).squeeze(-1)
 
     if bool(inside.all()):
         return nucleus_draw(probs, indices)
