@@ -274,3 +274,14 @@ def test_a_compiled_graph_settles_near_ties_too():
     torch._dynamo.reset()
     compiled = torch.compile(lambda x, c: nearest(x, c, return_distances=False), fullgraph=True, backend="aot_eager")
     assert torch.equal(compiled(x, codebook), expected)
+
+
+@pytest.mark.parametrize("method", ["fp32", "screened"])
+@pytest.mark.parametrize("chunk_size", [1, 7, None])
+def test_a_codebook_of_one_repeated_code_gives_code_0(method, chunk_size):
+    """Every tile ties every token's best: the search's running state folds its stash of tile
+    results part way (``_RunningMin.resolve`` mid-search) and must still give the first copy."""
+    generator = torch.Generator().manual_seed(9)
+    codebook = torch.randn(1, 5, generator=generator).repeat(300, 1)
+    x = torch.randn(50, 5, generator=generator)
+    assert torch.equal(nearest(x, codebook, chunk_size, method=method)[0], torch.zeros(50, dtype=torch.long))
