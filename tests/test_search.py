@@ -285,3 +285,48 @@ def test_a_codebook_of_one_repeated_code_gives_code_0(method, chunk_size):
     codebook = torch.randn(1, 5, generator=generator).repeat(300, 1)
     x = torch.randn(50, 5, generator=generator)
     assert torch.equal(nearest(x, codebook, chunk_size, method=method)[0], torch.zeros(50, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------- the bf16 probe
+
+
+@pytest.fixture
+def fresh_probe(monkeypatch):
+    """``cpu_has_native_bf16`` re-read under this test's environment, and forgotten after it."""
+    from simvq.cpu import cpu_has_native_bf16
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    cpu_has_native_bf16.cache_clear()
+    yield cpu_has_native_bf16
+    cpu_has_native_bf16.cache_clear()
+
+
+def test_the_bf16_probe_reads_the_cpu_flags(fresh_probe):
+    """Native bf16 dot products are the kernel's avx512_bf16 / amx_bf16 flags: plain AVX-512 does
+    not count (bf16 is emulated there, slower than float32)."""
+    try:
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    if "avx512_bf16" not in flags and "amx_bf16" not in flags and "avx512f" not in flags and "avx2" not in flags:
+        pytest.skip("not an x86 CPU")
+    assert fresh_probe() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+@pytest.mark.parametrize("isa, native", [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_VNNI", False), ("AVX512_CORE_BF16", None)])
+def test_the_bf16_probe_honours_a_onednn_isa_cap(fresh_probe, monkeypatch, isa, native):
+    """``ONEDNN_MAX_CPU_ISA`` below AVX512_CORE_BF16 holds oneDNN to emulated bf16 whatever the CPU."""
+    unrestricted = fresh_probe()
+    fresh_probe.cache_clear()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert fresh_probe() == (unrestricted if native is None else native)
+
+
+def test_auto_screens_only_on_a_cpu_with_native_bf16(monkeypatch):
+    x = torch.randn(256, 8)
+    monkeypatch.setattr(search, "cpu_has_native_bf16", lambda: False)
+    assert search._resolve_method("auto", x, search.SCREEN_MIN_CODES) == "fp32"
+    monkeypatch.setattr(search, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(search, "_bf16_gemm_is_sound", lambda: True)
+    assert search._resolve_method("auto", x, search.SCREEN_MIN_CODES) == "screened"
+    assert search._resolve_method("auto", x, search.SCREEN_MIN_CODES - 1) == "fp32"

@@ -50,6 +50,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .cpu import cpu_has_native_bf16
+
 # Tile shapes measured on a 2-core AVX-512 CPU (benchmarks/search.py): float32 tiles of
 # 2048 x 1024 (8 MiB) keep the GEMM near peak; larger tiles spill the 2 MiB L2 without gain.
 DEFAULT_CODE_CHUNK = 1024
@@ -132,13 +134,6 @@ def _power_of_two_scale(largest: float) -> float:
     return 2.0 ** -math.floor(math.log2(largest)) if 0.0 < largest < TINY_VALUE else 1.0
 
 
-def _cpu_has_fast_bf16() -> bool:
-    probe = getattr(torch.backends.cpu, "get_cpu_capability", None)
-    capability = probe() if probe else ""
-    # AVX512 (with BF16 dot products on current builds) or AMX: the bf16 GEMM runs ~2x float32
-    return capability in ("AVX512", "AVX512_BF16", "AMX")
-
-
 _BF16_GEMM_SOUND: bool | None = None
 
 
@@ -164,7 +159,7 @@ def _resolve_method(method: str, x: Tensor, num_codes: int) -> str:
         x.device.type == "cpu"
         and num_codes >= SCREEN_MIN_CODES
         and x.shape[0] >= 256
-        and _cpu_has_fast_bf16()
+        and cpu_has_native_bf16()  # emulated bf16 (plain AVX-512) is slower than float32: simvq.cpu
         and _bf16_gemm_is_sound()
     ):
         return "screened"
