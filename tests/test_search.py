@@ -253,7 +253,7 @@ def test_the_screen_keeps_the_group_of_every_tokens_nearest_code(case, prunes):
     xc, codes, code_norm_sq = search._centred(x, codebook)
     codes_aug, code_residual, max_bf16_code_norm = search._bf16_codes(codes, tiles.code_chunk)
     x_bf16 = xc.bfloat16()
-    input_error, offset = search._screen_bounds(xc, x_bf16, code_norm_sq, code_residual, max_bf16_code_norm)
+    input_error, offset = search._screen_bounds(xc, x_bf16, xc.norm(dim=1), code_norm_sq, code_residual, max_bf16_code_norm)
     x_aug, codes_aug_t = search._augmented_operands(x_bf16, codes_aug, code_norm_sq, offset)
     candidates = search._screen_candidates(x_aug, codes_aug_t, input_error, tiles)
     nearest_code, _ = exact_nearest(x, codebook)

@@ -510,7 +510,7 @@ def _bf16_codes(codebook: Tensor, code_chunk: int) -> tuple[Tensor, Tensor, Tens
 
 
 def _screen_bounds(
-    x: Tensor, x_bf16: Tensor, code_norm_sq: Tensor, code_residual: Tensor, max_bf16_code_norm: Tensor
+    x: Tensor, x_bf16: Tensor, x_norm: Tensor, code_norm_sq: Tensor, code_residual: Tensor, max_bf16_code_norm: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Per token: ``(input_error, offset)``. ``input_error`` bounds the difference between a
     screened (bf16) score and the exact score (``_score_window``'s ``|b|^2 - 2 a.b``, arguments
@@ -520,7 +520,6 @@ def _screen_bounds(
     dim = x.shape[1]
     x_residual = (x - x_bf16.float()).norm(dim=1)
     code_norm = code_norm_sq.sqrt()
-    x_norm = x.norm(dim=1)
     max_code_norm, min_code_norm = code_norm.max(), code_norm.min()
     # x.(-2c) - x~.c~ = x.dc + dx.c~ exactly, so |error| <= |x| max|dc| + |dx| max|c~|
     dot_error = x_norm * code_residual + x_residual * max_bf16_code_norm
@@ -601,15 +600,15 @@ def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Ten
     tiles = _ScreenTiles.of(x.shape[0], codebook.shape[0], chunk_size)
     xc, codes, code_norm_sq = _centred(x, codebook)
     codes_aug, code_residual, max_bf16_code_norm = _bf16_codes(codes, tiles.code_chunk)
-    x_bf16 = xc.bfloat16()
-    input_error, offset = _screen_bounds(xc, x_bf16, code_norm_sq, code_residual, max_bf16_code_norm)
+    x_bf16, x_norm = xc.bfloat16(), xc.norm(dim=1)
+    input_error, offset = _screen_bounds(xc, x_bf16, x_norm, code_norm_sq, code_residual, max_bf16_code_norm)
     if not bool(torch.isfinite(offset).all()):
         # the bound itself overflowed float32 (|x| beyond ~1e19; it used to return code 0 for every
         # token): a screen without a bound rules nothing out, so decide in float32 alone
         return _search_fp32(x, codebook, chunk_size)
     x_aug, codes_aug_t = _augmented_operands(x_bf16, codes_aug, code_norm_sq, offset)
     candidates = _screen_candidates(x_aug, codes_aug_t, input_error, tiles)
-    best = _RunningMin(_score_window(xc.norm(dim=1), code_norm_sq.max().sqrt(), x.shape[1]))
+    best = _RunningMin(_score_window(x_norm, code_norm_sq.max().sqrt(), x.shape[1]))
     _rescore_candidates(xc, codes, code_norm_sq, candidates, tiles, best)
     index, rival = best.resolve()
     return _settle(x, codebook, xc, codes, code_norm_sq, index, best.reach, rival, chunk_size)
