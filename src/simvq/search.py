@@ -248,11 +248,12 @@ class _RunningMin:
     the least score of any other code (a rival when within ``reach = score + window``, with
     ``window`` from ``_score_window``).
 
-    ``start`` writes a run of tokens' first tile of codes directly. Later tiles (``fold``) add an
+    ``start`` writes a run of tokens' first tile of codes directly. Later tiles (``fold``) stash an
     entry for each row whose tile minimum is within reach -- that minimum, its code and the tile's
-    runner-up -- and keep ``reach`` current with one vectorised minimum; ``resolve`` folds the
-    entries in, a few vectorised steps for the whole search where per-tile bookkeeping cost ~2% of
-    it on CPU (each small tensor operation costs microseconds there)."""
+    runner-up -- and keep ``reach`` current with one vectorised minimum (``add``: every row, for
+    the screen's candidates); ``resolve`` folds the entries in, a few vectorised steps for the whole
+    search where per-tile bookkeeping cost ~2% of it on CPU (each small tensor operation costs
+    microseconds there)."""
 
     def __init__(self, window: Tensor):
         self.window = window
@@ -291,7 +292,16 @@ class _RunningMin:
         else:
             ids = tokens[near_rows]
             self.reach[ids] = torch.minimum(reach[near_rows], values + self.window[ids])
-        self.entries.append((ids, values, index + offset, runner_up))
+        self._stash(ids, values, index + offset, runner_up)
+
+    def add(self, scores: Tensor, offset: int, tokens: Tensor) -> None:
+        """``fold`` without the reach filter, for rows mostly within reach anyway (the screen's
+        candidates): every row's minimum is stashed, and ``reach`` waits for ``resolve``."""
+        values, index, runner_up = _row_min(scores)
+        self._stash(tokens, values, index + offset, runner_up)
+
+    def _stash(self, ids: Tensor, values: Tensor, index: Tensor, runner_up: Tensor) -> None:
+        self.entries.append((ids, values, index, runner_up))
         self.stashed += ids.numel()
         if self.stashed > 4 * self.score.numel():  # only where most tiles are near for most tokens
             self.resolve()
@@ -314,6 +324,7 @@ class _RunningMin:
             second.scatter_reduce_(0, ids, torch.where(winner, runner_up, values), "amin")
             self.score, self.index, self.second = best, first, second
             self.entries, self.stashed = [], 0
+            torch.add(best, self.window, out=self.reach)
         return self.index, self.second <= self.reach
 
 
@@ -383,13 +394,24 @@ def _search_fp32_device(x: Tensor, codebook: Tensor, chunk_size: int | None, *, 
 
 
 def _settle(
-    x: Tensor, codebook: Tensor, xc: Tensor, codes: Tensor, code_norm_sq: Tensor, best_index: Tensor, reach: Tensor, rival: Tensor, chunk_size: int | None
+    x: Tensor,
+    codebook: Tensor,
+    xc: Tensor,
+    codes: Tensor,
+    code_norm_sq: Tensor,
+    best_index: Tensor,
+    reach: Tensor,
+    rival: Tensor,
+    chunk_size: int | None,
+    screen: tuple[Tensor, _ScreenTiles] | None = None,
 ) -> Tensor:
     """``best_index``, updated in place: every token with a ``rival`` decided in float64 (module
     docstring, step 3): among the codes whose float32 score is within its ``reach`` -- every code as
     near as its best is -- the nearest, the lowest index on ties. ``xc``, ``codes`` and
-    ``code_norm_sq``: the centred arguments the search scored. Memory-bounded like the search:
-    float32 tiles find the codes within reach, float64 takes them in batches of pairs.
+    ``code_norm_sq``: the centred arguments the search scored. ``screen``: the screened search's
+    ``(candidates, tiles)``; only each token's candidate groups are scored then, as they hold every
+    code as near as the nearest (pass 1's guarantee). Memory-bounded like the search: float32
+    tiles find the codes within reach, float64 takes them in batches of pairs.
 
     Each code ``c`` is compared with the token's provisional best ``p`` through the exact identity
     ``|x - c|^2 - |x - p|^2 = sum_i (c_i - p_i) (c_i + p_i - 2 x_i)``, in float64: its error scales
@@ -400,39 +422,72 @@ def _settle(
     tokens = rival.nonzero().squeeze(1)
     if tokens.numel() == 0:
         return best_index
-    num_codes, dim = codebook.shape
+    limit = reach[tokens]
+    if screen is None:
+        pairs = _pairs_within_reach(xc, codes, code_norm_sq, tokens, limit, chunk_size)
+    else:
+        pairs = _pairs_within_reach_in_groups(xc, codes, code_norm_sq, tokens, limit, *screen)
+    best_gap = torch.full((tokens.numel(),), math.inf, dtype=torch.float64, device=x.device)
+    index = torch.zeros(tokens.numel(), dtype=torch.long, device=x.device)
+    for row, code in pairs:  # a row's codes ascend from batch to batch: the first wins ties
+        token = tokens[row]
+        candidate = codebook.index_select(0, code).double()
+        pivot = codebook.index_select(0, best_index[token]).double()
+        x_pairs = x.index_select(0, token).double()
+        gap = ((candidate - pivot) * (candidate + pivot - 2 * x_pairs)).sum(1)  # |x - c|^2 - |x - p|^2
+        batch_gap = torch.full_like(best_gap, math.inf).scatter_reduce_(0, row, gap, "amin")
+        at_min = gap == batch_gap[row]
+        first_code = torch.zeros_like(index).scatter_reduce_(0, row[at_min], code[at_min], "amin", include_self=False)
+        better = batch_gap < best_gap  # strict: an equal gap came earlier, with a lower index
+        best_gap = torch.where(better, batch_gap, best_gap)
+        index = torch.where(better, first_code, index)
+    best_index[tokens] = index
+    return best_index
+
+
+def _pairs_within_reach(xc: Tensor, codes: Tensor, code_norm_sq: Tensor, tokens: Tensor, limit: Tensor, chunk_size: int | None):
+    """Batches ``(row, code)``: every code whose float32 score for token ``tokens[row]`` is at most
+    ``limit[row]``; a row's codes ascend from batch to batch (row-major within a tile)."""
+    num_codes, dim = codes.shape
     # few tokens: by default, wide tiles of codes (as many scores as a search tile), few passes
     wide = max(DEFAULT_CODE_CHUNK, DEFAULT_TILE_ELEMENTS // tokens.numel())
     token_chunk, code_chunk = _tiles(tokens.numel(), num_codes, chunk_size or wide)
     pair_chunk = max(1, DEFAULT_TILE_ELEMENTS // (4 * dim))  # (pairs, dim) float64: half a tile's bytes
-    best_gap = torch.full((tokens.numel(),), math.inf, dtype=torch.float64, device=x.device)
-    index = torch.zeros(tokens.numel(), dtype=torch.long, device=x.device)
     codes_t = codes.t()
-    reach = reach[tokens]
     for start in range(0, tokens.numel(), token_chunk):
-        block = tokens[start : start + token_chunk]
-        x_block, limit = xc.index_select(0, block), reach[start : start + token_chunk, None]
+        x_block, block_limit = xc.index_select(0, tokens[start : start + token_chunk]), limit[start : start + token_chunk, None]
         for code_start in range(0, num_codes, code_chunk):
             stop = min(num_codes, code_start + code_chunk)
             scores = _fp32_scores(x_block, codes_t[:, code_start:stop], code_norm_sq[code_start:stop])
-            # row-major: codes ascend within a row, across batches and chunks, so the first wins ties
-            pair_row, pair_code = (scores <= limit).nonzero(as_tuple=True)
+            pair_row, pair_code = (scores <= block_limit).nonzero(as_tuple=True)
             for first in range(0, pair_row.numel(), pair_chunk):
-                row = pair_row[first : first + pair_chunk] + start
-                code = pair_code[first : first + pair_chunk] + code_start
-                token = tokens[row]
-                candidate = codebook.index_select(0, code).double()
-                pivot = codebook.index_select(0, best_index[token]).double()
-                x_pairs = x.index_select(0, token).double()
-                gap = ((candidate - pivot) * (candidate + pivot - 2 * x_pairs)).sum(1)  # |x - c|^2 - |x - p|^2
-                batch_gap = torch.full_like(best_gap, math.inf).scatter_reduce_(0, row, gap, "amin")
-                at_min = gap == batch_gap[row]
-                first_code = torch.zeros_like(index).scatter_reduce_(0, row[at_min], code[at_min], "amin", include_self=False)
-                better = batch_gap < best_gap  # strict: an equal gap came earlier, with a lower index
-                best_gap = torch.where(better, batch_gap, best_gap)
-                index = torch.where(better, first_code, index)
-    best_index[tokens] = index
-    return best_index
+                yield pair_row[first : first + pair_chunk] + start, pair_code[first : first + pair_chunk] + code_start
+
+
+def _pairs_within_reach_in_groups(
+    xc: Tensor, codes: Tensor, code_norm_sq: Tensor, tokens: Tensor, limit: Tensor, candidates: Tensor, tiles: _ScreenTiles
+):
+    """As ``_pairs_within_reach``, over each token's candidate groups only: the (token, group)
+    pairs' codes gathered and scored in one batched product, a tile's worth of codes at a time."""
+    num_codes, dim = codes.shape
+    group_ids, rows = candidates[:, tokens].nonzero(as_tuple=True)  # group-major: a row's groups ascend
+    # each group's first code and width, as tiles.span has them
+    chunk, within = group_ids // tiles.groups_per_chunk, group_ids % tiles.groups_per_chunk
+    starts = chunk * tiles.code_chunk + within * tiles.group
+    widths = torch.minimum(((chunk + 1) * tiles.code_chunk).clamp(max=num_codes) - starts, torch.tensor(tiles.group))
+    offsets = torch.arange(tiles.group, device=codes.device)
+    batch = max(1, DEFAULT_TILE_ELEMENTS // (tiles.group * dim))
+    for first in range(0, rows.numel(), batch):
+        row, start, width = rows[first : first + batch], starts[first : first + batch, None], widths[first : first + batch, None]
+        valid = offsets < width
+        columns = torch.where(valid, start + offsets, start)  # past a narrow group's end: its first code, masked
+        flat = columns.flatten()
+        block = codes.index_select(0, flat).view(*columns.shape, dim)
+        # ||c||^2 - 2 x.c: dim products and the norm summed in float32, as in a GEMM (the same bound)
+        dots = torch.linalg.vecdot(block, xc.index_select(0, tokens[row]).unsqueeze(1))
+        scores = code_norm_sq.index_select(0, flat).view(columns.shape) - 2 * dots
+        pair, column = ((scores <= limit[row, None]) & valid).nonzero(as_tuple=True)
+        yield row[pair], columns[pair, column]
 
 
 @torch.library.custom_op("simvq::settle_near_ties", mutates_args=())
@@ -488,6 +543,12 @@ class _ScreenTiles:
         """``(chunk number, first code, codes in the chunk)`` for every code chunk."""
         for chunk, code_start in enumerate(range(0, num_codes, self.code_chunk)):
             yield chunk, code_start, min(self.code_chunk, num_codes - code_start)
+
+    def span(self, group_index: int, num_codes: int) -> tuple[int, int]:
+        """``(first code, codes)`` of a group: the last group of a ragged chunk is narrower."""
+        chunk, within = divmod(group_index, self.groups_per_chunk)
+        start = chunk * self.code_chunk + within * self.group
+        return start, min(self.group, min((chunk + 1) * self.code_chunk, num_codes) - start)
 
 
 def _bf16_codes(codebook: Tensor, code_chunk: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -583,14 +644,12 @@ def _rescore_candidates(xc: Tensor, codes: Tensor, code_norm_sq: Tensor, candida
     num_codes = codes.shape[0]
     codes_t = codes.t()
     for group_index in range(tiles.num_groups):
-        chunk, within = divmod(group_index, tiles.groups_per_chunk)
-        code_start = chunk * tiles.code_chunk + within * tiles.group
-        m = min(tiles.group, num_codes - code_start)
+        code_start, m = tiles.span(group_index, num_codes)
         rows = candidates[group_index].nonzero().squeeze(1)
         for row_start in range(0, rows.numel(), tiles.token_chunk):
             row_block = rows[row_start : row_start + tiles.token_chunk]
             scores = _fp32_scores(xc.index_select(0, row_block), codes_t[:, code_start : code_start + m], code_norm_sq[code_start : code_start + m])
-            best.fold(scores, code_start, row_block)
+            best.add(scores, code_start, row_block)
 
 
 def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
@@ -611,7 +670,7 @@ def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Ten
     best = _RunningMin(_score_window(x_norm, code_norm_sq.max().sqrt(), x.shape[1]))
     _rescore_candidates(xc, codes, code_norm_sq, candidates, tiles, best)
     index, rival = best.resolve()
-    return _settle(x, codebook, xc, codes, code_norm_sq, index, best.reach, rival, chunk_size)
+    return _settle(x, codebook, xc, codes, code_norm_sq, index, best.reach, rival, chunk_size, screen=(candidates, tiles))
 
 
 @torch.no_grad()
@@ -682,8 +741,12 @@ def nearest(
             indices = _search_fp32(x32, codebook32, chunk_size)
         if not return_distances:
             return indices
-        # the winners' distances computed directly: no cancellation error from the expansion
-        squared_distances = (x32 - codebook32.index_select(0, indices)).pow(2).sum(1) / scale**2
+        # the winners' distances computed directly: no cancellation error from the expansion. In
+        # place on the gathered codes: on CPU, fresh (N, dim) temporaries cost ~10x the arithmetic
+        difference = codebook32.index_select(0, indices)
+        squared_distances = torch.sub(x32, difference, out=difference).square_().sum(1)
+        if scale != 1.0:
+            squared_distances /= scale**2
     return indices, squared_distances
 
 
