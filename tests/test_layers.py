@@ -18,6 +18,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "simvq"
 # the first component under simvq -> its layer; a module may import its own layer and lower ones
 LAYERS = {
     "utils": 0,
+    "cpu": 0,  # the CPU's bf16 probe, for the search and the training recipes
     "data": 1,
     "search": 2,
     "quantizers": 2,

@@ -57,12 +57,12 @@ def test_uint8_images_and_unit_float():
     assert to_unit_float(floats) is floats
 
 
-def test_auto_precision_is_float32_on_a_cpu_without_fast_bf16(monkeypatch):
+def test_auto_precision_is_float32_on_a_cpu_without_native_bf16(monkeypatch):
     from simvq.train import core
 
-    monkeypatch.setattr(core, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(core, "cpu_has_native_bf16", lambda: False)
     assert core.resolve_precision("auto", "cpu") == "32-true"
-    monkeypatch.setattr(core, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(core, "cpu_has_native_bf16", lambda: True)
     assert core.resolve_precision("auto", "cpu") == "bf16-mixed"
     assert core.resolve_precision("16-mixed", "cpu") == "16-mixed"  # an explicit choice is kept
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from simvq import search
 from simvq.quantizers import build_quantizer, list_quantizers
 from simvq.search import (
     _search_fp32,
@@ -94,11 +95,16 @@ def test_device_search_path_runs_on_cpu_and_matches_the_reference():
 
 def test_device_search_path_needs_no_host_sync():
     """On the meta device any data-dependent host read (``bool(t)``, ``.item()``, ``.nonzero()``)
-    raises: the whole search must be expressible without one."""
+    raises: the whole search must be expressible without one. Settling near ties syncs, but inside
+    a custom op that a graph holds whole (its fake form runs here); without it nothing syncs at all
+    (an accelerator with ``check_finite=False``)."""
     x, codebook = torch.empty(300, 8, device="meta"), torch.empty(257, 8, device="meta")
+    assert _search_fp32_device(x, codebook, 64, settle=False).shape == (300,)
     assert _search_fp32_device(x, codebook, 64).shape == (300,)
     with pytest.raises((RuntimeError, NotImplementedError)):
         _search_fp32(x, codebook, 64)  # the CPU path does sync per tile: the probe can tell
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        search._settle(x, codebook, x, codebook, codebook[:, 0], x[:, 0].long(), x[:, 0], x[:, 0].bool(), 64)
 
 
 # ----------------------------------------------------------------------------- options

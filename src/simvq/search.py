@@ -1,27 +1,45 @@
-"""Nearest-code search: exact squared-L2 argmin, float32, memory-bounded. The only search in simvq.
+"""Nearest-code search: exact squared-L2 argmin, memory-bounded. The only search in simvq.
 
-``nearest(x, codebook)`` returns the argmin over codes of the float32 squared distance, whatever
-the input dtype (bf16 under autocast included). The ``N x K`` distance matrix is never
-materialised: tokens and codes are walked in tiles of a few MiB.
+``nearest(x, codebook)`` returns, for each row of ``x``, the code at the smallest squared distance,
+whatever the input dtype (bf16 under autocast included). Exact means: the argmin of the exact
+squared distances between the inputs rounded to float32, the lowest index winning exact ties --
+the same indices from every method, tiling and device (``nearest`` states precisely what float64
+cannot resolve, and the one relaxation, for graphs that cannot synchronise with the host). The
+``N x K`` distance matrix is never materialised: tokens and codes are walked in tiles of a few
+MiB. Three steps:
 
-Two exact strategies, chosen by ``method``:
+1. Centring. The float32 scores are ``||c - m||^2 - 2 (x - m).(c - m)``: the squared distance less
+   a per-token constant, with rounding errors that grow with ``|x - m| |c - m|``, not with the
+   distances. Taken from the origin (``m = 0``), a codebook 100 units out with a 0.01 spread lost
+   198 of 200 tokens to a code that was not the nearest. ``m`` is the codebook's mean where the mean
+   outweighs the codes' spread (``_centred``), else the origin: centred data pays nothing.
+2. A float32 search (``method`` below) keeps, per token, the best score and whether a rival -- a
+   second code scoring within ``window`` of the best -- was seen. ``window`` is twice a rigorous
+   bound on a score's rounding error (``_score_window``), so a token without a rival holds its exact
+   argmin.
+3. Settling. Tokens with a rival (duplicate codes, exact ties, distances closer than float32
+   resolves) are decided in float64: every code within the window is compared with the best in
+   float64, and the nearest wins, the lowest index on ties (``_settle``). On typical data well
+   under 1% of the tokens get there.
 
-``"fp32"``: one float32 GEMM per tile, ``score = ||c||^2 - 2 x.c``. A token block's first tile of
-    codes sets its running minimum; on later tiles only the *values* of the row minimum are taken
-    (a vectorised reduction, ~20x cheaper than min-with-index on CPU) and the index is recovered
-    only for the rows whose running best improved, which after the first few tiles is a small
-    fraction (about ``ln(tiles) / tiles`` of all rows). Indices come from ``_row_min``: the
-    vectorised minima of groups of 64 codes, then the index within each row's winning group.
+Two float32 strategies, chosen by ``method``:
+
+``"fp32"``: one float32 GEMM per tile. A token block's first tile of codes sets its running
+    minimum; on later tiles only the *values* of the row minimum are taken (a vectorised reduction,
+    ~20x cheaper than min-with-index on CPU), and the index is recovered only for the rows whose
+    tile minimum is within reach of their best, which after the first few tiles is a small fraction
+    (about ``ln(tiles) / tiles`` of all rows). Indices come from ``_row_min``: the vectorised minima
+    of groups of 64 codes, then the index within each row's winning group.
 
 ``"screened"``: a bfloat16 GEMM screens the codebook, then float32 decides. Every bf16 score
     carries a rounding error with a rigorous bound ``E`` (input rounding, split norms, float32
     accumulation, output rounding; see ``_screen_bounds``). A tile of codes whose screened minimum,
     lowered by its bound, exceeds the screened global minimum raised by its bound cannot hold the
-    float32 argmin and is skipped; the remaining (token, tile) pairs -- typically 1-3 tiles per
-    token -- are rescored in float32. The result equals the ``"fp32"`` strategy's (ties aside)
-    at roughly the cost of the bf16 GEMM. Used by ``"auto"`` on CPUs with native bf16 dot
-    products; CUDA keeps ``"fp32"`` because cuBLAS may reduce bf16 products in reduced precision,
-    which would void the bound.
+    exact argmin and is skipped; the remaining (token, tile) pairs -- typically 1-3 tiles per token
+    -- are rescored in float32, then settled as above: the same indices as ``"fp32"``, at roughly
+    the cost of the bf16 GEMM. Used by ``"auto"`` on CPUs with native bf16 dot products; CUDA keeps
+    ``"fp32"`` because cuBLAS may reduce bf16 products in reduced precision, which would void the
+    bound.
 """
 
 from __future__ import annotations
@@ -31,6 +49,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .cpu import cpu_has_native_bf16
 
 # Tile shapes measured on a 2-core AVX-512 CPU (benchmarks/search.py): float32 tiles of
 # 2048 x 1024 (8 MiB) keep the GEMM near peak; larger tiles spill the 2 MiB L2 without gain.
@@ -114,13 +134,6 @@ def _power_of_two_scale(largest: float) -> float:
     return 2.0 ** -math.floor(math.log2(largest)) if 0.0 < largest < TINY_VALUE else 1.0
 
 
-def _cpu_has_fast_bf16() -> bool:
-    probe = getattr(torch.backends.cpu, "get_cpu_capability", None)
-    capability = probe() if probe else ""
-    # AVX512 (with BF16 dot products on current builds) or AMX: the bf16 GEMM runs ~2x float32
-    return capability in ("AVX512", "AVX512_BF16", "AMX")
-
-
 _BF16_GEMM_SOUND: bool | None = None
 
 
@@ -146,7 +159,7 @@ def _resolve_method(method: str, x: Tensor, num_codes: int) -> str:
         x.device.type == "cpu"
         and num_codes >= SCREEN_MIN_CODES
         and x.shape[0] >= 256
-        and _cpu_has_fast_bf16()
+        and cpu_has_native_bf16()  # emulated bf16 (plain AVX-512) is slower than float32: simvq.cpu
         and _bf16_gemm_is_sound()
     ):
         return "screened"
@@ -164,87 +177,335 @@ def _fp32_scores(x_block: Tensor, codes_t: Tensor, code_norms: Tensor, out: Tens
     return torch.addmm(code_norms, x_block, codes_t, alpha=-2.0, out=out)
 
 
-def _row_min(scores: Tensor) -> tuple[Tensor, Tensor]:
-    """``scores.min(dim=1)`` (values, first index on ties), ~2.5x faster on CPU, where the
-    index-tracking reduction is not vectorised: the vectorised minima of groups of ``ROW_MIN_GROUP``
-    columns pick each row's first winning group, and only that group is searched for the index."""
+def _centred(x: Tensor, codebook: Tensor, *, always: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x - m, codebook - m, ||codebook - m||^2)``, ``m`` the codebook's mean; the arguments
+    themselves (``m`` the origin) when the mean holds at most half the codes' mean squared norm.
+    The origin then lies within the codes' spread (``|mean| <= max |c - mean|``), so ``max |c|`` is
+    at most twice ``max |c - mean|``, the score bound (``_score_window``) at most 8x the centred one,
+    and the search keeps its copy-free path. ``always``: the accelerator path, which cannot ask the
+    host."""
+    code_norm_sq = codebook.pow(2).sum(1)
+    centre = codebook.mean(0)
+    if not always and 2 * float(centre.pow(2).sum()) <= float(code_norm_sq.mean()):
+        return x, codebook, code_norm_sq
+    codes = codebook - centre
+    return x - centre, codes, codes.pow(2).sum(1)
+
+
+def _score_window(x_norm: Tensor, max_code_norm: Tensor, dim: int) -> Tensor:
+    """Per token: how far above its best float32 score another code may score and still be as near
+    (a rival): twice a bound ``E`` on ``|float32 score - exact score|``.
+
+    With ``a = x - m`` and ``b = c - m`` (``m`` the centre) the exact score is ``|b|^2 - 2 a.b``, the
+    exact squared distance less ``|a|^2``. The float32 one errs by at most a multiple of
+    ``u32 (|b|^2 + 2 |a| |b|)`` from each source: centring rounds ``a`` and ``b`` once
+    (``2.01 u32``), the code norms sum ``dim`` squares (``gamma_dim``), the GEMM sums ``dim``
+    products and the norm in any order (``gamma_(dim + 1)``): ``E <= (2 dim + 4) u32 (|b|^2 +
+    2 |a| |b|)``; ``2 dim + 8`` and 1.1 leave room for the norms, computed in float32 too. ``1e-30``:
+    underflow (products below float32's normal range, ~1e-38, err absolutely)."""
+    magnitude = max_code_norm * (max_code_norm + 2 * x_norm)
+    error = 1.1 * (2 * dim + 8) * _FP32_UNIT_ROUNDOFF * magnitude + 1e-30
+    # NaN only from unchecked overflowing inputs (inf * 0): an infinite window settles every token
+    return torch.nan_to_num(2 * error, nan=math.inf, posinf=math.inf)
+
+
+def _row_min(scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per row: the minimum, its first index, and the runner-up (the least other entry).
+
+    ``scores.min(dim=1)`` is not vectorised on CPU (index tracking); this is ~2.5x faster: the
+    vectorised minima of groups of ``ROW_MIN_GROUP`` columns pick each row's first winning group, and
+    only that group is searched for the index. The runner-up is the least of the other groups'
+    minima and the winning group's other entries: both are copies, masked at the minimum in place."""
     n, m = scores.shape
-    group = ROW_MIN_GROUP
-    if not scores.is_cpu or m % group or not scores.is_contiguous():
-        return scores.min(dim=1)
-    values, winner = scores.view(n, m // group, group).amin(dim=2).min(dim=1)
-    within = scores.view(n, m // group, group)[torch.arange(n, device=scores.device), winner].argmin(dim=1)
-    return values, winner * group + within
+    group = min(ROW_MIN_GROUP, m)
+    full = m - m % group
+    grouped = scores[:, :full].view(n, full // group, group)
+    group_min = grouped.amin(dim=2)
+    if full < m:  # a ragged last group
+        group_min = torch.cat([group_min, scores[:, full:].amin(dim=1, keepdim=True)], dim=1)
+    values, winner = group_min.min(dim=1, keepdim=True)
+    if full == m and scores.is_contiguous():
+        # the winning groups as rows of the (n * groups, group) view: index_select copies them ~4x
+        # faster on CPU than indexing the (n, groups, group) view by (row, group)
+        groups = full // group
+        first_group = torch.arange(0, n * groups, groups, device=scores.device)
+        within = scores.view(n * groups, group).index_select(0, first_group + winner.squeeze(1))
+    elif full == m:
+        within = grouped[torch.arange(n, device=scores.device), winner.squeeze(1)]
+    else:
+        columns = winner * group + torch.arange(group, device=scores.device)
+        within = scores.gather(1, columns.clamp(max=m - 1)).masked_fill_(columns >= m, math.inf)
+    # min(dim) rather than argmin, and min().values rather than amin below: on CPU, ~25% and ~35%
+    # faster over rows this short (64, 16); both return the first index on ties
+    index = within.min(dim=1, keepdim=True).indices
+    others = group_min.scatter_(1, winner, math.inf).min(dim=1).values
+    runner_up = torch.minimum(others, within.scatter_(1, index, math.inf).amin(dim=1))
+    return values.squeeze(1), (winner * group + index).squeeze(1), runner_up
 
 
-def _update_best(scores: Tensor, offset: int, best_score: Tensor, best_index: Tensor, rows: Tensor | None = None) -> None:
-    """Fold one tile of exact scores into the running (value, index) minimum, in place.
+class _RunningMin:
+    """Per token, the float32 search's running minimum: ``score``, its code ``index`` and ``second``,
+    the least score of any other code (a rival when within ``reach = score + window``, with
+    ``window`` from ``_score_window``).
 
-    ``rows`` maps the tile's rows to positions in ``best_*`` (all rows when None). Strict ``<``
-    keeps the first index on ties, like ``argmin``.
-    """
-    tile_min = scores.amin(dim=1)
-    current = best_score if rows is None else best_score[rows]
-    improved = tile_min < current
-    if not bool(improved.any()):
-        return
-    improved_rows = improved.nonzero().squeeze(1)
-    _, tile_index = _row_min(scores.index_select(0, improved_rows))
-    target = improved_rows if rows is None else rows[improved_rows]
-    best_score[target] = tile_min[improved_rows]
-    best_index[target] = tile_index + offset
+    ``start`` writes a run of tokens' first tile of codes directly. Later tiles (``fold``) stash an
+    entry for each row whose tile minimum is within reach -- that minimum, its code and the tile's
+    runner-up -- and keep ``reach`` current with one vectorised minimum (``add``: every row, for
+    the screen's candidates); ``resolve`` folds the entries in, a few vectorised steps for the whole
+    search where per-tile bookkeeping cost ~2% of it on CPU (each small tensor operation costs
+    microseconds there)."""
+
+    def __init__(self, window: Tensor):
+        self.window = window
+        self.score = torch.full_like(window, math.inf)
+        self.second = torch.full_like(window, math.inf)
+        self.reach = torch.full_like(window, math.inf)
+        self.index = torch.zeros(window.shape, dtype=torch.long, device=window.device)
+        self.entries: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+        self.stashed = 0
+
+    def start(self, scores: Tensor, first_token: int) -> None:
+        """Tokens ``first_token + i``: their first tile of codes, from code 0."""
+        n = scores.shape[0]
+        values, index, runner_up = _row_min(scores)
+        self.score[first_token : first_token + n] = values
+        self.index[first_token : first_token + n] = index
+        self.second[first_token : first_token + n] = runner_up
+        torch.add(values, self.window[first_token : first_token + n], out=self.reach[first_token : first_token + n])
+
+    def fold(self, scores: Tensor, offset: int, tokens: Tensor | int) -> None:
+        """A tile: row ``i`` scores token ``tokens[i]`` (``tokens + i`` for an int) against the codes
+        from ``offset``, above every code seen before. Most rows take one vectorised minimum: after
+        the first tiles, only a few are within reach."""
+        n = scores.shape[0]
+        run = isinstance(tokens, int)
+        reach = self.reach[tokens : tokens + n] if run else self.reach[tokens]
+        tile_min = scores.amin(dim=1)
+        near = tile_min <= reach
+        if not bool(near.any()):
+            return
+        near_rows = near.nonzero().squeeze(1)
+        values, index, runner_up = _row_min(scores.index_select(0, near_rows))
+        if run:
+            ids = near_rows + tokens
+            torch.minimum(reach, tile_min + self.window[tokens : tokens + n], out=reach)  # a view: in place
+        else:
+            assert not isinstance(tokens, int)  # (for the type checker: run is False)
+            ids = tokens[near_rows]
+            self.reach[ids] = torch.minimum(reach[near_rows], values + self.window[ids])
+        self._stash(ids, values, index + offset, runner_up)
+
+    def add(self, scores: Tensor, offset: int, tokens: Tensor) -> None:
+        """``fold`` without the reach filter, for rows mostly within reach anyway (the screen's
+        candidates): every row's minimum is stashed, and ``reach`` waits for ``resolve``."""
+        values, index, runner_up = _row_min(scores)
+        self._stash(tokens, values, index + offset, runner_up)
+
+    def _stash(self, ids: Tensor, values: Tensor, index: Tensor, runner_up: Tensor) -> None:
+        self.entries.append((ids, values, index, runner_up))
+        self.stashed += ids.numel()
+        if self.stashed > 4 * self.score.numel():  # only where most tiles are near for most tokens
+            self.resolve()
+
+    def resolve(self) -> tuple[Tensor, Tensor]:
+        """Fold the entries into ``score``, ``index`` and ``second``; returns ``(index, rival)``."""
+        if self.entries:
+            ids, values, index, runner_up = (torch.cat(part) for part in zip(*self.entries))
+            best = self.score.scatter_reduce(0, ids, values, "amin")
+            # the first code at the best score: the earlier one, else the least entry there (codes
+            # ascend with the tiles, so an earlier best has the lower index)
+            earlier = self.score == best
+            at_best = values == best[ids]
+            never = torch.iinfo(torch.long).max
+            first = torch.where(earlier, self.index, never).scatter_reduce_(0, ids, torch.where(at_best, index, never), "amin")
+            winner = index == first[ids]
+            # the least other score: the winner's runner-up and every other minimum (a second
+            # minimum at the best is a tie)
+            second = torch.where(earlier, self.second, self.score)
+            second.scatter_reduce_(0, ids, torch.where(winner, runner_up, values), "amin")
+            self.score, self.index, self.second = best, first, second
+            self.entries, self.stashed = [], 0
+            torch.add(best, self.window, out=self.reach)
+        return self.index, self.second <= self.reach
 
 
 def _search_fp32(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
     num_tokens, num_codes = x.shape[0], codebook.shape[0]
     token_chunk, code_chunk = _tiles(num_tokens, num_codes, chunk_size)
-    code_norms = codebook.pow(2).sum(1)
-    codebook_t = codebook.t()
-    best_index = torch.empty(num_tokens, dtype=torch.long, device=x.device)
-    best_score = torch.empty(num_tokens, device=x.device)
+    xc, codes, code_norms = _centred(x, codebook)
+    best = _RunningMin(_score_window(xc.norm(dim=1), code_norms.max().sqrt(), x.shape[1]))
+    codes_t = codes.t()
     tile = torch.empty(token_chunk, code_chunk, device=x.device)
     for start in range(0, num_tokens, token_chunk):
-        x_block = x[start : start + token_chunk]
+        x_block = xc[start : start + token_chunk]
         n = x_block.shape[0]
-        block_score, block_index = best_score[start : start + n], best_index[start : start + n]
         for code_start in range(0, num_codes, code_chunk):
             m = min(code_chunk, num_codes - code_start)
             # a full tile reuses one buffer; ragged edge tiles get their own (out= needs contiguity)
             out = tile if (n, m) == tuple(tile.shape) else None
-            scores = _fp32_scores(x_block, codebook_t[:, code_start : code_start + m], code_norms[code_start : code_start + m], out)
+            scores = _fp32_scores(x_block, codes_t[:, code_start : code_start + m], code_norms[code_start : code_start + m], out)
             if code_start == 0:
-                values, index = _row_min(scores)
-                block_score.copy_(values)
-                block_index.copy_(index)
+                best.start(scores, start)
             else:
-                _update_best(scores, code_start, block_score, block_index)
-    return best_index
+                best.fold(scores, code_start, start)
+    index, rival = best.resolve()
+    return _settle(x, codebook, xc, codes, code_norms, index, best.reach, rival, chunk_size)
 
 
-def _search_fp32_device(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
-    """The float32 search on an accelerator: large tiles and a running (value, index) minimum kept
-    with ``torch.where``, so the whole search is queued without one host synchronisation (the CPU
-    path's per-tile ``any()`` would stall a GPU on every tile)."""
+def _search_fp32_device(x: Tensor, codebook: Tensor, chunk_size: int | None, *, settle: bool = True) -> Tensor:
+    """The float32 search on an accelerator and in compiled graphs: large tiles and the running
+    state kept with ``torch.where``, so the search is queued without a host synchronisation (the
+    CPU path's per-tile ``any()`` would stall a GPU on every tile); it always centres, as deciding
+    would ask the host. ``settle``: decide the tokens with a rival in float64, in an opaque custom
+    op (a graph holds it whole) that takes one host sync to find them; without it, a near tie may
+    go to either code (``nearest`` bounds how near)."""
     num_tokens, num_codes = x.shape[0], codebook.shape[0]
     token_chunk = max(1, min(num_tokens, DEVICE_TILE_ELEMENTS // min(num_codes, chunk_size or num_codes)))
     code_chunk = max(1, min(num_codes, chunk_size or DEVICE_TILE_ELEMENTS // token_chunk))
-    code_norms = codebook.pow(2).sum(1)
-    codebook_t = codebook.t()
+    xc, codes, code_norms = _centred(x, codebook, always=True)
+    window = _score_window(xc.norm(dim=1), code_norms.max().sqrt(), x.shape[1])
+    codes_t = codes.t()
     best_index = torch.empty(num_tokens, dtype=torch.long, device=x.device)
+    best_score = torch.empty(num_tokens, device=x.device)
+    rival = torch.empty(num_tokens, dtype=torch.bool, device=x.device)
     for start in range(0, num_tokens, token_chunk):
-        x_block = x[start : start + token_chunk]
-        best_value = block_index = None
+        x_block, block_window = xc[start : start + token_chunk], window[start : start + token_chunk]
+        best_value: Tensor | None = None
+        block_index: Tensor | None = None
+        block_rival: Tensor | None = None
         for code_start in range(0, num_codes, code_chunk):
             stop = min(num_codes, code_start + code_chunk)
-            values, index = _fp32_scores(x_block, codebook_t[:, code_start:stop], code_norms[code_start:stop]).min(dim=1)
+            scores = _fp32_scores(x_block, codes_t[:, code_start:stop], code_norms[code_start:stop])
+            values, index, runner_up = _row_min(scores)
             if best_value is None:
-                best_value, block_index = values, index + code_start
-            else:
-                better = values < best_value  # strict: the first index wins ties, like argmin
-                best_value = torch.where(better, values, best_value)
-                block_index = torch.where(better, index + code_start, block_index)
+                best_value, block_index, block_rival = values, index + code_start, runner_up <= values + block_window
+                continue
+            # as _RunningMin, on every row: an improved row's rival is the tile's runner-up or the
+            # previous best; any other row gains one when this tile's minimum is within reach
+            assert block_index is not None and block_rival is not None  # set with best_value
+            improved = values < best_value
+            reach = torch.minimum(values, best_value) + block_window
+            tile_rival = torch.minimum(runner_up, torch.maximum(values, best_value)) <= reach
+            block_rival = torch.where(improved, tile_rival, block_rival | tile_rival)
+            best_value = torch.where(improved, values, best_value)
+            block_index = torch.where(improved, index + code_start, block_index)
+        assert best_value is not None and block_index is not None and block_rival is not None  # num_codes >= 1
         best_index[start : start + x_block.shape[0]] = block_index
+        best_score[start : start + x_block.shape[0]] = best_value
+        rival[start : start + x_block.shape[0]] = block_rival
+    if not settle:
+        return best_index
+    return torch.ops.simvq.settle_near_ties(x, codebook, xc, codes, code_norms, best_index, best_score + window, rival, chunk_size)
+
+
+def _settle(
+    x: Tensor,
+    codebook: Tensor,
+    xc: Tensor,
+    codes: Tensor,
+    code_norm_sq: Tensor,
+    best_index: Tensor,
+    reach: Tensor,
+    rival: Tensor,
+    chunk_size: int | None,
+    screen: tuple[Tensor, _ScreenTiles] | None = None,
+) -> Tensor:
+    """``best_index``, updated in place: every token with a ``rival`` decided in float64 (module
+    docstring, step 3): among the codes whose float32 score is within its ``reach`` -- every code as
+    near as its best is -- the nearest, the lowest index on ties. ``xc``, ``codes`` and
+    ``code_norm_sq``: the centred arguments the search scored. ``screen``: the screened search's
+    ``(candidates, tiles)``; only each token's candidate groups are scored then, as they hold every
+    code as near as the nearest (pass 1's guarantee). Memory-bounded like the search: float32
+    tiles find the codes within reach, float64 takes them in batches of pairs.
+
+    Each code ``c`` is compared with the token's provisional best ``p`` through the exact identity
+    ``|x - c|^2 - |x - p|^2 = sum_i (c_i - p_i) (c_i + p_i - 2 x_i)``, in float64: its error scales
+    with ``|c - p| (|x - c| + |x - p|)``, not with the distances, so a token far from the codebook
+    keeps its answer (``((x - c) ** 2).sum()`` in float64 rounds away code differences below
+    ``1e-16 |x|^2``); duplicates of ``p`` give exactly 0, and so does any exact tie the float64
+    sums represent exactly (inputs whose differences need few bits, e.g. on a grid)."""
+    tokens = rival.nonzero().squeeze(1)
+    if tokens.numel() == 0:
+        return best_index
+    limit = reach[tokens]
+    if screen is None:
+        pairs = _pairs_within_reach(xc, codes, code_norm_sq, tokens, limit, chunk_size)
+    else:
+        pairs = _pairs_within_reach_in_groups(xc, codes, code_norm_sq, tokens, limit, *screen)
+    best_gap = torch.full((tokens.numel(),), math.inf, dtype=torch.float64, device=x.device)
+    index = torch.zeros(tokens.numel(), dtype=torch.long, device=x.device)
+    for row, code in pairs:  # a row's codes ascend from batch to batch: the first wins ties
+        token = tokens[row]
+        candidate = codebook.index_select(0, code).double()
+        pivot = codebook.index_select(0, best_index[token]).double()
+        x_pairs = x.index_select(0, token).double()
+        gap = ((candidate - pivot) * (candidate + pivot - 2 * x_pairs)).sum(1)  # |x - c|^2 - |x - p|^2
+        batch_gap = torch.full_like(best_gap, math.inf).scatter_reduce_(0, row, gap, "amin")
+        at_min = gap == batch_gap[row]
+        first_code = torch.zeros_like(index).scatter_reduce_(0, row[at_min], code[at_min], "amin", include_self=False)
+        better = batch_gap < best_gap  # strict: an equal gap came earlier, with a lower index
+        best_gap = torch.where(better, batch_gap, best_gap)
+        index = torch.where(better, first_code, index)
+    best_index[tokens] = index
     return best_index
+
+
+def _pairs_within_reach(xc: Tensor, codes: Tensor, code_norm_sq: Tensor, tokens: Tensor, limit: Tensor, chunk_size: int | None):
+    """Batches ``(row, code)``: every code whose float32 score for token ``tokens[row]`` is at most
+    ``limit[row]``; a row's codes ascend from batch to batch (row-major within a tile)."""
+    num_codes, dim = codes.shape
+    # few tokens: by default, wide tiles of codes (as many scores as a search tile), few passes
+    wide = max(DEFAULT_CODE_CHUNK, DEFAULT_TILE_ELEMENTS // tokens.numel())
+    token_chunk, code_chunk = _tiles(tokens.numel(), num_codes, chunk_size or wide)
+    pair_chunk = max(1, DEFAULT_TILE_ELEMENTS // (4 * dim))  # (pairs, dim) float64: half a tile's bytes
+    codes_t = codes.t()
+    for start in range(0, tokens.numel(), token_chunk):
+        x_block, block_limit = xc.index_select(0, tokens[start : start + token_chunk]), limit[start : start + token_chunk, None]
+        for code_start in range(0, num_codes, code_chunk):
+            stop = min(num_codes, code_start + code_chunk)
+            scores = _fp32_scores(x_block, codes_t[:, code_start:stop], code_norm_sq[code_start:stop])
+            pair_row, pair_code = (scores <= block_limit).nonzero(as_tuple=True)
+            for first in range(0, pair_row.numel(), pair_chunk):
+                yield pair_row[first : first + pair_chunk] + start, pair_code[first : first + pair_chunk] + code_start
+
+
+def _pairs_within_reach_in_groups(
+    xc: Tensor, codes: Tensor, code_norm_sq: Tensor, tokens: Tensor, limit: Tensor, candidates: Tensor, tiles: _ScreenTiles
+):
+    """As ``_pairs_within_reach``, over each token's candidate groups only: the (token, group)
+    pairs' codes gathered and scored in one batched product, a tile's worth of codes at a time."""
+    num_codes, dim = codes.shape
+    group_ids, rows = candidates[:, tokens].nonzero(as_tuple=True)  # group-major: a row's groups ascend
+    # each group's first code and width, as tiles.span has them
+    chunk, within = group_ids // tiles.groups_per_chunk, group_ids % tiles.groups_per_chunk
+    starts = chunk * tiles.code_chunk + within * tiles.group
+    widths = torch.minimum(((chunk + 1) * tiles.code_chunk).clamp(max=num_codes) - starts, torch.tensor(tiles.group))
+    offsets = torch.arange(tiles.group, device=codes.device)
+    batch = max(1, DEFAULT_TILE_ELEMENTS // (tiles.group * dim))
+    for first in range(0, rows.numel(), batch):
+        row, start, width = rows[first : first + batch], starts[first : first + batch, None], widths[first : first + batch, None]
+        valid = offsets < width
+        columns = torch.where(valid, start + offsets, start)  # past a narrow group's end: its first code, masked
+        flat = columns.flatten()
+        block = codes.index_select(0, flat).view(*columns.shape, dim)
+        # ||c||^2 - 2 x.c: dim products and the norm summed in float32, as in a GEMM (the same bound)
+        dots = torch.linalg.vecdot(block, xc.index_select(0, tokens[row]).unsqueeze(1))
+        scores = code_norm_sq.index_select(0, flat).view(columns.shape) - 2 * dots
+        pair, column = ((scores <= limit[row, None]) & valid).nonzero(as_tuple=True)
+        yield row[pair], columns[pair, column]
+
+
+@torch.library.custom_op("simvq::settle_near_ties", mutates_args=())
+def _settle_near_ties(
+    x: Tensor, codebook: Tensor, xc: Tensor, codes: Tensor, code_norm_sq: Tensor, best_index: Tensor, reach: Tensor, rival: Tensor, chunk_size: int | None
+) -> Tensor:
+    return _settle(x, codebook, xc, codes, code_norm_sq, best_index.clone(), reach, rival, chunk_size)
+
+
+@_settle_near_ties.register_fake
+def _(x: Tensor, codebook: Tensor, xc: Tensor, codes: Tensor, code_norm_sq: Tensor, best_index: Tensor, reach: Tensor, rival: Tensor,
+      chunk_size: int | None) -> Tensor:
+    return torch.empty_like(best_index)
 
 
 def _split_bf16(values: Tensor) -> tuple[Tensor, Tensor]:
@@ -289,6 +550,12 @@ class _ScreenTiles:
         for chunk, code_start in enumerate(range(0, num_codes, self.code_chunk)):
             yield chunk, code_start, min(self.code_chunk, num_codes - code_start)
 
+    def span(self, group_index: int, num_codes: int) -> tuple[int, int]:
+        """``(first code, codes)`` of a group: the last group of a ragged chunk is narrower."""
+        chunk, within = divmod(group_index, self.groups_per_chunk)
+        start = chunk * self.code_chunk + within * self.group
+        return start, min(self.group, min((chunk + 1) * self.code_chunk, num_codes) - start)
+
 
 def _bf16_codes(codebook: Tensor, code_chunk: int) -> tuple[Tensor, Tensor, Tensor]:
     """``(codes_aug: (K, dim + 4) bf16 holding -2c in its first dim columns, max |dc|, max |c~|)``.
@@ -310,16 +577,16 @@ def _bf16_codes(codebook: Tensor, code_chunk: int) -> tuple[Tensor, Tensor, Tens
 
 
 def _screen_bounds(
-    x: Tensor, x_bf16: Tensor, code_norm_sq: Tensor, code_residual: Tensor, max_bf16_code_norm: Tensor
+    x: Tensor, x_bf16: Tensor, x_norm: Tensor, code_norm_sq: Tensor, code_residual: Tensor, max_bf16_code_norm: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Per token: ``(input_error, offset)``. ``input_error`` bounds the difference between a
-    screened (bf16) score and the float32 score; ``offset`` lifts every screened value above zero,
-    so its int16 bits order like the value."""
+    screened (bf16) score and the exact score (``_score_window``'s ``|b|^2 - 2 a.b``, arguments
+    centred or not); ``offset`` lifts every screened value above zero, so its int16 bits order like
+    the value."""
     u, u32 = _BF16_UNIT_ROUNDOFF, _FP32_UNIT_ROUNDOFF
     dim = x.shape[1]
     x_residual = (x - x_bf16.float()).norm(dim=1)
     code_norm = code_norm_sq.sqrt()
-    x_norm = x.norm(dim=1)
     max_code_norm, min_code_norm = code_norm.max(), code_norm.min()
     # x.(-2c) - x~.c~ = x.dc + dx.c~ exactly, so |error| <= |x| max|dc| + |dx| max|c~|
     dot_error = x_norm * code_residual + x_residual * max_bf16_code_norm
@@ -327,7 +594,12 @@ def _screen_bounds(
     radius = x_norm.clamp(min_code_norm, max_code_norm)
     score_floor = radius.pow(2) - 2 * x_norm * radius
     magnitude = 2 * x_norm * max_code_norm + max_code_norm.pow(2)
-    accumulation_error = (2 * dim + 8) * u32 * 2 * (magnitude - score_floor + 1e-30)  # GEMM and fp32 reference
+    # the float32 parts: the GEMM sums dim + 4 terms of total size <= magnitude + |offset| in
+    # float32 (gamma_(dim+4)); the code norms summed dim squares (gamma_dim) and centring rounded
+    # each argument once (2.01 u32 magnitude, see _score_window). Bounded here by (2 dim + 8) u32
+    # (magnitude + |score_floor|): |score_floor| rather than -score_floor, as the offset's size counts
+    # when the floor is positive (codes of equal norm, x near the centre)
+    accumulation_error = (2 * dim + 8) * u32 * (magnitude + score_floor.abs() + 1e-30)
     input_error = 1.1 * (dot_error + u * u * (max_code_norm.pow(2) + magnitude) + accumulation_error) + 1e-30
     return input_error, -score_floor + 2 * input_error
 
@@ -349,7 +621,7 @@ def _augmented_operands(x_bf16: Tensor, codes_aug: Tensor, code_norm_sq: Tensor,
 
 def _screen_candidates(x_aug: Tensor, codes_aug_t: Tensor, input_error: Tensor, tiles: _ScreenTiles) -> Tensor:
     """Pass 1 (bf16): ``(groups, tokens)`` bool, the (token, group of codes) pairs that can hold the
-    float32 argmin. Per token block, as soon as its screened group minima are known: the lower
+    exact argmin. Per token block, as soon as its screened group minima are known: the lower
     bound of a group's exact minimum must not exceed the upper bound of the best screened code's
     exact score (bf16 output rounds to nearest: relative error <= u)."""
     u = _BF16_UNIT_ROUNDOFF
@@ -373,38 +645,38 @@ def _screen_candidates(x_aug: Tensor, codes_aug_t: Tensor, input_error: Tensor, 
     return candidates
 
 
-def _rescore_candidates(x: Tensor, codebook: Tensor, code_norm_sq: Tensor, candidates: Tensor, tiles: _ScreenTiles) -> Tensor:
-    """Pass 2 (float32): exact scores on the candidate (token, group) pairs only; ``(N,)`` indices."""
-    num_tokens, num_codes = x.shape[0], codebook.shape[0]
-    best_index = torch.zeros(num_tokens, dtype=torch.long, device=x.device)
-    best_score = torch.full((num_tokens,), math.inf, device=x.device)
-    codebook_t = codebook.t()
+def _rescore_candidates(xc: Tensor, codes: Tensor, code_norm_sq: Tensor, candidates: Tensor, tiles: _ScreenTiles, best: _RunningMin) -> None:
+    """Pass 2 (float32): scores on the candidate (token, group) pairs only, folded into ``best``."""
+    num_codes = codes.shape[0]
+    codes_t = codes.t()
     for group_index in range(tiles.num_groups):
-        chunk, within = divmod(group_index, tiles.groups_per_chunk)
-        code_start = chunk * tiles.code_chunk + within * tiles.group
-        m = min(tiles.group, num_codes - code_start)
+        code_start, m = tiles.span(group_index, num_codes)
         rows = candidates[group_index].nonzero().squeeze(1)
         for row_start in range(0, rows.numel(), tiles.token_chunk):
             row_block = rows[row_start : row_start + tiles.token_chunk]
-            scores = _fp32_scores(x.index_select(0, row_block), codebook_t[:, code_start : code_start + m], code_norm_sq[code_start : code_start + m])
-            _update_best(scores, code_start, best_score, best_index, rows=row_block)
-    return best_index
+            scores = _fp32_scores(xc.index_select(0, row_block), codes_t[:, code_start : code_start + m], code_norm_sq[code_start : code_start + m])
+            best.add(scores, code_start, row_block)
 
 
 def _search_screened(x: Tensor, codebook: Tensor, chunk_size: int | None) -> Tensor:
-    """bf16 screen, then float32 on the codes the screen could not rule out (module docstring)."""
+    """bf16 screen, then float32 on the codes the screen could not rule out, then settling (module
+    docstring). Excluded groups hold only codes farther than the nearest, so a token without a rival
+    among the rescored codes has its exact argmin, as in ``"fp32"``."""
     tiles = _ScreenTiles.of(x.shape[0], codebook.shape[0], chunk_size)
-    codes_aug, code_residual, max_bf16_code_norm = _bf16_codes(codebook, tiles.code_chunk)
-    code_norm_sq = codebook.pow(2).sum(1)
-    x_bf16 = x.bfloat16()
-    input_error, offset = _screen_bounds(x, x_bf16, code_norm_sq, code_residual, max_bf16_code_norm)
+    xc, codes, code_norm_sq = _centred(x, codebook)
+    codes_aug, code_residual, max_bf16_code_norm = _bf16_codes(codes, tiles.code_chunk)
+    x_bf16, x_norm = xc.bfloat16(), xc.norm(dim=1)
+    input_error, offset = _screen_bounds(xc, x_bf16, x_norm, code_norm_sq, code_residual, max_bf16_code_norm)
     if not bool(torch.isfinite(offset).all()):
         # the bound itself overflowed float32 (|x| beyond ~1e19; it used to return code 0 for every
         # token): a screen without a bound rules nothing out, so decide in float32 alone
         return _search_fp32(x, codebook, chunk_size)
     x_aug, codes_aug_t = _augmented_operands(x_bf16, codes_aug, code_norm_sq, offset)
     candidates = _screen_candidates(x_aug, codes_aug_t, input_error, tiles)
-    return _rescore_candidates(x, codebook, code_norm_sq, candidates, tiles)
+    best = _RunningMin(_score_window(x_norm, code_norm_sq.max().sqrt(), x.shape[1]))
+    _rescore_candidates(xc, codes, code_norm_sq, candidates, tiles, best)
+    index, rival = best.resolve()
+    return _settle(x, codebook, xc, codes, code_norm_sq, index, best.reach, rival, chunk_size, screen=(candidates, tiles))
 
 
 @torch.no_grad()
@@ -420,16 +692,34 @@ def nearest(
 ) -> tuple[Tensor, Tensor] | Tensor:
     """Index of the nearest code to each row of ``x`` and its squared distance.
 
+    Exact: ``indices[i]`` minimises the exact (real-number) squared distance from ``x[i]`` to
+    ``codebook[k]``, both rounded to float32 (after the rescale of tiny inputs below); on exact
+    ties the lowest index wins -- duplicate codes always, whichever method. At any offset the
+    inputs share (the search centres them) and any ratio of norm to spread. The float32 search
+    knows, from a rigorous bound on its rounding, which tokens have a code that might tie with
+    their best; those are decided in float64 (module docstring, step 3), so the one way to a wrong
+    index is two codes ``j, k`` whose squared distances differ by less than float64 resolves,
+    ``(dim + 4) 2^-52 |c_j - c_k| (|x - c_j| + |x - c_k|)``, where either may come back (and a
+    tie that float64 does not represent exactly may go either way). Every method, tiling and
+    device returns the same indices, up to that, compiled or not. One relaxation: on an
+    accelerator with ``check_finite=False`` the search never synchronises with the host, so it
+    skips the float64 step and returns a code whose exact squared distance exceeds the least by at
+    most ``2.2 (2 dim + 8) 2^-24 (R^2 + 2 |x - m| R) + 3e-30`` (``m`` the codebook's mean,
+    ``R = max_k |codebook[k] - m|``): the exact code wherever no other is that close.
+
     x: (N, dim), codebook: (K, dim), any floating dtype (computed in float32).
     chunk_size: codes per tile (default 1024); tokens per tile are chosen so a tile holds about
         2M scores (8 MiB in float32).
-    method: "auto" (default), "fp32" or "screened" (see the module docstring); all exact.
+    method: "auto" (default), "fp32" or "screened" (see the module docstring); all exact, the
+        same indices.
     Returns ``indices: (N,) int64`` and ``squared_distances: (N,) float32``; the indices alone
     when ``return_distances`` is False (the quantizers' case: it saves four passes over ``x``).
     check_finite: refuse NaN/Inf and values whose squared distances overflow float32 (ValueError
         naming ``x`` or ``codebook``), and rescale tiny inputs (largest ``|value|`` below
         ``TINY_VALUE``) by a power of two; one pass over each and one host sync. Switch it off
-        only where the caller has checked (the search itself never syncs on an accelerator).
+        only where the caller has checked. On an accelerator it also permits the host sync that
+        finds the near ties to settle (in a compiled graph too, where the values go unchecked);
+        off, the search never syncs there (see Exact above).
     x_checked: the caller has already refused NaN/Inf in ``x`` and values beyond
         ``max_abs_value(dim)`` (a quantizer's forward does, naming its input ``z``): only the
         codebook is checked, so ``x`` is not read twice. ``x`` is read again only when the
@@ -447,16 +737,22 @@ def nearest(
         x32 = x.float().contiguous()
         codebook32 = codebook.float().contiguous()
         resolved = _resolve_method(method, x32, codebook32.shape[0])
-        if x32.device.type != "cpu" or compiling:  # no host sync: the only form a graph can hold
-            indices = _search_fp32_device(x32, codebook32, chunk_size)
+        on_cpu = x32.device.type == "cpu"
+        if not on_cpu or compiling:  # no host sync in the search: the only form a graph can hold
+            # settling syncs once, inside its custom op: free on a CPU, the caller's call elsewhere
+            indices = _search_fp32_device(x32, codebook32, chunk_size, settle=on_cpu or check_finite)
         elif resolved == "screened":
             indices = _search_screened(x32, codebook32, chunk_size)
         else:
             indices = _search_fp32(x32, codebook32, chunk_size)
         if not return_distances:
             return indices
-        # the winners' distances computed directly: no cancellation error from the expansion
-        squared_distances = (x32 - codebook32.index_select(0, indices)).pow(2).sum(1) / scale**2
+        # the winners' distances computed directly: no cancellation error from the expansion. In
+        # place on the gathered codes: on CPU, fresh (N, dim) temporaries cost ~10x the arithmetic
+        difference = codebook32.index_select(0, indices)
+        squared_distances = torch.sub(x32, difference, out=difference).square_().sum(1)
+        if scale != 1.0:
+            squared_distances /= scale**2
     return indices, squared_distances
 
 

@@ -90,7 +90,7 @@ class TrainerConfig:
     devices: int | str = 1  # processes per node (GPUs, or CPU processes with accelerator=cpu)
     num_nodes: int = 1  # machines; the world size is devices x num_nodes
     strategy: str = "auto"  # e.g. ddp
-    precision: str = "auto"  # auto: bf16-mixed on CUDA and on CPUs with fast bf16, else 32-true; or any Lightning precision
+    precision: str = "auto"  # auto: bf16-mixed on CUDA and on CPUs with native bf16 (simvq.cpu), else 32-true; or any Lightning precision
     channels_last: bool = True  # NHWC convolutions (faster in oneDNN and cuDNN)
     compile: bool = False  # torch.compile the encoder and decoder (pays on long runs; ~1 min to compile on CPU)
     progress_bar: bool = True

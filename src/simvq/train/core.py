@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
+from ..cpu import cpu_has_native_bf16
 from ..runs.files import PROGRESS_FILE, clear_run
 from ..utils import UsageError, atomic_path, atomic_write_text, load_torch_file
 
@@ -60,15 +61,6 @@ def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str = "
 
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Native bf16 dot products (AVX512-BF16 or AMX): bf16 convolutions beat float32 there only."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``trainer.precision``; "auto" is bf16-mixed where bf16 is fast (CUDA with bf16, CPUs with
     native bf16), else 32-true. The quantizer's search and losses run in float32 either way."""
@@ -77,7 +69,8 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     on_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     if on_cuda:
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if accelerator in ("auto", "cpu") and cpu_has_fast_bf16() else "32-true"
+    # bf16 convolutions beat float32 only with native bf16 dot products (the probe the search uses too)
+    return "bf16-mixed" if accelerator in ("auto", "cpu") and cpu_has_native_bf16() else "32-true"
 
 
 # ----------------------------------------------------------------------------- checkpoints
