@@ -329,3 +329,27 @@ def test_auto_screens_only_on_a_cpu_with_native_bf16(monkeypatch):
     monkeypatch.setattr(search, "_bf16_gemm_is_sound", lambda: True)
     assert search._resolve_method("auto", x, search.SCREEN_MIN_CODES) == "screened"
     assert search._resolve_method("auto", x, search.SCREEN_MIN_CODES - 1) == "fp32"
+
+
+@pytest.mark.parametrize("chunk_size", [None, 300])
+def test_the_screened_search_settles_within_its_candidate_groups(monkeypatch, chunk_size):
+    """Every code duplicated in another chunk: every token ties, and where few candidate groups
+    hold the ties the screened search settles them there (``_pairs_within_reach_in_groups``)
+    rather than against the whole codebook; the first copy must win either way (chunks of 300
+    codes: groups of 256 and 44)."""
+    generator = torch.Generator().manual_seed(4)
+    distinct = torch.randn(4096, 16, generator=generator)
+    codebook = torch.cat([distinct, distinct])
+    x = distinct[torch.randint(0, 4096, (300,), generator=generator)] + 0.05 * torch.randn(300, 16, generator=generator)
+    calls = []
+    in_groups = search._pairs_within_reach_in_groups
+
+    def spy(*args):
+        calls.append(args[3].numel())
+        yield from in_groups(*args)
+
+    monkeypatch.setattr(search, "_pairs_within_reach_in_groups", spy)
+    expected = exact_nearest(x, distinct)[0]
+    assert torch.equal(nearest(x, codebook, chunk_size, method="screened")[0], expected)
+    assert calls == [300]  # every token settled, in the groups path
+    assert torch.equal(nearest(x, codebook, chunk_size, method="fp32")[0], expected)

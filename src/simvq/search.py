@@ -428,10 +428,11 @@ def _settle(
     if tokens.numel() == 0:
         return best_index
     limit = reach[tokens]
-    if screen is None:
-        pairs = _pairs_within_reach(xc, codes, code_norm_sq, tokens, limit, chunk_size)
-    else:
+    # a gathered code costs ~10x a GEMM score (CPU): the candidate groups pay only where few
+    if screen is not None and 10 * int(screen[0][:, tokens].sum()) * screen[1].group < tokens.numel() * codes.shape[0]:
         pairs = _pairs_within_reach_in_groups(xc, codes, code_norm_sq, tokens, limit, *screen)
+    else:
+        pairs = _pairs_within_reach(xc, codes, code_norm_sq, tokens, limit, chunk_size)
     best_gap = torch.full((tokens.numel(),), math.inf, dtype=torch.float64, device=x.device)
     index = torch.zeros(tokens.numel(), dtype=torch.long, device=x.device)
     for row, code in pairs:  # a row's codes ascend from batch to batch: the first wins ties
