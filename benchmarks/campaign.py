@@ -77,11 +77,16 @@ CAMPAIGNS = {
 }
 
 
+def row_key(row: dict) -> tuple:
+    """A results row's key, as ``Run.key`` spells it."""
+    return (row["variant"], row["method"], row["codebook_size"], row["seed"], row["max_steps"])
+
+
 def done_keys(results: Path) -> set[tuple]:
     if not results.is_file():
         return set()
     with results.open(newline="") as handle:
-        return {(r["variant"], r["method"], r["codebook_size"], r["seed"], r["max_steps"]) for r in csv.DictReader(handle)}
+        return {row_key(r) for r in csv.DictReader(handle)}
 
 
 def claim(claims: Path, run: Run) -> bool:
@@ -122,7 +127,7 @@ def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Pa
     from simvq.experiments.sweep import add_curve, read_curves
     from simvq.runs import get_recipe
 
-    row = next((r for r in read_results(stream_results) if (r["variant"], r["method"], r["codebook_size"], r["seed"], r["max_steps"]) == run.key), None)
+    row = next((r for r in read_results(stream_results) if row_key(r) == run.key), None)
     if row is None:
         return None
     artifacts = repo / campaign["artifacts"]
