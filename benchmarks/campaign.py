@@ -2,14 +2,21 @@
 
     python benchmarks/campaign.py plan image                 # the queue, what is done, the cost so far
     python benchmarks/campaign.py run image --stream A --repo /work/main   # from a snapshot of the code
+    python benchmarks/campaign.py run generation --stream G --repo /work/main
 
 A campaign is an ordered queue of single runs (one `simvq bench` call each). Each stream takes the
 next run nobody has claimed (a claim is a file holding the stream's pid; a dead pid's claim is
 free again), runs it from the code it was started from (copy the tree first, so edits to the
 repository do not change a running stream) with one thread, and when the row lands appends it to
-the repository's results CSV, copies its small artifacts (the code histogram, the learning curve)
-and commits just those files. A killed stream loses only the run in flight, and that run resumes
-from its last checkpoint (the run directories live under the repository's ignored runs/).
+the repository's results CSV, copies its small artifacts (the code histogram, the learning curve;
+a prior's validation curve and sample grids) and commits just those files, with the run's CPU time in
+the campaign's spend ledger (``spend.csv``: the child process's user + system seconds, so a loaded
+machine's wall clock does not inflate it). A killed stream loses only the run in flight, and that
+run resumes from its last checkpoint (the run directories live under the repository's ignored runs/).
+
+The generation campaign trains priors on the image campaign's tokenizers: a prior is claimable once
+its tokenizer's row is in the image results; a tokenizer whose run directory is gone (a new machine)
+is retrained first, from the same recipe and seed.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -33,6 +41,7 @@ class Run:
     budget: int
     grid: int | None = None
     stages: int | None = None
+    prior: str | None = None  # generation: the prior recipe, configs/bench/<prior>.yaml
 
     @property
     def variant(self) -> str:
@@ -42,17 +51,31 @@ class Run:
 
     @property
     def key(self) -> tuple:
+        if self.prior:
+            return (self.prior, self.method, str(self.size), str(self.seed), str(self.budget))
         return (self.variant, self.method, str(self.size), str(self.seed), str(self.budget))
 
     @property
     def slug(self) -> str:
-        variant = self.variant.replace(" ", "_").replace("=", "-")
+        variant = self.prior or self.variant.replace(" ", "_").replace("=", "-")
         return f"{variant}-{self.method}-K{self.size}-seed{self.seed}-steps{self.budget}"
+
+    @property
+    def run_subdir(self) -> str:
+        """Where ``simvq bench`` puts this run under its ``--out``."""
+        variant = self.prior or self.variant.replace(" ", "_").replace("=", "-")
+        return f"{variant}/{self.method}-K{self.size}-seed{self.seed}-steps{self.budget}"
+
+    @property
+    def tokenizer(self) -> Run:
+        """A prior's tokenizer: the image campaign's main run of the same method, K and seed."""
+        return Run(self.method, self.size, self.seed, BUDGET)
 
     def bench_args(self) -> list[str]:
         args = ["--methods", self.method, "--sizes", str(self.size), "--seeds", str(self.seed), "--budget", str(self.budget)]
         args += ["--grid", str(self.grid)] if self.grid else []
         args += ["--stages", str(self.stages)] if self.stages else []
+        args += ["--config", f"configs/bench/{self.prior}.yaml"] if self.prior else []
         return args
 
 
@@ -72,13 +95,31 @@ def image_plan() -> list[Run]:
     return runs
 
 
+PRIOR_BUDGET = 4000  # steps cap per prior (about 4.3 epochs of the 60,000 grids); the held-out NLL's early stop may end it first
+PRIOR_SIZES = ["prior", "prior_small", "prior_large"]  # ~1M, ~0.3M, ~3-4M parameters (configs/bench/)
+CHOSEN_PRIOR = "prior"  # fixed before any result: the size for the seeds and the other methods
+
+
+def generation_plan() -> list[Run]:
+    """Prior size as an axis for simvq and vq (seed 0, both K), then seeds 1-2 of both at the chosen
+    size, then vq_ema and fsq at it, lfq last."""
+    runs = [Run(m, k, 0, PRIOR_BUDGET, prior=p) for k in (8192, 1024) for p in PRIOR_SIZES for m in ("simvq", "vq")]
+    runs += [Run(m, k, s, PRIOR_BUDGET, prior=CHOSEN_PRIOR) for s in (1, 2) for k in (8192, 1024) for m in ("simvq", "vq")]
+    runs += [Run(m, k, 0, PRIOR_BUDGET, prior=CHOSEN_PRIOR) for m in ("vq_ema", "fsq", "lfq") for k in (8192, 1024)]
+    return runs
+
+
 CAMPAIGNS = {
     "image": dict(plan=image_plan, kind="image", results="docs/results.csv", artifacts="docs/image"),
+    "generation": dict(plan=generation_plan, kind="generation", results="docs/generation/generation.csv", artifacts="docs/generation",
+                       keep=["validation.json", "validation_nll.png", "samples.png", "samples_tuned.png", "gen_metrics.json"]),
 }
 
 
 def row_key(row: dict) -> tuple:
     """A results row's key, as ``Run.key`` spells it."""
+    if "prior" in row:  # a generation row
+        return (row["prior"], row["method"], row["codebook_size"], row["seed"], row["steps"])
     return (row["variant"], row["method"], row["codebook_size"], row["seed"], row["max_steps"])
 
 
@@ -120,9 +161,33 @@ def git_commit(repo: Path, paths: list[str], message: str) -> None:
     print(f"campaign: could not commit {paths}: {(commit or add).stderr.strip()}", file=sys.stderr)
 
 
-def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Path) -> dict | None:
+def summary(row: dict) -> str:
+    """The commit message's numbers."""
+    if "prior" in row:
+        return (f"domain FID {float(row['domain_fid']):.1f} default, {float(row['domain_fid_tuned'] or 'nan'):.1f} tuned, "
+                f"best val NLL {float(row['best_val_nll_bits_per_token'] or 'nan'):.3f} at step {row['best_step']}, "
+                f"{float(row['train_seconds']):.0f} s")
+    quality = ("PSNR", row["psnr"]) if row.get("psnr") else ("PESQ", row.get("pesq"))
+    return f"usage {100 * float(row['usage']):.1f}%, {quality[0]} {float(quality[1]):.2f}, {float(row['train_seconds']):.0f} s"
+
+
+def record_spend(repo: Path, campaign: dict, run: Run, cpu_seconds: float, wall_seconds: float) -> str:
+    """Append the run's CPU and wall seconds to the campaign's ledger; returns its repository path."""
+    ledger = repo / campaign["artifacts"] / "spend.csv"
+    new = not ledger.is_file()
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with ledger.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["run", "cpu_seconds", "wall_seconds", "finished"])
+        writer.writerow([run.slug, f"{cpu_seconds:.0f}", f"{wall_seconds:.0f}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())])
+    return str(ledger.relative_to(repo))
+
+
+def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Path, spend: tuple[float, float] | None = None) -> dict | None:
     """Move a finished run's row and artifacts into the repository and commit them."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from simvq.experiments.generation_bench import GENERATION_FIELDS
     from simvq.experiments.results_file import append_result, read_results
     from simvq.experiments.sweep import add_curve, read_curves
     from simvq.runs import get_recipe
@@ -131,10 +196,16 @@ def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Pa
     if row is None:
         return None
     artifacts = repo / campaign["artifacts"]
-    (artifacts / "counts").mkdir(parents=True, exist_ok=True)
     paths = [campaign["results"]]
+    kept = [run_dir / name for name in campaign.get("keep", []) if (run_dir / name).is_file()]
+    for source in kept:  # a prior's small files, kept where the report finds them after the run directory is gone
+        target = artifacts / "runs" / run.slug / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        paths.append(str(target.relative_to(repo)))
     counts = run_dir / "code_counts.safetensors"
     if counts.is_file():
+        (artifacts / "counts").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(counts, artifacts / "counts" / f"{run.slug}.safetensors")
         paths.append(f"{campaign['artifacts']}/counts/{run.slug}.safetensors")
     curve = read_curves(stream_results.with_name(stream_results.stem + "_curves.json")).get(f"{run.variant}/{run.method}/K{run.size}/seed{run.seed}")
@@ -143,12 +214,46 @@ def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Pa
         curves = results.with_name(results.stem + "_curves.json")
         add_curve(curves, f"{run.variant}/{run.method}/K{run.size}/seed{run.seed}", curve)
         paths.append(str(curves.relative_to(repo)))
-    row["run_dir"] = f"runs/campaign/{campaign['kind']}/{run_dir.relative_to(run_dir.parents[1])}"
-    append_result(results, row, fields=get_recipe(campaign["kind"]).result_columns)
-    usage, quality = float(row["usage"]), row.get("psnr") or row.get("pesq")
-    git_commit(repo, paths, f"{campaign['kind']} campaign: {run.variant} {run.method} K={run.size} seed {run.seed}, {run.budget} steps "
-                            f"(usage {100 * usage:.1f}%, {'PSNR' if row.get('psnr') else 'PESQ'} {float(quality):.2f}, {float(row['train_seconds']):.0f} s)")
+    row["run_dir"] = str(run_dir.resolve().relative_to(repo))
+    fields = GENERATION_FIELDS if campaign["kind"] == "generation" else get_recipe(campaign["kind"]).result_columns
+    append_result(results, row, fields=fields)
+    if spend:
+        paths.append(record_spend(repo, campaign, run, *spend))
+    git_commit(repo, paths, f"{campaign['kind']} campaign: {run.prior or run.variant} {run.method} K={run.size} seed {run.seed}, "
+                            f"{run.budget} steps ({summary(row)})")
     return row
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def ready(repo: Path, run: Run) -> bool:
+    """A prior waits for its tokenizer's row in the image campaign's results."""
+    return not run.prior or run.tokenizer.key in done_keys(repo / CAMPAIGNS["image"]["results"])
+
+
+def tokenizer_csv(repo: Path, run: Run, work: Path, code: Path, env: dict) -> Path:
+    """A one-row tokenizer CSV for ``simvq bench generation`` (its run directory as an absolute path),
+    retraining the tokenizer first when its run directory is gone."""
+    sys.path.insert(0, str(code / "src"))
+    from simvq.experiments.results_file import append_result, read_results
+    from simvq.runs import get_recipe
+
+    tokenizer = run.tokenizer
+    row = next(r for r in read_results(repo / CAMPAIGNS["image"]["results"]) if row_key(r) == tokenizer.key)
+    image_runs = repo / "runs" / "campaign" / "image" / "runs"
+    run_dir = image_runs / tokenizer.run_subdir
+    if not (run_dir / "model.safetensors").is_file():
+        print(f"[{time.strftime('%H:%M:%S')}] retraining the tokenizer {tokenizer.slug} (its run directory is gone)", flush=True)
+        subprocess.run([sys.executable, "-m", "simvq.cli", "bench", "image", *tokenizer.bench_args(), "--out", str(image_runs),
+                        "--results", str(work / "retrained_tokenizers.csv"), "--quiet"], cwd=code, env=env, check=True)
+    path = work / "tokenizers" / f"{run.slug}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    append_result(path, {**row, "run_dir": str(run_dir)}, fields=get_recipe("image").result_columns)
+    return path
 
 
 def run_stream(name: str, stream: str, repo: Path) -> None:
@@ -159,18 +264,24 @@ def run_stream(name: str, stream: str, repo: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(code / "src"), "MPLBACKEND": "Agg"}
     while True:
         done = done_keys(repo / campaign["results"])
-        todo = [run for run in campaign["plan"]() if run.key not in done]
+        todo = [run for run in campaign["plan"]() if run.key not in done and ready(repo, run)]
         run = next((r for r in todo if claim(work / "claims", r)), None)
         if run is None:
-            print(f"campaign {name} stream {stream}: nothing left to claim", flush=True)
-            return
-        started = time.time()
+            waiting = [r for r in campaign["plan"]() if r.key not in done]
+            if not waiting:
+                print(f"campaign {name} stream {stream}: nothing left to claim", flush=True)
+                return
+            time.sleep(300)  # the rest waits on tokenizers another campaign is still training, or on other streams
+            continue
+        started, cpu = time.time(), children_cpu_seconds()
         print(f"[{time.strftime('%H:%M:%S')}] stream {stream}: {run.slug}", flush=True)
-        command = [sys.executable, "-m", "simvq.cli", "bench", campaign["kind"], *run.bench_args(),
+        extra = ["--tokenizers", str(tokenizer_csv(repo, run, work, code, env))] if run.prior else []
+        command = [sys.executable, "-m", "simvq.cli", "bench", campaign["kind"], *run.bench_args(), *extra,
                    "--out", str(work / "runs"), "--results", str(stream_results), "--quiet"]
         result = subprocess.run(command, cwd=code, env=env)
-        run_dir = work / "runs" / run.variant.replace(" ", "_").replace("=", "-") / f"{run.method}-K{run.size}-seed{run.seed}-steps{run.budget}"
-        row = land(repo, campaign, run, stream_results, run_dir) if result.returncode == 0 else None
+        spend = (children_cpu_seconds() - cpu, time.time() - started)
+        run_dir = work / "runs" / run.run_subdir
+        row = land(repo, campaign, run, stream_results, run_dir, spend) if result.returncode == 0 else None
         (work / "claims" / run.slug).unlink(missing_ok=True)
         print(f"[{time.strftime('%H:%M:%S')}] stream {stream}: {run.slug} {'landed' if row else f'FAILED (exit {result.returncode})'} "
               f"after {time.time() - started:.0f} s", flush=True)
@@ -185,7 +296,7 @@ def show_plan(name: str, repo: Path) -> None:
         spent = sum(float(r.get("train_seconds") or 0) for r in csv.DictReader(handle))
     plan = campaign["plan"]()
     for run in plan:
-        print(f"{'done' if run.key in done else 'todo'}  {run.slug}")
+        print(f"{'done' if run.key in done else 'todo' if ready(repo, run) else 'wait'}  {run.slug}")
     print(f"{sum(r.key in done for r in plan)} of {len(plan)} runs done; {spent / 3600:.1f} h of training recorded")
 
 

@@ -41,6 +41,7 @@ def test_generation_bench_selects_appends_and_resumes(tmp_path, monkeypatch):
     rows = read_results(spec.results)
     assert list(rows[0]) == generation_bench.GENERATION_FIELDS
     assert rows[0]["nll_bits_per_token"] == "7.5" and rows[0]["train_seconds"] == "2.5" and rows[0]["steps"] == "50"
+    assert rows[0]["prior"] == "prior" and rows[0]["run_dir"] == str(tmp_path / "gen" / "prior" / "simvq-K1024-seed0-steps50")
     assert (rows[0]["sampling_tuned"], rows[0]["domain_fid_tuned"], rows[0]["prior_parameters"], rows[0]["stop_reason"]) == (
         "T=0.9", "10.0", "1234", "plateau")
     sweep = evaluated[0]["sweep"]  # the default grid, tuned on 1,000 samples at seed 1; 5,000 fresh samples
@@ -51,6 +52,9 @@ def test_generation_bench_selects_appends_and_resumes(tmp_path, monkeypatch):
     spec.seeds = [0, 1, 2]
     spec.sizes = [1024, 8192]
     assert [(r["method"], r["codebook_size"]) for r in generation_bench.run_generation_bench(spec, progress=False)] == [("simvq", 8192)]
+    spec.config = "configs/bench/prior_small.yaml"  # another prior size: its own rows and run directories
+    assert [(r["prior"], r["method"]) for r in generation_bench.run_generation_bench(spec, progress=False)][:2] == [
+        ("prior_small", "simvq"), ("prior_small", "vq")]
 
 
 def test_bench_generation_cli_needs_the_tokenizer_csv(tmp_path):

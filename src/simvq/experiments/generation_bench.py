@@ -38,6 +38,7 @@ GENERATION_FIELDS = [
     "codebook_size",
     "seed",
     "steps",  # the prior's step budget
+    "prior",  # the prior recipe: its config file's stem (prior_small, prior, prior_large)
     # the prior and its training (from the run: the model, progress.json, validation.json)
     "prior_parameters",
     "trained_steps",
@@ -175,22 +176,28 @@ def tokenizer_runs(spec: GenerationSpec) -> list[dict]:
     return [chosen[key] for key in sorted(chosen, key=lambda k: (k[2], k[1], spec.methods.index(k[0])))]
 
 
-def _key(method, size, seed, budget, tokenizer_run) -> tuple:
-    return (str(method), str(size), str(seed), str(budget), str(tokenizer_run))
+def prior_name(config: str | Path) -> str:
+    """The ``prior`` column: the prior recipe's file stem, e.g. ``prior_small``."""
+    return Path(config).stem
+
+
+def _key(method, size, seed, budget, prior, tokenizer_run) -> tuple:
+    return (str(method), str(size), str(seed), str(budget), str(prior), str(tokenizer_run))
 
 
 def run_generation_bench(spec: GenerationSpec, *, progress: bool = True) -> list[dict]:
     """Train and evaluate a prior for every selected tokenizer not yet in ``spec.results``; returns the rows added."""
     from ..train.prior import evaluate_prior_run, load_prior_config, train_prior
 
-    done = {_key(r["method"], r["codebook_size"], r["seed"], r["steps"], r["tokenizer_run"]) for r in read_results(spec.results)}
+    done = {_key(r["method"], r["codebook_size"], r["seed"], r["steps"], r.get("prior") or prior_name(GenerationSpec.config), r["tokenizer_run"])
+            for r in read_results(spec.results)}  # a row from before the prior column: the default recipe
     recipe_overrides = split_bench_overrides(spec, spec.overrides)  # a wrong bench.NAME is refused before any training
-    added = []
+    added, prior = [], prior_name(spec.config)
     for tokenizer in tokenizer_runs(spec):
         method, size, seed = tokenizer["method"], int(tokenizer["codebook_size"]), int(tokenizer["seed"])
-        if _key(method, size, seed, spec.budget, tokenizer["run_dir"]) in done:
+        if _key(method, size, seed, spec.budget, prior, tokenizer["run_dir"]) in done:
             continue
-        run_dir = Path(spec.out) / f"{method}-K{size}-seed{seed}-steps{spec.budget}"
+        run_dir = Path(spec.out) / prior / f"{method}-K{size}-seed{seed}-steps{spec.budget}"
         config = load_prior_config(spec.config, [*recipe_overrides, f"trainer.max_steps={spec.budget}", f"trainer.seed={seed}"])
         config.tokenizer, config.out_dir = tokenizer["run_dir"], str(run_dir)
         train_prior(config, progress=progress)
@@ -202,6 +209,7 @@ def run_generation_bench(spec: GenerationSpec, *, progress: bool = True) -> list
             "codebook_size": size,
             "seed": seed,
             "steps": spec.budget,
+            "prior": prior,
             "train_seconds": round(sum(s["seconds"] for s in sessions), 1),
             "device": device_name(),
             "tokenizer_run": tokenizer["run_dir"],
