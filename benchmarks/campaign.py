@@ -109,10 +109,27 @@ def generation_plan() -> list[Run]:
     return runs
 
 
+# a codec's listening samples (the same first test utterances for every run) and its training log
+SPEECH_KEEP = [f"samples/{i:02d}_{part}" for i in range(4) for part in ("original.wav", "reconstruction.wav", "spectrogram.png")]
+SPEECH_KEEP += ["logs/csv/version_0/metrics.csv"]
+SPEECH_BUDGET = 3000  # configs/bench/speech_codec.yaml: discriminators from step 1,000, cosine to the last step
+
+
+def speech_plan() -> list[Run]:
+    """The speech table: simvq, vq, vq_ema, fsq at K=4,096 x 2 seeds (seed 0 of each first), then simvq
+    and vq at K=65,536."""
+    runs = [Run(m, 4096, s, SPEECH_BUDGET) for s in (0, 1) for m in ("simvq", "vq", "fsq", "vq_ema")]
+    runs += [Run(m, 65536, 0, SPEECH_BUDGET) for m in ("simvq", "vq")]
+    return runs
+
+
 CAMPAIGNS = {
     "image": dict(plan=image_plan, kind="image", results="docs/results.csv", artifacts="docs/image"),
     "generation": dict(plan=generation_plan, kind="generation", results="docs/generation/generation.csv", artifacts="docs/generation",
                        keep=["validation.json", "validation_nll.png", "samples.png", "samples_tuned.png", "gen_metrics.json"]),
+    # the corpus is built once, in the repository (not in each snapshot)
+    "speech": dict(plan=speech_plan, kind="audio", results="docs/speech/results.csv", artifacts="docs/speech",
+                   overrides=lambda repo: [f"data.root={repo / 'data' / 'speech'}"], keep=SPEECH_KEEP),
 }
 
 
@@ -120,7 +137,7 @@ def row_key(row: dict) -> tuple:
     """A results row's key, as ``Run.key`` spells it."""
     if "prior" in row:  # a generation row
         return (row["prior"], row["method"], row["codebook_size"], row["seed"], row["steps"])
-    return (row["variant"], row["method"], row["codebook_size"], row["seed"], row["max_steps"])
+    return (row.get("variant") or "main", row["method"], row["codebook_size"], row["seed"], row["max_steps"])
 
 
 def done_keys(results: Path) -> set[tuple]:
@@ -276,7 +293,8 @@ def run_stream(name: str, stream: str, repo: Path) -> None:
         started, cpu = time.time(), children_cpu_seconds()
         print(f"[{time.strftime('%H:%M:%S')}] stream {stream}: {run.slug}", flush=True)
         extra = ["--tokenizers", str(tokenizer_csv(repo, run, work, code, env))] if run.prior else []
-        command = [sys.executable, "-m", "simvq.cli", "bench", campaign["kind"], *run.bench_args(), *extra,
+        overrides = campaign.get("overrides", lambda _: [])(repo)  # right after the kind: argparse's positionals are one run
+        command = [sys.executable, "-m", "simvq.cli", "bench", campaign["kind"], *overrides, *run.bench_args(), *extra,
                    "--out", str(work / "runs"), "--results", str(stream_results), "--quiet"]
         result = subprocess.run(command, cwd=code, env=env)
         spend = (children_cpu_seconds() - cpu, time.time() - started)

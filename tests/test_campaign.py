@@ -1,0 +1,124 @@
+"""benchmarks/campaign.py: the queues' order, one key per results row, claims, and landing a finished
+run (its row, its small artifacts and its CPU time committed to a repository, nothing else)."""
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simvq.experiments.generation_bench import GENERATION_FIELDS
+from simvq.experiments.results_file import append_result, read_results
+from simvq.runs import get_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def campaign():
+    spec = importlib.util.spec_from_file_location("campaign", ROOT / "benchmarks" / "campaign.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["campaign"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_image_queue_runs_simvq_and_vq_seeds_first_then_every_method_at_8192(campaign):
+    plan = campaign.image_plan()
+    assert len(plan) == len({run.key for run in plan}) == 69
+    assert {(r.method, r.size, r.seed) for r in plan[:18]} == {(m, k, s) for m in ("simvq", "vq") for k in (1024, 8192, 65536) for s in (0, 1, 2)}
+    assert all(r.size == 8192 for r in plan[18:38]) and {r.seed for r in plan[18:38]} == {0, 1}
+    assert [(r.method, r.size, r.grid) for r in plan if r.grid] == [("simvq", 262144, 14), ("vq", 262144, 14), ("vq_lc", 262144, 14),
+                                                                  ("simvq", 65536, 14), ("vq", 65536, 14)]
+
+
+def test_generation_queue_puts_prior_size_first_and_three_seeds_at_the_chosen_size(campaign):
+    plan = campaign.generation_plan()
+    assert len(plan) == len({run.key for run in plan})
+    axis = plan[:12]
+    assert {(r.prior, r.method, r.size) for r in axis} == {(p, m, k) for p in campaign.PRIOR_SIZES for m in ("simvq", "vq") for k in (1024, 8192)}
+    for method in ("simvq", "vq"):
+        for size in (1024, 8192):
+            assert sorted(r.seed for r in plan if (r.method, r.size, r.prior) == (method, size, campaign.CHOSEN_PRIOR)) == [0, 1, 2]
+    assert {r.method for r in plan} == {"simvq", "vq", "vq_ema", "fsq", "lfq"} and plan[-1].method == "lfq"
+    assert plan[0].tokenizer.key == ("main", "simvq", "8192", "0", str(campaign.BUDGET))
+    assert plan[0].bench_args()[-2:] == ["--config", "configs/bench/prior.yaml"]
+    assert all((ROOT / "configs" / "bench" / f"{p}.yaml").is_file() for p in campaign.PRIOR_SIZES)
+
+
+def test_speech_queue_is_the_issue_table(campaign):
+    plan = campaign.speech_plan()
+    assert sorted((r.method, r.size, r.seed) for r in plan) == sorted(
+        [(m, 4096, s) for m in ("simvq", "vq", "vq_ema", "fsq") for s in (0, 1)] + [("simvq", 65536, 0), ("vq", 65536, 0)])
+    assert [r.seed for r in plan[:4]] == [0] * 4
+
+
+@pytest.mark.parametrize("kind", ["image", "generation", "audio"])
+def test_every_results_row_keys_as_its_run(campaign, tmp_path, kind):
+    run = {"image": campaign.Run("vq", 8192, 1, 2000, grid=14), "generation": campaign.Run("vq", 8192, 1, 4000, prior="prior_small"),
+           "audio": campaign.Run("fsq", 4096, 1, 3000)}[kind]
+    fields = GENERATION_FIELDS if kind == "generation" else get_recipe(kind).result_columns
+    row = {"variant": run.variant, "method": run.method, "codebook_size": run.size, "seed": run.seed, "max_steps": run.budget,
+           "steps": run.budget, "prior": run.prior}
+    append_result(tmp_path / "r.csv", row, fields=fields)  # the row as the CSV gives it back: strings, the kind's columns
+    assert campaign.done_keys(tmp_path / "r.csv") == {run.key}
+
+
+def test_a_dead_streams_claim_is_free_and_a_live_ones_is_not(campaign, tmp_path):
+    run = campaign.Run("simvq", 1024, 0, 2000)
+    (tmp_path / run.slug).write_text(str(os.getpid()))
+    assert not campaign.claim(tmp_path, run)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / run.slug).write_text(str(dead.pid))
+    assert campaign.claim(tmp_path, run) and (tmp_path / run.slug).read_text() == str(os.getpid())
+
+
+def test_a_prior_waits_for_its_tokenizers_row(campaign, tmp_path):
+    prior = campaign.Run("vq", 1024, 2, 4000, prior="prior")
+    assert not campaign.ready(tmp_path, prior) and campaign.ready(tmp_path, campaign.Run("vq", 1024, 2, 2000))
+    row = {"variant": "main", "method": "vq", "codebook_size": 1024, "seed": 2, "max_steps": 2000}
+    append_result(tmp_path / "docs" / "results.csv", row, fields=get_recipe("image").result_columns)
+    assert campaign.ready(tmp_path, prior)
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_landing_commits_the_row_its_artifacts_and_its_cpu_time_only(campaign, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@t")
+    git(repo, "config", "user.name", "t")
+    (repo / "README").write_text("x")
+    git(repo, "add", "README")
+    git(repo, "commit", "-qm", "init")
+    (repo / "README").write_text("the user's edit, not to be committed")
+    run = campaign.Run("simvq", 8192, 0, 4000, prior="prior")
+    work = repo / "runs" / "campaign" / "generation"
+    run_dir = work / "runs" / run.run_subdir
+    run_dir.mkdir(parents=True)
+    for name in ("validation.json", "samples.png"):
+        (run_dir / name).write_text(name)
+    (run_dir / "model.safetensors").write_text("big")  # not an artifact
+    stream = work / "stream_G.csv"
+    append_result(stream, {"prior": "prior", "method": "simvq", "codebook_size": 8192, "seed": 0, "steps": 4000, "domain_fid": 30.5,
+                           "domain_fid_tuned": 20.25, "best_val_nll_bits_per_token": 9.1, "best_step": 3000, "train_seconds": 100,
+                           "run_dir": "elsewhere"}, fields=GENERATION_FIELDS)
+    row = campaign.land(repo, campaign.CAMPAIGNS["generation"], run, stream, run_dir, spend=(1234.4, 2000.0))
+    assert row["run_dir"] == "runs/campaign/generation/runs/prior/simvq-K8192-seed0-steps4000"
+    committed = set(git(repo, "show", "--name-only", "--format=", "HEAD").split())
+    kept = "docs/generation/runs/prior-simvq-K8192-seed0-steps4000"
+    assert committed == {"docs/generation/generation.csv", "docs/generation/spend.csv", f"{kept}/validation.json", f"{kept}/samples.png"}
+    assert "domain FID 30.5 default, 20.2 tuned" in git(repo, "log", "-1", "--format=%s")
+    assert git(repo, "status", "--porcelain", "--untracked-files=no").split() == ["M", "README"]  # the user's edit left alone
+    assert campaign.done_keys(repo / "docs" / "generation" / "generation.csv") == {run.key}
+    with (repo / "docs" / "generation" / "spend.csv").open() as handle:
+        ledger = list(csv.DictReader(handle))
+    assert (ledger[0]["run"], ledger[0]["cpu_seconds"], ledger[0]["wall_seconds"]) == (run.slug, "1234", "2000")
+    assert read_results(repo / "docs" / "generation" / "generation.csv")[0]["domain_fid"] == "30.5"
