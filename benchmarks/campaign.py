@@ -111,7 +111,7 @@ def generation_plan() -> list[Run]:
 
 # a codec's listening samples (the same first test utterances for every run) and its training log
 SPEECH_KEEP = [f"samples/{i:02d}_{part}" for i in range(4) for part in ("original.wav", "reconstruction.wav", "spectrogram.png")]
-SPEECH_KEEP += ["logs/csv/version_0/metrics.csv"]
+SPEECH_KEEP += ["logs/csv/version_0/metrics.csv", "quality_curve.csv"]
 SPEECH_BUDGET = 3000  # configs/bench/speech_codec.yaml: discriminators from step 1,000, cosine to the last step
 
 
@@ -123,13 +123,20 @@ def speech_plan() -> list[Run]:
     return runs
 
 
+def speech_quality_curve(run: Run, run_dir: Path) -> None:
+    """PESQ/STOI of the reconstructions the codec wrote every 500 steps (``quality_curve.csv``)."""
+    from simvq.experiments.speech_curve import CURVE_FILE, quality_curve, write_curve
+
+    write_curve(quality_curve(run_dir, final_step=run.budget), run_dir / CURVE_FILE)
+
+
 CAMPAIGNS = {
     "image": dict(plan=image_plan, kind="image", results="docs/results.csv", artifacts="docs/image"),
     "generation": dict(plan=generation_plan, kind="generation", results="docs/generation/generation.csv", artifacts="docs/generation",
                        keep=["validation.json", "validation_nll.png", "samples.png", "samples_tuned.png", "gen_metrics.json"]),
     # the corpus is built once, in the repository (not in each snapshot)
     "speech": dict(plan=speech_plan, kind="audio", results="docs/speech/results.csv", artifacts="docs/speech",
-                   overrides=lambda repo: [f"data.root={repo / 'data' / 'speech'}"], keep=SPEECH_KEEP),
+                   overrides=lambda repo: [f"data.root={repo / 'data' / 'speech'}"], keep=SPEECH_KEEP, after=speech_quality_curve),
 }
 
 
@@ -203,7 +210,6 @@ def record_spend(repo: Path, campaign: dict, run: Run, cpu_seconds: float, wall_
 
 def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Path, spend: tuple[float, float] | None = None) -> dict | None:
     """Move a finished run's row and artifacts into the repository and commit them."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from simvq.experiments.generation_bench import GENERATION_FIELDS
     from simvq.experiments.results_file import append_result, read_results
     from simvq.experiments.sweep import add_curve, read_curves
@@ -254,7 +260,6 @@ def ready(repo: Path, run: Run) -> bool:
 def tokenizer_csv(repo: Path, run: Run, work: Path, code: Path, env: dict) -> Path:
     """A one-row tokenizer CSV for ``simvq bench generation`` (its run directory as an absolute path),
     retraining the tokenizer first when its run directory is gone."""
-    sys.path.insert(0, str(code / "src"))
     from simvq.experiments.results_file import append_result, read_results
     from simvq.runs import get_recipe
 
@@ -276,6 +281,7 @@ def tokenizer_csv(repo: Path, run: Run, work: Path, code: Path, env: dict) -> Pa
 def run_stream(name: str, stream: str, repo: Path) -> None:
     campaign = CAMPAIGNS[name]
     code = Path(__file__).resolve().parents[1]  # the snapshot this stream runs
+    sys.path.insert(0, str(code / "src"))  # its simvq, not an installed one, for landing rows too
     work = repo / "runs" / "campaign" / campaign["kind"]
     stream_results = work / f"stream_{stream}.csv"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(code / "src"), "MPLBACKEND": "Agg"}
@@ -299,6 +305,8 @@ def run_stream(name: str, stream: str, repo: Path) -> None:
         result = subprocess.run(command, cwd=code, env=env)
         spend = (children_cpu_seconds() - cpu, time.time() - started)
         run_dir = work / "runs" / run.run_subdir
+        if result.returncode == 0 and "after" in campaign:
+            campaign["after"](run, run_dir)
         row = land(repo, campaign, run, stream_results, run_dir, spend) if result.returncode == 0 else None
         (work / "claims" / run.slug).unlink(missing_ok=True)
         print(f"[{time.strftime('%H:%M:%S')}] stream {stream}: {run.slug} {'landed' if row else f'FAILED (exit {result.returncode})'} "

@@ -134,3 +134,27 @@ def test_an_old_csv_renders_beside_new_rows_with_the_new_columns_and_floors(rows
     assert "fresh set at seed 0" in text and "0.5 h of evaluation" in text
     # the tuned domain FID has a verdict only where both sides have it: none against the old vq rows
     assert not any("domain FID, tuned" in note for note in findings(group_rows(read_results(results))))
+
+
+def test_prior_sizes_get_their_own_tables_verdicts_and_an_axis_table(tmp_path):
+    kept = tmp_path / "runs" / "prior_small-vq-K1024-seed0-steps3000"  # a campaign's kept copy: the run directory is gone
+    kept.mkdir(parents=True)
+    Image.new("L", (8, 8), 64).save(kept / "samples.png")
+    rows = []
+    for prior, simvq_fid, params in (("prior_small", (30.0, 31.0), 270000), ("prior_large", (10.0, 11.0), 2880000)):
+        for seed in (0, 1):
+            rows.append({**prior_run("simvq", 1024, seed, fid=simvq_fid[seed], accuracy=0.8), "prior": prior, "prior_parameters": params})
+            rows.append({**prior_run("vq", 1024, seed, fid=20.0 + seed, accuracy=0.8, run_dir="gone" if prior == "prior_small" else ""),
+                         "prior": prior, "prior_parameters": params})
+    text, figures = report_section_twice("--generation", "generation-report", rows, GENERATION_FIELDS, tmp_path)
+    assert "in 2 sizes (`prior_small`: 0.27M at K=1,024; `prior_large`: 2.88M at K=1,024)" in text
+    axis = text.split("### Prior size as an axis", 1)[1].split("###", 1)[0]
+    assert axis.index("`prior_small`") < axis.index("`prior_large`")
+    assert "| simvq | 30.5 ± 0.7 (2) | 10.5 ± 0.7 (2) |" in axis
+    verdicts = next(line for line in axis.splitlines() if line.startswith("| simvq − vq |"))
+    small, large = [cell.strip() for cell in verdicts.split("|")[2:4]]
+    assert small.startswith("vq better: +10.0") and large.startswith("simvq better: -10.0")  # the gap reverses with size
+    assert "**K=1,024, `prior_large` prior**: samples at the default setting" in text
+    assert "- `prior_small` prior, K=1,024, domain FID: simvq 30.5" in text
+    assert (figures / "generation_samples_prior_small_vq_K1024.png").is_file()
+    assert "vq, K=1,024, seed 0, `prior_small` prior](figures/generation_samples_prior_small_vq_K1024.png)" in text

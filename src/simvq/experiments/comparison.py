@@ -79,17 +79,20 @@ def first_seed(runs: dict[str, dict]) -> dict:
     return runs[min(runs, key=lambda seed: number(seed) if number(seed) is not None else float("inf"))]
 
 
-def run_figures(groups: dict, figures_dir: Path, *, source: str, name: str, methods=None) -> list[tuple[str, Path]]:
+def run_figures(groups: dict, figures_dir: Path, *, source: str, name: str, methods=None,
+                kept: Callable[[dict], Path] | None = None) -> list[tuple[str, Path]]:
     """Each (method, K)'s first seed's ``<run_dir>/<source>`` copied to ``figures_dir/<name>``
-    (``name`` formatted with ``method`` and ``k``); ``(label, copy)`` of those that exist."""
+    (``name`` formatted with ``method`` and ``k``); ``(label, copy)`` of those that exist. ``kept(row)``:
+    the folder a copy of the run's small files was kept in, tried when the run directory is gone."""
     figures_dir.mkdir(parents=True, exist_ok=True)
     copied = []
     for method, k in sorted(groups, key=lambda key: (key[1], method_key(key[0]))):
         if methods is not None and method not in methods:
             continue
         row = first_seed(groups[(method, k)])
-        path = Path(row.get("run_dir") or "") / source
-        if row.get("run_dir") and path.is_file():
+        candidates = ([Path(row["run_dir"]) / source] if row.get("run_dir") else []) + ([kept(row) / source] if kept else [])
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is not None:
             target = figures_dir / name.format(method=method, k=k)
             shutil.copyfile(path, target)
             copied.append((f"{method}, {k_label(k)}, seed {row.get('seed')}", target))
