@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run}  step {row['step']:>6}  PESQ {row['pesq']:.3f}  STOI {row['stoi']:.3f}  ({row['utterances']} utterances)")
         for metric, target in (("pesq", 1.5), ("stoi", 0.80)):
             step = projected_step(rows, metric, target)
-            print(f"{run}  {metric.upper()} {target}: " + (f"projected at step ~{step:,.0f}" if step else "no projection (the fit does not rise)"))
+            projection = f"projected at step ~{step:,.0f}" if step else "no projection (under 3 points in the curve's second half, or no rise)"
+            print(f"{run}  {metric.upper()} {target}: {projection}")
     return 0
 
 
