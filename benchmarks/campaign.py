@@ -111,7 +111,7 @@ def generation_plan() -> list[Run]:
 
 # a codec's listening samples (the same first test utterances for every run) and its training log
 SPEECH_KEEP = [f"samples/{i:02d}_{part}" for i in range(4) for part in ("original.wav", "reconstruction.wav", "spectrogram.png")]
-SPEECH_KEEP += ["logs/csv/version_0/metrics.csv", "quality_curve.csv"]
+SPEECH_KEEP += ["logs/csv/version_0/metrics.csv", "quality_curve.csv", "config.json", "metrics.json", "usage_history.json"]
 SPEECH_BUDGET = 3000  # configs/bench/speech_codec.yaml: discriminators from step 1,000, cosine to the last step
 
 
@@ -220,9 +220,9 @@ def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Pa
         return None
     artifacts = repo / campaign["artifacts"]
     paths = [campaign["results"]]
-    kept = [run_dir / name for name in campaign.get("keep", []) if (run_dir / name).is_file()]
-    for source in kept:  # a prior's small files, kept where the report finds them after the run directory is gone
-        target = artifacts / "runs" / run.slug / source.name
+    kept = [name for name in campaign.get("keep", []) if (run_dir / name).is_file()]
+    for name in kept:  # the run's small files, kept (same layout) where the reports find them once the run directory is gone
+        source, target = run_dir / name, artifacts / "runs" / run.slug / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
         paths.append(str(target.relative_to(repo)))
