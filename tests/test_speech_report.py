@@ -161,3 +161,31 @@ def test_the_header_states_each_runs_gan_quantizer_loss_and_mel_floor(rows):
     mel = line("- Mel distance")
     assert "each mel band floored at its response to white noise at -80 dBFS (1 run); the old absolute 1e-5 floor (1 run)" in mel
     assert mel.endswith("Distances under different floors are not comparable.")
+
+
+def test_the_target_section_reads_kept_copies_and_projects_the_best_codecs_curve(tmp_path):
+    """Run directories gone: the report reads the campaign's kept copies beside the CSV (config, metrics,
+    the learning curve) and states the target against the best codec at K=4,096 (fsq here)."""
+    import json
+    import math
+
+    from simvq.experiments.speech_curve import write_curve
+
+    rows = [codec_run("simvq", 4096, 0, usage=0.9, pesq=1.20, mel=0.5, run_dir="gone", budget=3000),
+            codec_run("fsq", 4096, 0, usage=1.0, pesq=1.30, mel=0.5, run_dir="gone", budget=3000)]
+    for row in rows:
+        kept = tmp_path / "runs" / f"main-{row['method']}-K4096-seed0-steps3000"
+        (kept / "samples").mkdir(parents=True)
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(kept / "samples" / "00_spectrogram.png")
+        (kept / "config.json").write_text(json.dumps({"loss": {"quantizer_weight": 1000.0, "discriminator": True, "discriminator_start": 1000}}))
+        (kept / "metrics.json").write_text(json.dumps({"usage_splits": ["train", "test"], "mel_floor_dbfs": -80.0}))
+        # PESQ rises by 0.1 per e-fold of steps from 1.0 at step 500: 1.5 at step 500 e^5
+        write_curve([{"step": s, "utterances": 8, "pesq": 1.0 + 0.1 * math.log(s / 500), "stoi": 0.7} for s in range(500, 3001, 500)],
+                    kept / "quality_curve.csv")
+    text, figures = report_section_twice("--speech", "speech-report", rows, AUDIO_FIELDS, tmp_path)
+    assert "every token of the train + test splits" in text and "on from step 1000 (2 runs)" in text
+    target = text.split("### Quality against the target", 1)[1].split("###", 1)[0]
+    assert "is **fsq**: PESQ 1.30 (1)" in target and "**not reached** at this budget" in target
+    assert f"PESQ 1.5 at step ~{500 * math.exp(5):,.0f}" in target and "STOI 0.8 not projected" in target
+    assert "simvq seed 0: at step" not in target  # the projection is the best codec's
+    assert (figures / "speech_quality_over_steps_K4096.png").is_file() and (figures / "speech_spectrogram_fsq_K4096.png").is_file()

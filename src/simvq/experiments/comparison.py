@@ -90,13 +90,18 @@ def run_figures(groups: dict, figures_dir: Path, *, source: str, name: str, meth
         if methods is not None and method not in methods:
             continue
         row = first_seed(groups[(method, k)])
-        candidates = ([Path(row["run_dir"]) / source] if row.get("run_dir") else []) + ([kept(row) / source] if kept else [])
-        path = next((c for c in candidates if c.is_file()), None)
+        path = run_file(row, source, kept)
         if path is not None:
             target = figures_dir / name.format(method=method, k=k)
             shutil.copyfile(path, target)
             copied.append((f"{method}, {k_label(k)}, seed {row.get('seed')}", target))
     return copied
+
+
+def run_file(row: dict, name: str, kept: Callable[[dict], Path] | None = None) -> Path | None:
+    """``<run_dir>/<name>`` when it exists, else ``kept(row)/<name>`` (a campaign's kept copy), else None."""
+    candidates = ([Path(row["run_dir"]) / name] if row.get("run_dir") else []) + ([kept(row) / name] if kept else [])
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def figure_section(title: str, figures: list[tuple[str, Path]], out_dir: Path) -> list[str]:

@@ -19,6 +19,10 @@ def _report(args) -> int:
     if args.speech is not None:
         path = write_speech_report(args.speech, args.out, figures_dir=args.figures)
         print(f"speech report written to {path}")
+        from .listening import codec_samples, write_listening_page
+
+        if codec_samples(args.speech):  # the listening page beside the CSV, when its runs kept samples
+            print(f"listening page written to {write_listening_page(args.speech)}")
     return 0
 
 

@@ -10,15 +10,25 @@ Welch's t-test over seeds (two-sided, alpha 0.05); with one seed on a side the t
 The header states the protocol the numbers depend on, read from each run's files: whether its codec
 trained against the discriminators (and from which step), what ``loss.quantizer_weight`` multiplies
 for each method (FSQ has no quantizer loss), and which floor its log-mel distance used.
+
+The quality target (PESQ >= 1.5 and STOI >= 0.80 for the best single-codebook codec at K=4,096) is
+stated against what was reached, with the learning curve of the reconstructions each run wrote while
+training (``simvq.experiments.speech_curve``) and the step count its log-linear fit projects. A run
+whose directory is gone is read from the copy of its small files a campaign keeps beside the CSV
+(``runs/<variant>-<method>-K<k>-seed<s>-steps<n>/``). ``simvq report --speech`` also writes the
+listening page beside the CSV (``simvq.experiments.listening``).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-from .comparison import figure_section, group_rows, k_table, run_figures, simvq_verdicts, sizes, write_section
-from .report import MISSING, k_label, method_order, number, span, whole
+from .comparison import figure_section, group_rows, k_table, run_figures, run_file, simvq_verdicts, sizes, write_section
+from .report import MISSING, k_label, method_order, number, span, stat_text, summarize, whole
+from .speech_curve import CURVE_FILE, projected_step
 
 BEGIN = "<!-- speech-report:begin -->"
 END = "<!-- speech-report:end -->"
@@ -34,19 +44,29 @@ COLUMNS = [
     ("dnsmos_ovrl", "DNSMOS OVRL", 1.0, 2, False),
 ]
 SPECTROGRAM = "samples/00_spectrogram.png"  # the first test utterance, original above its reconstruction
+TARGETS = {"pesq": 1.5, "stoi": 0.80}  # what the best single-codebook codec at TARGET_K should reach
+TARGET_K = 4096
+Kept = Callable[[dict], Path] | None
+
+
+def kept_folder(results: str | Path) -> Callable[[dict], Path]:
+    """Where a campaign keeps a run's small files, beside the results CSV."""
+    def folder(row: dict) -> Path:
+        return Path(results).parent / "runs" / (f"{row.get('variant') or 'main'}-{row['method']}-K{row['codebook_size']}-"
+                                                f"seed{row['seed']}-steps{row['max_steps']}")
+    return folder
 
 
 def findings(groups: dict) -> list[str]:
     return simvq_verdicts(groups, COLUMNS) or ["No K has a SimVQ codec and another method's yet."]
 
 
-def counted_splits(rows: list[dict]) -> str:
+def counted_splits(rows: list[dict], kept: Kept = None) -> str:
     """The splits the rows' usage counts (each run's ``metrics.json``: ``eval.usage_splits``; test
     alone when a run recorded none), in words."""
     seen = set()
     for row in rows:
-        metrics = Path(row.get("run_dir") or "") / "metrics.json"
-        splits = json.loads(metrics.read_text()).get("usage_splits", ["test"]) if metrics.is_file() else ["test"]
+        splits = _run_file(row, "metrics.json", kept).get("usage_splits", ["test"])
         seen.add(" + ".join(splits))
     return " / ".join(f"the {s} split{'s' if '+' in s else ''}" for s in sorted(seen))
 
@@ -61,24 +81,24 @@ QUANTIZER_LOSSES = {
 }
 
 
-def _run_file(row: dict, name: str) -> dict:
-    path = Path(row.get("run_dir") or "") / name
-    return json.loads(path.read_text()) if row.get("run_dir") and path.is_file() else {}
+def _run_file(row: dict, name: str, kept: Kept = None) -> dict:
+    path = run_file(row, name, kept)
+    return json.loads(path.read_text()) if path is not None else {}
 
 
-def protocol(rows: list[dict]) -> list[str]:
+def protocol(rows: list[dict], kept: Kept = None) -> list[str]:
     """Header lines on how the rows' codecs were trained and measured, from their ``config.json`` and
     ``metrics.json`` (a run without the file is left out of the count)."""
     losses, gan = {}, {}
     for row in rows:
-        loss = _run_file(row, "config.json").get("loss")
+        loss = _run_file(row, "config.json", kept).get("loss")
         if loss is not None:
             losses.setdefault(loss.get("quantizer_weight"), set()).add(row.get("method"))
             key = f"on from step {loss.get('discriminator_start', 0)}" if loss.get("discriminator") else "off"
             gan[key] = gan.get(key, 0) + 1
     floors = {}
     for row in rows:
-        metrics = _run_file(row, "metrics.json")
+        metrics = _run_file(row, "metrics.json", kept)
         if metrics:
             floor = metrics.get("mel_floor_dbfs")  # absent: evaluated before the floor existed
             label = f"each mel band floored at its response to white noise at {floor:g} dBFS" if floor is not None else "the old absolute 1e-5 floor"
@@ -97,7 +117,7 @@ def protocol(rows: list[dict]) -> list[str]:
     return [line for line in lines if line]
 
 
-def header(groups: dict, results) -> list[str]:
+def header(groups: dict, results, kept: Kept = None) -> list[str]:
     rows = [row for runs in groups.values() for row in runs.values()]  # superseded budgets left out
     budgets = span((number(r.get("max_steps")) for r in rows), whole)
     short = [r for r in rows if number(r.get("steps")) != number(r.get("max_steps"))]
@@ -124,17 +144,17 @@ def header(groups: dict, results) -> list[str]:
         f"- Budget: every codec trained for {budgets} steps (the audio recipe has no plateau criterion: each run "
         f"trains to the cap{f'; {len(short)} run(s) stopped short of it' if short else ''}). Runs: {len(rows)}; "
         f"devices: {devices}; {seconds} s per step; {hours:.1f} h of training in total.",
-        f"- Usage: codes used over every token of {counted_splits(rows)} (tokens counted in the table; tokens per code: {ratio})"
+        f"- Usage: codes used over every token of {counted_splits(rows, kept)} (tokens counted in the table; tokens per code: {ratio})"
         + (f"; methods whose codebook is not K codes: {', '.join(odd)}." if odd else ".") + ceilings,
         "- PESQ (wideband), STOI and log-mel distance compare each test utterance with its reconstruction; "
         + (f"DNSMOS OVRL scores the reconstruction alone (the test utterances themselves: {ceiling})."
            if any(number(r.get("dnsmos_ovrl")) is not None for r in rows) else "DNSMOS: not measured (eval.dnsmos off, or speechmos/onnxruntime absent)."),
-        *protocol(rows),
+        *protocol(rows, kept),
         "- Cells: mean ± std over seeds (number of seeds).",
     ]
 
 
-def usage_figures(groups: dict, figures_dir: Path) -> list[tuple[str, Path]]:
+def usage_figures(groups: dict, figures_dir: Path, kept: Kept = None) -> list[tuple[str, Path]]:
     """Per K, every run's ``usage_history.json`` (the usage of each logging window's tokens) as lines of
     one PNG ``speech_usage_over_steps_K<k>.png``; ``(label, path)`` of those written (runs without a
     history are left out, and a K with none gets no figure)."""
@@ -146,7 +166,8 @@ def usage_figures(groups: dict, figures_dir: Path) -> list[tuple[str, Path]]:
         histories = {}
         for method in method_order(m for m, size in groups if size == k):
             for seed, row in sorted(groups[(method, k)].items(), key=lambda item: number(item[0]) or 0):
-                if row.get("run_dir") and (history := read_usage_history(row["run_dir"])) is not None:
+                path = run_file(row, "usage_history.json", kept)
+                if path is not None and (history := read_usage_history(path.parent)) is not None:
                     histories[f"{method} seed {seed}"] = history
         if histories:
             target = figures_dir / f"speech_usage_over_steps_K{k}.png"
@@ -155,15 +176,66 @@ def usage_figures(groups: dict, figures_dir: Path) -> list[tuple[str, Path]]:
     return written
 
 
+def read_curve(row: dict, kept: Kept = None) -> list[dict] | None:
+    path = run_file(row, CURVE_FILE, kept)
+    if path is None:
+        return None
+    with path.open(newline="") as handle:
+        return [{**r, "step": int(r["step"])} for r in csv.DictReader(handle)]
+
+
+def quality_target(groups: dict, figures_dir: Path, out_dir: Path, kept: Kept = None) -> list[str]:
+    """The best codec at TARGET_K against the target, its runs' learning curves and their projections."""
+    import os
+
+    from ..train import plots
+
+    at_k = {m: runs for (m, k), runs in groups.items() if k == TARGET_K}
+    scored = {m: stat for m, runs in at_k.items() if (stat := summarize(number(r.get("pesq")) for r in runs.values())) is not None}
+    if not scored:
+        return []
+    best = max(scored, key=lambda m: scored[m].mean)
+    stoi = summarize(number(r.get("stoi")) for r in at_k[best].values())
+    reached = scored[best].mean >= TARGETS["pesq"] and stoi is not None and stoi.mean >= TARGETS["stoi"]
+    lines = ["### Quality against the target", "",
+             f"- The best single-codebook codec at {k_label(TARGET_K)} by PESQ is **{best}**: PESQ {stat_text(scored[best], 1.0, 2)}, "
+             f"STOI {stat_text(stoi, 1.0, 3)}, against the target PESQ ≥ {TARGETS['pesq']:g} and STOI ≥ {TARGETS['stoi']:.2f}: "
+             + ("**reached**." if reached else "**not reached** at this budget.")]
+    curves = {}
+    for method in method_order(at_k):
+        for seed, row in sorted(at_k[method].items(), key=lambda item: number(item[0]) or 0):
+            if (curve := read_curve(row, kept)):
+                curves[f"{method} seed {seed}"] = curve
+    for name, curve in curves.items():
+        if not name.startswith(f"{best} "):
+            continue
+        projections = []
+        for metric, target in TARGETS.items():
+            step = projected_step(curve, metric, target)
+            where = f"at step ~{step:,.0f}" if step else "not projected (the curve does not rise over its second half)"
+            projections.append(f"{metric.upper()} {target:g} {where}")
+        last = curve[-1]
+        lines.append(f"- {name}: at step {last['step']:,} its {last['utterances']} curve utterances score PESQ {float(last['pesq']):.2f}, "
+                     f"STOI {float(last['stoi']):.3f}; a line in log(step) through the curve's second half reaches " + "; ".join(projections)
+                     + ". A projection, not a measurement.")
+    if curves:
+        target = figures_dir / f"speech_quality_over_steps_K{TARGET_K}.png"
+        plots.quality_over_steps(curves, target, targets=TARGETS)
+        lines += ["", f"![PESQ and STOI over training, {k_label(TARGET_K)}]({os.path.relpath(target, out_dir)})"]
+    return [*lines, ""]
+
+
 def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[str]:
     groups = group_rows(rows, budget="max_steps")
-    body = [*header(groups, results), ""]
+    kept = kept_folder(results)
+    body = [*header(groups, results, kept), ""]
     for k in sizes(groups):
         body += k_table(groups, k, COLUMNS)
     body += ["### SimVQ against each method (computed from the numbers)", "", *[f"- {note}" for note in findings(groups)], ""]
+    body += quality_target(groups, figures_dir, out_dir, kept)
     body += figure_section("Usage during training (each point: the codes hit by one logging window's tokens)",
-                           usage_figures(groups, figures_dir), out_dir)
-    figures = run_figures(groups, figures_dir, source=SPECTROGRAM, name="speech_spectrogram_{method}_K{k}.png")
+                           usage_figures(groups, figures_dir, kept), out_dir)
+    figures = run_figures(groups, figures_dir, source=SPECTROGRAM, name="speech_spectrogram_{method}_K{k}.png", kept=kept)
     return body + figure_section("Spectrograms (first test utterance: original above, reconstruction below)", figures, out_dir)
 
 

@@ -69,6 +69,22 @@ def code_usage_histogram(counts: torch.Tensor, path: Path, *, title: str = "") -
     _save(figure, path)
 
 
+def quality_over_steps(curves: dict[str, list[dict]], path: Path, *, targets: dict[str, float] | None = None) -> None:
+    """PESQ and STOI of a codec's reconstructions over training, one line per run, the targets dashed."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for axis, (metric, title) in zip(axes, (("pesq", "PESQ (wideband)"), ("stoi", "STOI"))):
+        for name, rows in curves.items():
+            axis.plot([row["step"] for row in rows], [float(row[metric]) for row in rows], marker=".", label=name)
+        if targets and metric in targets:
+            axis.axhline(targets[metric], color="black", linestyle="--", linewidth=1, label=f"target {targets[metric]:g}")
+        axis.set_xlabel("step")
+        axis.set_ylabel(title)
+        axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+    _save(figure, path)
+
+
 def usage_over_steps(histories: dict[str, list[dict]], path: Path) -> None:
     """Usage and perplexity of the codes hit in each logging window, one line per run."""
     plt = _pyplot()
