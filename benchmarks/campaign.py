@@ -42,9 +42,12 @@ class Run:
     grid: int | None = None
     stages: int | None = None
     prior: str | None = None  # generation: the prior recipe, configs/bench/<prior>.yaml
+    ablation: str | None = None  # image: one of `simvq bench ablations`' variants (simvq.experiments.sweep.ABLATIONS)
 
     @property
     def variant(self) -> str:
+        if self.ablation:
+            return self.ablation
         parts = [f"stages={self.stages}"] if self.stages else []
         parts += [f"grid={self.grid}x{self.grid}"] if self.grid else []
         return " ".join(parts) or "main"
@@ -76,22 +79,35 @@ class Run:
         args += ["--grid", str(self.grid)] if self.grid else []
         args += ["--stages", str(self.stages)] if self.stages else []
         args += ["--config", f"configs/bench/{self.prior}.yaml"] if self.prior else []
+        args += ["--variants", self.ablation] if self.ablation else []
         return args
+
+    def bench_kind(self, kind: str) -> str:
+        """``simvq bench``'s first argument: the campaign's kind, or ``ablations`` for an ablation."""
+        return "ablations" if self.ablation else kind
 
 
 BUDGET = 2000  # steps per image run, every method and K (warm-up + cosine: configs/bench/fmnist.yaml)
 OTHERS = ["vq_ema", "vq_reset", "vq_lc", "cvq", "fsq", "lfq", "sqvae", "affine", "vq_wae", "hqa"]
 
 
+# the ablations at K=8,192, one seed: (variant, methods) as `simvq bench ablations` runs them
+ABLATION_RUNS = [("train C and W", ["simvq"]), ("no bias", ["simvq"]), ("C scale x0.1", ["simvq"]), ("C scale x10", ["simvq"]),
+                 ("init=uniform", ["simvq"]), ("init=orthogonal", ["simvq"]), ("dim=8", ["simvq", "vq"]), ("dim=32", ["simvq", "vq"]),
+                 ("dim=128", ["simvq", "vq"]), ("rotation trick", ["simvq", "vq"]), ("official recipe", ["simvq", "vq"])]
+
+
 def image_plan() -> list[Run]:
     """The image campaign's order: simvq/vq seeds at every K first, then every method at K=8,192
-    (two seeds), then the rest."""
+    (two seeds) and the ablations there, then the rest."""
     runs = [Run(m, k, s, BUDGET) for s in (0, 1, 2) for k in (1024, 8192, 65536) for m in ("simvq", "vq")]
     runs += [Run(m, 8192, s, BUDGET) for s in (0, 1) for m in OTHERS]
+    runs += [Run(m, 8192, 0, BUDGET, ablation=variant) for variant, methods in ABLATION_RUNS for m in methods]
     runs += [Run(m, k, 0, BUDGET) for k in (1024, 65536) for m in OTHERS]
     runs += [Run(m, 262144, 0, BUDGET, grid=14) for m in ("simvq", "vq", "vq_lc")]
     runs += [Run(m, 65536, 0, BUDGET, grid=14) for m in ("simvq", "vq")]
     runs += [Run(m, k, 0, BUDGET, stages=4) for k in (1024, 8192) for m in ("residual", "residual_simvq", "qinco")]
+    runs += [Run("sc_vae", k, 0, BUDGET) for k in (8192, 1024)]  # its own table: a token carries more than one index
     return runs
 
 
@@ -300,7 +316,7 @@ def run_stream(name: str, stream: str, repo: Path) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] stream {stream}: {run.slug}", flush=True)
         extra = ["--tokenizers", str(tokenizer_csv(repo, run, work, code, env))] if run.prior else []
         overrides = campaign.get("overrides", lambda _: [])(repo)  # right after the kind: argparse's positionals are one run
-        command = [sys.executable, "-m", "simvq.cli", "bench", campaign["kind"], *overrides, *run.bench_args(), *extra,
+        command = [sys.executable, "-m", "simvq.cli", "bench", run.bench_kind(campaign["kind"]), *overrides, *run.bench_args(), *extra,
                    "--out", str(work / "runs"), "--results", str(stream_results), "--quiet"]
         result = subprocess.run(command, cwd=code, env=env)
         spend = (children_cpu_seconds() - cpu, time.time() - started)

@@ -39,11 +39,13 @@ def test_audio_sweep_appends_one_row_per_run_with_the_speech_columns(audio_sweep
     assert [row["method"] for row in added] == ["simvq", "vq"]
     rows = read_results(spec.results)
     assert list(rows[0]) == sweep.AUDIO_FIELDS
-    # the test split: 0.6 s and 0.7 s at 16 kHz, 320 samples a token
-    tokens = sum(-(-soundfile.info(path).frames // 320) for path in (root / "test").glob("*.wav"))
+    # the bench recipe counts usage over the train and test splits (the test split: 0.6 s and 0.7 s at 16 kHz,
+    # 65 tokens of 320 samples)
+    test = sum(-(-soundfile.info(path).frames // 320) for path in (root / "test").glob("*.wav"))
+    tokens = test + sum(-(-soundfile.info(path).frames // 320) for path in (root / "train").glob("*.wav"))
     for row, method in zip(rows, ["simvq", "vq"]):
         assert (row["method"], row["codebook_size"], row["seed"], row["steps"], row["max_steps"]) == (method, "64", "0", "4", "4")
-        assert int(row["tokens"]) == tokens == 65 and float(row["tokens_per_code"]) == pytest.approx(tokens / 64)
+        assert test == 65 and int(row["tokens"]) == tokens > test and float(row["tokens_per_code"]) == pytest.approx(tokens / 64)
         assert 0 < float(row["usage"]) <= 1 and 1 <= float(row["perplexity"]) <= 64
         assert row["utterances"] == "2" and -0.5 <= float(row["pesq"]) <= 4.65 and 0 <= float(row["stoi"]) <= 1
         assert float(row["mel_distance"]) > 0 and row["dnsmos_ovrl"] == ""  # eval.dnsmos=false

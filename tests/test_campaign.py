@@ -28,9 +28,15 @@ def campaign():
 
 def test_image_queue_runs_simvq_and_vq_seeds_first_then_every_method_at_8192(campaign):
     plan = campaign.image_plan()
-    assert len(plan) == len({run.key for run in plan}) == 69
+    assert len(plan) == len({run.key for run in plan}) == 69 + 16 + 2
     assert {(r.method, r.size, r.seed) for r in plan[:18]} == {(m, k, s) for m in ("simvq", "vq") for k in (1024, 8192, 65536) for s in (0, 1, 2)}
     assert all(r.size == 8192 for r in plan[18:38]) and {r.seed for r in plan[18:38]} == {0, 1}
+    ablations = plan[38:54]
+    assert all(r.ablation and r.size == 8192 and r.bench_args()[-2] == "--variants" and r.bench_kind("image") == "ablations" for r in ablations)
+    from simvq.experiments.sweep import ABLATIONS, ABLATIONS_FOR_VQ
+
+    assert {r.ablation for r in ablations} == set(ABLATIONS) - {"lr x0.1", "lr x10"}
+    assert all(r.method == "simvq" or r.ablation in ABLATIONS_FOR_VQ for r in ablations)
     assert [(r.method, r.size, r.grid) for r in plan if r.grid] == [("simvq", 262144, 14), ("vq", 262144, 14), ("vq_lc", 262144, 14),
                                                                   ("simvq", 65536, 14), ("vq", 65536, 14)]
 

@@ -50,8 +50,13 @@ ABLATIONS: dict[str, list[str]] = {
     "no bias": ["quantizer.options.bias=false"],
     "lr x0.1": ["optim.lr=1.0e-4"],
     "lr x10": ["optim.lr=1.0e-2"],
+    "C scale x0.1": ["quantizer.options.basis_scale=0.1"],
+    "C scale x10": ["quantizer.options.basis_scale=10.0"],
+    "rotation trick": ["quantizer.options.rotation_trick=true"],
+    # the official SimVQ/VQGAN training choices on the same tokenizer (configs/bench/fmnist.yaml's header)
+    "official recipe": ["model.num_res_blocks=1", "optim.betas=[0.5,0.9]", "optim.ema_decay=0.999", "loss.reconstruction_range=[-1, 1]"],
 }
-ABLATIONS_FOR_VQ = ("dim=8", "dim=32", "dim=128", "lr x0.1", "lr x10")
+ABLATIONS_FOR_VQ = ("dim=8", "dim=32", "dim=128", "lr x0.1", "lr x10", "rotation trick", "official recipe")
 
 
 @dataclass

@@ -40,7 +40,7 @@ class LCVQ(SimVQ):
     """
 
     # and SimVQ's options for its own table: here the table is ``features`` (or k-means centres)
-    excluded_options = (*SimVQ.excluded_options, "basis", "train_codebook", "init")
+    excluded_options = (*SimVQ.excluded_options, "basis", "train_codebook", "init", "basis_scale")
 
     # registered buffers, declared for the type checker (nn.Module.__getattr__ is typed ``Tensor | Module``)
     features_ready: Tensor

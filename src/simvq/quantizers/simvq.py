@@ -57,6 +57,9 @@ class SimVQ(CodebookQuantizer):
         bias: whether ``W`` has a bias (the official code uses ``nn.Linear(d, d)``, with bias).
         train_codebook: also train ``C`` ("Remark 4.1" ablation; off in the paper's method).
         init: distribution of ``C``: "gaussian" (official), "uniform" or "orthogonal".
+        basis_scale: ``C`` times this factor (the ablation of ``C``'s scale; 1 is the official
+            ``N(0, 1/dim)``). ``W`` starts at the same init whatever the scale, so it sets the scale of
+            the initial codebook ``W(C)`` against the encoder's outputs.
         basis: a given ``(codebook_size, feature_dim)`` table to use as ``C`` instead of a random
             one (``init`` is then unused); ``W`` becomes ``Linear(feature_dim, dim)``. VQGAN-LC's
             frozen features (:class:`~simvq.quantizers.lc.LCVQ`) are such a table.
@@ -77,15 +80,19 @@ class SimVQ(CodebookQuantizer):
     basis: Tensor
 
     def __init__(self, dim: int, codebook_size: int, *, bias: bool = True, train_codebook: bool = False,
-                 init: str = "gaussian", basis: Tensor | None = None, **options):
+                 init: str = "gaussian", basis: Tensor | None = None, basis_scale: float = 1.0, **options):
         super().__init__(dim, codebook_size, **options)
         check_bool("bias", bias)
         check_choice("init", init, C_INITS)
+        if isinstance(basis_scale, bool) or not isinstance(basis_scale, (int, float)) or not basis_scale > 0 or basis_scale == float("inf"):
+            raise ValueError(f"basis_scale must be a finite number > 0, got {basis_scale!r}")
         if basis is None:
             basis = frozen_basis(codebook_size, dim, init=init, seed=self.seed)
         else:
             check_table(basis, codebook_size, "basis")
             basis = basis.detach().float().clone()
+        basis = basis * float(basis_scale)
+        self.basis_scale = float(basis_scale)
         self.train_codebook = check_bool("train_codebook", train_codebook)
         self.init = init
         if train_codebook:
