@@ -111,7 +111,7 @@ def image_plan() -> list[Run]:
     return runs
 
 
-PRIOR_BUDGET = 4000  # steps cap per prior (about 4.3 epochs of the 60,000 grids); the held-out NLL's early stop may end it first
+PRIOR_BUDGET = 3000  # steps cap per prior (3.5 epochs of the 55,000 training grids; the cap that fits 15 CPU-h); the held-out early stop may end it first
 PRIOR_SIZES = ["prior", "prior_small", "prior_large"]  # ~1M, ~0.3M, ~3-4M parameters (configs/bench/)
 CHOSEN_PRIOR = "prior"  # fixed before any result: the size for the seeds and the other methods
 
@@ -339,7 +339,12 @@ def show_plan(name: str, repo: Path) -> None:
     plan = campaign["plan"]()
     for run in plan:
         print(f"{'done' if run.key in done else 'todo' if ready(repo, run) else 'wait'}  {run.slug}")
-    print(f"{sum(r.key in done for r in plan)} of {len(plan)} runs done; {spent / 3600:.1f} h of training recorded")
+    ledger = repo / campaign["artifacts"] / "spend.csv"
+    with ledger.open(newline="") if ledger.is_file() else open(os.devnull) as handle:
+        entries = list(csv.DictReader(handle))
+    cpu = sum(float(e["cpu_seconds"]) for e in entries) / 3600
+    print(f"{sum(r.key in done for r in plan)} of {len(plan)} runs done; {spent / 3600:.1f} h of training recorded in the rows "
+          f"(wall clock); {cpu:.2f} CPU-hours in the ledger ({ledger.relative_to(repo)}: {len(entries)} runs, training + evaluation)")
 
 
 def main(argv: list[str] | None = None) -> int:
