@@ -211,3 +211,15 @@ def test_hold_out_is_a_fixed_disjoint_split():
     assert torch.equal(hold_out(codes, labels, 10, seed=3)[2], held) and not torch.equal(hold_out(codes, labels, 10, seed=4)[2], held)
     with pytest.raises(ValueError, match="validation.images"):
         hold_out(codes, labels, 50, seed=0)
+
+
+def test_eval_gen_tune_passes_the_sweep_and_measures_the_default(tmp_path, monkeypatch):
+    from simvq.cli import main
+
+    seen = {}
+    monkeypatch.setattr("simvq.train.prior.evaluate_prior_run", lambda run, **options: seen.update(options) or {})
+    assert main(["eval-gen", str(tmp_path), "--tune", "--tune-samples", "300", "--tune-seed", "7", "--quiet"]) == 0
+    sweep = seen["sweep"]
+    assert (sweep.samples, sweep.seed, sweep.temperatures, sweep.top_ps, sweep.cfg_scales) == (300, 7, [0.8, 0.9, 1.0], [None, 0.9], [None, 1.5, 3.0])
+    assert seen["temperature"] is None and seen["cfg_scale"] is None  # the default setting beside the tuned one
+    assert main(["eval-gen", str(tmp_path), "--quiet"]) == 0 and seen["sweep"] is None

@@ -146,6 +146,9 @@ BAD_ARGUMENTS = [
     (["eval-gen", "{prior}", "--fid-samples", "-1"], "--fid-samples"),
     (["eval-gen", "{prior}", "--temperature", "inf"], "--temperature"),
     (["eval-gen", "{prior}", "--device", "foo"], "--device"),
+    (["eval-gen", "{prior}", "--tune", "--temperature", "0.9"], "--temperature"),
+    (["eval-gen", "{prior}", "--tune", "--tune-samples", "0"], "--tune-samples"),
+    (["eval-gen", "{prior}", "--tune", "--tune-seed", "0"], "--tune-seed"),
     (["eval-gen", "{tokenizer}"], "simvq eval"),
     # simvq bench
     (["bench", "image", "--budget", "0"], "--budget"),

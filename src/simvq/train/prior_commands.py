@@ -104,12 +104,25 @@ def _eval_gen(args) -> int:
     check_count(args.fid_samples, "--fid-samples", minimum=0)
     _check_sampling_options(args)
 
+    sweep = None
+    if args.tune:
+        from .prior.evaluate import SamplingSweep
+
+        given = [flag for flag, value in (("--cfg", args.cfg), ("--temperature", args.temperature), ("--top-k", args.top_k),
+                                          ("--top-p", args.top_p)) if value is not None]
+        if given:
+            raise UsageError(given[0], "is not taken with --tune, which measures the default setting and the tuned one")
+        check_count(args.tune_samples, "--tune-samples", minimum=1)
+        if args.tune_seed == (0 if args.seed is None else args.seed):
+            raise UsageError("--tune-seed", f"must differ from the evaluation seed ({args.tune_seed}): a fresh set measures the choice")
+        sweep = SamplingSweep(samples=args.tune_samples, seed=args.tune_seed)
+
     def report(metrics):
         print(json.dumps(metrics, indent=2), flush=True)
 
     evaluate_prior_run(args.run, samples=args.samples, fid_samples=args.fid_samples, cfg_scale=args.cfg,
                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                       device=args.device, progress=not args.quiet, report=report)
+                       device=args.device, progress=not args.quiet, report=report, sweep=sweep)
     return 0
 
 
@@ -155,5 +168,10 @@ def add_parser(subparsers) -> None:
     evaluate.add_argument("--samples", type=int, default=None, help="class-conditional samples for the domain FID and class accuracy")
     evaluate.add_argument("--fid-samples", type=int, default=None, help="Inception FID samples (0 skips it)")
     _sampling_options(evaluate, defaults=False)
+    evaluate.add_argument("--tune", action="store_true",
+                          help="tune the sampling first (temperature {0.8, 0.9, 1} x top-p {none, 0.9} x CFG {none, 1.5, 3}, by domain FID on "
+                               "--tune-samples samples at --tune-seed), then measure the default and the chosen setting on a fresh set")
+    evaluate.add_argument("--tune-samples", type=int, default=1000, help="samples each setting is scored on (default 1000)")
+    evaluate.add_argument("--tune-seed", type=int, default=1, help="the tuning set's seed, not the evaluation's (default 1)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_eval_gen)
