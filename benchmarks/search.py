@@ -133,9 +133,13 @@ def measure_step_and_search(step, x, codebook, repeats: int) -> dict:
 
 
 def load_search_module(path: str):
-    """Another revision's ``search.py`` as a module of its own (it imports only torch and einops)."""
-    spec = importlib.util.spec_from_file_location("baseline_search", path)
+    """Another revision's ``search.py`` as a module of its own, inside the ``simvq`` package so its
+    relative imports (``simvq.cpu``) resolve, to this revision's modules."""
+    import simvq
+
+    spec = importlib.util.spec_from_file_location(f"{simvq.__name__}.baseline_search", path)
     module = importlib.util.module_from_spec(spec)
+    module.__package__ = simvq.__name__
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
@@ -278,6 +282,8 @@ def baseline_table(rows: list[dict], baseline: str) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['codebook_size']:,} | failed: {row['error']} ||||||")
         for method in ("fp32", "screened"):
             if f"search_{method}_to_baseline" in row:
                 lines.append(
