@@ -695,14 +695,15 @@ def nearest(
 
     Exact: ``indices[i]`` minimises the exact (real-number) squared distance from ``x[i]`` to
     ``codebook[k]``, both rounded to float32 (after the rescale of tiny inputs below); on exact
-    ties the lowest index wins -- duplicate codes always, whichever method. At any offset the
-    inputs share (the search centres them) and any ratio of norm to spread. The float32 search
-    knows, from a rigorous bound on its rounding, which tokens have a code that might tie with
-    their best; those are decided in float64 (module docstring, step 3), so the one way to a wrong
-    index is two codes ``j, k`` whose squared distances differ by less than float64 resolves,
-    ``(dim + 4) 2^-52 |c_j - c_k| (|x - c_j| + |x - c_k|)``, where either may come back (and a
-    tie that float64 does not represent exactly may go either way). Every method, tiling and
-    device returns the same indices, up to that, compiled or not. One relaxation: on an
+    ties the lowest index wins -- duplicate codes always, whichever method. This holds at any
+    offset the inputs share (the search centres them) and any ratio of norm to spread. The
+    float32 search knows, from a rigorous bound on its rounding, which tokens have a code that
+    might tie with their best; those are decided in float64 (module docstring, step 3), each code
+    ``c`` compared with the provisional best ``p`` to within about ``(dim + 4) 2^-53 |c - p|
+    (|x - c| + |x - p|)``. The one way to a wrong index is two codes whose exact squared distances
+    differ by less than that, where either may come back (so may a tie that float64 does not
+    represent exactly). Every method, tiling and device returns the same indices up to that,
+    compiled or not. One relaxation: on an
     accelerator with ``check_finite=False`` the search never synchronises with the host, so it
     skips the float64 step and returns a code whose exact squared distance exceeds the least by at
     most ``2.2 (2 dim + 8) 2^-24 (R^2 + 2 |x - m| R) + 3e-30`` (``m`` the codebook's mean,
