@@ -263,6 +263,17 @@ def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Pa
     return row
 
 
+def interrupted_cpu_seconds(run_dir: Path) -> float:
+    """The training CPU time of a run's earlier, interrupted sessions (``progress.json``), which no
+    ledger line holds yet: a killed stream's run resumes here and its whole cost is recorded once."""
+    import json
+
+    progress = run_dir / "progress.json"
+    if not progress.is_file():
+        return 0.0
+    return sum(float(s.get("cpu_seconds") or 0.0) for s in json.loads(progress.read_text()).get("sessions", []))
+
+
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -312,17 +323,18 @@ def run_stream(name: str, stream: str, repo: Path) -> None:
                 return
             time.sleep(300)  # the rest waits on tokenizers another campaign is still training, or on other streams
             continue
-        started, cpu = time.time(), children_cpu_seconds()
+        run_dir = work / "runs" / run.run_subdir
+        started, cpu, earlier = time.time(), children_cpu_seconds(), interrupted_cpu_seconds(run_dir)
         print(f"[{time.strftime('%H:%M:%S')}] stream {stream}: {run.slug}", flush=True)
         extra = ["--tokenizers", str(tokenizer_csv(repo, run, work, code, env))] if run.prior else []
         overrides = campaign.get("overrides", lambda _: [])(repo)  # right after the kind: argparse's positionals are one run
         command = [sys.executable, "-m", "simvq.cli", "bench", run.bench_kind(campaign["kind"]), *overrides, *run.bench_args(), *extra,
                    "--out", str(work / "runs"), "--results", str(stream_results), "--quiet"]
         result = subprocess.run(command, cwd=code, env=env)
-        spend = (children_cpu_seconds() - cpu, time.time() - started)
-        run_dir = work / "runs" / run.run_subdir
+        own = time.process_time()
         if result.returncode == 0 and "after" in campaign:
-            campaign["after"](run, run_dir)
+            campaign["after"](run, run_dir)  # in this process: its CPU time is added below
+        spend = (children_cpu_seconds() - cpu + earlier + time.process_time() - own, time.time() - started)
         row = land(repo, campaign, run, stream_results, run_dir, spend) if result.returncode == 0 else None
         (work / "claims" / run.slug).unlink(missing_ok=True)
         print(f"[{time.strftime('%H:%M:%S')}] stream {stream}: {run.slug} {'landed' if row else f'FAILED (exit {result.returncode})'} "

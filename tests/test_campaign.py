@@ -128,3 +128,12 @@ def test_landing_commits_the_row_its_artifacts_and_its_cpu_time_only(campaign, t
         ledger = list(csv.DictReader(handle))
     assert (ledger[0]["run"], ledger[0]["cpu_seconds"], ledger[0]["wall_seconds"]) == (run.slug, "1234", "2000")
     assert read_results(repo / "docs" / "generation" / "generation.csv")[0]["domain_fid"] == "30.5"
+
+
+def test_an_interrupted_runs_earlier_sessions_count_once(campaign, tmp_path):
+    import json
+
+    assert campaign.interrupted_cpu_seconds(tmp_path) == 0.0
+    sessions = [{"start_step": 0, "end_step": 500, "seconds": 90.0, "cpu_seconds": 60.5}, {"start_step": 500, "end_step": 700, "seconds": 30.0}]
+    (tmp_path / "progress.json").write_text(json.dumps({"global_step": 700, "sessions": sessions}))
+    assert campaign.interrupted_cpu_seconds(tmp_path) == 60.5  # a session from before the CPU clock: none counted, not its wall time

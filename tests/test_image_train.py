@@ -118,6 +118,7 @@ def test_interrupted_training_resumes_without_redoing_steps(tmp_path, monkeypatc
     train(tiny_config(tmp_path, "trainer.max_steps=40"), evaluate=False)
     sessions = json.loads((tmp_path / "progress.json").read_text())["sessions"]
     assert sessions[-1] == {**sessions[-1], "start_step": 30, "end_step": 40, "steps_run": 10}
+    assert all(0 < s["cpu_seconds"] for s in sessions)  # each session's own CPU time, for a campaign's ledger
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
     # every step from 1 to 40 was logged once: none lost, none redone
     steps = [step for step, _ in read_log(tmp_path, "train/reconstruction")]

@@ -378,7 +378,8 @@ def checkpoint_step(path: Path) -> int:
 
 class SessionRecord:
     """This training session's entry in ``progress.json`` (``start_step``, ``end_step``, ``steps_run``,
-    ``seconds`` and the recipe's ``facts(trainer)``), rewritten at every checkpoint (pass the record as
+    ``seconds`` of wall clock, ``cpu_seconds`` of this process's CPU time (every thread: what a loaded
+    machine's wall clock overstates) and the recipe's ``facts(trainer)``), rewritten at every checkpoint (pass the record as
     ``PeriodicCheckpoint``'s ``on_save``) and once more when the session ends (call it in a ``finally``).
     A process killed outright (SIGKILL, a lost machine: no ``finally`` runs) so still leaves its
     checkpointed steps and their time on record, and ``end_step`` is where the resumed session starts.
@@ -386,6 +387,7 @@ class SessionRecord:
 
     def __init__(self, run_dir: Path, start_step: int, *, facts: Callable[[pl.Trainer], dict] | None = None):
         self.path, self.start_step, self.started = Path(run_dir) / PROGRESS_FILE, start_step, time.time()
+        self.cpu_started = time.process_time()
         self.facts = facts
         self.earlier = json.loads(self.path.read_text())["sessions"] if self.path.is_file() else []
 
@@ -394,5 +396,6 @@ class SessionRecord:
             return
         end_step = trainer.global_step
         entry = {"start_step": self.start_step, "end_step": end_step, "steps_run": module.steps_this_session,
-                 "seconds": round(time.time() - self.started, 1), **(self.facts(trainer) if self.facts else {})}
+                 "seconds": round(time.time() - self.started, 1), "cpu_seconds": round(time.process_time() - self.cpu_started, 1),
+                 **(self.facts(trainer) if self.facts else {})}
         atomic_write_text(self.path, json.dumps({"global_step": end_step, "sessions": [*self.earlier, entry]}, indent=1) + "\n")
