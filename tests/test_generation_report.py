@@ -140,6 +140,7 @@ def test_prior_sizes_get_their_own_tables_verdicts_and_an_axis_table(tmp_path):
     kept = tmp_path / "runs" / "prior_small-vq-K1024-seed0-steps3000"  # a campaign's kept copy: the run directory is gone
     kept.mkdir(parents=True)
     Image.new("L", (8, 8), 64).save(kept / "samples.png")
+    Image.new("L", (8, 8), 32).save(kept / "validation_nll.png")
     rows = []
     for prior, simvq_fid, params in (("prior_small", (30.0, 31.0), 270000), ("prior_large", (10.0, 11.0), 2880000)):
         for seed in (0, 1):
@@ -158,3 +159,4 @@ def test_prior_sizes_get_their_own_tables_verdicts_and_an_axis_table(tmp_path):
     assert "- `prior_small` prior, K=1,024, domain FID: simvq 30.5" in text
     assert (figures / "generation_samples_prior_small_vq_K1024.png").is_file()
     assert "vq, K=1,024, seed 0, `prior_small` prior](figures/generation_samples_prior_small_vq_K1024.png)" in text
+    assert "(figures/generation_validation_nll_prior_small_vq_K1024.png)" in text.split("### Held-out NLL over training", 1)[1]

@@ -229,7 +229,7 @@ def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[
         body += size_axis(priors)
     gap_column = ("entropy − bits/token ↑", lambda runs: stat_text(gap(runs), 1.0, 3))
     stop_column = ("stopped by", lambda runs: tally(runs, "stop_reason"))
-    notes, figures, tuned_figures = [], [], []
+    notes, figures, tuned_figures, curves = [], [], [], []
     for prior, groups in priors.items():
         suffix = f", `{prior}` prior" if several else ""
         if several:
@@ -248,11 +248,12 @@ def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[
         # a campaign keeps each prior's small files in <results folder>/runs/<prior>-<method>-K<k>-seed<s>-steps<n>/
         kept = lambda row, prior=prior: Path(results).parent / "runs" / f"{prior}-{row['method']}-K{row['codebook_size']}-seed{row['seed']}-steps{row['steps']}"  # noqa: E731
         tag, named = (f"{prior}_", f", `{prior}` prior") if several else ("", "")
-        for found, source in ((figures, "samples"), (tuned_figures, "samples_tuned")):
+        for found, source in ((figures, "samples"), (tuned_figures, "samples_tuned"), (curves, "validation_nll")):
             found += [(label + named, path) for label, path in run_figures(
                 groups, figures_dir, source=f"{source}.png", name=f"generation_{source}_{tag}" + "{method}_K{k}.png", kept=kept)]
     body += ["### SimVQ's tokens against each tokenizer's (computed from the numbers)", "", *[f"- {note}" for note in notes], ""]
-    return body + figure_section("Samples", figures, out_dir) + figure_section("Samples at the tuned setting", tuned_figures, out_dir)
+    return (body + figure_section("Held-out NLL over training (the best checkpoint, the one measured, marked)", curves, out_dir)
+            + figure_section("Samples", figures, out_dir) + figure_section("Samples at the tuned setting", tuned_figures, out_dir))
 
 
 def write_generation_report(results: str | Path, out: str | Path = "docs/results.md", *,
