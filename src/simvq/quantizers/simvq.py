@@ -17,7 +17,7 @@ from .base import (
     seeded_global_rng,
     uniform_codebook,
 )
-from .options import check_bool, check_choice
+from .options import check_bool, check_choice, check_float
 from .registry import register_quantizer
 
 C_INITS = ("gaussian", "uniform", "orthogonal")
@@ -84,8 +84,7 @@ class SimVQ(CodebookQuantizer):
         super().__init__(dim, codebook_size, **options)
         check_bool("bias", bias)
         check_choice("init", init, C_INITS)
-        if isinstance(basis_scale, bool) or not isinstance(basis_scale, (int, float)) or not basis_scale > 0 or basis_scale == float("inf"):
-            raise ValueError(f"basis_scale must be a finite number > 0, got {basis_scale!r}")
+        basis_scale = check_float("basis_scale", basis_scale, low=0.0, low_open=True)
         if basis is None:
             basis = frozen_basis(codebook_size, dim, init=init, seed=self.seed)
         else:
