@@ -189,10 +189,11 @@ def claim(claims: Path, run: Run) -> bool:
 
 
 def git_commit(repo: Path, paths: list[str], message: str) -> None:
-    """Commit exactly ``paths`` (the user's other changes stay as they are); retried while another
-    git command holds the index."""
+    """Commit exactly ``paths`` (the user's other changes stay as they are; added with ``-f``: the
+    campaign names each file, whatever an ignore pattern says); retried while another git command
+    holds the index."""
     for _ in range(60):
-        add = subprocess.run(["git", "-C", str(repo), "add", "--", *paths], capture_output=True, text=True)
+        add = subprocess.run(["git", "-C", str(repo), "add", "-f", "--", *paths], capture_output=True, text=True)
         commit = add.returncode == 0 and subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message, "--only", "--", *paths],
                                                         capture_output=True, text=True)
         if commit and commit.returncode == 0:
