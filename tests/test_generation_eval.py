@@ -172,3 +172,11 @@ def test_sweep_then_fresh_set_floors_and_reconstructions(prior_run, monkeypatch)
 
     with pytest.raises(ValueError, match="must differ"):
         evaluate_prior_run(run, samples=10, fid_samples=0, sweep=SamplingSweep(seed=0), progress=False, write=False)
+
+
+def test_the_last_20_percent_change_of_the_validation_nll():
+    from simvq.train.prior.evaluate import last20_change
+
+    history = [{"step": s, "nll_bits_per_token": 6.0 - s / 1000} for s in range(250, 3001, 250)]
+    assert last20_change(history) == pytest.approx(-0.5)  # step 2,500 (nearest 2,400) to 3,000
+    assert last20_change(history[:1]) is None

@@ -45,6 +45,7 @@ GENERATION_FIELDS = [
     "best_step",
     "best_val_nll_bits_per_token",
     "stop_reason",
+    "val_nll_last20",  # how much the validation NLL still moved over the last 20% of the steps (bits/token)
     # likelihood of the test split's tokens
     "nll_bits_per_token",
     "nll_bits_per_image",

@@ -204,8 +204,9 @@ def evaluate_prior_run(
 
 def training_record(run_dir: Path, prior) -> dict:
     """The prior's size (parameters, the tied head counted once), the steps it trained (``progress.json``)
-    and, when the training wrote ``validation.json``, its best step, that step's validation NLL and
-    why training stopped."""
+    and, when the training wrote ``validation.json``, its best step, that step's validation NLL, why
+    training stopped, and how much the validation NLL still moved over the last 20% of the steps
+    (``val_nll_last20``: the last check minus the check nearest 80% of the way; negative: still falling)."""
     record: dict = {"prior_parameters": sum(p.numel() for p in prior.parameters())}
     progress_file = run_dir / "progress.json"
     if progress_file.is_file():
@@ -219,7 +220,18 @@ def training_record(run_dir: Path, prior) -> dict:
         for name, key in (("best_step", "best_step"), ("best_val_nll_bits_per_token", "best_nll_bits_per_token"), ("stop_reason", "stop_reason")):
             if validation.get(key) is not None:
                 record[name] = validation[key]
+        if (change := last20_change(validation.get("history") or [])) is not None:
+            record["val_nll_last20"] = change
     return record
+
+
+def last20_change(history: list[dict]) -> float | None:
+    """The last validation NLL minus the one checked nearest 80% of the last check's step."""
+    if len(history) < 2:
+        return None
+    last = history[-1]
+    earlier = min(history[:-1], key=lambda point: abs(point["step"] - 0.8 * last["step"]))
+    return float(last["nll_bits_per_token"] - earlier["nll_bits_per_token"])
 
 
 def token_metrics(prior, tokenizer, run_dir: Path, meta: dict, *, progress: bool) -> dict:
