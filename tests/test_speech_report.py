@@ -186,6 +186,18 @@ def test_the_target_section_reads_kept_copies_and_projects_the_best_codecs_curve
     assert "every token of the train + test splits" in text and "on from step 1000 (2 runs)" in text
     target = text.split("### Quality against the target", 1)[1].split("###", 1)[0]
     assert "is **fsq**: PESQ 1.30 (1)" in target and "**not reached** at this budget" in target
-    assert f"PESQ 1.5 at step ~{500 * math.exp(5):,.0f}" in target and "STOI 0.8 not projected" in target
+    assert f"PESQ 1.5 at step ~{500 * math.exp(5):,.0f}" in target and "STOI 0.8 not projected" in target  # 74,207: within 100x
     assert "simvq seed 0: at step" not in target  # the projection is the best codec's
     assert (figures / "speech_quality_over_steps_K4096.png").is_file() and (figures / "speech_spectrogram_fsq_K4096.png").is_file()
+
+
+def test_a_projection_far_beyond_the_budget_is_not_given(tmp_path, monkeypatch):
+    import math
+
+    from simvq.experiments import speech_report
+
+    nearly_flat = [{"step": s, "utterances": 8, "pesq": 1.17 + 0.001 * math.log(s), "stoi": 0.7} for s in range(500, 3001, 500)]
+    monkeypatch.setattr(speech_report, "read_curve", lambda row, kept=None: nearly_flat)
+    groups = {("fsq", 4096): {"0": codec_run("fsq", 4096, 0, usage=1.0, pesq=1.2, mel=0.5)}}
+    text = "\n".join(speech_report.quality_target(groups, tmp_path, tmp_path))
+    assert "PESQ 1.5 not within 100x the steps trained" in text and "STOI 0.8 not projected" in text

@@ -46,6 +46,7 @@ COLUMNS = [
 SPECTROGRAM = "samples/00_spectrogram.png"  # the first test utterance, original above its reconstruction
 TARGETS = {"pesq": 1.5, "stoi": 0.80}  # what the best single-codebook codec at TARGET_K should reach
 TARGET_K = 4096
+PROJECTION_LIMIT = 100  # a projection beyond this many times the steps trained is no projection
 Kept = Callable[[dict], Path] | None
 
 
@@ -212,11 +213,16 @@ def quality_target(groups: dict, figures_dir: Path, out_dir: Path, kept: Kept = 
         projections = []
         for metric, target in TARGETS.items():
             step = projected_step(curve, metric, target)
-            where = f"at step ~{step:,.0f}" if step else "not projected (the curve does not rise over its second half)"
+            if step is None:
+                where = "not projected (the curve does not rise over its second half)"
+            elif step > PROJECTION_LIMIT * curve[-1]["step"]:
+                where = f"not within {PROJECTION_LIMIT}x the steps trained (the second half of the curve is nearly flat)"
+            else:
+                where = f"at step ~{step:,.0f}"
             projections.append(f"{metric.upper()} {target:g} {where}")
         last = curve[-1]
         lines.append(f"- {name}: at step {last['step']:,} its {last['utterances']} curve utterances score PESQ {float(last['pesq']):.2f}, "
-                     f"STOI {float(last['stoi']):.3f}; a line in log(step) through the curve's second half reaches " + "; ".join(projections)
+                     f"STOI {float(last['stoi']):.3f}; a line in log(step) through the curve's second half projects " + "; ".join(projections)
                      + ". A projection, not a measurement.")
     if curves:
         target = figures_dir / f"speech_quality_over_steps_K{TARGET_K}.png"
