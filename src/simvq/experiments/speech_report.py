@@ -214,7 +214,7 @@ def quality_target(groups: dict, figures_dir: Path, out_dir: Path, kept: Kept = 
         for metric, target in TARGETS.items():
             step = projected_step(curve, metric, target)
             if step is None:
-                where = "not projected (the curve does not rise over its second half)"
+                where = "not projected (its second half has under 3 points or does not rise)"
             elif step > PROJECTION_LIMIT * curve[-1]["step"]:
                 where = f"not within {PROJECTION_LIMIT}x the steps trained (the second half of the curve is nearly flat)"
             else:
