@@ -98,6 +98,14 @@ def run_figures(groups: dict, figures_dir: Path, *, source: str, name: str, meth
     return copied
 
 
+def kept_folder(results: str | Path, *, variant: Callable[[dict], str], budget: str) -> Callable[[dict], Path]:
+    """``row -> <results folder>/runs/<variant>-<method>-K<k>-seed<s>-steps<budget>/``: where a
+    campaign (benchmarks/campaign.py) keeps a run's small files once its run directory is gone."""
+    def folder(row: dict) -> Path:
+        return Path(results).parent / "runs" / f"{variant(row)}-{row['method']}-K{row['codebook_size']}-seed{row['seed']}-steps{row[budget]}"
+    return folder
+
+
 def run_file(row: dict, name: str, kept: Callable[[dict], Path] | None = None) -> Path | None:
     """``<run_dir>/<name>`` when it exists, else ``kept(row)/<name>`` (a campaign's kept copy), else None."""
     candidates = ([Path(row["run_dir"]) / name] if row.get("run_dir") else []) + ([kept(row) / name] if kept else [])

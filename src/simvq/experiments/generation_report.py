@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .comparison import figure_section, group_rows, k_table, run_figures, simvq_verdicts, sizes, verdict, write_section
+from .comparison import figure_section, group_rows, k_table, kept_folder, run_figures, simvq_verdicts, sizes, verdict, write_section
 from .report import MISSING, Stat, k_label, method_order, number, stat_text, summarize, table_rows
 
 BEGIN = "<!-- generation-report:begin -->"
@@ -231,6 +231,7 @@ def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[
     gap_column = ("entropy − bits/token ↑", lambda runs: stat_text(gap(runs), 1.0, 3))
     stop_column = ("stopped by", lambda runs: tally(runs, "stop_reason"))
     notes, figures, tuned_figures, curves = [], [], [], []
+    kept = kept_folder(results, variant=prior_of, budget="steps")  # a campaign's copies of each prior's small files
     for prior, groups in priors.items():
         suffix = f", `{prior}` prior" if several else ""
         if several:
@@ -246,8 +247,6 @@ def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[
                 body += titled(k_table(groups, k, TUNED_COLUMNS, extra=[("setting (seeds)", lambda runs: tally(runs, "sampling_tuned"))]),
                                f"**{label}**: samples at each prior's tuned setting (fresh set)")
         notes += [f"`{prior}` prior, {note}" if several else note for note in findings(groups)]
-        # a campaign keeps each prior's small files in <results folder>/runs/<prior>-<method>-K<k>-seed<s>-steps<n>/
-        kept = lambda row, prior=prior: Path(results).parent / "runs" / f"{prior}-{row['method']}-K{row['codebook_size']}-seed{row['seed']}-steps{row['steps']}"  # noqa: E731
         tag, named = (f"{prior}_", f", `{prior}` prior") if several else ("", "")
         for found, source in ((figures, "samples"), (tuned_figures, "samples_tuned"), (curves, "validation_nll")):
             found += [(label + named, path) for label, path in run_figures(

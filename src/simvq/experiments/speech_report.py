@@ -26,6 +26,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from . import comparison
 from .comparison import figure_section, group_rows, k_table, run_figures, run_file, simvq_verdicts, sizes, write_section
 from .report import MISSING, k_label, method_order, number, span, stat_text, summarize, whole
 from .speech_curve import CURVE_FILE, projected_step
@@ -51,11 +52,8 @@ Kept = Callable[[dict], Path] | None
 
 
 def kept_folder(results: str | Path) -> Callable[[dict], Path]:
-    """Where a campaign keeps a run's small files, beside the results CSV."""
-    def folder(row: dict) -> Path:
-        return Path(results).parent / "runs" / (f"{row.get('variant') or 'main'}-{row['method']}-K{row['codebook_size']}-"
-                                                f"seed{row['seed']}-steps{row['max_steps']}")
-    return folder
+    """Where a campaign keeps a speech run's small files, beside the results CSV."""
+    return comparison.kept_folder(results, variant=lambda row: row.get("variant") or "main", budget="max_steps")
 
 
 def findings(groups: dict) -> list[str]:
