@@ -219,6 +219,14 @@ def test_lc_without_features_freezes_kmeans_centres_of_the_first_batch():
     assert torch.equal(quantizer.basis, centres)
 
 
+def test_lc_table_from_a_first_batch_smaller_than_the_codebook_has_no_duplicate_codes():
+    """20 vectors for 64 codes: k-means starts from drawn rows with repeats; a repeat left exact
+    would stay a copy of its original's centre, a code the search never returns."""
+    quantizer = LCVQ(8, 64, seed=0)
+    quantizer(torch.randn(20, 8, generator=torch.Generator().manual_seed(0)))
+    assert torch.unique(quantizer.basis, dim=0).shape[0] == 64
+
+
 @pytest.mark.parametrize("num_codes", [5, 200])  # fewer codes than K: W applied to the rows; more: to the whole table
 def test_gradient_through_decode_equals_the_gradient_through_the_full_table(num_codes):
     quantizer = make()

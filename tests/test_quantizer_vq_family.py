@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from quantizer_references import brute_force_codes, clustered_data, distortion
 from simvq import build_quantizer
 from simvq.quantizers import VQ, KMeansVQ, ResetVQ
-from simvq.quantizers.codebook_updates import kmeans
+from simvq.quantizers.codebook_updates import kmeans, sample_rows
 
 
 def build(name, dim=8, codebook_size=32, **options):
@@ -159,6 +159,26 @@ def test_kmeans_centroids_are_the_means_of_their_members():
 def test_kmeans_with_fewer_vectors_than_clusters_has_no_nan():
     centroids, counts = kmeans(torch.randn(5, 4), 12, iters=3)
     assert torch.isfinite(centroids).all() and counts.sum() == 5
+
+
+@pytest.mark.parametrize("num_rows", [20, 100])  # without and with replacement
+def test_drawn_rows_are_distinct_codes_even_from_a_smaller_or_repetitive_batch(num_rows):
+    """A copy of a code ties with it and the lower index always wins, so it would be dead from the
+    start: every drawn row is distinct, a vector's first draw is exactly it, a repeat is jittered by
+    about 1% of the batch's spread."""
+    x = torch.randn(40, 8, generator=torch.Generator().manual_seed(0))
+    x[:10] = 0.5  # a blank region: ten identical vectors, so 31 distinct ones
+    rows = sample_rows(x, num_rows, generator=torch.Generator().manual_seed(1))
+    assert torch.unique(rows, dim=0).shape[0] == num_rows
+    gap = torch.cdist(rows, x).min(1).values
+    assert 0 < int((gap == 0).sum()) <= 31
+    assert float(gap.max()) < 0.1 * float(x.std())
+
+
+def test_restarts_from_a_batch_smaller_than_the_codebook_leave_no_duplicate_codes():
+    quantizer = ResetVQ(4, 64, seed=0, dead_code_threshold=1.0)
+    quantizer(torch.randn(16, 4, generator=torch.Generator().manual_seed(0)) + 3.0)  # every code dies and restarts
+    assert torch.unique(quantizer.embedding.detach(), dim=0).shape[0] == 64
 
 
 # ----------------------------------------------------------------------------- vq_l2

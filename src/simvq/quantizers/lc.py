@@ -32,7 +32,10 @@ class LCVQ(SimVQ):
             outputs (the offline stand-in when no pre-trained feature extractor exists) and the
             projector starts as the identity, so the first codebook *is* those centres. Until that
             first training batch the table is SimVQ's Gaussian basis (eval before training has
-            nothing to cluster).
+            nothing to cluster). A batch with fewer vectors than codes (K = 8,192 from 64 images
+            of 7 x 7 tokens) starts Lloyd from rows drawn with replacement, each repeat jittered
+            (``sample_rows``), so the table holds the batch's centres and near copies of them;
+            VQGAN-LC's own table clusters features of the whole dataset.
         kmeans_iters: Lloyd iterations of that init (10).
         bias: whether the projector has a bias.
         beta, seed, channel_first, rotation_trick, chunk_size, check_finite: as in :class:`SimVQ`
