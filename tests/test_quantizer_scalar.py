@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import simvq.quantizers.lfq as lfq_module
 from simvq import build_quantizer
 from simvq.quantizers.fsq import FSQ, RECOMMENDED_LEVELS, eps_domain, levels_for
 from simvq.quantizers.lfq import LFQ
@@ -180,6 +181,36 @@ def test_lfq_factorized_entropy_is_the_per_bit_bound():
     p = torch.sigmoid(4 * z.double()).mean(0)  # P(bit = 1) averaged over the batch
     torch.testing.assert_close(batch_fact.double(), -(p * p.log() + (1 - p) * (1 - p).log()).sum())
     assert batch_fact >= batch_exact - 1e-6  # sum of marginal entropies bounds the joint
+
+
+def test_lfq_grouped_entropy_sums_each_groups_exact_marginal(monkeypatch):
+    """Groups of at most GROUP_MAX_BITS bits (2 here: 5 bits -> 3 + 2): the batch entropy is the sum
+    of each group's marginal entropy of the exact batch-mean distribution over all 32 codes, between
+    the exact joint entropy and the one-bit bound."""
+    monkeypatch.setattr(lfq_module, "GROUP_MAX_BITS", 2)
+    z = torch.randn(11, 5, generator=torch.Generator().manual_seed(3))
+    grouped = LFQ(5, 32, temperature=1.0, entropy_mode="grouped")
+    assert grouped.entropy_groups() == [2, 2, 1]
+    _, batch = grouped.entropy_terms(z)
+    _, _, codebook = lfq_reference_losses(z, temperature=1.0, entropy_weight=1.0, diversity_gamma=1.0, beta=0.0)
+    joint = torch.softmax(-torch.cdist(z.double(), codebook).pow(2), dim=1).mean(0)  # over the 32 codes
+    bits = (codebook > 0).long()
+    expected = 0.0
+    for first, width in ((0, 2), (2, 2), (4, 1)):
+        value = (bits[:, first : first + width] * 2 ** torch.arange(width - 1, -1, -1)).sum(1)
+        marginal = torch.zeros(2**width, dtype=torch.float64).index_add_(0, value, joint)
+        expected += -(marginal * marginal.log()).sum()
+    torch.testing.assert_close(batch.double(), expected, rtol=1e-5, atol=1e-6)
+    _, exact = LFQ(5, 32, temperature=1.0, entropy_mode="exact").entropy_terms(z)
+    _, factorized = LFQ(5, 32, temperature=1.0, entropy_mode="factorized").entropy_terms(z)
+    assert exact - 1e-6 <= batch <= factorized + 1e-6
+
+
+def test_lfq_auto_entropy_is_exact_to_4096_codes_then_balanced_groups():
+    assert LFQ(12, 4096).entropy_groups() == [12]
+    assert LFQ(13, 8192).entropy_groups() == [7, 6]
+    assert LFQ(16, 65536).entropy_groups() == [8, 8]
+    assert LFQ(18, 2**18).entropy_groups() == [9, 9]
 
 
 def test_lfq_codes_are_the_binary_digits_of_the_sign_pattern():
