@@ -219,12 +219,42 @@ def test_lc_without_features_freezes_kmeans_centres_of_the_first_batch():
     assert torch.equal(quantizer.basis, centres)
 
 
-def test_lc_table_from_a_first_batch_smaller_than_the_codebook_has_no_duplicate_codes():
-    """20 vectors for 64 codes: k-means starts from drawn rows with repeats; a repeat left exact
-    would stay a copy of its original's centre, a code the search never returns."""
+def test_lc_table_fills_from_as_many_batches_as_it_takes_with_distinct_data_vectors():
+    """64 codes, batches of 20 vectors, each with the same blank vector five times: four batches fill
+    the table, every row one of their vectors (a repeat of the blank one jittered by ~1% of the
+    spread: an exact copy would tie with its original and never be picked), all 64 distinct."""
     quantizer = LCVQ(8, 64, seed=0)
-    quantizer(torch.randn(20, 8, generator=torch.Generator().manual_seed(0)))
-    assert torch.unique(quantizer.basis, dim=0).shape[0] == 64
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(20, 8, generator=generator) for _ in range(4)]
+    for batch in batches:
+        batch[:5] = 0.5
+    for i, batch in enumerate(batches[:3]):
+        quantizer(batch)
+        assert int(quantizer.features_filled) == 20 * (i + 1) and not bool(quantizer.features_ready)
+    quantizer(batches[3])
+    assert bool(quantizer.features_ready)
+    table = quantizer.basis
+    assert torch.unique(table, dim=0).shape[0] == 64
+    gap = torch.cdist(table, torch.cat(batches)).min(1).values
+    assert float(gap.max()) < 0.1 * float(torch.cat(batches).std())
+    exact = (table[:, None, :] == torch.cat(batches)[None]).all(-1).any(1)
+    moved = table[~exact]  # repeats of the blank vector only: within a batch, and across batches
+    assert 0 < moved.shape[0] <= 4 * 4 + 3
+    assert float((moved - 0.5).norm(dim=1).max()) < 0.1 * float(torch.cat(batches).std())
+    before = table.clone()
+    quantizer(torch.randn(20, 8))
+    assert torch.equal(quantizer.basis, before)  # full: no more writes
+
+
+def test_lc_loads_a_checkpoint_that_kept_a_ready_flag():
+    trained = LCVQ(8, 16, seed=0)
+    trained(torch.randn(40, 8))
+    state = trained.state_dict()
+    state["features_ready"] = torch.tensor(True)
+    del state["features_filled"]
+    fresh = LCVQ(8, 16, seed=1)
+    fresh.load_state_dict(state)
+    assert bool(fresh.features_ready) and torch.equal(fresh.basis, trained.basis)
 
 
 @pytest.mark.parametrize("num_codes", [5, 200])  # fewer codes than K: W applied to the rows; more: to the whole table

@@ -87,17 +87,28 @@ def sample_rows(x: Tensor, num_rows: int, *, generator: torch.Generator | None =
     else:
         index = torch.randint(n, (num_rows,), generator=generator)
     x32 = x.detach().float()
-    rows = x32[index.to(x.device)].contiguous()
-    _, value_of_row = torch.unique(x32, dim=0, return_inverse=True)  # equal vectors of x share an id
-    value = value_of_row[index.to(x.device)]
-    position = torch.arange(num_rows, device=x.device)
-    first = torch.full((int(value_of_row.max()) + 1,), num_rows, device=x.device).scatter_reduce_(0, value, position, "amin")
+    index = index.to(x.device)
+    _, value = torch.unique(x32, dim=0, return_inverse=True)  # equal vectors of x share an id (N rows: cheap)
+    return broadcast_(jitter_repeats(x32[index].contiguous(), value[index], spread=x32, generator=generator))
+
+
+@torch.no_grad()
+def jitter_repeats(rows: Tensor, value: Tensor, *, spread: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """``rows`` with every row whose ``value`` id (equal rows, equal ids) came earlier moved by
+    Gaussian noise of ``REPEAT_JITTER`` times ``spread``'s standard deviation (in place; returned).
+    First occurrences are untouched."""
+    num_rows = rows.shape[0]
+    if num_rows == 0:
+        return rows
+    position = torch.arange(num_rows, device=rows.device)
+    first = torch.full((int(value.max()) + 1,), num_rows, device=rows.device).scatter_reduce_(0, value, position, "amin")
     repeats = (first[value] != position).nonzero().squeeze(1)
     if repeats.numel():
-        scale = REPEAT_JITTER * torch.maximum(x32.std(correction=0), x32.abs().amax() * 1e-3).clamp_min(1e-12)
-        noise = torch.randn(repeats.numel(), x.shape[1], generator=generator).to(x.device)
+        spread = spread.float()
+        scale = REPEAT_JITTER * torch.maximum(spread.std(correction=0), spread.abs().amax() * 1e-3).clamp_min(1e-12)
+        noise = torch.randn(repeats.numel(), rows.shape[1], generator=generator).to(rows.device)
         rows.index_add_(0, repeats, noise * scale)
-    return broadcast_(rows)
+    return rows
 
 
 @torch.no_grad()
@@ -175,13 +186,43 @@ def kmeans_when(
     return torch.ops.simvq.kmeans_when(x.detach(), num_clusters, iters, chunk_size, when, stream)
 
 
+@torch.library.custom_op("simvq::fill_rows", mutates_args=("table", "filled", "stream"))
+def _fill_rows(table: Tensor, filled: Tensor, x: Tensor, stream: Tensor | None) -> None:
+    start, capacity = int(filled), table.shape[0]
+    if start >= capacity:
+        return
+    with continued_stream(stream) as generator:
+        rows = sample_rows(x, min(x.shape[0], capacity - start), generator=generator)
+        table[start : start + rows.shape[0]] = rows.to(table.dtype)
+        filled.add_(rows.shape[0])
+        if int(filled) == capacity and start > 0:  # equal vectors from different batches (a blank region's)
+            rows = table.float()
+            _, value = torch.unique(rows, dim=0, return_inverse=True)
+            table.copy_(broadcast_(jitter_repeats(rows, value, spread=rows, generator=generator)).to(table.dtype))
+
+
+@_fill_rows.register_fake
+def _(table: Tensor, filled: Tensor, x: Tensor, stream: Tensor | None) -> None:
+    return None
+
+
+def fill_rows_(table: Tensor, filled: Tensor, x: Tensor, *, stream: Tensor | None) -> None:
+    """Write distinct rows of ``x`` into ``table[filled:]`` and advance the 0-dim int64 ``filled``
+    by their number, until the table is full (a no-op then): a table of data vectors built over as
+    many batches as it takes, each row a distinct vector (``sample_rows``; once full, a row equal to
+    one from an earlier batch is jittered too). Draws from ``stream``; identical on every process."""
+    torch.ops.simvq.fill_rows(table, filled, x.detach(), stream)
+
+
 __all__ = [
     "all_reduce_mean_",
     "all_reduce_sum_",
     "broadcast_",
     "cluster_sums",
     "ema_",
+    "fill_rows_",
     "is_distributed",
+    "jitter_repeats",
     "kmeans",
     "kmeans_when",
     "sample_rows",
