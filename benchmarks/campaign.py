@@ -3,6 +3,7 @@
     python benchmarks/campaign.py plan image                 # the queue, what is done, the cost so far
     python benchmarks/campaign.py run image --stream A --repo /work/main   # from a snapshot of the code
     python benchmarks/campaign.py run generation --stream G --repo /work/main
+    python benchmarks/campaign.py check image                # every pending configuration, 3 steps each
 
 A campaign is an ordered queue of single runs (one `simvq bench` call each). Each stream takes the
 next run nobody has claimed (a claim is a file holding the stream's pid; a dead pid's claim is
@@ -360,9 +361,40 @@ def show_plan(name: str, repo: Path) -> None:
           f"(wall clock); {cpu:.2f} CPU-hours in the ledger ({ledger.relative_to(repo)}: {len(entries)} runs, training + evaluation)")
 
 
+SMOKE_STEPS = 3
+# what a smoke test must reach that a run switches on later (the speech discriminators' start step)
+SMOKE_OVERRIDES = {"audio": ["loss.discriminator_start=1"]}
+
+
+def check_plan(name: str, repo: Path) -> int:
+    """Train every pending configuration of the queue (seeds aside) a few steps (``simvq bench
+    --smoke``), so a run that would crash far down the queue, and stop its stream, is found now."""
+    campaign = CAMPAIGNS[name]
+    if campaign["kind"] == "generation":
+        print("check: the image and speech campaigns (a prior needs its tokenizer's run)")
+        return 2
+    done, seen, failed = done_keys(repo / campaign["results"]), set(), 0
+    code = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(code / "src"), "MPLBACKEND": "Agg"}
+    for run in campaign["plan"]():
+        configuration = (run.variant, run.method, run.size)
+        if run.key in done or configuration in seen:
+            continue
+        seen.add(configuration)
+        command = [sys.executable, "-m", "simvq.cli", "bench", run.bench_kind(campaign["kind"]), *campaign.get("overrides", lambda _: [])(repo),
+                   *SMOKE_OVERRIDES.get(campaign["kind"], []), *run.bench_args(), "--smoke", str(SMOKE_STEPS)]
+        result = subprocess.run(command, cwd=code, env=env, capture_output=True, text=True)
+        error = (result.stderr.strip().splitlines() or ["no output"])[-1]  # a failure before any run started
+        lines = [line for line in result.stdout.splitlines() if line.startswith(("ok", "FAIL"))] or [f"FAIL {error}"]
+        failed += result.returncode != 0
+        print(f"{run.slug}: {lines[0]}", flush=True)
+    print(f"check: {len(seen) - failed} of {len(seen)} pending configuration(s) trained {SMOKE_STEPS} steps")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["plan", "run"])
+    parser.add_argument("action", choices=["plan", "run", "check"])
     parser.add_argument("campaign", choices=sorted(CAMPAIGNS))
     parser.add_argument("--stream", default="A", help="a name for this stream (its log and CSV)")
     parser.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]), help="the repository rows are committed to")
@@ -370,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     repo = Path(args.repo).resolve()
     if args.action == "plan":
         show_plan(args.campaign, repo)
+    elif args.action == "check":
+        return check_plan(args.campaign, repo)
     else:
         run_stream(args.campaign, args.stream, repo)
     return 0

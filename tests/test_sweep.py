@@ -101,3 +101,24 @@ def test_default_methods_leave_out_residual():
     methods = sweep.default_methods()
     assert "simvq" in methods and "vq" in methods
     assert not set(methods) & set(sweep.NOT_COMPARABLE)
+
+
+def test_smoke_trains_each_run_a_few_steps_and_names_the_one_that_fails(tmp_path):
+    """``simvq bench --smoke``'s core: no run directory, no results row, and an error that only
+    appears when the model is built (an option the quantizer refuses) reported against its run."""
+    spec = sweep.SweepSpec(
+        config=str(ROOT / "configs/bench/image.yaml"),
+        recipe=str(ROOT / "configs/bench/fmnist.yaml"),
+        sizes=[32],
+        seeds=[0],
+        budget=2000,
+        out=str(tmp_path / "runs"),
+        results=str(tmp_path / "results.csv"),
+        overrides=TINY,
+    )
+    good = sweep.RunSpec("main", "simvq", 32, 0, [])
+    bad = sweep.RunSpec("no such option", "vq", 32, 0, ["quantizer.options.no_such_option=1"])
+    report = sweep.smoke_runs(spec, [good, bad], steps=2)
+    assert [(run.method, error is None) for run, error, _ in report] == [("simvq", True), ("vq", False)]
+    assert "no_such_option" in report[1][1]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results.csv").exists()

@@ -244,17 +244,10 @@ def schedule_text(optim, steps: int) -> str:
     return f"{warmup}{decay} x {optim.lr:g} over {steps}"
 
 
-def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[dict, list[dict]]:
-    """Train + evaluate one configuration of a recipe of any kind; returns its result row and its
-    usage/PSNR curve (empty without plateau checks)."""
-    import torch
-
+def run_config(spec: SweepSpec, run: RunSpec):
+    """The recipe config one run of the sweep trains: the recipe, the sweep's overrides, the run's."""
     from ..runs import load_recipe
-    from ..runs.files import PLATEAU_FILE
 
-    if threads:
-        torch.set_num_threads(threads)
-    run_dir = run.directory(spec.out, spec.budget)
     overrides = [
         *spec.overrides,
         f"quantizer.name={run.method}",
@@ -265,7 +258,21 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
         *run.overrides,
     ]
     config = load_recipe(spec.recipe, overrides)
-    config.out_dir = str(run_dir)
+    config.out_dir = str(run.directory(spec.out, spec.budget))
+    return config
+
+
+def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[dict, list[dict]]:
+    """Train + evaluate one configuration of a recipe of any kind; returns its result row and its
+    usage/PSNR curve (empty without plateau checks)."""
+    import torch
+
+    from ..runs.files import PLATEAU_FILE
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = run_config(spec, run)
+    run_dir = Path(config.out_dir)
     recipe = get_recipe(config.recipe)
     recipe.train(config, evaluate=False, progress=False)
     metrics = recipe.evaluate_run(run_dir, progress=False)
@@ -346,6 +353,32 @@ def run_sweep(spec: SweepSpec, runs: list[RunSpec], *, progress: bool = True) ->
     return added
 
 
+def smoke_runs(spec: SweepSpec, runs: list[RunSpec], steps: int) -> list[tuple[RunSpec, str | None, float]]:
+    """Train each run ``steps`` steps in a temporary directory, with no progress checks, evaluation or
+    results row: ``(run, error or None, seconds)`` each. A long campaign learns here, in seconds, that
+    a run far down its queue would crash (features that switch on later, e.g. the speech
+    discriminators' start step, are reached only if the overrides move them)."""
+    import tempfile
+    import time as clock
+
+    report = []
+    for run in runs:
+        config = run_config(spec, run)
+        config.trainer.max_steps = steps
+        if "plateau" in get_recipe(spec.kind).sweep_options:
+            config.plateau.enabled = False
+        started = clock.time()
+        with tempfile.TemporaryDirectory(prefix="simvq-smoke-") as scratch:
+            config.out_dir = scratch
+            try:
+                get_recipe(config.recipe).train(config, evaluate=False, progress=False)
+                error = None
+            except Exception as exc:  # the report names every failure; nothing is raised past it
+                error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        report.append((run, error, clock.time() - started))
+    return report
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -394,7 +427,7 @@ def _check_bench_options(args) -> None:
     """The command line's counts and paths, refused naming the option before any run starts."""
     from ..utils import check_count, check_out_dir_option
 
-    for name, minimum in (("budget", 1), ("workers", 1), ("checks", 1), ("stages", 1), ("grid", 1), ("fid_images", 0)):
+    for name, minimum in (("budget", 1), ("workers", 1), ("checks", 1), ("stages", 1), ("grid", 1), ("fid_images", 0), ("smoke", 1)):
         check_count(getattr(args, name), f"--{name.replace('_', '-')}", minimum=minimum)
     for size in args.sizes or []:
         check_count(size, "--sizes", minimum=2)
@@ -414,6 +447,13 @@ def _bench(args) -> int:
     if spec.kind != expected:
         raise ValueError(f"--config: {spec.config} names the {spec.kind} recipe {spec.recipe}; simvq bench {args.kind} needs an {expected} recipe")
     runs = ablation_runs(spec, args.variants) if args.kind == ABLATIONS_BENCH else recipe_runs(spec)
+    if args.smoke:
+        failed = 0
+        for run, error, seconds in smoke_runs(spec, runs, args.smoke):
+            failed += error is not None
+            print(f"{'FAIL' if error else 'ok  '} {run.name} ({seconds:.0f} s){': ' + error if error else ''}", flush=True)
+        print(f"smoke: {len(runs) - failed} of {len(runs)} run(s) trained {args.smoke} step(s)")
+        return 1 if failed else 0
     added = run_sweep(spec, runs, progress=not args.quiet)
     print(f"{len(added)} new run(s); results in {spec.results}")
     for row in added:
@@ -446,5 +486,8 @@ def add_parser(subparsers) -> None:
     bench.add_argument("--out", default=None, help="where the run directories go (default runs/bench; audio: runs/bench/speech)")
     bench.add_argument("--results", default=None,
                        help="the CSV every finished run is appended to (default results.csv; audio: speech_results.csv)")
+    bench.add_argument("--smoke", type=int, default=None, metavar="STEPS",
+                       help="train each run STEPS steps in a temporary directory (no evaluation, no results row) and "
+                            "report which fail; exit 1 if any does")
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(func=_bench)
