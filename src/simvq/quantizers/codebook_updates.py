@@ -191,8 +191,9 @@ def _fill_rows(table: Tensor, filled: Tensor, x: Tensor, stream: Tensor | None) 
     start, capacity = int(filled), table.shape[0]
     if start >= capacity:
         return
+    distinct = torch.unique(x.float(), dim=0)  # equal vectors (a blank region's) are one point, as k-means makes them
     with continued_stream(stream) as generator:
-        rows = sample_rows(x, min(x.shape[0], capacity - start), generator=generator)
+        rows = sample_rows(distinct, min(distinct.shape[0], capacity - start), generator=generator)
         table[start : start + rows.shape[0]] = rows.to(table.dtype)
         filled.add_(rows.shape[0])
         if int(filled) == capacity and start > 0:  # equal vectors from different batches (a blank region's)
@@ -207,10 +208,11 @@ def _(table: Tensor, filled: Tensor, x: Tensor, stream: Tensor | None) -> None:
 
 
 def fill_rows_(table: Tensor, filled: Tensor, x: Tensor, *, stream: Tensor | None) -> None:
-    """Write distinct rows of ``x`` into ``table[filled:]`` and advance the 0-dim int64 ``filled``
-    by their number, until the table is full (a no-op then): a table of data vectors built over as
-    many batches as it takes, each row a distinct vector (``sample_rows``; once full, a row equal to
-    one from an earlier batch is jittered too). Draws from ``stream``; identical on every process."""
+    """Write distinct vectors of ``x`` (each value once, in random order) into ``table[filled:]``
+    and advance the 0-dim int64 ``filled`` by their number, until the table is full (a no-op then): a
+    table of data vectors built over as many batches as it takes. Once full, a row equal to one from
+    an earlier batch is jittered (``jitter_repeats``). Draws from ``stream``; identical on every
+    process."""
     torch.ops.simvq.fill_rows(table, filled, x.detach(), stream)
 
 
