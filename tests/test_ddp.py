@@ -48,11 +48,17 @@ def ranks_output(tmp_path_factory):
     return out_dir
 
 
+# more codes than a rank's batch holds: restarts drawn with replacement, vq_lc's table filled over steps
+# from batches with different numbers of distinct vectors
+LARGE_CODEBOOK = {"vq_reset": 128, "vq_lc": 128}
+
+
 def _train_quantizers(rank: int, out_file: Path) -> None:
     disagreements = {}
-    for name in list_quantizers():
+    runs = [(name, 16) for name in list_quantizers()] + list(LARGE_CODEBOOK.items())
+    for name, codebook_size in runs:
         torch.manual_seed(0)  # the same initial module on every rank, as DDP's broadcast makes it
-        quantizer = build_quantizer(name, dim=8, codebook_size=16)
+        quantizer = build_quantizer(name, dim=8, codebook_size=codebook_size)
         params = [p for p in quantizer.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=0.1) if params else None
         for step in range(STEPS):
@@ -72,14 +78,14 @@ def _train_quantizers(rank: int, out_file: Path) -> None:
         gathered = [torch.zeros_like(local) for _ in range(WORLD_SIZE)]
         dist.all_gather(gathered, local)
         differ = torch.stack([(g != gathered[0]).any(1) for g in gathered]).any(0)
-        disagreements[name] = [n for n, bad in zip(names, differ.tolist()) if bad]
+        disagreements[name if codebook_size == 16 else f"{name} K={codebook_size}"] = [n for n, bad in zip(names, differ.tolist()) if bad]
     if rank == 0:
         out_file.write_text(json.dumps(disagreements))
 
 
 def test_every_quantizer_stays_identical_across_ranks(ranks_output):
     disagreements = json.loads((ranks_output / "disagreements.json").read_text())
-    assert set(disagreements) == set(list_quantizers())
+    assert set(disagreements) == set(list_quantizers()) | {f"{name} K={size}" for name, size in LARGE_CODEBOOK.items()}
     assert {name: bad for name, bad in disagreements.items() if bad} == {}
 
 

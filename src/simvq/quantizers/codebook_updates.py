@@ -192,8 +192,12 @@ def _fill_rows(table: Tensor, filled: Tensor, x: Tensor, stream: Tensor | None) 
     if start >= capacity:
         return
     distinct = torch.unique(x.float(), dim=0)  # equal vectors (a blank region's) are one point, as k-means makes them
+    # as many rows on every process (ranks hold different batches), so rank 0's can be broadcast
+    count = torch.tensor(min(distinct.shape[0], capacity - start), device=x.device)
+    if is_distributed():
+        dist.all_reduce(count, op=dist.ReduceOp.MIN)
     with continued_stream(stream) as generator:
-        rows = sample_rows(distinct, min(distinct.shape[0], capacity - start), generator=generator)
+        rows = sample_rows(distinct, int(count), generator=generator)
         table[start : start + rows.shape[0]] = rows.to(table.dtype)
         filled.add_(rows.shape[0])
         if int(filled) == capacity and start > 0:  # equal vectors from different batches (a blank region's)
