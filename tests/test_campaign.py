@@ -138,3 +138,15 @@ def test_an_interrupted_runs_earlier_sessions_count_once(campaign, tmp_path):
     sessions = [{"start_step": 0, "end_step": 500, "seconds": 90.0, "cpu_seconds": 60.5}, {"start_step": 500, "end_step": 700, "seconds": 30.0}]
     (tmp_path / "progress.json").write_text(json.dumps({"global_step": 700, "sessions": sessions}))
     assert campaign.interrupted_cpu_seconds(tmp_path) == 60.5  # a session from before the CPU clock: none counted, not its wall time
+
+
+def test_check_smoke_trains_each_queued_configuration_once_and_names_failures(campaign, tmp_path, monkeypatch, capsys):
+    """Seeds of one configuration are checked once; a configuration ``simvq bench`` refuses fails the check."""
+    plan = [campaign.Run("simvq", 64, 0, 2000), campaign.Run("simvq", 64, 1, 2000), campaign.Run("simvq", 64, 0, 2000, ablation="no such ablation")]
+    monkeypatch.setitem(campaign.CAMPAIGNS["image"], "plan", lambda: plan)
+    assert campaign.check_plan("image", tmp_path) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("main-simvq-K64-seed0-steps2000: ok")
+    assert lines[1].startswith("no_such_ablation-simvq-K64-seed0-steps2000: FAIL") and "unknown ablation" in lines[1]
+    assert lines[2] == "check: 1 of 2 pending configuration(s) trained 3 steps"
+    assert campaign.check_plan("generation", tmp_path) == 2
