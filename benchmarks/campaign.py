@@ -157,6 +157,11 @@ CAMPAIGNS = {
 }
 
 
+def recipe_overrides(campaign: dict, repo: Path) -> list[str]:
+    """The campaign's recipe overrides for ``simvq bench`` (the speech corpus's place in ``repo``)."""
+    return campaign.get("overrides", lambda _: [])(repo)
+
+
 def row_key(row: dict) -> tuple:
     """A results row's key, as ``Run.key`` spells it."""
     if "prior" in row:  # a generation row
@@ -329,7 +334,7 @@ def run_stream(name: str, stream: str, repo: Path) -> None:
         started, cpu, earlier = time.time(), children_cpu_seconds(), interrupted_cpu_seconds(run_dir)
         print(f"[{time.strftime('%H:%M:%S')}] stream {stream}: {run.slug}", flush=True)
         extra = ["--tokenizers", str(tokenizer_csv(repo, run, work, code, env))] if run.prior else []
-        overrides = campaign.get("overrides", lambda _: [])(repo)  # right after the kind: argparse's positionals are one run
+        overrides = recipe_overrides(campaign, repo)  # right after the kind: argparse's positionals are one run
         command = [sys.executable, "-m", "simvq.cli", "bench", run.bench_kind(campaign["kind"]), *overrides, *run.bench_args(), *extra,
                    "--out", str(work / "runs"), "--results", str(stream_results), "--quiet"]
         result = subprocess.run(command, cwd=code, env=env)
@@ -381,7 +386,7 @@ def check_plan(name: str, repo: Path) -> int:
         if run.key in done or configuration in seen:
             continue
         seen.add(configuration)
-        command = [sys.executable, "-m", "simvq.cli", "bench", run.bench_kind(campaign["kind"]), *campaign.get("overrides", lambda _: [])(repo),
+        command = [sys.executable, "-m", "simvq.cli", "bench", run.bench_kind(campaign["kind"]), *recipe_overrides(campaign, repo),
                    *SMOKE_OVERRIDES.get(campaign["kind"], []), *run.bench_args(), "--smoke", str(SMOKE_STEPS)]
         result = subprocess.run(command, cwd=code, env=env, capture_output=True, text=True)
         error = (result.stderr.strip().splitlines() or ["no output"])[-1]  # a failure before any run started

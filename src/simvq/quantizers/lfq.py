@@ -140,11 +140,11 @@ class LFQ(Quantizer):
         """``(mean per-sample entropy, batch entropy)`` of the soft assignment, nats, float32."""
         logits = self.bit_logits(z)
         per_sample = binary_entropy_from_logits(logits).sum(-1).mean()
+        groups = self.entropy_groups()
+        if max(groups) == 1:  # one-bit groups: each bit's binary entropy of its batch-mean probability, at once
+            return per_sample, binary_entropy(torch.sigmoid(logits).mean(0)).sum()
         batch = logits.new_zeros(())
-        for group in torch.split(logits, self.entropy_groups(), dim=-1):
-            if group.shape[-1] == 1:  # a lone bit: the binary entropy of its batch-mean probability
-                batch = batch + binary_entropy(torch.sigmoid(group).mean(0)).sum()
-                continue
+        for group in torch.split(logits, groups, dim=-1):
             # log q(c | z) = sum_i log P(bit_i = c_i | z) = sum_i log(1 - p_i) + sum_i c_i l_i, as
             # logsigmoid(l) - logsigmoid(-l) = l: one (N, bits) x (bits, 2^bits) product
             bits = all_sign_patterns(group.shape[-1], device=z.device).to(logits.dtype)
