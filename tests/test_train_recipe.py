@@ -85,6 +85,61 @@ def test_unknown_reconstruction_range_is_refused():
         ImageTokenizerModule(config)
 
 
+SQVAE_MODULE = ["model.channels=8", "model.dim=8", "quantizer.name=sqvae", "quantizer.codebook_size=16"]
+
+
+def _sqvae_step(overrides, *, kl_weight=0.01, seed=5):
+    """The recipe's generator loss on a fixed batch, its pixel loss, latent nats and gradients."""
+    from simvq.train.image import ImageTokenizerModule
+
+    config = load_config(None, [*SQVAE_MODULE, f"quantizer.options.kl_weight={kl_weight}", *overrides])
+    torch.manual_seed(0)
+    module = ImageTokenizerModule(config)
+    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(seed)  # the same Gumbel noise in every call
+    loss, reconstruction, out, logs = module.generator_loss(images)
+    nats = sum(out.losses.values()) / kl_weight  # both latent terms, unweighted, per token
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    return loss, logs, out, nats, params, images
+
+
+@pytest.mark.parametrize("reconstruction, c", [("l1", 1.0), ("l2", 2.0)])
+def test_arelbo_weighs_sqvae_latent_terms_as_the_fitted_likelihood_does(reconstruction, c):
+    # reference: the negative log-likelihood with the likelihood's scale at its maximum-likelihood
+    # value (Laplace for L1, Gaussian for L2), values / c * log(mean loss), plus every token's
+    # latent nats: the official SQ-VAE's ARELBO
+    loss, logs, out, nats, params, images = _sqvae_step([f"loss.reconstruction={reconstruction}"])
+    values, tokens = images[0].numel(), out.codes[0].numel()
+    pixel = logs["train/reconstruction"]
+    torch.testing.assert_close(logs["train/elbo_weight"], c * pixel.detach() * tokens / values)
+    recipe_grads = torch.autograd.grad(loss, params, retain_graph=True)
+    reference = values / c * torch.log(pixel) + tokens * nats
+    reference_grads = torch.autograd.grad(reference, params)
+    scale = values / (c * pixel.detach())  # the reference's gradient is the recipe's times this
+    ours = torch.cat([g.flatten() for g in recipe_grads]) * scale
+    theirs = torch.cat([g.flatten() for g in reference_grads])
+    # float32 sums of terms ~1e3 apart (and some gradients ~0): the tolerance is the whole gradient's
+    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-5 * float(theirs.abs().max()))
+    assert torch.linalg.vector_norm(ours - theirs) < 1e-4 * torch.linalg.vector_norm(theirs)
+    # the weight replaces kl_weight: the loss does not depend on it
+    other, *_ = _sqvae_step([f"loss.reconstruction={reconstruction}"], kl_weight=0.5)
+    torch.testing.assert_close(other, loss)
+
+
+def test_fixed_elbo_weight_keeps_the_quantizers_kl_weight():
+    loss, logs, out, nats, params, images = _sqvae_step(["loss.elbo_weight=fixed"])
+    assert "train/elbo_weight" not in logs
+    torch.testing.assert_close(loss, logs["train/reconstruction"] + out.loss)
+    torch.testing.assert_close(out.loss, 0.01 * nats)
+
+
+def test_unknown_elbo_weight_is_refused():
+    from simvq.train.image import ImageTokenizerModule
+
+    with pytest.raises(ValueError, match="loss.elbo_weight"):
+        ImageTokenizerModule(load_config(None, [*SQVAE_MODULE, "loss.elbo_weight=adaptive"]))
+
+
 def test_fused_ema_matches_the_per_parameter_update():
     from simvq.train.core import update_ema
 

@@ -410,6 +410,10 @@ class Quantizer(nn.Module):
     # a wrapper whose ``**options`` go on to stage quantizers (residual): its signature keeps them
     # variable, and the stages check them
     passes_options_on: bool = False
+    # the ``losses`` that are a variational model's latent ELBO terms (nats per token, times the
+    # quantizer's ``kl_weight``): a trainer that knows the decoder's likelihood may re-weigh them
+    # (the image recipe's ``loss.elbo_weight``); empty for every quantizer that is not a VAE
+    elbo_losses: tuple[str, ...] = ()
 
     def __init__(
         self,

@@ -85,12 +85,16 @@ class SQVAE(CodebookQuantizer):
             divides squared distances (see ``options.check_divisor``).
         kl_weight: multiplies both latent terms. The ELBO weighs them against a Gaussian
             reconstruction term ``||x - x_hat||^2 / (2 sigma_x^2)`` summed over the data values; a
-            task loss that is a *mean* squared error (what simvq's recipes use) keeps that balance
-            when the per-token terms are scaled by ``2 sigma_x^2 / (data values per token)``.
-            Default 0.01: sigma_x^2 ~ 0.04 at 8 values per token. With 1.0 under a mean-squared
-            error the latent terms dominate and the posterior collapses to the uniform one (measured
-            on a toy autoencoder of the 8-D cube, 32-D latent, K = 1,024: 0.2% usage and no
-            reconstruction at all).
+            task loss that is a *mean* squared error keeps that balance when the per-token terms
+            are scaled by ``2 sigma_x^2 / (data values per token)``. The official code does not fix
+            ``sigma_x``: it fits it to the reconstruction (ARELBO, ``sigma_x^2 = MSE``), and so does
+            the image recipe by default (``loss.elbo_weight: arelbo`` replaces this weight; see
+            :mod:`simvq.train.image`). This fixed weight is for other uses. Default 0.01:
+            sigma_x^2 ~ 0.04 at 8 values per token. With 1.0 under a mean-squared error the latent
+            terms dominate and the posterior collapses to the uniform one (measured on a toy
+            autoencoder of the 8-D cube, 32-D latent, K = 1,024: 0.2% usage and no reconstruction
+            at all); too large a weight more mildly keeps ``sigma^2`` from annealing, and the
+            decoder trains on blends of many codes.
         seed: seed of the initial codebook.
         rotation_trick: rotation-trick gradient for the eval-mode (hard) path; training uses the
             relaxed sample, whose gradient needs no estimator.
@@ -103,6 +107,7 @@ class SQVAE(CodebookQuantizer):
     """
 
     excluded_options = ("beta",)
+    elbo_losses = ("kl_continuous", "kl_discrete")
 
     def __init__(self, dim: int, codebook_size: int, *, temperature: float = 1.0, init_variance: float | None = None,
                  kl_weight: float = 0.01, **options):

@@ -57,6 +57,7 @@ class LossConfig:
     reconstruction: str = "l1"  # l1 | l2
     reconstruction_range: str = "[0, 1]"  # pixels the loss compares: "[0, 1]" or "[-1, 1]" (the official code's, 2x the L1)
     quantizer_weight: float = 1.0  # weight of the quantizer's auxiliary loss
+    elbo_weight: str = "arelbo"  # a VAE quantizer's (sqvae) latent terms: arelbo (weighed by the pixel loss each step) | fixed (its kl_weight)
     discriminator: bool = False  # PatchGAN (Isola et al. 2017) with hinge loss, as in VQGAN
     discriminator_start: int = 10_000  # step the adversarial loss switches on (VQGAN's disc_start)
     discriminator_weight: float = 0.1

@@ -20,6 +20,7 @@ from the last checkpoint; raising ``trainer.max_steps`` continues a finished run
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -40,6 +41,11 @@ from .recipe import Modality, TokenizerModule, fit_tokenizer
 
 RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 RECONSTRUCTION_RANGES = ("[0, 1]", "[-1, 1]")
+# loss.elbo_weight: how a VAE quantizer's latent ELBO terms (``Quantizer.elbo_losses``) are weighed
+ELBO_WEIGHTS = ("arelbo", "fixed")
+# the pixel loss read as a likelihood whose scale is fitted to the data: L1 is a Laplace's (scale =
+# the mean |error|), L2 a Gaussian's (variance = the mean squared error, and a 1/2 in the exponent)
+ELBO_FACTORS = {"l1": 1.0, "l2": 2.0}
 
 
 class ImageModality(Modality):
@@ -53,6 +59,8 @@ class ImageModality(Modality):
             raise ValueError(f"loss.reconstruction must be one of {sorted(RECONSTRUCTION_LOSSES)}, got {config.loss.reconstruction!r}")
         if config.loss.reconstruction_range not in RECONSTRUCTION_RANGES:
             raise ValueError(f"loss.reconstruction_range must be one of {RECONSTRUCTION_RANGES}, got {config.loss.reconstruction_range!r}")
+        if config.loss.elbo_weight not in ELBO_WEIGHTS:
+            raise ValueError(f"loss.elbo_weight must be one of {ELBO_WEIGHTS}, got {config.loss.elbo_weight!r}")
         return build_image_model(config)
 
     def build_discriminator(self, config: TokenizerConfig):
@@ -72,6 +80,16 @@ class ImageModality(Modality):
             logs["train/perceptual"] = perceptual
             loss = loss + config.loss.perceptual_weight * perceptual
         return loss, logs
+
+    def quantizer_loss(self, out, quantizer, images, logs, config: TokenizerConfig):
+        kl_weight = getattr(quantizer, "kl_weight", 0.0)
+        if config.loss.elbo_weight == "fixed" or not quantizer.elbo_losses or kl_weight == 0:
+            return out.loss
+        tokens = math.prod(out.codes.shape[: out.codes.ndim - quantizer.code_ndim])
+        weight = arelbo_weight(logs["train/reconstruction"], config.loss.reconstruction, values_per_token=images.numel() / tokens)
+        logs["train/elbo_weight"] = weight
+        elbo = sum(out.losses[name] for name in quantizer.elbo_losses)
+        return out.loss + (weight / kl_weight - 1.0) * elbo  # the latent terms at ``weight`` in place of kl_weight
 
     def adversarial_loss(self, discriminator, images, reconstruction, config: TokenizerConfig):
         generator_loss = hinge_generator_loss(discriminator(reconstruction))
@@ -149,6 +167,18 @@ def evaluation_lpips(config: TokenizerConfig):
     if network.random_weights:  # never reachable from a config; kept as the rule
         raise ValueError("LPIPS for evaluation must use pretrained weights, not random ones")
     return network, None
+
+
+def arelbo_weight(pixel_loss: torch.Tensor, reconstruction: str, *, values_per_token: float) -> torch.Tensor:
+    """The weight of a VAE quantizer's per-token latent terms (nats) against the mean pixel loss,
+    when the pixel likelihood's scale is fitted to the data (ARELBO: Lin et al. 2019, "Balancing
+    reconstruction error and Kullback-Leibler divergence in variational autoencoders"; SQ-VAE's
+    official default). With the scale at its maximum-likelihood value the image's negative
+    log-likelihood is ``values / c * log(loss)`` (+ a constant), whose gradient is the mean loss's
+    times ``values / (c * loss)``; against it the image's ``tokens`` latent terms weigh
+    ``c * loss / values_per_token`` each (``c`` = 1 for L1, 2 for L2). Detached: a weight, not a
+    path for gradients. The pixel range cancels out: it scales both terms alike."""
+    return ELBO_FACTORS[reconstruction] * pixel_loss.detach() / values_per_token
 
 
 def reconstruction_error(reconstruction: torch.Tensor, images: torch.Tensor, loss_config) -> torch.Tensor:

@@ -72,6 +72,12 @@ class Modality:
         """``(loss, logs)``; ``logs`` maps ``train/<name>`` to tensors."""
         raise NotImplementedError
 
+    def quantizer_loss(self, out, quantizer, target, logs: dict, config) -> torch.Tensor:
+        """The quantizer's auxiliary loss as the recipe adds it (before ``loss.quantizer_weight``);
+        ``logs`` holds this step's reconstruction terms, and takes any term this adds. By default
+        ``out.loss`` as the quantizer weighs it."""
+        return out.loss
+
     def adversarial_loss(self, discriminator, real, fake, config) -> tuple[torch.Tensor, dict]:
         """The generator's weighted adversarial terms and their logs."""
         raise NotImplementedError
@@ -150,8 +156,9 @@ class TokenizerModule(pl.LightningModule):
         loss_config = self.config.loss
         reconstruction, out = self.model(inputs)
         reconstruction_loss, logs = self.modality.reconstruction_loss(reconstruction, inputs, self.config)
-        loss = reconstruction_loss + loss_config.quantizer_weight * out.loss
-        logs["train/quantizer"] = out.loss
+        quantizer_loss = self.modality.quantizer_loss(out, self.model.quantizer, inputs, logs, self.config)
+        loss = reconstruction_loss + loss_config.quantizer_weight * quantizer_loss
+        logs["train/quantizer"] = quantizer_loss
         if self.adversarial_on():
             adversarial, adversarial_logs = self.modality.adversarial_loss(self.discriminator, inputs, reconstruction, self.config)
             loss = loss + adversarial
