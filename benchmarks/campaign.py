@@ -98,17 +98,29 @@ ABLATION_RUNS = [("train C and W", ["simvq"]), ("no bias", ["simvq"]), ("C scale
                  ("dim=128", ["simvq", "vq"]), ("rotation trick", ["simvq", "vq"]), ("official recipe", ["simvq", "vq"])]
 
 
+# Cells whose full (tokens x K) posterior makes one run cost a large part of the cap, from the
+# quantizer's own step measured on a 3,136-token batch, one thread, under two other streams (about
+# 2x a quiet core: sqvae's whole K=8,192 run measured 2,046 CPU-s): sqvae 19 s and hqa 20 s a step
+# at K=65,536 (2.2 and 2.0 at 8,192), so ~4.5 CPU-hours a run quiet; sc_vae's 30 unrolled ISTA
+# steps 52 s a step at K=8,192 (3.4 at 1,024) and a 3.43M-token count of ~7 h: that cell is not run.
+COSTLY = [("sqvae", 65536), ("hqa", 65536)]
+# estimated CPU-hours of the runs that need one before a stream starts them (the rest cost < 1)
+ESTIMATED_CPU_HOURS = {("sqvae", 65536): 4.5, ("hqa", 65536): 4.5, ("sc_vae", 1024): 1.2, ("simvq", 262144): 1.7,
+                       ("vq", 262144): 1.7, ("vq_lc", 262144): 1.7}
+
+
 def image_plan() -> list[Run]:
     """The image campaign's order: simvq/vq seeds at every K first, then every method at K=8,192
     (two seeds) and the ablations there, then the rest."""
     runs = [Run(m, k, s, BUDGET) for s in (0, 1, 2) for k in (1024, 8192, 65536) for m in ("simvq", "vq")]
     runs += [Run(m, 8192, s, BUDGET) for s in (0, 1) for m in OTHERS]
     runs += [Run(m, 8192, 0, BUDGET, ablation=variant) for variant, methods in ABLATION_RUNS for m in methods]
-    runs += [Run(m, k, 0, BUDGET) for k in (1024, 65536) for m in OTHERS]
+    runs += [Run(m, k, 0, BUDGET) for k in (1024, 65536) for m in OTHERS if (m, k) not in COSTLY]
     runs += [Run(m, 262144, 0, BUDGET, grid=14) for m in ("simvq", "vq", "vq_lc")]
     runs += [Run(m, 65536, 0, BUDGET, grid=14) for m in ("simvq", "vq")]
     runs += [Run(m, k, 0, BUDGET, stages=4) for k in (1024, 8192) for m in ("residual", "residual_simvq", "qinco")]
-    runs += [Run("sc_vae", k, 0, BUDGET) for k in (8192, 1024)]  # its own table: a token carries more than one index
+    runs += [Run("sc_vae", 1024, 0, BUDGET)]  # its own table: a token carries more than one index
+    runs += [Run(m, k, 0, BUDGET) for m, k in COSTLY]  # last: each only if what is left of the cap covers it
     return runs
 
 
@@ -147,12 +159,16 @@ def speech_quality_curve(run: Run, run_dir: Path) -> None:
     write_curve(quality_curve(run_dir, final_step=run.budget), run_dir / CURVE_FILE)
 
 
+# cap: the campaign's CPU-hour budget; unrecorded: CPU-hours spent before the ledger existed (the
+# pages' estimates), counted against the cap with the ledger
 CAMPAIGNS = {
-    "image": dict(plan=image_plan, kind="image", results="docs/results.csv", artifacts="docs/image"),
+    "image": dict(plan=image_plan, kind="image", results="docs/results.csv", artifacts="docs/image", cap=30.0, unrecorded=2.5,
+                  estimate=lambda run: ESTIMATED_CPU_HOURS.get((run.method, run.size), 0.0)),
     "generation": dict(plan=generation_plan, kind="generation", results="docs/generation/generation.csv", artifacts="docs/generation",
+                       cap=15.0, unrecorded=0.35,
                        keep=["validation.json", "validation_nll.png", "samples.png", "samples_tuned.png", "gen_metrics.json"]),
     # the corpus is built once, in the repository (not in each snapshot)
-    "speech": dict(plan=speech_plan, kind="audio", results="docs/speech/results.csv", artifacts="docs/speech",
+    "speech": dict(plan=speech_plan, kind="audio", results="docs/speech/results.csv", artifacts="docs/speech", cap=15.0, unrecorded=0.35,
                    overrides=lambda repo: [f"data.root={repo / 'data' / 'speech'}"], keep=SPEECH_KEEP, after=speech_quality_curve),
 }
 
@@ -160,6 +176,20 @@ CAMPAIGNS = {
 def recipe_overrides(campaign: dict, repo: Path) -> list[str]:
     """The campaign's recipe overrides for ``simvq bench`` (the speech corpus's place in ``repo``)."""
     return campaign.get("overrides", lambda _: [])(repo)
+
+
+def spent_cpu_hours(campaign: dict, repo: Path) -> float:
+    """CPU-hours counted against the cap: the ledger's (``spend.csv``) and the unrecorded ones."""
+    ledger = repo / campaign["artifacts"] / "spend.csv"
+    with ledger.open(newline="") if ledger.is_file() else open(os.devnull) as handle:
+        recorded = sum(float(e["cpu_seconds"]) for e in csv.DictReader(handle)) / 3600
+    return recorded + campaign["unrecorded"]
+
+
+def affordable(campaign: dict, repo: Path, run: Run) -> bool:
+    """Whether what is left of the cap covers ``run``'s estimate (any run while something is left)."""
+    left = campaign["cap"] - spent_cpu_hours(campaign, repo)
+    return left > 0 and campaign.get("estimate", lambda _: 0.0)(run) <= left
 
 
 def row_key(row: dict) -> tuple:
@@ -322,8 +352,12 @@ def run_stream(name: str, stream: str, repo: Path) -> None:
     while True:
         done = done_keys(repo / campaign["results"])
         todo = [run for run in campaign["plan"]() if run.key not in done and ready(repo, run)]
-        run = next((r for r in todo if claim(work / "claims", r)), None)
+        run = next((r for r in todo if affordable(campaign, repo, r) and claim(work / "claims", r)), None)
         if run is None:
+            if todo and not any(affordable(campaign, repo, r) for r in todo):
+                print(f"campaign {name} stream {stream}: the cap ({campaign['cap']:g} CPU-hours) does not cover what is left "
+                      f"({spent_cpu_hours(campaign, repo):.2f} spent)", flush=True)
+                return
             waiting = [r for r in campaign["plan"]() if r.key not in done]
             if not waiting:
                 print(f"campaign {name} stream {stream}: nothing left to claim", flush=True)
@@ -364,6 +398,8 @@ def show_plan(name: str, repo: Path) -> None:
     cpu = sum(float(e["cpu_seconds"]) for e in entries) / 3600
     print(f"{sum(r.key in done for r in plan)} of {len(plan)} runs done; {spent / 3600:.1f} h of training recorded in the rows "
           f"(wall clock); {cpu:.2f} CPU-hours in the ledger ({ledger.relative_to(repo)}: {len(entries)} runs, training + evaluation)")
+    print(f"cap {campaign['cap']:g} CPU-hours: {spent_cpu_hours(campaign, repo):.2f} counted against it "
+          f"(the ledger + {campaign['unrecorded']:g} spent before it)")
 
 
 SMOKE_STEPS = 3

@@ -28,7 +28,7 @@ def campaign():
 
 def test_image_queue_runs_simvq_and_vq_seeds_first_then_every_method_at_8192(campaign):
     plan = campaign.image_plan()
-    assert len(plan) == len({run.key for run in plan}) == 69 + 16 + 2
+    assert len(plan) == len({run.key for run in plan}) == 69 + 16 + 1
     assert {(r.method, r.size, r.seed) for r in plan[:18]} == {(m, k, s) for m in ("simvq", "vq") for k in (1024, 8192, 65536) for s in (0, 1, 2)}
     assert all(r.size == 8192 for r in plan[18:38]) and {r.seed for r in plan[18:38]} == {0, 1}
     ablations = plan[38:54]
@@ -39,6 +39,20 @@ def test_image_queue_runs_simvq_and_vq_seeds_first_then_every_method_at_8192(cam
     assert all(r.method == "simvq" or r.ablation in ABLATIONS_FOR_VQ for r in ablations)
     assert [(r.method, r.size, r.grid) for r in plan if r.grid] == [("simvq", 262144, 14), ("vq", 262144, 14), ("vq_lc", 262144, 14),
                                                                   ("simvq", 65536, 14), ("vq", 65536, 14)]
+    # the costly cells last, after sc_vae's one affordable run
+    assert [(r.method, r.size) for r in plan[-3:]] == [("sc_vae", 1024), *campaign.COSTLY]
+
+
+def test_a_stream_starts_a_run_only_if_the_cap_covers_it(campaign, tmp_path):
+    image = {**campaign.CAMPAIGNS["image"], "artifacts": "ledger"}
+    (tmp_path / "ledger").mkdir()
+    ledger = tmp_path / "ledger" / "spend.csv"
+    cheap, costly = campaign.Run("vq", 8192, 1, 2000), campaign.Run(*campaign.COSTLY[0], 0, 2000)
+    for recorded, fits in ((0.0, True), (30.0 - image["unrecorded"] - 4.0, False), (30.0 - image["unrecorded"], False)):
+        ledger.write_text(f"run,cpu_seconds,wall_seconds,finished\nx,{recorded * 3600},0,now\n")
+        assert campaign.spent_cpu_hours(image, tmp_path) == pytest.approx(recorded + image["unrecorded"])
+        assert campaign.affordable(image, tmp_path, costly) is fits
+        assert campaign.affordable(image, tmp_path, cheap) is (recorded < 30.0 - image["unrecorded"])
 
 
 def test_generation_queue_puts_prior_size_first_and_three_seeds_at_the_chosen_size(campaign):
