@@ -92,9 +92,10 @@ def _sqvae_step(overrides, *, kl_weight=0.01, seed=5):
     """The recipe's generator loss on a fixed batch, its pixel loss, latent nats and gradients."""
     from simvq.train.image import ImageTokenizerModule
 
-    config = load_config(None, [*SQVAE_MODULE, f"quantizer.options.kl_weight={kl_weight}", *overrides])
+    config = load_config(None, [*SQVAE_MODULE, *overrides])
     torch.manual_seed(0)
     module = ImageTokenizerModule(config)
+    module.model.quantizer.kl_weight = kl_weight
     images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(seed)  # the same Gumbel noise in every call
     loss, reconstruction, out, logs = module.generator_loss(images)
@@ -133,11 +134,14 @@ def test_fixed_elbo_weight_keeps_the_quantizers_kl_weight():
     torch.testing.assert_close(out.loss, 0.01 * nats)
 
 
-def test_unknown_elbo_weight_is_refused():
+def test_unknown_elbo_weight_and_a_kl_weight_it_would_replace_are_refused():
     from simvq.train.image import ImageTokenizerModule
 
     with pytest.raises(ValueError, match="loss.elbo_weight"):
         ImageTokenizerModule(load_config(None, [*SQVAE_MODULE, "loss.elbo_weight=adaptive"]))
+    with pytest.raises(ValueError, match="quantizer.options.kl_weight.*loss.elbo_weight=fixed"):
+        ImageTokenizerModule(load_config(None, [*SQVAE_MODULE, "quantizer.options.kl_weight=0.1"]))
+    ImageTokenizerModule(load_config(None, [*SQVAE_MODULE, "quantizer.options.kl_weight=0.1", "loss.elbo_weight=fixed"]))
 
 
 def test_fused_ema_matches_the_per_parameter_update():

@@ -61,7 +61,12 @@ class ImageModality(Modality):
             raise ValueError(f"loss.reconstruction_range must be one of {RECONSTRUCTION_RANGES}, got {config.loss.reconstruction_range!r}")
         if config.loss.elbo_weight not in ELBO_WEIGHTS:
             raise ValueError(f"loss.elbo_weight must be one of {ELBO_WEIGHTS}, got {config.loss.elbo_weight!r}")
-        return build_image_model(config)
+        model = build_image_model(config)
+        if config.loss.elbo_weight == "arelbo" and model.quantizer.elbo_losses and "kl_weight" in (config.quantizer.options or {}):
+            # the fitted weight would replace the one given: refuse rather than ignore it
+            raise ValueError("quantizer.options.kl_weight is replaced by loss.elbo_weight=arelbo (the weight fitted to the "
+                             "pixel loss); set loss.elbo_weight=fixed to train with the given kl_weight")
+        return model
 
     def build_discriminator(self, config: TokenizerConfig):
         loss = config.loss
