@@ -80,16 +80,19 @@ class SQVAE(CodebookQuantizer):
             At least ``15.94 / 2**127`` (9.4e-38): it divides logits perturbed by Gumbel noise,
             whose row maxima are bounded so.
         init_scale: codebook starts as ``N(0, init_scale^2)``; default ``dim**-0.5`` like ``vq``.
-        init_variance: initial ``sigma^2``; default ``20 * init_scale^2``, the official ratio
-            (``log_param_q_init = log 20`` against a ``randn`` codebook). At least ``2**-63``: it
-            divides squared distances (see ``options.check_divisor``).
+        init_variance: initial ``sigma^2``; default ``20 * init_scale^2``, the official CIFAR-10 and
+            CelebA ratio (``log_param_q_init = log 20`` against a ``randn`` codebook; its MNIST and
+            Fashion-MNIST configs use log 10, and its "gaussian_1" variance is ``1 + exp(param)``,
+            floored at the codes' unit variance, where this one is ``exp(param)``, unfloored). At
+            least ``2**-63``: it divides squared distances (see ``options.check_divisor``).
         kl_weight: multiplies both latent terms. The ELBO weighs them against a Gaussian
             reconstruction term ``||x - x_hat||^2 / (2 sigma_x^2)`` summed over the data values; a
             task loss that is a *mean* squared error keeps that balance when the per-token terms
             are scaled by ``2 sigma_x^2 / (data values per token)``. The official code does not fix
             ``sigma_x``: it fits it to the reconstruction (ARELBO, ``sigma_x^2 = MSE``), and so does
-            the image recipe by default (``loss.elbo_weight: arelbo`` replaces this weight; see
-            :mod:`simvq.train.image`). This fixed weight is for other uses. Default 0.01:
+            the image recipe by default (``loss.elbo_weight: arelbo`` replaces this weight, and
+            refuses one given explicitly; see :mod:`simvq.train.image`). This fixed weight is for
+            other uses. Default 0.01:
             sigma_x^2 ~ 0.04 at 8 values per token. With 1.0 under a mean-squared error the latent
             terms dominate and the posterior collapses to the uniform one (measured on a toy
             autoencoder of the 8-D cube, 32-D latent, K = 1,024: 0.2% usage and no reconstruction
