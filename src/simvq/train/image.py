@@ -176,9 +176,9 @@ def evaluation_lpips(config: TokenizerConfig):
 
 def arelbo_weight(pixel_loss: torch.Tensor, reconstruction: str, *, values_per_token: float) -> torch.Tensor:
     """The weight of a VAE quantizer's per-token latent terms (nats) against the mean pixel loss,
-    when the pixel likelihood's scale is fitted to the data (ARELBO: Lin et al. 2019, "Balancing
-    reconstruction error and Kullback-Leibler divergence in variational autoencoders"; SQ-VAE's
-    official default). With the scale at its maximum-likelihood value the image's negative
+    when the pixel likelihood's scale is fitted to the data (ARELBO: Takida et al., "Preventing
+    posterior collapse induced by oversmoothing in Gaussian VAE", arXiv 2102.08663, which the
+    official SQ-VAE code cites and uses by default). With the scale at its maximum-likelihood value the image's negative
     log-likelihood is ``values / c * log(loss)`` (+ a constant), whose gradient is the mean loss's
     times ``values / (c * loss)``; against it the image's ``tokens`` latent terms weigh
     ``c * loss / values_per_token`` each (``c`` = 1 for L1, 2 for L2). Detached: a weight, not a
