@@ -103,10 +103,10 @@ ABLATION_RUNS = [("train C and W", ["simvq"]), ("no bias", ["simvq"]), ("C scale
 # 2x a quiet core: sqvae's whole K=8,192 run measured 2,046 CPU-s): sqvae 19 s and hqa 20 s a step
 # at K=65,536 (2.2 and 2.0 at 8,192), so ~4.5 CPU-hours a run quiet; sc_vae's 30 unrolled ISTA
 # steps 52 s a step at K=8,192 (3.4 at 1,024) and a 3.43M-token count of ~7 h: that cell is not run.
-COSTLY = [("sqvae", 65536), ("hqa", 65536)]
 # estimated CPU-hours of the runs that need one before a stream starts them (the rest cost < 1)
 ESTIMATED_CPU_HOURS = {("sqvae", 65536): 4.5, ("hqa", 65536): 4.5, ("sc_vae", 1024): 1.2, ("simvq", 262144): 1.7,
                        ("vq", 262144): 1.7, ("vq_lc", 262144): 1.7}
+COSTLY = [cell for cell, hours in ESTIMATED_CPU_HOURS.items() if hours >= 4.0]  # queued last
 
 
 def image_plan() -> list[Run]:
@@ -178,17 +178,26 @@ def recipe_overrides(campaign: dict, repo: Path) -> list[str]:
     return campaign.get("overrides", lambda _: [])(repo)
 
 
-def spent_cpu_hours(campaign: dict, repo: Path) -> float:
-    """CPU-hours counted against the cap: the ledger's (``spend.csv``) and the unrecorded ones."""
-    ledger = repo / campaign["artifacts"] / "spend.csv"
+def ledger_path(campaign: dict, repo: Path) -> Path:
+    """The campaign's spend ledger: one entry per landed run, with its CPU and wall seconds."""
+    return repo / campaign["artifacts"] / "spend.csv"
+
+
+def ledger_entries(campaign: dict, repo: Path) -> list[dict]:
+    ledger = ledger_path(campaign, repo)
     with ledger.open(newline="") if ledger.is_file() else open(os.devnull) as handle:
-        recorded = sum(float(e["cpu_seconds"]) for e in csv.DictReader(handle)) / 3600
-    return recorded + campaign["unrecorded"]
+        return list(csv.DictReader(handle))
 
 
-def affordable(campaign: dict, repo: Path, run: Run) -> bool:
-    """Whether what is left of the cap covers ``run``'s estimate (any run while something is left)."""
-    left = campaign["cap"] - spent_cpu_hours(campaign, repo)
+def spent_cpu_hours(campaign: dict, repo: Path) -> float:
+    """CPU-hours counted against the cap: the ledger's and the unrecorded ones."""
+    return sum(float(e["cpu_seconds"]) for e in ledger_entries(campaign, repo)) / 3600 + campaign["unrecorded"]
+
+
+def affordable(campaign: dict, run: Run, spent: float) -> bool:
+    """Whether what is left of the cap after ``spent`` CPU-hours covers ``run``'s estimate (any run
+    while something is left)."""
+    left = campaign["cap"] - spent
     return left > 0 and campaign.get("estimate", lambda _: 0.0)(run) <= left
 
 
@@ -250,7 +259,7 @@ def summary(row: dict) -> str:
 
 def record_spend(repo: Path, campaign: dict, run: Run, cpu_seconds: float, wall_seconds: float) -> str:
     """Append the run's CPU and wall seconds to the campaign's ledger; returns its repository path."""
-    ledger = repo / campaign["artifacts"] / "spend.csv"
+    ledger = ledger_path(campaign, repo)
     new = not ledger.is_file()
     ledger.parent.mkdir(parents=True, exist_ok=True)
     with ledger.open("a", newline="") as handle:
@@ -352,11 +361,12 @@ def run_stream(name: str, stream: str, repo: Path) -> None:
     while True:
         done = done_keys(repo / campaign["results"])
         todo = [run for run in campaign["plan"]() if run.key not in done and ready(repo, run)]
-        run = next((r for r in todo if affordable(campaign, repo, r) and claim(work / "claims", r)), None)
+        spent = spent_cpu_hours(campaign, repo)
+        run = next((r for r in todo if affordable(campaign, r, spent) and claim(work / "claims", r)), None)
         if run is None:
-            if todo and not any(affordable(campaign, repo, r) for r in todo):
+            if todo and not any(affordable(campaign, r, spent) for r in todo):
                 print(f"campaign {name} stream {stream}: the cap ({campaign['cap']:g} CPU-hours) does not cover what is left "
-                      f"({spent_cpu_hours(campaign, repo):.2f} spent)", flush=True)
+                      f"({spent:.2f} spent)", flush=True)
                 return
             waiting = [r for r in campaign["plan"]() if r.key not in done]
             if not waiting:
@@ -392,13 +402,11 @@ def show_plan(name: str, repo: Path) -> None:
     plan = campaign["plan"]()
     for run in plan:
         print(f"{'done' if run.key in done else 'todo' if ready(repo, run) else 'wait'}  {run.slug}")
-    ledger = repo / campaign["artifacts"] / "spend.csv"
-    with ledger.open(newline="") if ledger.is_file() else open(os.devnull) as handle:
-        entries = list(csv.DictReader(handle))
+    entries = ledger_entries(campaign, repo)
     cpu = sum(float(e["cpu_seconds"]) for e in entries) / 3600
     print(f"{sum(r.key in done for r in plan)} of {len(plan)} runs done; {spent / 3600:.1f} h of training recorded in the rows "
-          f"(wall clock); {cpu:.2f} CPU-hours in the ledger ({ledger.relative_to(repo)}: {len(entries)} runs, training + evaluation)")
-    print(f"cap {campaign['cap']:g} CPU-hours: {spent_cpu_hours(campaign, repo):.2f} counted against it "
+          f"(wall clock); {cpu:.2f} CPU-hours in the ledger ({ledger_path(campaign, repo).relative_to(repo)}: {len(entries)} runs, training + evaluation)")
+    print(f"cap {campaign['cap']:g} CPU-hours: {cpu + campaign['unrecorded']:.2f} counted against it "
           f"(the ledger + {campaign['unrecorded']:g} spent before it)")
 
 

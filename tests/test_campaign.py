@@ -50,9 +50,10 @@ def test_a_stream_starts_a_run_only_if_the_cap_covers_it(campaign, tmp_path):
     cheap, costly = campaign.Run("vq", 8192, 1, 2000), campaign.Run(*campaign.COSTLY[0], 0, 2000)
     for recorded, fits in ((0.0, True), (30.0 - image["unrecorded"] - 4.0, False), (30.0 - image["unrecorded"], False)):
         ledger.write_text(f"run,cpu_seconds,wall_seconds,finished\nx,{recorded * 3600},0,now\n")
-        assert campaign.spent_cpu_hours(image, tmp_path) == pytest.approx(recorded + image["unrecorded"])
-        assert campaign.affordable(image, tmp_path, costly) is fits
-        assert campaign.affordable(image, tmp_path, cheap) is (recorded < 30.0 - image["unrecorded"])
+        spent = campaign.spent_cpu_hours(image, tmp_path)
+        assert spent == pytest.approx(recorded + image["unrecorded"])
+        assert campaign.affordable(image, costly, spent) is fits
+        assert campaign.affordable(image, cheap, spent) is (recorded < 30.0 - image["unrecorded"])
 
 
 def test_generation_queue_puts_prior_size_first_and_three_seeds_at_the_chosen_size(campaign):
