@@ -277,3 +277,19 @@ def test_a_method_whose_tokens_carry_more_than_one_index_is_tabled_apart_not_ran
     assert richer[1:] == ["| sc_vae | 1,024 | 1 | 86.0 (1) | 440.3 (1) | 30.00 (1) | 0.700 (1) | 1,000 (1) |"]
     for name in ("Main comparison", "Findings", "Ablations"):
         assert "sc_vae" not in section(text, name), name
+
+
+def test_family_note_keeps_only_the_verdicts_holm_keeps():
+    from simvq.experiments.report.findings import family_note
+    from simvq.experiments.stats import Welch
+
+    def test(p):
+        return Welch(1.0, 0.5, 1.5, p, 3, 3)
+
+    # Holm over (0.004, 0.02, 0.3): 0.012, 0.04, 0.3 -- both raw verdicts survive
+    both = family_note({"vq": test(0.004), "cvq": test(0.02), "fsq": test(0.3)})
+    assert "Over the 3 tests at this K together" in both and "vq (adjusted p = 0.012), cvq (adjusted p = 0.040) stay significant" in both
+    # adding two more tests: 0.02 becomes 0.02 x 4 = 0.08, which no longer clears α
+    some = family_note({"vq": test(0.004), "cvq": test(0.02), "fsq": test(0.3), "lfq": test(0.5), "affine": test(0.6)})
+    assert "vq (adjusted p = 0.020) stays significant; cvq (adjusted p = 0.080) does not" in some
+    assert family_note({"vq": test(0.004)}) == "" and family_note({"vq": test(0.2), "cvq": test(0.3)}) == ""

@@ -1,11 +1,12 @@
 """Welch's test behind every verdict of the generated pages, against scipy's own implementation."""
 
+import itertools
 import math
 
 import pytest
 from scipy import stats as scipy_stats
 
-from simvq.experiments.stats import verdict, welch
+from simvq.experiments.stats import holm, verdict, welch
 
 
 @pytest.mark.parametrize("a, b", [([24.1, 24.3, 24.2], [23.0, 23.1, 22.9]), ([1.0, 2.0], [1.5, 1.7, 1.2, 1.9]),
@@ -30,3 +31,15 @@ def test_verdict_names_the_better_side_by_direction():
     assert verdict([10.0, 10.2, 10.1], [20.0, 20.3, 20.1], lower=False, digits=1).startswith("the rival better")
     assert verdict([1.0, 1.2], [1.1, 1.0]).startswith("no significant difference (+0.05; ")
     assert math.isfinite(welch([1.0, 1.2], [1.1, 1.0]).p)
+
+
+def test_holm_matches_the_closed_testing_definition():
+    """Holm's adjusted p of hypothesis i is the largest Bonferroni p over every subset holding i
+    (closed testing), computed here by brute force; R's p.adjust(method = "holm") gives the first case."""
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    for pvalues in ([0.2, 0.001, 0.04, 0.04, 0.5], [0.9, 0.8], [0.3, 0.01, 0.02, 0.011, 0.6, 0.049]):
+        m = len(pvalues)
+        closed = [max(min(1.0, len(s) * min(pvalues[j] for j in s))
+                      for r in range(1, m + 1) for s in itertools.combinations(range(m), r) if i in s) for i in range(m)]
+        assert holm(pvalues) == pytest.approx(closed)
+    assert holm([]) == []

@@ -44,6 +44,18 @@ def welch(a, b) -> Welch | None:
     return Welch(difference, float(difference - half), float(difference + half), float(p), len(a), len(b))
 
 
+def holm(pvalues) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (family-wise error rate at the level the
+    adjusted values are read against), in the input order: the i-th smallest of m is multiplied by
+    m - i, and the adjusted values are made non-decreasing in that order, capped at 1."""
+    pvalues = [float(p) for p in pvalues]
+    m, adjusted, running = len(pvalues), [0.0] * len(pvalues), 0.0
+    for rank, index in enumerate(sorted(range(m), key=pvalues.__getitem__)):
+        running = max(running, min(1.0, (m - rank) * pvalues[index]))
+        adjusted[index] = running
+    return adjusted
+
+
 def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
 
@@ -63,4 +75,4 @@ def verdict(a, b, *, scale: float = 1.0, digits: int = 2, lower: bool = False, n
     return f"{names[0] if better else names[1]} better: {diff:+.{digits}f} ({ci})"
 
 
-__all__ = ["ALPHA", "Welch", "p_text", "verdict", "welch"]
+__all__ = ["ALPHA", "Welch", "holm", "p_text", "verdict", "welch"]

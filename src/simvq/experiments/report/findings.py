@@ -5,7 +5,7 @@ findings say what the CSV holds, failures included."""
 
 from __future__ import annotations
 
-from ..stats import p_text, welch
+from ..stats import ALPHA, holm, p_text, welch
 from .aggregate import Group, Stat, columns_of, main_groups, method_order
 from .tables import MISSING, count, k_label
 
@@ -70,7 +70,7 @@ def psnr_note(main: dict[tuple, Group], column) -> str | None:
     psnr = simvq.stat("psnr") if simvq else None
     if psnr is None:
         return None
-    higher, lower, same, untested = [], [], [], []
+    higher, lower, same, untested, tested = [], [], [], [], {}
     for method in method_order(m for m, c in main if c == column and m != "simvq"):
         rival = main[(method, column)].stat("psnr")
         if rival is None:
@@ -79,13 +79,31 @@ def psnr_note(main: dict[tuple, Group], column) -> str | None:
         diff = psnr.mean - rival.mean
         label = f"{method} ({diff:+.2f} dB{', ' + p_text(test.p) if test else ''})"
         (untested if test is None else same if not test.significant else higher if diff > 0 else lower).append(label)
+        if test is not None:
+            tested[method] = test
     parts = [f"higher than {', '.join(higher)}" if higher else "", f"lower than {', '.join(lower)}" if lower else "",
              f"not different from {', '.join(same)}" if same else "",
              f"not tested against {', '.join(untested)} (one run on a side)" if untested else ""]
     parts = [p for p in parts if p]
     if not parts:
         return None
-    return f"PSNR at {k_label(column)} (Welch, α = 0.05): SimVQ's {psnr.mean:.2f} dB ({psnr.n} seed{'s' * (psnr.n > 1)}): " + "; ".join(parts) + "."
+    text = f"PSNR at {k_label(column)} (Welch, α = 0.05): SimVQ's {psnr.mean:.2f} dB ({psnr.n} seed{'s' * (psnr.n > 1)}): " + "; ".join(parts) + "."
+    return text + family_note(tested)
+
+
+def family_note(tested: dict) -> str:
+    """Which of one K's significant verdicts survive Holm's correction for testing SimVQ against every
+    method at once (family-wise error ≤ α), with the adjusted p-values; empty for fewer than two tests."""
+    significant = [m for m, t in tested.items() if t.significant]
+    if len(tested) < 2 or not significant:
+        return ""
+    adjusted = dict(zip(tested, holm([t.p for t in tested.values()])))
+    kept = [f"{m} (adjusted {p_text(adjusted[m])})" for m in significant if adjusted[m] < ALPHA]
+    lost = [f"{m} (adjusted {p_text(adjusted[m])})" for m in significant if adjusted[m] >= ALPHA]
+    said = [f"{', '.join(kept)} {'stays' if len(kept) == 1 else 'stay'} significant" if kept else "",
+            f"{', '.join(lost)} {'does' if len(lost) == 1 else 'do'} not" if lost else ""]
+    return (f" Over the {len(tested)} tests at this K together (Holm's correction, family-wise α = {ALPHA}): "
+            + "; ".join(p for p in said if p) + ".")
 
 
 def convergence_note(groups: dict[tuple, Group]) -> str | None:

@@ -65,7 +65,8 @@ def header(rows: list[dict], groups: dict[tuple, Group], results) -> list[str]:
         f"- Devices: {devices}; {hours:.1f} h of training in total.",
         f"- {token_summary(main)}",
         "- Cells: mean ± std over seeds (number of seeds). Tests: Welch's t-test of SimVQ's seeds against the "
-        f"method's, two-sided, α = {ALPHA}; a side with one seed is one run and gets no verdict."
+        f"method's, two-sided, α = {ALPHA}; a side with one seed is one run and gets no verdict. The table's p-values are "
+        "each comparison's own; the findings also say which PSNR verdicts survive Holm's correction over all of a K's tests."
         + (f" {DAGGER} = an old-protocol run that hit its step cap before its plateau criterion held." if any(g.capped() for g in groups.values()) else ""),
     ]
 
