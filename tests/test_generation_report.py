@@ -160,3 +160,24 @@ def test_prior_sizes_get_their_own_tables_verdicts_and_an_axis_table(tmp_path):
     assert (figures / "generation_samples_prior_small_vq_K1024.png").is_file()
     assert "vq, K=1,024, seed 0, `prior_small` prior](figures/generation_samples_prior_small_vq_K1024.png)" in text
     assert "(figures/generation_validation_nll_prior_small_vq_K1024.png)" in text.split("### Held-out NLL over training", 1)[1]
+
+
+def test_the_questions_are_answered_at_the_chosen_size_with_the_decoders_share(tmp_path):
+    """SimVQ − VQ: +20 at the small prior, +10 at the chosen (`prior`) size, -5 at the large one; at
+    the chosen size the decoders alone favour SimVQ by 5 (rFID 10.25 vs 15.25), so the priors' part
+    of the +10 gap is +15."""
+    rows = []
+    for prior, simvq_fid in (("prior_small", (40.0, 42.0)), ("prior", (30.0, 32.0)), ("prior_large", (15.0, 17.0))):
+        for seed in (0, 1):
+            rows.append({**prior_run("simvq", 1024, seed, fid=simvq_fid[seed], accuracy=0.8), "prior": prior,
+                         "domain_rfid": 10.0 + seed / 2})
+            rows.append({**prior_run("vq", 1024, seed, fid=20.0 + 2 * seed, accuracy=0.8), "prior": prior,
+                         "domain_rfid": 15.0 + seed / 2})
+    text, _ = report_section_twice("--generation", "generation-report", rows, GENERATION_FIELDS, tmp_path)
+    answers = text.split("### The questions, answered from the numbers", 1)[1].split("###", 1)[0]
+    assert "**K=1,024, at the chosen size (`prior`)**: domain FID (default sampling), simvq 31.0 ± 1.4 (2) vs vq 21.0 ± 1.4 (2) → vq better: +10.0" in answers
+    assert "SimVQ − VQ, `prior_small` +20.0, `prior` +10.0, `prior_large` -5.0: in the means the gap changes sign as the prior grows" in answers
+    assert "domain rFID simvq 10.2 ± 0.4 (2) vs vq 15.2 ± 0.4 (2) (-5.0)" in answers
+    assert "Of the samples' gap of +10.0, the decoders account for -5.0 and the priors for +15.0." in answers
+    excess = answers.split("the samples' excess over their decoder's rFID, ", 1)[1]
+    assert excess.startswith("simvq 20.8 ± 1.1 (2) vs vq 5.8 ± 1.1 (2) → vq better: +15.0")

@@ -66,6 +66,7 @@ COLUMNS = PRIOR_COLUMNS + DEFAULT_COLUMNS + TUNED_COLUMNS
 VERDICT_COLUMNS = [c for c in COLUMNS if c[0] in ("domain_fid", "domain_fid_tuned", "domain_kid", "domain_kid_tuned",
                                                   "class_accuracy", "class_accuracy_tuned", "fid", "fid_tuned", "domain_rfid")]
 PRIOR_ORDER = ["prior_small", "prior", "prior_large"]  # the benchmark's prior recipes, smallest first
+CHOSEN_PRIOR = "prior"  # the size fixed, before any result, for the seeds and the other methods
 AXIS_COLUMN = ("domain_fid_tuned", "domain_fid")  # the size-axis table's score: tuned where measured, else the default
 # the real-vs-real floors: (column, title, scale, decimals, the column counting the images they depend on)
 FLOORS = [
@@ -213,13 +214,71 @@ def size_axis(priors: dict) -> list[str]:
         if "simvq" in methods and "vq" in methods:
             verdicts = []
             for groups in priors.values():
-                a, b = groups.get(("simvq", k), {}), groups.get(("vq", k), {})
-                column = next((c for c in AXIS_COLUMN if all(any(number(r.get(c)) is not None for r in g.values()) for g in (a, b))), None)
-                x, y = (summarize(number(r.get(column)) for r in g.values()) if column else None for g in (a, b))
+                _, x, y = paired(groups, k)
                 verdicts.append(verdict(x, y, scale=1.0, digits=1, lower=True, rival_name="vq") if x and y else MISSING)
             table.append(["simvq − vq", *verdicts])
         lines += [f"**{k_label(k)}**", "", *table_rows(header_cells, table), ""]
     return lines
+
+
+def paired(groups: dict, k: int, *, columns: tuple[str, ...] = AXIS_COLUMN,
+           minus: str | None = None) -> tuple[str | None, Stat | None, Stat | None]:
+    """SimVQ's and VQ's seeds at K on the first of ``columns`` both sides have (the size axis's score:
+    tuned, else the default): (column, simvq, vq). ``minus``: a column subtracted seed by seed."""
+    a, b = groups.get(("simvq", k), {}), groups.get(("vq", k), {})
+    column = next((c for c in columns if all(any(number(r.get(c)) is not None for r in g.values()) for g in (a, b))), None)
+    if column is None:
+        return None, None, None
+
+    def seeds(runs: dict) -> Stat | None:
+        values = [number(r.get(column)) for r in runs.values()]
+        if minus is not None:
+            values = [v - m if v is not None and (m := number(r.get(minus))) is not None else None for v, r in zip(values, runs.values())]
+        return summarize(values)
+
+    return column, seeds(a), seeds(b)
+
+
+def answers(priors: dict) -> list[str]:
+    """The campaign's three questions, per K, in words computed from the numbers: SimVQ against VQ at
+    the chosen prior size, how that gap moves with the prior's size, and how much of it the decoders
+    alone account for. The last is an accounting identity per seed: sample FID = the tokenizer's
+    rFID (its decoder's floor) + the prior's excess over it, so the gap splits into the two."""
+    lines = []
+    for k in sorted({k for groups in priors.values() for (_, k) in groups}):
+        found = {prior: paired(groups, k) for prior, groups in priors.items()}
+        found = {prior: f for prior, f in found.items() if f[1] and f[2]}
+        if not found:
+            continue
+        chosen = CHOSEN_PRIOR if CHOSEN_PRIOR in found else next(iter(found))
+        column, x, y = found[chosen]
+        setting = "tuned" if column == AXIS_COLUMN[0] else "default"
+        lines.append(f"- **{k_label(k)}, at the chosen size (`{chosen}`)**: domain FID ({setting} sampling), simvq "
+                     f"{stat_text(x, 1.0, 1)} vs vq {stat_text(y, 1.0, 1)} → {verdict(x, y, scale=1.0, digits=1, lower=True, rival_name='vq')}.")
+        if len(found) > 1:
+            gaps = [(prior, f[1].mean - f[2].mean) for prior, f in found.items()]
+            signs = {g > 0 for _, g in gaps}
+            moves = [abs(g) for _, g in gaps]
+            trend = ("changes sign as the prior grows" if len(signs) > 1 else
+                     "narrows as the prior grows" if moves == sorted(moves, reverse=True) else
+                     "widens as the prior grows" if moves == sorted(moves) else "does not move one way with size")
+            lines.append(f"- **{k_label(k)}, over prior sizes**: SimVQ − VQ, " + ", ".join(f"`{p}` {g:+.1f}" for p, g in gaps)
+                         + f": in the means the gap {trend} (each size's test is in the table above).")
+        _, rx, ry = paired(priors[chosen], k, columns=("domain_rfid",))
+        _, ex, ey = paired(priors[chosen], k, minus="domain_rfid")
+        if rx and ry and ex and ey:
+            lines.append(f"- **{k_label(k)}, the decoders' share** (`{chosen}`): the tokenizers' own reconstructions give domain rFID "
+                         f"simvq {stat_text(rx, 1.0, 1)} vs vq {stat_text(ry, 1.0, 1)} ({rx.mean - ry.mean:+.1f}); the samples' excess "
+                         f"over their decoder's rFID, simvq {stat_text(ex, 1.0, 1)} vs vq {stat_text(ey, 1.0, 1)} → "
+                         f"{verdict(ex, ey, scale=1.0, digits=1, lower=True, rival_name='vq')}. Of the samples' gap of "
+                         f"{x.mean - y.mean:+.1f}, the decoders account for {rx.mean - ry.mean:+.1f} and the priors for "
+                         f"{ex.mean - ey.mean:+.1f}.")
+    if not lines:
+        return []
+    return ["### The questions, answered from the numbers", "",
+            "Lower domain FID is better; a negative SimVQ − VQ favours SimVQ's tokens. The samples' excess over their "
+            "decoder's rFID can be negative: guidance and a lower temperature trade recall for precision, which can "
+            "score better than reconstructions of real images do.", "", *lines, ""]
 
 
 def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[str]:
@@ -228,6 +287,7 @@ def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[
     body = [*header(priors, results), ""]
     if several:
         body += size_axis(priors)
+    body += answers(priors)
     gap_column = ("entropy − bits/token ↑", lambda runs: stat_text(gap(runs), 1.0, 3))
     stop_column = ("stopped by", lambda runs: tally(runs, "stop_reason"))
     notes, figures, tuned_figures, curves = [], [], [], []
