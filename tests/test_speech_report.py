@@ -201,3 +201,18 @@ def test_a_projection_far_beyond_the_budget_is_not_given(tmp_path, monkeypatch):
     groups = {("fsq", 4096): {"0": codec_run("fsq", 4096, 0, usage=1.0, pesq=1.2, mel=0.5)}}
     text = "\n".join(speech_report.quality_target(groups, tmp_path, tmp_path))
     assert "PESQ 1.5 not within 100x the steps trained" in text and "STOI 0.8 not projected" in text
+
+
+def test_the_question_is_answered_per_rival_on_the_quality_measures(rows):
+    from simvq.experiments.comparison import rival_summaries
+    from simvq.experiments.speech_report import QUALITY
+
+    notes = rival_summaries(group_rows(rows, budget="max_steps"), QUALITY)
+    vq = next(n for n in notes if n.startswith("K=4,096, SimVQ − vq "))
+    # mel 0.51 vs 0.61, each mean's variance 1e-4: t = 0.1 / sqrt(2e-4) = 7.07 on 2 dof, p = 0.019;
+    # lower is better, so SimVQ's -0.100 is the better side
+    assert vq.startswith("K=4,096, SimVQ − vq (2 vs 2 seeds, Welch): SimVQ better on mel distance -0.100, p = 0.019; ")
+    assert "; no significant difference on PESQ +0.01, p = 0.88; STOI +0.000, p = 1.00; DNSMOS OVRL +0.10, p = 0.55." in vq
+    assert "usage" not in vq and "vq better" not in vq
+    fsq = next(n for n in notes if n.startswith("K=4,096, SimVQ − fsq"))
+    assert fsq == "K=4,096, SimVQ − fsq: one run on a side, no test: PESQ -0.25; STOI +0.000; mel distance -0.040; DNSMOS OVRL +0.10."

@@ -75,6 +75,37 @@ def simvq_verdicts(groups: dict, columns: list[Column]) -> list[str]:
     return notes
 
 
+def rival_summaries(groups: dict, columns: list[Column]) -> list[str]:
+    """One sentence per K and rival: on which scored columns SimVQ is better, worse or not different
+    (Welch over seeds, the p-values beside), or the differences alone where a side has one run."""
+    notes = []
+    for k in sizes(groups):
+        if ("simvq", k) not in groups:
+            continue
+        for rival in method_order(m for m, size in groups if size == k and m != "simvq"):
+            said: dict[str, list[str]] = {"better": [], "worse": [], "same": [], "untested": []}
+            seeds = None
+            for column, title, scale, digits, lower in columns:
+                a, b = stat(groups[("simvq", k)], column), stat(groups[(rival, k)], column)
+                if a is None or b is None or lower is None:
+                    continue
+                test = stats.welch(a.values, b.values)
+                shown = f"{title} {(a.mean - b.mean) * scale:+.{digits}f}"
+                if test is None:
+                    said["untested"].append(shown)
+                    continue
+                seeds = f"{test.n_a} vs {test.n_b} seeds"
+                side = "same" if not test.significant else "better" if (test.difference < 0) == bool(lower) else "worse"
+                said[side].append(f"{shown}, {stats.p_text(test.p)}")
+            parts = [f"SimVQ better on {'; '.join(said['better'])}" if said["better"] else "",
+                     f"{rival} better on {'; '.join(said['worse'])}" if said["worse"] else "",
+                     f"no significant difference on {'; '.join(said['same'])}" if said["same"] else "",
+                     f"one run on a side, no test: {'; '.join(said['untested'])}" if said["untested"] else ""]
+            if any(parts):
+                notes.append(f"{k_label(k)}, SimVQ − {rival}{f' ({seeds}, Welch)' if seeds else ''}: " + "; ".join(p for p in parts if p) + ".")
+    return notes
+
+
 def first_seed(runs: dict[str, dict]) -> dict:
     return runs[min(runs, key=lambda seed: number(seed) if number(seed) is not None else float("inf"))]
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import comparison
-from .comparison import figure_section, group_rows, k_table, run_figures, run_file, simvq_verdicts, sizes, write_section
+from .comparison import figure_section, group_rows, k_table, rival_summaries, run_figures, run_file, simvq_verdicts, sizes, write_section
 from .report import MISSING, k_label, method_order, number, span, stat_text, summarize, whole
 from .speech_curve import CURVE_FILE, projected_step
 
@@ -44,6 +44,7 @@ COLUMNS = [
     ("mel_distance", "mel distance", 1.0, 3, True),
     ("dnsmos_ovrl", "DNSMOS OVRL", 1.0, 2, False),
 ]
+QUALITY = [c for c in COLUMNS if c[0] != "usage"]  # what the codec's question is about
 SPECTROGRAM = "samples/00_spectrogram.png"  # the first test utterance, original above its reconstruction
 TARGETS = {"pesq": 1.5, "stoi": 0.80}  # what the best single-codebook codec at TARGET_K should reach
 TARGET_K = 4096
@@ -235,6 +236,10 @@ def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[
     body = [*header(groups, results, kept), ""]
     for k in sizes(groups):
         body += k_table(groups, k, COLUMNS)
+    body += ["### The question, answered from the numbers", "",
+             "Does SimVQ's fuller use of the codebook buy quality over VQ and EMA-VQ at an equal budget, and where does "
+             "FSQ stand? Each method against SimVQ on the quality measures:", "",
+             *[f"- {note}" for note in rival_summaries(groups, QUALITY)], ""]
     body += ["### SimVQ against each method (computed from the numbers)", "", *[f"- {note}" for note in findings(groups)], ""]
     body += quality_target(groups, figures_dir, out_dir, kept)
     body += figure_section("Usage during training (each point: the codes hit by one logging window's tokens)",
