@@ -293,3 +293,15 @@ def test_family_note_keeps_only_the_verdicts_holm_keeps():
     some = family_note({"vq": test(0.004), "cvq": test(0.02), "fsq": test(0.3), "lfq": test(0.5), "affine": test(0.6)})
     assert "vq (adjusted p = 0.020) stays significant; cvq (adjusted p = 0.080) does not" in some
     assert family_note({"vq": test(0.004)}) == "" and family_note({"vq": test(0.2), "cvq": test(0.3)}) == ""
+
+
+def test_a_no_difference_verdict_shows_the_interval_the_seeds_leave_open(tmp_path):
+    fsq = [run("fsq", 1024, s, 0.99, p) for s, p in ((0, 19.9), (1, 20.3))]
+    results = write_csv(tmp_path / "results.csv", ROWS + fsq)
+    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures",
+                        references_file=write_references(tmp_path / "g.json")).read_text()
+    from scipy import stats as scipy_stats
+
+    test = scipy_stats.ttest_ind([20.0, 20.2, 20.4], [19.9, 20.3], equal_var=False)
+    interval = test.confidence_interval(0.95)
+    assert f"not different from fsq (+0.10 dB, 95% CI [{interval.low:+.2f}, {interval.high:+.2f}], p = {test.pvalue:.2f})" in section(text, "Findings")

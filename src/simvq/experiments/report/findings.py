@@ -78,6 +78,8 @@ def psnr_note(main: dict[tuple, Group], column) -> str | None:
         test = welch(psnr.values, rival.values)
         diff = psnr.mean - rival.mean
         label = f"{method} ({diff:+.2f} dB{', ' + p_text(test.p) if test else ''})"
+        if test is not None and not test.significant:  # how large a difference the seeds could not rule out
+            label = f"{method} ({diff:+.2f} dB, 95% CI [{test.low:+.2f}, {test.high:+.2f}], {p_text(test.p)})"
         (untested if test is None else same if not test.significant else higher if diff > 0 else lower).append(label)
         if test is not None:
             tested[method] = test
