@@ -90,6 +90,7 @@ class Run:
 
 BUDGET = 2000  # steps per image run, every method and K (warm-up + cosine: configs/bench/fmnist.yaml)
 OTHERS = ["vq_ema", "vq_reset", "vq_lc", "cvq", "fsq", "lfq", "sqvae", "affine", "vq_wae", "hqa"]
+GENERATION_METHODS = ("vq_ema", "fsq", "lfq")  # beside simvq and vq, at the chosen prior size; lfq last
 
 
 # the ablations at K=8,192, one seed: (variant, methods) as `simvq bench ablations` runs them
@@ -111,11 +112,14 @@ COSTLY = [cell for cell, hours in ESTIMATED_CPU_HOURS.items() if hours >= 4.0]  
 
 def image_plan() -> list[Run]:
     """The image campaign's order: simvq/vq seeds at every K first, then every method at K=8,192
-    (two seeds) and the ablations there, then the rest."""
+    (two seeds), the K=1,024 tokenizers the generation campaign's priors wait on, the ablations at
+    8,192, then the rest."""
     runs = [Run(m, k, s, BUDGET) for s in (0, 1, 2) for k in (1024, 8192, 65536) for m in ("simvq", "vq")]
     runs += [Run(m, 8192, s, BUDGET) for s in (0, 1) for m in OTHERS]
+    runs += [Run(m, 1024, 0, BUDGET) for m in GENERATION_METHODS]
     runs += [Run(m, 8192, 0, BUDGET, ablation=variant) for variant, methods in ABLATION_RUNS for m in methods]
-    runs += [Run(m, k, 0, BUDGET) for k in (1024, 65536) for m in OTHERS if (m, k) not in COSTLY]
+    runs += [Run(m, k, 0, BUDGET) for k in (1024, 65536) for m in OTHERS if (m, k) not in COSTLY
+             and not (k == 1024 and m in GENERATION_METHODS)]
     runs += [Run(m, 262144, 0, BUDGET, grid=14) for m in ("simvq", "vq", "vq_lc")]
     runs += [Run(m, 65536, 0, BUDGET, grid=14) for m in ("simvq", "vq")]
     runs += [Run(m, k, 0, BUDGET, stages=4) for k in (1024, 8192) for m in ("residual", "residual_simvq", "qinco")]
@@ -134,7 +138,7 @@ def generation_plan() -> list[Run]:
     size, then vq_ema and fsq at it, lfq last."""
     runs = [Run(m, k, 0, PRIOR_BUDGET, prior=p) for k in (8192, 1024) for p in PRIOR_SIZES for m in ("simvq", "vq")]
     runs += [Run(m, k, s, PRIOR_BUDGET, prior=CHOSEN_PRIOR) for s in (1, 2) for k in (8192, 1024) for m in ("simvq", "vq")]
-    runs += [Run(m, k, 0, PRIOR_BUDGET, prior=CHOSEN_PRIOR) for m in ("vq_ema", "fsq", "lfq") for k in (8192, 1024)]
+    runs += [Run(m, k, 0, PRIOR_BUDGET, prior=CHOSEN_PRIOR) for m in GENERATION_METHODS for k in (8192, 1024)]
     return runs
 
 

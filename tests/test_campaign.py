@@ -31,7 +31,11 @@ def test_image_queue_runs_simvq_and_vq_seeds_first_then_every_method_at_8192(cam
     assert len(plan) == len({run.key for run in plan}) == 69 + 16 + 1
     assert {(r.method, r.size, r.seed) for r in plan[:18]} == {(m, k, s) for m in ("simvq", "vq") for k in (1024, 8192, 65536) for s in (0, 1, 2)}
     assert all(r.size == 8192 for r in plan[18:38]) and {r.seed for r in plan[18:38]} == {0, 1}
-    ablations = plan[38:54]
+    # then the K=1,024 tokenizers the generation campaign's priors wait on, once each
+    assert [(r.method, r.size, r.seed) for r in plan[38:41]] == [(m, 1024, 0) for m in campaign.GENERATION_METHODS]
+    generation = {(r.method, r.size) for r in campaign.generation_plan()}
+    assert {(r.method, r.size) for r in plan[:41] if r.seed == 0 and not r.ablation} >= generation
+    ablations = plan[41:57]
     assert all(r.ablation and r.size == 8192 and r.bench_args()[-2] == "--variants" and r.bench_kind("image") == "ablations" for r in ablations)
     from simvq.experiments.sweep import ABLATIONS, ABLATIONS_FOR_VQ
 
