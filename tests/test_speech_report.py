@@ -216,3 +216,14 @@ def test_the_question_is_answered_per_rival_on_the_quality_measures(rows):
     assert "usage" not in vq and "vq better" not in vq
     fsq = next(n for n in notes if n.startswith("K=4,096, SimVQ − fsq"))
     assert fsq == "K=4,096, SimVQ − fsq: one run on a side, no test: PESQ -0.25; STOI +0.000; mel distance -0.040; DNSMOS OVRL +0.10."
+
+
+def test_the_header_states_the_campaigns_spend_from_its_ledger(rows, tmp_path):
+    from simvq.experiments.speech_report import header
+
+    results = tmp_path / "results.csv"
+    spend = lambda: [line for line in header(group_rows(rows, budget="max_steps"), results) if line.startswith("- Spent")]  # noqa: E731
+    assert spend() == []  # no ledger, no line
+    (tmp_path / "spend.csv").write_text("run,cpu_seconds,wall_seconds,finished\na,3600,4000,t\nb,5400,6000,t\n")
+    assert spend() == [f"- Spent: 2.50 CPU-hours recorded over 2 landed runs (`{(tmp_path / 'spend.csv').as_posix()}`: each run's CPU "
+                       "seconds, training and evaluation; the protocol states any spend before the ledger)."]

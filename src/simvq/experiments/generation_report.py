@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .comparison import figure_section, group_rows, k_table, kept_folder, run_figures, simvq_verdicts, sizes, verdict, write_section
 from .report import MISSING, Stat, k_label, method_order, number, stat_text, summarize, table_rows
+from .results_file import LEDGER, spend_text
 
 BEGIN = "<!-- generation-report:begin -->"
 END = "<!-- generation-report:end -->"
@@ -179,6 +180,7 @@ def header(priors: dict, results) -> list[str]:
     lines += [
         ("- Bits per token are on each tokenizer's own test tokens; their unigram entropy is what a prior that learned "
          "nothing scores, so compare the gap, not bits per token across tokenizers."),
+        *([f"- {spent}"] if (spent := spend_text(Path(results).parent / LEDGER)) else []),
         "- Cells: mean ± std over seeds (number of seeds).",
     ]
     return lines

@@ -28,6 +28,19 @@ def append_result(path: str | Path, row: dict, *, fields: list[str]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+LEDGER = "spend.csv"  # a campaign's spend ledger: one line per landed run (run, cpu_seconds, wall_seconds, finished)
+
+
+def spend_text(ledger: str | Path) -> str | None:
+    """The CPU time a campaign's ledger records, in words for a report's header; None without one."""
+    entries = [e for e in read_results(ledger) if e.get("cpu_seconds")]
+    if not entries:
+        return None
+    hours = sum(float(e["cpu_seconds"]) for e in entries) / 3600
+    return (f"Spent: {hours:.2f} CPU-hours recorded over {len(entries)} landed run{'s' * (len(entries) > 1)} "
+            f"(`{Path(ledger).as_posix()}`: each run's CPU seconds, training and evaluation; the protocol states any spend before the ledger).")
+
+
 def device_name() -> str:
     """The device a run trained on, in words (the GPU's name, or the CPU and its core count)."""
     import torch

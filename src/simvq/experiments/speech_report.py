@@ -29,6 +29,7 @@ from pathlib import Path
 from . import comparison
 from .comparison import figure_section, group_rows, k_table, rival_summaries, run_figures, run_file, simvq_verdicts, sizes, write_section
 from .report import MISSING, k_label, method_order, number, span, stat_text, summarize, whole
+from .results_file import LEDGER, spend_text
 from .speech_curve import CURVE_FILE, projected_step
 
 BEGIN = "<!-- speech-report:begin -->"
@@ -150,6 +151,7 @@ def header(groups: dict, results, kept: Kept = None) -> list[str]:
         + (f"DNSMOS OVRL scores the reconstruction alone (the test utterances themselves: {ceiling})."
            if any(number(r.get("dnsmos_ovrl")) is not None for r in rows) else "DNSMOS: not measured (eval.dnsmos off, or speechmos/onnxruntime absent)."),
         *protocol(rows, kept),
+        *([f"- {spent}"] if (spent := spend_text(Path(results).parent / LEDGER)) else []),
         "- Cells: mean ± std over seeds (number of seeds).",
     ]
 
