@@ -119,13 +119,15 @@ def test_opening_table_has_every_method_by_k_with_seeds_and_the_reference(report
     rows = main_rows(text)
     simvq = rows[("K=1,024", "simvq")]
     assert simvq[:2] == ["3", "99.5 ± 0.5 (3)"]  # seeds, usage
-    assert simvq[4] == "20.20 ± 0.20 (3)"  # PSNR
+    # entropy from perplexity (older rows lack the column): log2 of 506.88, 509.44 and 512 codes
+    assert simvq[4] == "8.99 ± 0.01 (3)"
+    assert simvq[5] == "20.20 ± 0.20 (3)"  # PSNR
     assert rows[("K=8,192", "simvq")][1] == "79.0 ± 1.0 (3)†"  # an old-protocol run that hit its cap
     assert rows[("K=1,024", "vq_reset")][:2] == ["1", "98.0 (1)"]
     # perplexity / K from perplexity and K (older rows lack the column): usage * K / 2 / K
     assert rows[("K=1,024", "vq")][3] == "0.175 ± 0.025 (3)"
     gaussian = rows[("K=1,024", "*untrained Gaussian*")]
-    assert gaussian[:4] == ["3", "100.0 ± 0.0 (3)", "99.0 ± 0.0 (3)", "0.390 ± 0.010 (3)"]
+    assert gaussian[:5] == ["3", "100.0 ± 0.0 (3)", "99.0 ± 0.0 (3)", "0.390 ± 0.010 (3)", "8.60 ± 0.00 (3)"]
     assert rows[("K=8,192", "*untrained Gaussian*")][:3] == ["3", "100.0 ± 0.0 (3)", "–"]  # N/K < 50: no usage at 50
     assert "hand-written intro stays" in text and text.count("sweep-report:begin") == 1
 

@@ -38,7 +38,13 @@ def perplexity_per_code(row: dict) -> float | None:
     return given if given is not None else (perplexity / size if perplexity and size else None)
 
 
-DERIVED = {"tokens_per_code": tokens_per_code, "perplexity_per_code": perplexity_per_code}
+def entropy_bits(row: dict) -> float | None:
+    given = number(row.get("entropy_bits"))
+    perplexity = number(row.get("perplexity"))
+    return given if given is not None else (math.log2(perplexity) if perplexity else None)  # perplexity = 2 ** entropy
+
+
+DERIVED = {"tokens_per_code": tokens_per_code, "perplexity_per_code": perplexity_per_code, "entropy_bits": entropy_bits}
 
 
 def value(row: dict, column: str) -> float | None:

@@ -15,6 +15,7 @@ MAIN_COLUMNS = [
     ("usage", "usage %", 100.0, 1, False),
     ("usage_at_50", "usage at 50 tok/code %", 100.0, 1, False),
     ("perplexity_per_code", "perplexity / K", 1.0, 3, False),
+    ("entropy_bits", "entropy (bits)", 1.0, 2, False),
     ("psnr", "PSNR (dB)", 1.0, 2, False),
     ("ssim", "SSIM", 1.0, 3, False),
     ("psnr_last20", "Δ PSNR, last 20% (dB)", 1.0, 2, None),
@@ -87,11 +88,11 @@ def reference_row(label: str, found: dict | None, group_usage: list) -> list[str
     """The untrained-Gaussian row under a K: usage and perplexity / K at the K's own token count."""
     if found:
         usage, at50 = stat_text(found["usage"], 100.0, 1), stat_text(found.get("usage_at_50"), 100.0, 1)
-        ratio = stat_text(found["perplexity_per_code"], 1.0, 3)
+        ratio, entropy = stat_text(found["perplexity_per_code"], 1.0, 3), stat_text(found.get("entropy_bits"), 1.0, 2)
     else:  # an older row's single-seed usage reference (computed at min(K, 8,192) codes)
-        usage, at50, ratio = span(group_usage, lambda v: f"{100 * v:.1f}"), MISSING, "not computed"
+        usage, at50, ratio, entropy = span(group_usage, lambda v: f"{100 * v:.1f}"), MISSING, "not computed", "not computed"
     seeds = str(found["usage"].n) if found else ""
-    return [label, "*untrained Gaussian*", seeds, usage, at50, ratio, *[""] * (len(MAIN_COLUMNS) - 3), *[""] * len(TESTED)]
+    return [label, "*untrained Gaussian*", seeds, usage, at50, ratio, entropy, *[""] * (len(MAIN_COLUMNS) - 4), *[""] * len(TESTED)]
 
 
 def main_table(main: dict[tuple, Group], refs: dict) -> list[str]:
