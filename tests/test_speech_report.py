@@ -212,10 +212,10 @@ def test_the_question_is_answered_per_rival_on_the_quality_measures(rows):
     # mel 0.51 vs 0.61, each mean's variance 1e-4: t = 0.1 / sqrt(2e-4) = 7.07 on 2 dof, p = 0.019;
     # lower is better, so SimVQ's -0.100 is the better side
     assert vq.startswith("K=4,096, SimVQ − vq (2 vs 2 seeds, Welch): SimVQ better on mel distance -0.100, p = 0.019; ")
-    assert "; no significant difference on PESQ +0.01, p = 0.88; STOI +0.000, p = 1.00; DNSMOS OVRL +0.10, p = 0.55." in vq
+    assert "; no significant difference on PESQ +0.01, p = 0.88; STOI 0.000, p = 1.00; DNSMOS OVRL +0.10, p = 0.55." in vq
     assert "usage" not in vq and "vq better" not in vq
     fsq = next(n for n in notes if n.startswith("K=4,096, SimVQ − fsq"))
-    assert fsq == "K=4,096, SimVQ − fsq: one run on a side, no test: PESQ -0.25; STOI +0.000; mel distance -0.040; DNSMOS OVRL +0.10."
+    assert fsq == "K=4,096, SimVQ − fsq: one run on a side, no test: PESQ -0.25; STOI 0.000; mel distance -0.040; DNSMOS OVRL +0.10."
 
 
 def test_the_header_states_the_campaigns_spend_from_its_ledger(rows, tmp_path):

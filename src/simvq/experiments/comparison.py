@@ -90,7 +90,7 @@ def rival_summaries(groups: dict, columns: list[Column]) -> list[str]:
                 if a is None or b is None or lower is None:
                     continue
                 test = stats.welch(a.values, b.values)
-                shown = f"{title} {(a.mean - b.mean) * scale:+.{digits}f}"
+                shown = f"{title} {stats.signed((a.mean - b.mean) * scale, digits)}"
                 if test is None:
                     said["untested"].append(shown)
                     continue

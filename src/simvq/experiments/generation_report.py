@@ -25,6 +25,7 @@ from pathlib import Path
 from .comparison import figure_section, group_rows, k_table, kept_folder, run_figures, simvq_verdicts, sizes, verdict, write_section
 from .report import MISSING, Stat, k_label, method_order, number, stat_text, summarize, table_rows
 from .results_file import LEDGER, spend_text
+from .stats import signed
 
 BEGIN = "<!-- generation-report:begin -->"
 END = "<!-- generation-report:end -->"
@@ -264,17 +265,17 @@ def answers(priors: dict) -> list[str]:
             trend = ("changes sign as the prior grows" if len(signs) > 1 else
                      "narrows as the prior grows" if moves == sorted(moves, reverse=True) else
                      "widens as the prior grows" if moves == sorted(moves) else "does not move one way with size")
-            lines.append(f"- **{k_label(k)}, over prior sizes**: SimVQ − VQ, " + ", ".join(f"`{p}` {g:+.1f}" for p, g in gaps)
+            lines.append(f"- **{k_label(k)}, over prior sizes**: SimVQ − VQ, " + ", ".join(f"`{p}` {signed(g, 1)}" for p, g in gaps)
                          + f": in the means the gap {trend} (each size's test is in the table above).")
         _, rx, ry = paired(priors[chosen], k, columns=("domain_rfid",))
         _, ex, ey = paired(priors[chosen], k, minus="domain_rfid")
         if rx and ry and ex and ey:
             lines.append(f"- **{k_label(k)}, the decoders' share** (`{chosen}`): the tokenizers' own reconstructions give domain rFID "
-                         f"simvq {stat_text(rx, 1.0, 1)} vs vq {stat_text(ry, 1.0, 1)} ({rx.mean - ry.mean:+.1f}); the samples' excess "
+                         f"simvq {stat_text(rx, 1.0, 1)} vs vq {stat_text(ry, 1.0, 1)} ({signed(rx.mean - ry.mean, 1)}); the samples' excess "
                          f"over their decoder's rFID, simvq {stat_text(ex, 1.0, 1)} vs vq {stat_text(ey, 1.0, 1)} → "
                          f"{verdict(ex, ey, scale=1.0, digits=1, lower=True, rival_name='vq')}. Of the samples' gap of "
-                         f"{x.mean - y.mean:+.1f}, the decoders account for {rx.mean - ry.mean:+.1f} and the priors for "
-                         f"{ex.mean - ey.mean:+.1f}.")
+                         f"{signed(x.mean - y.mean, 1)}, the decoders account for {signed(rx.mean - ry.mean, 1)} and the priors for "
+                         f"{signed(ex.mean - ey.mean, 1)}.")
     if not lines:
         return []
     return ["### The questions, answered from the numbers", "",

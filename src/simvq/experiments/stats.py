@@ -56,6 +56,11 @@ def holm(pvalues) -> list[float]:
     return adjusted
 
 
+def signed(x: float, digits: int) -> str:
+    """A difference with its sign, and none where it rounds to zero (a "-0.00" would claim a side)."""
+    return f"{x:+.{digits}f}" if round(x, digits) != 0 else f"{0:.{digits}f}"
+
+
 def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
 
@@ -65,7 +70,7 @@ def verdict(a, b, *, scale: float = 1.0, digits: int = 2, lower: bool = False, n
     with its 95% CI and the p-value; "one run" without a test where a side has a single seed."""
     test = welch(a, b)
     diff = (statistics.fmean(a) - statistics.fmean(b)) * scale if a and b else math.nan
-    shown = f"{diff:+.{digits}f}" if round(diff, digits) != 0 else f"{0:.{digits}f}"  # no "-0.0": it would claim a side
+    shown = signed(diff, digits)
     if test is None:
         return f"{shown} (one run on a side: no test)"
     ci = f"95% CI [{test.low * scale:+.{digits}f}, {test.high * scale:+.{digits}f}], {p_text(test.p)}, Welch, {test.n_a} vs {test.n_b} seeds"
@@ -75,4 +80,4 @@ def verdict(a, b, *, scale: float = 1.0, digits: int = 2, lower: bool = False, n
     return f"{names[0] if better else names[1]} better: {diff:+.{digits}f} ({ci})"
 
 
-__all__ = ["ALPHA", "Welch", "holm", "p_text", "verdict", "welch"]
+__all__ = ["ALPHA", "Welch", "holm", "p_text", "signed", "verdict", "welch"]
