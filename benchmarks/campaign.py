@@ -4,6 +4,7 @@
     python benchmarks/campaign.py run image --stream A --repo /work/main   # from a snapshot of the code
     python benchmarks/campaign.py run generation --stream G --repo /work/main
     python benchmarks/campaign.py check image                # every pending configuration, 3 steps each
+    python benchmarks/campaign.py pages image                # regenerate the campaign's section of docs/results.md
 
 A campaign is an ordered queue of single runs (one `simvq bench` call each). Each stream takes the
 next run nobody has claimed (a claim is a file holding the stream's pid; a dead pid's claim is
@@ -445,9 +446,25 @@ def check_plan(name: str, repo: Path) -> int:
     return 1 if failed else 0
 
 
+REPORT_OPTIONS = {"image": ["--results", "{results}", "--cached-references"], "generation": ["--generation", "{results}"],
+                  "speech": ["--speech", "{results}"]}
+
+
+def write_pages(name: str, repo: Path) -> int:
+    """Regenerate the campaign's section of docs/results.md (and its figures) from its results CSV;
+    for speech also the listening page, loaded once in headless Chromium."""
+    results = CAMPAIGNS[name]["results"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    options = [option.format(results=results) for option in REPORT_OPTIONS[name]]
+    commands = [[sys.executable, "-m", "simvq.cli", "report", *options, "--out", "docs/results.md", "--figures", "docs/figures"]]
+    if name == "speech":
+        commands.append([sys.executable, "-m", "simvq.experiments.listening", results, "--check"])
+    return max(subprocess.run(command, cwd=repo, env=env).returncode for command in commands)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["plan", "run", "check"])
+    parser.add_argument("action", choices=["plan", "run", "check", "pages"])
     parser.add_argument("campaign", choices=sorted(CAMPAIGNS))
     parser.add_argument("--stream", default="A", help="a name for this stream (its log and CSV)")
     parser.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]), help="the repository rows are committed to")
@@ -457,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         show_plan(args.campaign, repo)
     elif args.action == "check":
         return check_plan(args.campaign, repo)
+    elif args.action == "pages":
+        return write_pages(args.campaign, repo)
     else:
         run_stream(args.campaign, args.stream, repo)
     return 0

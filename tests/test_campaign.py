@@ -169,3 +169,20 @@ def test_check_smoke_trains_each_queued_configuration_once_and_names_failures(ca
     assert lines[1].startswith("no_such_ablation-simvq-K64-seed0-steps2000: FAIL") and "unknown ablation" in lines[1]
     assert lines[2] == "check: 1 of 2 pending configuration(s) trained 3 steps"
     assert campaign.check_plan("generation", tmp_path) == 2
+
+
+def test_pages_regenerates_each_campaigns_section_and_checks_the_listening_page(campaign, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(command, cwd, env):
+        calls.append((command[1:], cwd, env["MPLBACKEND"]))
+        return subprocess.CompletedProcess(command, 3 if "listening" in command[2] else 0)
+
+    monkeypatch.setattr(campaign.subprocess, "run", fake_run)
+    assert campaign.write_pages("image", tmp_path) == 0
+    assert calls == [(["-m", "simvq.cli", "report", "--results", "docs/results.csv", "--cached-references", "--out", "docs/results.md",
+                       "--figures", "docs/figures"], tmp_path, "Agg")]
+    calls.clear()
+    assert campaign.write_pages("speech", tmp_path) == 3  # the listening check's failure is the exit code
+    assert [c[0][:5] for c in calls] == [["-m", "simvq.cli", "report", "--speech", "docs/speech/results.csv"],
+                                         ["-m", "simvq.experiments.listening", "docs/speech/results.csv", "--check"]]
