@@ -446,8 +446,8 @@ def check_plan(name: str, repo: Path) -> int:
     return 1 if failed else 0
 
 
-REPORT_OPTIONS = {"image": ["--results", "{results}", "--cached-references"], "generation": ["--generation", "{results}"],
-                  "speech": ["--speech", "{results}"]}
+REPORT_OPTIONS = {"image": ["--results", "{results}", "--cached-references", "--spend", "{ledger}"],
+                  "generation": ["--generation", "{results}"], "speech": ["--speech", "{results}"]}
 
 
 def write_pages(name: str, repo: Path) -> int:
@@ -455,7 +455,8 @@ def write_pages(name: str, repo: Path) -> int:
     for speech also the listening page, loaded once in headless Chromium."""
     results = CAMPAIGNS[name]["results"]
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    options = [option.format(results=results) for option in REPORT_OPTIONS[name]]
+    ledger = ledger_path(CAMPAIGNS[name], Path(".")).as_posix()  # relative: the commands run in the repository
+    options = [option.format(results=results, ledger=ledger) for option in REPORT_OPTIONS[name]]
     commands = [[sys.executable, "-m", "simvq.cli", "report", *options, "--out", "docs/results.md", "--figures", "docs/figures"]]
     if name == "speech":
         commands.append([sys.executable, "-m", "simvq.experiments.listening", results, "--check"])

@@ -180,8 +180,8 @@ def test_pages_regenerates_each_campaigns_section_and_checks_the_listening_page(
 
     monkeypatch.setattr(campaign.subprocess, "run", fake_run)
     assert campaign.write_pages("image", tmp_path) == 0
-    assert calls == [(["-m", "simvq.cli", "report", "--results", "docs/results.csv", "--cached-references", "--out", "docs/results.md",
-                       "--figures", "docs/figures"], tmp_path, "Agg")]
+    assert calls == [(["-m", "simvq.cli", "report", "--results", "docs/results.csv", "--cached-references", "--spend", "docs/image/spend.csv",
+                       "--out", "docs/results.md", "--figures", "docs/figures"], tmp_path, "Agg")]
     calls.clear()
     assert campaign.write_pages("speech", tmp_path) == 3  # the listening check's failure is the exit code
     assert [c[0][:5] for c in calls] == [["-m", "simvq.cli", "report", "--speech", "docs/speech/results.csv"],

@@ -307,3 +307,19 @@ def test_a_no_difference_verdict_shows_the_interval_the_seeds_leave_open(tmp_pat
     test = scipy_stats.ttest_ind([20.0, 20.2, 20.4], [19.9, 20.3], equal_var=False)
     interval = test.confidence_interval(0.95)
     assert f"not different from fsq (+0.10 dB, 95% CI [{interval.low:+.2f}, {interval.high:+.2f}], p = {test.pvalue:.2f})" in section(text, "Findings")
+
+
+def test_the_header_states_the_spend_of_the_ledger_it_is_given_or_finds_beside_the_results(tmp_path):
+    results = write_csv(tmp_path / "results.csv", ROWS)
+    references = write_references(tmp_path / "g.json")
+
+    def spent(**options):
+        text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures", references_file=references, **options).read_text()
+        return [line for line in text.splitlines() if line.startswith("- Spent")]
+
+    assert spent() == []
+    (tmp_path / "campaign").mkdir()
+    (tmp_path / "campaign" / "spend.csv").write_text("run,cpu_seconds,wall_seconds,finished\na,1800,2000,t\n")
+    assert spent(spend=tmp_path / "campaign" / "spend.csv")[0].startswith("- Spent: 0.50 CPU-hours recorded over 1 landed run (")
+    (tmp_path / "spend.csv").write_text("run,cpu_seconds,wall_seconds,finished\na,3600,2000,t\nb,3600,2000,t\n")
+    assert spent()[0].startswith("- Spent: 2.00 CPU-hours recorded over 2 landed runs (")

@@ -11,7 +11,7 @@ def _report(args) -> int:
     _check_paths(args)
     if args.results is not None or (args.generation is None and args.speech is None):
         path = write_report(args.results or "results.csv", args.out, figures_dir=args.figures, curves=args.curves,
-                            references_file=args.references, compute_references=not args.cached_references)
+                            references_file=args.references, compute_references=not args.cached_references, spend=args.spend)
         print(f"report written to {path}")
     if args.generation is not None:
         path = write_generation_report(args.generation, args.out, figures_dir=args.figures)
@@ -34,7 +34,7 @@ def _check_paths(args) -> None:
 
     from ..utils import UsageError, check_out_dir_option
 
-    for option in ("results", "generation", "speech", "curves", "references"):
+    for option in ("results", "generation", "speech", "curves", "references", "spend"):
         value = getattr(args, option)
         if value is not None and Path(value).is_dir():
             raise UsageError(f"--{option}", f"{value} is a directory; give the file")
@@ -55,6 +55,9 @@ def add_parser(subparsers) -> None:
                              "missing affordable ones are computed and added")
     report.add_argument("--cached-references", action="store_true",
                         help="use only the references already in the cache (a missing one reads 'not computed')")
+    report.add_argument("--spend", default=None,
+                        help="the image campaign's spend ledger its header states (default: spend.csv beside --results; the "
+                             "generation and speech sections read the spend.csv beside their CSVs)")
     report.add_argument("--out", default="docs/results.md")
     report.add_argument("--figures", default="docs/figures")
     report.set_defaults(func=_report)
