@@ -53,7 +53,7 @@ def token_summary(main: dict[tuple, Group]) -> str:
     return f"Usage is counted over the train + test splits: N = {tokens}; N/K = {per_k}.{checks}"
 
 
-def header(rows: list[dict], groups: dict[tuple, Group], results, spend: Path | None = None) -> list[str]:
+def header(rows: list[dict], groups: dict[tuple, Group], results, spend: Path) -> list[str]:
     main = main_groups(groups)
     devices = ", ".join(sorted({r.get("device") for r in rows if r.get("device")})) or MISSING
     hours = sum(number(r.get("train_seconds")) or 0.0 for r in rows) / 3600
@@ -63,7 +63,7 @@ def header(rows: list[dict], groups: dict[tuple, Group], results, spend: Path | 
         f"- Runs: {len(rows)}; seeds per method in the main comparison: {seeds_per_method(main) or MISSING}.",
         f"- Budget: {span((step_cap(r) for r in rows), whole)} steps; {stopping_summary(rows)}.",
         f"- Devices: {devices}; {hours:.1f} h of training in total.",
-        *([f"- {spent}"] if (spent := spend_text(spend or Path(results).parent / LEDGER)) else []),
+        *([f"- {spent}"] if (spent := spend_text(spend)) else []),
         f"- {token_summary(main)}",
         "- Cells: mean ± std over seeds (number of seeds). Tests: Welch's t-test of SimVQ's seeds against the "
         f"method's, two-sided, α = {ALPHA}; a side with one seed is one run and gets no verdict. The table's p-values are "
@@ -90,7 +90,7 @@ def reference_stats(main: dict[tuple, Group], path: Path, *, compute: bool = Tru
     return {column: found[needed] for column, needed in wanted.items() if needed in found}
 
 
-def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list[str], refs: dict, spend: Path | None = None) -> str:
+def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list[str], refs: dict, spend: Path) -> str:
     main = main_groups(groups)
     body = [
         *header(rows, groups, results, spend), "",
@@ -141,7 +141,8 @@ def write_report(results: str | Path, out: str | Path = "docs/results.md", *, fi
     refs = reference_stats(main_groups(groups), Path(references_file) if references_file else out.parent / Path(DEFAULT_CACHE).relative_to("docs"),
                            compute=compute_references)
     pictures = figures(groups, load_curves(Path(curves) if curves else default_curves(results)), figures_dir)
-    block = render(rows, groups, results, [os.path.relpath(p, out.parent) for p in pictures], refs, Path(spend) if spend else None)
+    spend = Path(spend) if spend else Path(results).parent / LEDGER
+    block = render(rows, groups, results, [os.path.relpath(p, out.parent) for p in pictures], refs, spend)
     atomic_write_text(out, splice(out, block))
     return out
 
