@@ -112,17 +112,20 @@ COSTLY = [cell for cell, hours in ESTIMATED_CPU_HOURS.items() if hours >= 4.0]  
 
 
 def image_plan() -> list[Run]:
-    """The image campaign's order: simvq/vq seeds at every K first, then every method at K=8,192
-    (two seeds), the K=1,024 tokenizers the generation campaign's priors wait on, the ablations at
-    8,192, then the rest."""
+    """The image campaign's order: simvq/vq seeds at K up to 65,536 first, then every method at
+    K=8,192 (two seeds), the K=1,024 tokenizers the generation campaign's priors wait on, simvq/vq
+    seeds at K=262,144 (14x14 grid, with the K=65,536 runs on that grid that link the two tables after
+    seed 0), the ablations at 8,192, then the rest; what the cap cuts comes off the end."""
     runs = [Run(m, k, s, BUDGET) for s in (0, 1, 2) for k in (1024, 8192, 65536) for m in ("simvq", "vq")]
     runs += [Run(m, 8192, s, BUDGET) for s in (0, 1) for m in OTHERS]
     runs += [Run(m, 1024, 0, BUDGET) for m in GENERATION_METHODS]
+    runs += [Run(m, 262144, 0, BUDGET, grid=14) for m in ("simvq", "vq")]
+    runs += [Run(m, 65536, 0, BUDGET, grid=14) for m in ("simvq", "vq")]
+    runs += [Run(m, 262144, s, BUDGET, grid=14) for s in (1, 2) for m in ("simvq", "vq")]
     runs += [Run(m, 8192, 0, BUDGET, ablation=variant) for variant, methods in ABLATION_RUNS for m in methods]
     runs += [Run(m, k, 0, BUDGET) for k in (1024, 65536) for m in OTHERS if (m, k) not in COSTLY
              and not (k == 1024 and m in GENERATION_METHODS)]
-    runs += [Run(m, 262144, 0, BUDGET, grid=14) for m in ("simvq", "vq", "vq_lc")]
-    runs += [Run(m, 65536, 0, BUDGET, grid=14) for m in ("simvq", "vq")]
+    runs += [Run("vq_lc", 262144, 0, BUDGET, grid=14)]
     runs += [Run(m, k, 0, BUDGET, stages=4) for k in (1024, 8192) for m in ("residual", "residual_simvq", "qinco")]
     runs += [Run("sc_vae", 1024, 0, BUDGET)]  # its own table: a token carries more than one index
     runs += [Run(m, k, 0, BUDGET) for m, k in COSTLY]  # last: each only if what is left of the cap covers it

@@ -28,21 +28,27 @@ def campaign():
 
 def test_image_queue_runs_simvq_and_vq_seeds_first_then_every_method_at_8192(campaign):
     plan = campaign.image_plan()
-    assert len(plan) == len({run.key for run in plan}) == 69 + 16 + 1
+    assert len(plan) == len({run.key for run in plan}) == 69 + 16 + 1 + 4
     assert {(r.method, r.size, r.seed) for r in plan[:18]} == {(m, k, s) for m in ("simvq", "vq") for k in (1024, 8192, 65536) for s in (0, 1, 2)}
     assert all(r.size == 8192 for r in plan[18:38]) and {r.seed for r in plan[18:38]} == {0, 1}
     # then the K=1,024 tokenizers the generation campaign's priors wait on, once each
     assert [(r.method, r.size, r.seed) for r in plan[38:41]] == [(m, 1024, 0) for m in campaign.GENERATION_METHODS]
     generation = {(r.method, r.size) for r in campaign.generation_plan()}
     assert {(r.method, r.size) for r in plan[:41] if r.seed == 0 and not r.ablation} >= generation
-    ablations = plan[41:57]
+    # then simvq and vq's three seeds at K=262,144 on the finer grid, the linking K=65,536 runs after seed 0
+    assert [(r.method, r.size, r.seed, r.grid) for r in plan[41:49]] == [
+        ("simvq", 262144, 0, 14), ("vq", 262144, 0, 14), ("simvq", 65536, 0, 14), ("vq", 65536, 0, 14),
+        *[(m, 262144, s, 14) for s in (1, 2) for m in ("simvq", "vq")]]
+    ablations = plan[49:65]
     assert all(r.ablation and r.size == 8192 and r.bench_args()[-2] == "--variants" and r.bench_kind("image") == "ablations" for r in ablations)
     from simvq.experiments.sweep import ABLATIONS, ABLATIONS_FOR_VQ
 
     assert {r.ablation for r in ablations} == set(ABLATIONS) - {"lr x0.1", "lr x10"}
     assert all(r.method == "simvq" or r.ablation in ABLATIONS_FOR_VQ for r in ablations)
-    assert [(r.method, r.size, r.grid) for r in plan if r.grid] == [("simvq", 262144, 14), ("vq", 262144, 14), ("vq_lc", 262144, 14),
-                                                                  ("simvq", 65536, 14), ("vq", 65536, 14)]
+    assert [(r.method, r.size) for r in plan if r.grid and r not in plan[41:49]] == [("vq_lc", 262144)]
+    for method in ("simvq", "vq"):  # the issue's >= 3 seeds at every K, K=262,144 included
+        for size in (1024, 8192, 65536, 262144):
+            assert {r.seed for r in plan if (r.method, r.size, r.stages, r.ablation) == (method, size, None, None)} == {0, 1, 2}
     # the costly cells last, after sc_vae's one affordable run
     assert [(r.method, r.size) for r in plan[-3:]] == [("sc_vae", 1024), *campaign.COSTLY]
 
