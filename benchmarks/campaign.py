@@ -5,6 +5,7 @@
     python benchmarks/campaign.py run generation --stream G --repo /work/main
     python benchmarks/campaign.py check image                # every pending configuration, 3 steps each
     python benchmarks/campaign.py pages image                # regenerate the campaign's section of docs/results.md
+    python benchmarks/campaign.py references image           # the untrained-Gaussian references of the finer-grid rows
 
 A campaign is an ordered queue of single runs (one `simvq bench` call each). Each stream takes the
 next run nobody has claimed (a claim is a file holding the stream's pid; a dead pid's claim is
@@ -265,8 +266,9 @@ def summary(row: dict) -> str:
     return f"usage {100 * float(row['usage']):.1f}%, {quality[0]} {float(quality[1]):.2f}, {float(row['train_seconds']):.0f} s"
 
 
-def record_spend(repo: Path, campaign: dict, run: Run, cpu_seconds: float, wall_seconds: float) -> str:
-    """Append the run's CPU and wall seconds to the campaign's ledger; returns its repository path."""
+def record_spend(repo: Path, campaign: dict, name: str, cpu_seconds: float, wall_seconds: float) -> str:
+    """Append a run's (or a reference's) CPU and wall seconds to the campaign's ledger; returns its
+    repository path."""
     ledger = ledger_path(campaign, repo)
     new = not ledger.is_file()
     ledger.parent.mkdir(parents=True, exist_ok=True)
@@ -274,7 +276,7 @@ def record_spend(repo: Path, campaign: dict, run: Run, cpu_seconds: float, wall_
         writer = csv.writer(handle)
         if new:
             writer.writerow(["run", "cpu_seconds", "wall_seconds", "finished"])
-        writer.writerow([run.slug, f"{cpu_seconds:.0f}", f"{wall_seconds:.0f}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())])
+        writer.writerow([name, f"{cpu_seconds:.0f}", f"{wall_seconds:.0f}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())])
     return str(ledger.relative_to(repo))
 
 
@@ -311,7 +313,7 @@ def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Pa
     fields = GENERATION_FIELDS if campaign["kind"] == "generation" else get_recipe(campaign["kind"]).result_columns
     append_result(results, row, fields=fields)
     if spend:
-        paths.append(record_spend(repo, campaign, run, *spend))
+        paths.append(record_spend(repo, campaign, run.slug, *spend))
     git_commit(repo, paths, f"{campaign['kind']} campaign: {run.prior or run.variant} {run.method} K={run.size} seed {run.seed}, "
                             f"{run.budget} steps ({summary(row)})")
     return row
@@ -413,9 +415,38 @@ def show_plan(name: str, repo: Path) -> None:
     entries = ledger_entries(campaign, repo)
     cpu = sum(float(e["cpu_seconds"]) for e in entries) / 3600
     print(f"{sum(r.key in done for r in plan)} of {len(plan)} runs done; {spent / 3600:.1f} h of training recorded in the rows "
-          f"(wall clock); {cpu:.2f} CPU-hours in the ledger ({ledger_path(campaign, repo).relative_to(repo)}: {len(entries)} runs, training + evaluation)")
+          f"(wall clock); {cpu:.2f} CPU-hours in the ledger ({ledger_path(campaign, repo).relative_to(repo)}: {len(entries)} entries, training + evaluation)")
     print(f"cap {campaign['cap']:g} CPU-hours: {cpu + campaign['unrecorded']:.2f} counted against it "
           f"(the ledger + {campaign['unrecorded']:g} spent before it)")
+
+
+IMAGES = 70_000  # Fashion-MNIST's train + test splits: the images a row's usage counts
+DIM = 64  # configs/bench/fmnist.yaml's code dimension
+
+
+def reference_cells() -> list[tuple[int, int]]:
+    """(K, N) of the finer-grid rows: what their untrained-Gaussian references are measured at."""
+    return sorted({(run.size, IMAGES * run.grid**2) for run in image_plan() if run.grid})
+
+
+def measure_references(repo: Path, cells: list[tuple[int, int]] | None = None) -> int:
+    """Measure the untrained-Gaussian references the finer-grid rows will stand beside (K x N too
+    costly for ``simvq report`` to compute unasked), into the page's cache, and commit it with each
+    reference's CPU seconds in the image ledger. Resumable: a cached seed is not measured again."""
+    from simvq.experiments.report import references as refs
+    from simvq.experiments.results_file import REFERENCE
+
+    campaign, cache = CAMPAIGNS["image"], repo / refs.DEFAULT_CACHE
+    for size, tokens in cells or reference_cells():
+        missing = refs.seeds_for(size, tokens) - len(refs.load(cache).get(refs.key(size, tokens, DIM), []))
+        if missing <= 0:
+            continue
+        started, cpu = time.time(), time.process_time()
+        refs.references([(size, tokens, DIM)], cache, max_work=size * tokens)
+        ledger = record_spend(repo, campaign, f"{REFERENCE}K{size}-N{tokens}", time.process_time() - cpu, time.time() - started)
+        git_commit(repo, [str(cache.relative_to(repo)), ledger],
+                   f"image campaign: the untrained-Gaussian reference at K={size:,}, N={tokens:,} ({missing} seed{'s' * (missing > 1)})")
+    return 0
 
 
 SMOKE_STEPS = 3
@@ -468,7 +499,7 @@ def write_pages(name: str, repo: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["plan", "run", "check", "pages"])
+    parser.add_argument("action", choices=["plan", "run", "check", "pages", "references"])
     parser.add_argument("campaign", choices=sorted(CAMPAIGNS))
     parser.add_argument("--stream", default="A", help="a name for this stream (its log and CSV)")
     parser.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]), help="the repository rows are committed to")
@@ -480,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
         return check_plan(args.campaign, repo)
     elif args.action == "pages":
         return write_pages(args.campaign, repo)
+    elif args.action == "references":
+        if args.campaign != "image":
+            parser.error("argument campaign: only the image campaign has references to measure")
+        return measure_references(repo)
     else:
         run_stream(args.campaign, args.stream, repo)
     return 0

@@ -156,6 +156,37 @@ def test_landing_commits_the_row_its_artifacts_and_its_cpu_time_only(campaign, t
     assert read_results(repo / "docs" / "generation" / "generation.csv")[0]["domain_fid"] == "30.5"
 
 
+def test_the_finer_grid_references_are_measured_once_cached_and_charged_to_the_ledger(campaign, tmp_path):
+    import json
+
+    from simvq.experiments.report import references as refs
+    from simvq.metrics.coverage import gaussian_reference_counts
+
+    assert campaign.reference_cells() == [(65536, 13_720_000), (262144, 13_720_000)]  # both 14x14 cells, 52 tokens a code
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@t")
+    git(repo, "config", "user.name", "t")
+    (repo / "README").write_text("x")
+    git(repo, "add", "README")
+    git(repo, "commit", "-qm", "init")
+    cheap, dear = (16, 800), (int(refs.CHEAP_WORK // 800) + 1, 800)  # 3 seeds; 2 above CHEAP_WORK
+    assert campaign.measure_references(repo, [cheap]) == 0
+    cache = json.loads((repo / refs.DEFAULT_CACHE).read_text())
+    entries = cache[refs.key(*cheap, campaign.DIM)]
+    assert [e["seed"] for e in entries] == [0, 1, 2]
+    counts = gaussian_reference_counts(*cheap, campaign.DIM, seed=1)  # the measurement the cache holds
+    assert entries[1]["usage"] == pytest.approx(float((counts > 0).double().mean()))
+    assert refs.seeds_for(*dear) == refs.SEEDS_LARGE == 2
+    with (repo / "docs" / "image" / "spend.csv").open() as handle:
+        ledger = list(csv.DictReader(handle))
+    assert [e["run"] for e in ledger] == ["reference-K16-N800"]
+    assert set(git(repo, "show", "--name-only", "--format=", "HEAD").split()) == {refs.DEFAULT_CACHE, "docs/image/spend.csv"}
+    head = git(repo, "rev-parse", "HEAD")
+    assert campaign.measure_references(repo, [cheap]) == 0 and git(repo, "rev-parse", "HEAD") == head  # cached: nothing measured again
+
+
 def test_an_interrupted_runs_earlier_sessions_count_once(campaign, tmp_path):
     import json
 

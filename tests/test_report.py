@@ -323,3 +323,5 @@ def test_the_header_states_the_spend_of_the_ledger_it_is_given_or_finds_beside_t
     assert spent(spend=tmp_path / "campaign" / "spend.csv")[0].startswith("- Spent: 0.50 CPU-hours recorded over 1 landed run (")
     (tmp_path / "spend.csv").write_text("run,cpu_seconds,wall_seconds,finished\na,3600,2000,t\nb,3600,2000,t\n")
     assert spent()[0].startswith("- Spent: 2.00 CPU-hours recorded over 2 landed runs (")
+    (tmp_path / "spend.csv").write_text("run,cpu_seconds,wall_seconds,finished\na,3600,2000,t\nreference-K8-N9,1800,2000,t\n")
+    assert spent()[0].startswith("- Spent: 1.50 CPU-hours recorded over 1 landed run and 1 reference measurement (")

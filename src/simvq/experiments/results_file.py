@@ -29,6 +29,7 @@ def append_result(path: str | Path, row: dict, *, fields: list[str]) -> None:
 
 
 LEDGER = "spend.csv"  # a campaign's spend ledger: one line per landed run (run, cpu_seconds, wall_seconds, finished)
+REFERENCE = "reference-"  # a ledger line's prefix for a reference measurement, not a run (e.g. an untrained quantizer's usage)
 
 
 def spend_text(ledger: str | Path) -> str | None:
@@ -37,7 +38,10 @@ def spend_text(ledger: str | Path) -> str | None:
     if not entries:
         return None
     hours = sum(float(e["cpu_seconds"]) for e in entries) / 3600
-    return (f"Spent: {hours:.2f} CPU-hours recorded over {len(entries)} landed run{'s' * (len(entries) > 1)} "
+    references = sum(e["run"].startswith(REFERENCE) for e in entries)
+    runs = len(entries) - references
+    over = f"{runs} landed run{'s' * (runs != 1)}" + (f" and {references} reference measurement{'s' * (references > 1)}" if references else "")
+    return (f"Spent: {hours:.2f} CPU-hours recorded over {over} "
             f"(`{Path(ledger).as_posix()}`: each run's CPU seconds, training and evaluation; the protocol states any spend before the ledger).")
 
 
