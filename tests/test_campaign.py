@@ -181,7 +181,7 @@ def test_the_finer_grid_references_are_measured_once_cached_and_charged_to_the_l
     assert refs.seeds_for(*dear) == refs.SEEDS_LARGE == 2
     with (repo / "docs" / "image" / "spend.csv").open() as handle:
         ledger = list(csv.DictReader(handle))
-    assert [e["run"] for e in ledger] == ["reference-K16-N800"]
+    assert [e["run"] for e in ledger] == [f"reference-K16-N800-seed{seed}" for seed in range(3)]  # each seed charged as it is cached
     assert set(git(repo, "show", "--name-only", "--format=", "HEAD").split()) == {refs.DEFAULT_CACHE, "docs/image/spend.csv"}
     head = git(repo, "rev-parse", "HEAD")
     assert campaign.measure_references(repo, [cheap]) == 0 and git(repo, "rev-parse", "HEAD") == head  # cached: nothing measured again

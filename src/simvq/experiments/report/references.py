@@ -46,16 +46,16 @@ def seeds_for(codebook_size: int, tokens: int) -> int:
 
 
 def references(needed: list[tuple[int, int, int]], path: Path, *, max_work: float = MAX_WORK,
-               compute: bool = True) -> dict[tuple, dict[str, Stat]]:
+               compute: bool = True, seeds: int | None = None) -> dict[tuple, dict[str, Stat]]:
     """{(K, N, dim): {statistic: Stat over seeds}} for every reference in ``needed`` that is cached
-    or affordable (computed now and cached, unless ``compute`` is off); the rest are absent."""
+    or affordable (computed now and cached, up to ``seeds`` seeds each or ``seeds_for``'s, unless
+    ``compute`` is off); the rest are absent."""
     cache = load(path)
     for codebook_size, tokens, dim in sorted(set(needed)):
         if not compute or codebook_size * tokens > max_work:
             continue
-        seeds = seeds_for(codebook_size, tokens)
         entries = cache.setdefault(key(codebook_size, tokens, dim), [])
-        for seed in range(len(entries), seeds):
+        for seed in range(len(entries), seeds or seeds_for(codebook_size, tokens)):
             entries.append(measure(codebook_size, tokens, dim, seed))
             path.parent.mkdir(parents=True, exist_ok=True)  # kept after each seed: a long one is never redone
             atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True) + "\n")
