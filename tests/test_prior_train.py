@@ -223,3 +223,45 @@ def test_eval_gen_tune_passes_the_sweep_and_measures_the_default(tmp_path, monke
     assert (sweep.samples, sweep.seed, sweep.temperatures, sweep.top_ps, sweep.cfg_scales) == (300, 7, [0.8, 0.9, 1.0], [None, 0.9], [None, 1.5, 3.0])
     assert seen["temperature"] is None and seen["cfg_scale"] is None  # the default setting beside the tuned one
     assert main(["eval-gen", str(tmp_path), "--quiet"]) == 0 and seen["sweep"] is None
+
+
+@pytest.mark.parametrize("method", ["fsq", "lfq"])
+def test_a_prior_over_an_implicit_codebook_samples_codes_its_tokenizer_decodes(method, tmp_path):
+    """FSQ's and LFQ's codes are indices into a grid, not rows of a table, and FSQ's K is its levels'
+    product (not the K asked for): the prior's vocabulary is the tokenizer's own, every sampled code
+    is one the tokenizer decodes, and decoding a code gives what the quantizer outputs for it."""
+    from PIL import Image
+
+    from simvq.tokenizer import WEIGHTS_FILE, Tokenizer, save_weights
+    from simvq.train.config import load_config, save_config
+    from simvq.train.prior import decode_codes, load_prior, load_prior_config, load_tokenizer_for, sample_codes, train_prior
+    from simvq.train.run_files import build_model
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(32):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(images / f"{i:02d}.png")
+    config = load_config("configs/fmnist.yaml", [
+        "data.name=image_folder", f"data.root={images}", "data.test_fraction=0.25", "model.channels=8", "model.norm_groups=4",
+        "model.dim=8", f"quantizer.name={method}", "quantizer.codebook_size=1024"])
+    tokenizer_dir = tmp_path / "tokenizer"
+    tokenizer_dir.mkdir()
+    save_config(config, tokenizer_dir)
+    torch.manual_seed(0)
+    save_weights(build_model(config), tokenizer_dir / WEIGHTS_FILE)
+    tokenizer = Tokenizer.from_run(tokenizer_dir)
+    run = train_prior(load_prior_config("configs/prior.yaml", [
+        f"tokenizer={tokenizer_dir}", f"out_dir={tmp_path / 'prior'}", "model.dim=16", "model.layers=1", "model.heads=2",
+        "data.batch_size=8", "trainer.max_steps=4", "trainer.log_every=100", "optim.warmup_steps=1", "trainer.progress_bar=false"]))
+    prior, _, meta = load_prior(run)
+    assert meta["codebook_size"] == tokenizer.codebook_size == prior.head.out_features == {"fsq": 1000, "lfq": 1024}[method]  # FSQ: 8x5x5x5
+    codes = sample_codes(prior, 6, seed=0)
+    assert codes.shape == (6, 7, 7) and 0 <= int(codes.min()) and int(codes.max()) < tokenizer.codebook_size
+    decoded = decode_codes(load_tokenizer_for(meta), codes)
+    assert decoded.shape == (6, 1, 28, 28) and torch.isfinite(decoded).all()
+    # a code decodes to what the tokenizer's quantizer gives a token it assigns that code
+    quantizer = tokenizer.model.quantizer.eval()
+    with torch.no_grad():
+        out = quantizer(torch.randn(6, 7, 7, quantizer.dim))
+        assert torch.allclose(quantizer.decode(out.codes), out.quantized, atol=1e-5)
