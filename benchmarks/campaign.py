@@ -116,7 +116,8 @@ def image_plan() -> list[Run]:
     """The image campaign's order: simvq/vq seeds at K up to 65,536 first, then every method at
     K=8,192 (two seeds), the K=1,024 tokenizers the generation campaign's priors wait on, simvq/vq
     seeds at K=262,144 (14x14 grid, with the K=65,536 runs on that grid that link the two tables after
-    seed 0), the ablations at 8,192, then the rest; what the cap cuts comes off the end."""
+    seed 0), the ablations at 8,192 (C trained with W, the reviewers' question, with three seeds), then
+    the rest; what the cap cuts comes off the end."""
     runs = [Run(m, k, s, BUDGET) for s in (0, 1, 2) for k in (1024, 8192, 65536) for m in ("simvq", "vq")]
     runs += [Run(m, 8192, s, BUDGET) for s in (0, 1) for m in OTHERS]
     runs += [Run(m, 1024, 0, BUDGET) for m in GENERATION_METHODS]
@@ -124,6 +125,7 @@ def image_plan() -> list[Run]:
     runs += [Run(m, 65536, 0, BUDGET, grid=14) for m in ("simvq", "vq")]
     runs += [Run(m, 262144, s, BUDGET, grid=14) for s in (1, 2) for m in ("simvq", "vq")]
     runs += [Run(m, 8192, 0, BUDGET, ablation=variant) for variant, methods in ABLATION_RUNS for m in methods]
+    runs += [Run("simvq", 8192, s, BUDGET, ablation="train C and W") for s in (1, 2)]  # the reviewers' question, tested
     runs += [Run(m, k, 0, BUDGET) for k in (1024, 65536) for m in OTHERS if (m, k) not in COSTLY
              and not (k == 1024 and m in GENERATION_METHODS)]
     runs += [Run("vq_lc", 262144, 0, BUDGET, grid=14)]

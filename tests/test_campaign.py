@@ -28,7 +28,7 @@ def campaign():
 
 def test_image_queue_runs_simvq_and_vq_seeds_first_then_every_method_at_8192(campaign):
     plan = campaign.image_plan()
-    assert len(plan) == len({run.key for run in plan}) == 69 + 16 + 1 + 4
+    assert len(plan) == len({run.key for run in plan}) == 69 + 16 + 1 + 4 + 2
     assert {(r.method, r.size, r.seed) for r in plan[:18]} == {(m, k, s) for m in ("simvq", "vq") for k in (1024, 8192, 65536) for s in (0, 1, 2)}
     assert all(r.size == 8192 for r in plan[18:38]) and {r.seed for r in plan[18:38]} == {0, 1}
     # then the K=1,024 tokenizers the generation campaign's priors wait on, once each
@@ -41,10 +41,12 @@ def test_image_queue_runs_simvq_and_vq_seeds_first_then_every_method_at_8192(cam
         *[(m, 262144, s, 14) for s in (1, 2) for m in ("simvq", "vq")]]
     ablations = plan[49:65]
     assert all(r.ablation and r.size == 8192 and r.bench_args()[-2] == "--variants" and r.bench_kind("image") == "ablations" for r in ablations)
-    from simvq.experiments.sweep import ABLATIONS, ABLATIONS_FOR_VQ
+    from simvq.experiments.sweep import ABLATIONS, ABLATIONS_FOR_VQ, JOINT_TRAINING
 
     assert {r.ablation for r in ablations} == set(ABLATIONS) - {"lr x0.1", "lr x10"}
     assert all(r.method == "simvq" or r.ablation in ABLATIONS_FOR_VQ for r in ablations)
+    # then C trained with W (the reviewers' question) to three seeds, so its verdict is a test
+    assert [(r.ablation, r.method, r.seed) for r in plan[65:67]] == [(JOINT_TRAINING, "simvq", 1), (JOINT_TRAINING, "simvq", 2)]
     assert [(r.method, r.size) for r in plan if r.grid and r not in plan[41:49]] == [("vq_lc", 262144)]
     for method in ("simvq", "vq"):  # the issue's >= 3 seeds at every K, K=262,144 included
         for size in (1024, 8192, 65536, 262144):

@@ -40,13 +40,14 @@ GENERATION_BENCH = "generation"  # `simvq bench generation`: priors over the tok
 
 # The ablations the paper skipped, as (variant name, quantizer-independent overrides). Each is run
 # for SimVQ; those that make sense for plain VQ too (d, lr) also run for "vq" as the contrast.
+JOINT_TRAINING = "train C and W"  # the paper's Remark 4.1: C trained jointly with W, not frozen
 ABLATIONS: dict[str, list[str]] = {
     "dim=8": ["model.dim=8"],
     "dim=32": ["model.dim=32"],
     "dim=128": ["model.dim=128"],
     "init=uniform": ["quantizer.options.init=uniform"],
     "init=orthogonal": ["quantizer.options.init=orthogonal"],
-    "train C and W": ["quantizer.options.train_codebook=true"],
+    JOINT_TRAINING: ["quantizer.options.train_codebook=true"],
     "no bias": ["quantizer.options.bias=false"],
     "lr x0.1": ["optim.lr=1.0e-4"],
     "lr x10": ["optim.lr=1.0e-2"],

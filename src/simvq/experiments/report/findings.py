@@ -5,7 +5,8 @@ findings say what the CSV holds, failures included."""
 
 from __future__ import annotations
 
-from ..stats import ALPHA, holm, p_text, welch
+from ..stats import ALPHA, holm, p_text, verdict, welch
+from ..sweep import JOINT_TRAINING
 from .aggregate import Group, Stat, columns_of, main_groups, method_order
 from .tables import MISSING, count, k_label
 
@@ -108,6 +109,27 @@ def family_note(tested: dict) -> str:
             + "; ".join(p for p in said if p) + ".")
 
 
+def joint_training_note(groups: dict[tuple, Group], size: int) -> str | None:
+    """The reviewers' question, whether training C jointly with W collapses the codebook: that
+    ablation's usage, evenness and PSNR beside SimVQ's (C frozen) and plain VQ's usage at the same
+    K, each difference by Welch's test over seeds (one run on a side: none)."""
+    joint, frozen, vq = (groups.get(key) for key in ((JOINT_TRAINING, "simvq", size), ("main", "simvq", size), ("main", "vq", size)))
+    if joint is None or frozen is None or joint.stat("usage") is None:
+        return None
+    parts = []
+    for name, column, scale, digits, unit in (("usage", "usage", 100.0, 1, "%"), ("perplexity / K", "perplexity_per_code", 1.0, 3, ""),
+                                              ("PSNR", "psnr", 1.0, 2, " dB")):
+        mine, base = joint.stat(column), frozen.stat(column)
+        if mine is not None and base is not None:
+            said = verdict(mine.values, base.values, scale=scale, digits=digits, names=("training C", "freezing C"))
+            parts.append(f"{name} {mine.mean * scale:.{digits}f}{unit} ({mine.n}) against {base.mean * scale:.{digits}f}{unit} "
+                         f"({base.n}): {said}")
+    vq_usage = vq.stat("usage") if vq else None
+    plain = f" Plain VQ at that K uses {pct(vq_usage)} of its codes." if vq_usage else ""
+    return (f"C trained jointly with W (the paper's Remark 4.1) at {k_label(size)}, against SimVQ with C frozen (seeds in "
+            f"brackets): {'; '.join(parts)}.{plain}")
+
+
 def convergence_note(groups: dict[tuple, Group]) -> str | None:
     """How much the runs still moved over their last 20% of steps (rows of the fixed-budget protocol)."""
     def moves(column: str) -> list[tuple[float, tuple]]:
@@ -128,5 +150,6 @@ def findings(groups: dict[tuple, Group], refs: dict | None = None) -> list[str]:
     main, refs = main_groups(groups), refs or {}
     columns = columns_of(main)
     simvq = [simvq_usage_note(main[("simvq", c)], c, refs.get(c)) for c in columns if ("simvq", c) in main]
-    notes = [*simvq, vq_note(main), *(psnr_note(main, c) for c in columns), convergence_note(groups)]
+    joint = [joint_training_note(groups, size) for size in sorted({k for (v, m, k) in groups if v == JOINT_TRAINING})]
+    notes = [*simvq, vq_note(main), *(psnr_note(main, c) for c in columns), *joint, convergence_note(groups)]
     return [note for note in notes if note]
