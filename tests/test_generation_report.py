@@ -176,8 +176,16 @@ def test_the_questions_are_answered_at_the_chosen_size_with_the_decoders_share(t
     text, _ = report_section_twice("--generation", "generation-report", rows, GENERATION_FIELDS, tmp_path)
     answers = text.split("### The questions, answered from the numbers", 1)[1].split("###", 1)[0]
     assert "**K=1,024, at the chosen size (`prior`)**: domain FID (default sampling), simvq 31.0 ± 1.4 (2) vs vq 21.0 ± 1.4 (2) → vq better: +10.0" in answers
-    assert "SimVQ − VQ, `prior_small` +20.0, `prior` +10.0, `prior_large` -5.0: in the means the gap changes sign as the prior grows" in answers
+    assert ("over prior sizes** (seeds 0, 1, the ones every size has): SimVQ − VQ, `prior_small` +20.0, `prior` +10.0, `prior_large` "
+            "-5.0: in the means the gap changes sign as the prior grows") in answers
     assert "domain rFID simvq 10.2 ± 0.4 (2) vs vq 15.2 ± 0.4 (2) (-5.0)" in answers
     assert "Of the samples' gap of +10.0, the decoders account for -5.0 and the priors for +15.0." in answers
     excess = answers.split("the samples' excess over their decoder's rFID, ", 1)[1]
     assert excess.startswith("simvq 20.8 ± 1.1 (2) vs vq 5.8 ± 1.1 (2) → vq better: +15.0")
+
+    # a third seed at the chosen size alone moves that size's mean, not the comparison across sizes
+    rows += [{**prior_run(m, 1024, 2, fid=fid, accuracy=0.8), "prior": "prior", "domain_rfid": 10.0} for m, fid in (("simvq", 10.0), ("vq", 40.0))]
+    text, _ = report_section_twice("--generation", "generation-report", rows, GENERATION_FIELDS, tmp_path)
+    answers = text.split("### The questions, answered from the numbers", 1)[1].split("###", 1)[0]
+    assert "simvq 24.0 ± 12.2 (3) vs vq 27.3 ± 11.0 (3)" in answers  # the chosen size: all its seeds
+    assert "(seeds 0, 1, the ones every size has): SimVQ − VQ, `prior_small` +20.0, `prior` +10.0, `prior_large` -5.0" in answers

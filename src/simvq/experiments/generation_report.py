@@ -224,22 +224,30 @@ def size_axis(priors: dict) -> list[str]:
     return lines
 
 
-def paired(groups: dict, k: int, *, columns: tuple[str, ...] = AXIS_COLUMN,
-           minus: str | None = None) -> tuple[str | None, Stat | None, Stat | None]:
-    """SimVQ's and VQ's seeds at K on the first of ``columns`` both sides have (the size axis's score:
-    tuned, else the default): (column, simvq, vq). ``minus``: a column subtracted seed by seed."""
-    a, b = groups.get(("simvq", k), {}), groups.get(("vq", k), {})
+def paired(groups: dict, k: int, *, columns: tuple[str, ...] = AXIS_COLUMN, minus: str | None = None,
+           seeds: set[str] | None = None) -> tuple[str | None, Stat | None, Stat | None]:
+    """SimVQ's and VQ's seeds at K (those in ``seeds`` if given) on the first of ``columns`` both
+    sides have (the size axis's score: tuned, else the default): (column, simvq, vq). ``minus``: a
+    column subtracted seed by seed."""
+    a, b = ({seed: row for seed, row in groups.get((m, k), {}).items() if seeds is None or seed in seeds} for m in ("simvq", "vq"))
     column = next((c for c in columns if all(any(number(r.get(c)) is not None for r in g.values()) for g in (a, b))), None)
     if column is None:
         return None, None, None
 
-    def seeds(runs: dict) -> Stat | None:
+    def over_seeds(runs: dict) -> Stat | None:
         values = [number(r.get(column)) for r in runs.values()]
         if minus is not None:
             values = [v - m if v is not None and (m := number(r.get(minus))) is not None else None for v, r in zip(values, runs.values())]
         return summarize(values)
 
-    return column, seeds(a), seeds(b)
+    return column, over_seeds(a), over_seeds(b)
+
+
+def shared_seeds(priors: dict, k: int) -> set[str]:
+    """The seeds SimVQ and VQ both have at K under every prior size: the like-with-like comparison
+    across sizes (a size with more seeds would otherwise move by seed noise alone)."""
+    sides = [set(groups.get((m, k), {})) for groups in priors.values() for m in ("simvq", "vq")]
+    return set.intersection(*sides) if sides else set()
 
 
 def answers(priors: dict) -> list[str]:
@@ -258,15 +266,17 @@ def answers(priors: dict) -> list[str]:
         setting = "tuned" if column == AXIS_COLUMN[0] else "default"
         lines.append(f"- **{k_label(k)}, at the chosen size (`{chosen}`)**: domain FID ({setting} sampling), simvq "
                      f"{stat_text(x, 1.0, 1)} vs vq {stat_text(y, 1.0, 1)} → {verdict(x, y, scale=1.0, digits=1, lower=True, rival_name='vq')}.")
-        if len(found) > 1:
-            gaps = [(prior, f[1].mean - f[2].mean) for prior, f in found.items()]
+        common = shared_seeds({prior: priors[prior] for prior in found}, k)
+        if len(found) > 1 and common:
+            gaps = [(prior, x.mean - y.mean) for prior in found for _, x, y in [paired(priors[prior], k, seeds=common)]]
             signs = {g > 0 for _, g in gaps}
             moves = [abs(g) for _, g in gaps]
             trend = ("changes sign as the prior grows" if len(signs) > 1 else
                      "narrows as the prior grows" if moves == sorted(moves, reverse=True) else
                      "widens as the prior grows" if moves == sorted(moves) else "does not move one way with size")
-            lines.append(f"- **{k_label(k)}, over prior sizes**: SimVQ − VQ, " + ", ".join(f"`{p}` {signed(g, 1)}" for p, g in gaps)
-                         + f": in the means the gap {trend} (each size's test is in the table above).")
+            shared = f"seed{'s' * (len(common) > 1)} {', '.join(sorted(common))}, the one{'s' * (len(common) > 1)} every size has"
+            lines.append(f"- **{k_label(k)}, over prior sizes** ({shared}): SimVQ − VQ, " + ", ".join(f"`{p}` {signed(g, 1)}" for p, g in gaps)
+                         + f": in the means the gap {trend} (each size's test, over all its seeds, is in the table above).")
         _, rx, ry = paired(priors[chosen], k, columns=("domain_rfid",))
         _, ex, ey = paired(priors[chosen], k, minus="domain_rfid")
         if rx and ry and ex and ey:
