@@ -233,6 +233,15 @@ def test_a_finer_grid_is_its_own_column(tmp_path):
     assert rows[("K=8,192 (14x14 tokens)", "simvq")][:2] == ["1", "99.0 (1)"]
     assert rows[("K=8,192", "simvq")][1] == "79.0 ± 1.0 (3)†"  # the 7x7 runs are not mixed in
     assert "SimVQ at K=8,192 (14x14 tokens): 99.0% (1 seed) of codes used over N = 280,000 tokens" in section(text, "Findings")
+    assert "An untrained quantizer at the same K and N uses 100.0% ± 0.0 (3 seeds)" in section(text, "Findings")
+
+    # before its reference is measured, the finer grid's finding names the row's own estimate for what it is
+    del cache["K=8192 N=280000 d=64"]
+    references.write_text(json.dumps(cache))
+    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures", references_file=references,
+                        compute_references=False).read_text()
+    note = next(n for n in section(text, "Findings").splitlines() if n.startswith("- SimVQ at K=8,192 (14x14 tokens)"))
+    assert "An untrained quantizer at the same N/K (the run's own estimate, on at most 8,192 codes) uses" in note
 
 
 def test_aggregate_keeps_the_largest_cap_and_the_last_row_per_seed():

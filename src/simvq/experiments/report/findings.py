@@ -46,11 +46,13 @@ def simvq_usage_note(group: Group, column, reference: dict | None) -> str | None
         verdict = f"does NOT keep ~100% usage: {100 * (KEEPS - usage.mean):.1f} percentage points short of 99%"
     tokens, ratio = group.stat("tokens"), group.stat("tokens_per_code")
     ref_usage = reference["usage"] if reference else group.stat("usage_reference")
+    # without a measured reference at K and N, the row's own: the same N/K on at most 8,192 codes
+    where = "at the same K and N" if reference else "at the same N/K (the run's own estimate, on at most 8,192 codes)"
     versus = MISSING if ref_usage is None else f"{pct(ref_usage)} (SimVQ − reference: {100 * (usage.mean - ref_usage.mean):+.1f} points)"
     at50 = group.stat("usage_at_50")
     fixed = f" At 50 tokens per code (subsampled) it is {pct(at50)}." if at50 else ""
     return (f"SimVQ at {k_label(column)}: {pct(usage)} of codes used over N = {count(tokens.mean) if tokens else MISSING} tokens "
-            f"(N/K = {count(ratio.mean) if ratio else MISSING}); {verdict}. An untrained quantizer at the same K and N uses "
+            f"(N/K = {count(ratio.mean) if ratio else MISSING}); {verdict}. An untrained quantizer {where} uses "
             f"{versus}.{fixed}{evenness_note(group, reference)}")
 
 
