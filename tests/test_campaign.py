@@ -122,16 +122,22 @@ def git(repo, *args):
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
+def new_repo(path, **files):
+    """A git repository at ``path`` whose first commit holds ``files`` (name: text)."""
+    path.mkdir()
+    git(path, "init", "-q")
+    git(path, "config", "user.email", "t@t")
+    git(path, "config", "user.name", "t")
+    for name, text in files.items():
+        (path / name).write_text(text)
+    git(path, "add", *files)
+    git(path, "commit", "-qm", "init")
+    return path
+
+
 def test_landing_commits_the_row_its_artifacts_and_its_cpu_time_only(campaign, tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "t@t")
-    git(repo, "config", "user.name", "t")
-    (repo / "README").write_text("x")
-    (repo / ".gitignore").write_text("runs/\n")  # as the project's: kept files under docs/*/runs/ must still land
-    git(repo, "add", "README", ".gitignore")
-    git(repo, "commit", "-qm", "init")
+    # ignoring runs/ as the project does: kept files under docs/*/runs/ must still land
+    repo = new_repo(tmp_path / "repo", README="x", **{".gitignore": "runs/\n"})
     (repo / "README").write_text("the user's edit, not to be committed")
     run = campaign.Run("simvq", 8192, 0, 4000, prior="prior")
     work = repo / "runs" / "campaign" / "generation"
@@ -165,14 +171,7 @@ def test_the_finer_grid_references_are_measured_once_cached_and_charged_to_the_l
     from simvq.metrics.coverage import gaussian_reference_counts
 
     assert campaign.reference_cells() == [(65536, 13_720_000), (262144, 13_720_000)]  # both 14x14 cells, 52 tokens a code
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "t@t")
-    git(repo, "config", "user.name", "t")
-    (repo / "README").write_text("x")
-    git(repo, "add", "README")
-    git(repo, "commit", "-qm", "init")
+    repo = new_repo(tmp_path / "repo", README="x")
     cheap, dear = (16, 800), (int(refs.CHEAP_WORK // 800) + 1, 800)  # 3 seeds; 2 above CHEAP_WORK
     assert campaign.measure_references(repo, [cheap]) == 0
     cache = json.loads((repo / refs.DEFAULT_CACHE).read_text())

@@ -11,30 +11,35 @@ pytest.importorskip("lightning")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
 
-@pytest.fixture(scope="module")
-def tokenizer_run(tmp_path_factory):
-    """A run directory holding an untrained tiny tokenizer over 48 random 28x28 images."""
+def tiny_tokenizer(root, *quantizer, images: int = 48, seed: int = 0):
+    """A run directory under ``root`` holding an untrained tiny tokenizer over ``images`` random 28x28
+    images (``quantizer``: its overrides, e.g. ``quantizer.codebook_size=16``)."""
     from PIL import Image
 
     from simvq.tokenizer import WEIGHTS_FILE, save_weights
     from simvq.train.config import load_config, save_config
     from simvq.train.run_files import build_model
 
-    root = tmp_path_factory.mktemp("prior")
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(48):
-        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(images / f"{i:02d}.png")
+    folder = root / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / f"{i:02d}.png")
     config = load_config("configs/fmnist.yaml", [
-        "data.name=image_folder", f"data.root={images}", "data.test_fraction=0.25", "model.channels=8",
-        "model.norm_groups=4", "model.dim=8", "quantizer.codebook_size=16"])
+        "data.name=image_folder", f"data.root={folder}", "data.test_fraction=0.25", "model.channels=8",
+        "model.norm_groups=4", "model.dim=8", *quantizer])
     run = root / "tokenizer"
     run.mkdir()
     save_config(config, run)
     torch.manual_seed(0)
     save_weights(build_model(config), run / WEIGHTS_FILE)
     return run
+
+
+@pytest.fixture(scope="module")
+def tokenizer_run(tmp_path_factory):
+    """A run directory holding an untrained tiny tokenizer over 48 random 28x28 images."""
+    return tiny_tokenizer(tmp_path_factory.mktemp("prior"), "quantizer.codebook_size=16")
 
 
 @pytest.mark.slow
@@ -230,26 +235,10 @@ def test_a_prior_over_an_implicit_codebook_samples_codes_its_tokenizer_decodes(m
     """FSQ's and LFQ's codes are indices into a grid, not rows of a table, and FSQ's K is its levels'
     product (not the K asked for): the prior's vocabulary is the tokenizer's own, every sampled code
     is one the tokenizer decodes, and decoding a code gives what the quantizer outputs for it."""
-    from PIL import Image
-
-    from simvq.tokenizer import WEIGHTS_FILE, Tokenizer, save_weights
-    from simvq.train.config import load_config, save_config
+    from simvq.tokenizer import Tokenizer
     from simvq.train.prior import decode_codes, load_prior, load_prior_config, load_tokenizer_for, sample_codes, train_prior
-    from simvq.train.run_files import build_model
 
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(32):
-        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(images / f"{i:02d}.png")
-    config = load_config("configs/fmnist.yaml", [
-        "data.name=image_folder", f"data.root={images}", "data.test_fraction=0.25", "model.channels=8", "model.norm_groups=4",
-        "model.dim=8", f"quantizer.name={method}", "quantizer.codebook_size=1024"])
-    tokenizer_dir = tmp_path / "tokenizer"
-    tokenizer_dir.mkdir()
-    save_config(config, tokenizer_dir)
-    torch.manual_seed(0)
-    save_weights(build_model(config), tokenizer_dir / WEIGHTS_FILE)
+    tokenizer_dir = tiny_tokenizer(tmp_path, f"quantizer.name={method}", "quantizer.codebook_size=1024", images=32, seed=1)
     tokenizer = Tokenizer.from_run(tokenizer_dir)
     run = train_prior(load_prior_config("configs/prior.yaml", [
         f"tokenizer={tokenizer_dir}", f"out_dir={tmp_path / 'prior'}", "model.dim=16", "model.layers=1", "model.heads=2",
