@@ -422,16 +422,26 @@ def show_plan(name: str, repo: Path) -> None:
           f"(the ledger + {campaign['unrecorded']:g} spent before it)")
 
 
-IMAGES = 70_000  # Fashion-MNIST's train + test splits: the images a row's usage counts
-DIM = 64  # configs/bench/fmnist.yaml's code dimension
+def counted_images_and_dim() -> tuple[int, int]:
+    """The image rows' count: how many images their usage counts (the recipe's ``eval.usage_splits``,
+    sized from the data files) and the code dimension d, both read from the recipe the rows train."""
+    from simvq.data.fashion_mnist import fashion_mnist_size
+    from simvq.experiments.sweep import SweepSpec
+    from simvq.runs.config import load_recipe
+
+    recipe = load_recipe(SweepSpec().recipe)
+    if recipe.data.name != "fashion_mnist":
+        raise ValueError(f"the image campaign counts Fashion-MNIST; its recipe trains on {recipe.data.name!r}")
+    return sum(fashion_mnist_size(split, recipe.data.root) for split in recipe.eval.usage_splits), recipe.model.dim
 
 
-def reference_cells() -> list[tuple[int, int]]:
-    """(K, N) of the finer-grid rows: what their untrained-Gaussian references are measured at."""
-    return sorted({(run.size, IMAGES * run.grid**2) for run in image_plan() if run.grid})
+def reference_cells() -> list[tuple[int, int, int]]:
+    """(K, N, d) of the finer-grid rows: what their untrained-Gaussian references are measured at."""
+    images, dim = counted_images_and_dim()
+    return sorted({(run.size, images * run.grid**2, dim) for run in image_plan() if run.grid})
 
 
-def measure_references(repo: Path, cells: list[tuple[int, int]] | None = None) -> int:
+def measure_references(repo: Path, cells: list[tuple[int, int, int]] | None = None) -> int:
     """Measure the untrained-Gaussian references the finer-grid rows will stand beside (K x N too
     costly for ``simvq report`` to compute unasked), into the page's cache, and commit it with each
     reference's CPU seconds in the image ledger. Resumable: a cached seed is not measured again."""
@@ -439,10 +449,10 @@ def measure_references(repo: Path, cells: list[tuple[int, int]] | None = None) -
     from simvq.experiments.results_file import REFERENCE
 
     campaign, cache = CAMPAIGNS["image"], repo / refs.DEFAULT_CACHE
-    for size, tokens in cells or reference_cells():
-        for seed in range(len(refs.load(cache).get(refs.key(size, tokens, DIM), [])), refs.seeds_for(size, tokens)):
+    for size, tokens, dim in cells or reference_cells():
+        for seed in range(len(refs.load(cache).get(refs.key(size, tokens, dim), [])), refs.seeds_for(size, tokens)):
             started, cpu = time.time(), time.process_time()
-            refs.references([(size, tokens, DIM)], cache, max_work=size * tokens, seeds=seed + 1)  # one seed at a time
+            refs.references([(size, tokens, dim)], cache, max_work=size * tokens, seeds=seed + 1)  # one seed at a time
             ledger = record_spend(repo, campaign, f"{REFERENCE}K{size}-N{tokens}-seed{seed}", time.process_time() - cpu, time.time() - started)
             git_commit(repo, [str(cache.relative_to(repo)), ledger],
                        f"image campaign: the untrained-Gaussian reference at K={size:,}, N={tokens:,}, seed {seed}")

@@ -170,14 +170,15 @@ def test_the_finer_grid_references_are_measured_once_cached_and_charged_to_the_l
     from simvq.experiments.report import references as refs
     from simvq.metrics.coverage import gaussian_reference_counts
 
-    assert campaign.reference_cells() == [(65536, 13_720_000), (262144, 13_720_000)]  # both 14x14 cells, 52 tokens a code
+    # both 14x14 cells, 52 tokens a code: Fashion-MNIST's 70,000 train + test images at the recipe's d = 64
+    assert campaign.reference_cells() == [(65536, 13_720_000, 64), (262144, 13_720_000, 64)]
     repo = new_repo(tmp_path / "repo", README="x")
-    cheap, dear = (16, 800), (int(refs.CHEAP_WORK // 800) + 1, 800)  # 3 seeds; 2 above CHEAP_WORK
+    cheap, dear = (16, 800, 8), (int(refs.CHEAP_WORK // 800) + 1, 800)  # 3 seeds; 2 above CHEAP_WORK
     assert campaign.measure_references(repo, [cheap]) == 0
     cache = json.loads((repo / refs.DEFAULT_CACHE).read_text())
-    entries = cache[refs.key(*cheap, campaign.DIM)]
+    entries = cache[refs.key(*cheap)]
     assert [e["seed"] for e in entries] == [0, 1, 2]
-    counts = gaussian_reference_counts(*cheap, campaign.DIM, seed=1)  # the measurement the cache holds
+    counts = gaussian_reference_counts(*cheap, seed=1)  # the measurement the cache holds
     assert entries[1]["usage"] == pytest.approx(float((counts > 0).double().mean()))
     assert refs.seeds_for(*dear) == refs.SEEDS_LARGE == 2
     with (repo / "docs" / "image" / "spend.csv").open() as handle:

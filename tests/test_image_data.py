@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from simvq.data import FashionMNIST, ImageFolder, MissingDatasetError, SamplePhotoCrops, build_image_dataset
-from simvq.data.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT
+from simvq.data.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, fashion_mnist_size
 from simvq.train.config import DataConfig
 
 
@@ -36,7 +36,7 @@ def test_idx_files_are_read_exactly(tmp_path, monkeypatch):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
     monkeypatch.setenv("SIMVQ_FASHION_MNIST", str(tmp_path))  # the path override, by environment
     dataset = FashionMNIST("test")
-    assert len(dataset) == 5
+    assert len(dataset) == 5 == fashion_mnist_size("test")  # the header alone says as much
     assert torch.equal(dataset.labels, torch.tensor([3, 1, 4, 1, 5]))
     item = dataset[2]
     assert item.shape == (1, 28, 28) and item.dtype == torch.float32

@@ -63,6 +63,16 @@ def fashion_mnist_file(split: str, kind: str, root: str | os.PathLike | None = N
     return path
 
 
+def fashion_mnist_size(split: str, root: str | os.PathLike | None = None) -> int:
+    """How many images ``split`` holds, read from its IDX header alone (no image is decoded)."""
+    path = fashion_mnist_file(split, "images", root)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+        zero, dtype_code, ndim = struct.unpack(">HBB", handle.read(4))
+        if zero != 0 or dtype_code != 0x08 or ndim < 1:
+            raise ValueError(f"{path} is not an unsigned-byte IDX file")
+        return struct.unpack(">I", handle.read(4))[0]
+
+
 class FashionMNIST(Dataset):
     """Fashion-MNIST images ``(1, 28, 28)`` in ``[0, 1]`` (labels in ``self.labels``).
 
