@@ -140,12 +140,22 @@ PRIOR_SIZES = ["prior", "prior_small", "prior_large"]  # ~1M, ~0.3M, ~3-4M param
 CHOSEN_PRIOR = "prior"  # fixed before any result: the size for the seeds and the other methods
 
 
+# measured CPU-hours of a whole prior (training to the cap + evaluation; docs/generation/spend.csv),
+# so a stream does not start one that what is left of the cap cannot cover
+PRIOR_CPU_HOURS = {("prior_small", 1024): 0.13, ("prior_small", 8192): 0.43, ("prior", 1024): 0.23, ("prior", 8192): 0.56,
+                   ("prior_large", 1024): 0.52, ("prior_large", 8192): 0.87}
+
+
 def generation_plan() -> list[Run]:
     """Prior size as an axis for simvq and vq (seed 0, both K), then seeds 1-2 of both at the chosen
-    size, then vq_ema and fsq at it, lfq last."""
+    size, then vq_ema and fsq at it; then seed 1 of simvq and vq at the other two sizes, so whether the
+    gap changes with size is a test (cheapest first), and lfq last."""
     runs = [Run(m, k, 0, PRIOR_BUDGET, prior=p) for k in (8192, 1024) for p in PRIOR_SIZES for m in ("simvq", "vq")]
     runs += [Run(m, k, s, PRIOR_BUDGET, prior=CHOSEN_PRIOR) for s in (1, 2) for k in (8192, 1024) for m in ("simvq", "vq")]
-    runs += [Run(m, k, 0, PRIOR_BUDGET, prior=CHOSEN_PRIOR) for m in GENERATION_METHODS for k in (8192, 1024)]
+    runs += [Run(m, k, 0, PRIOR_BUDGET, prior=CHOSEN_PRIOR) for m in GENERATION_METHODS if m != "lfq" for k in (8192, 1024)]
+    others = sorted(((p, k) for p in PRIOR_SIZES if p != CHOSEN_PRIOR for k in (1024, 8192)), key=PRIOR_CPU_HOURS.__getitem__)
+    runs += [Run(m, k, 1, PRIOR_BUDGET, prior=p) for p, k in others for m in ("simvq", "vq")]
+    runs += [Run("lfq", k, 0, PRIOR_BUDGET, prior=CHOSEN_PRIOR) for k in (8192, 1024)]
     return runs
 
 
@@ -176,7 +186,7 @@ CAMPAIGNS = {
     "image": dict(plan=image_plan, kind="image", results="docs/results.csv", artifacts="docs/image", cap=30.0, unrecorded=2.5,
                   estimate=lambda run: ESTIMATED_CPU_HOURS.get((run.method, run.size), 0.0)),
     "generation": dict(plan=generation_plan, kind="generation", results="docs/generation/generation.csv", artifacts="docs/generation",
-                       cap=15.0, unrecorded=0.35,
+                       cap=15.0, unrecorded=0.35, estimate=lambda run: PRIOR_CPU_HOURS.get((run.prior, run.size), 0.0),
                        keep=["validation.json", "validation_nll.png", "samples.png", "samples_tuned.png", "gen_metrics.json"]),
     # the corpus is built once, in the repository (not in each snapshot)
     "speech": dict(plan=speech_plan, kind="audio", results="docs/speech/results.csv", artifacts="docs/speech", cap=15.0, unrecorded=0.35,

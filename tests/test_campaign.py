@@ -77,6 +77,14 @@ def test_generation_queue_puts_prior_size_first_and_three_seeds_at_the_chosen_si
         for size in (1024, 8192):
             assert sorted(r.seed for r in plan if (r.method, r.size, r.prior) == (method, size, campaign.CHOSEN_PRIOR)) == [0, 1, 2]
     assert {r.method for r in plan} == {"simvq", "vq", "vq_ema", "fsq", "lfq"} and plan[-1].method == "lfq"
+    for prior in campaign.PRIOR_SIZES:  # two seeds at every size at least: the change of the gap with size is a test
+        for method in ("simvq", "vq"):
+            for size in (1024, 8192):
+                assert len([r for r in plan if (r.prior, r.method, r.size) == (prior, method, size)]) >= 2
+    assert all((r.prior, r.size) in campaign.PRIOR_CPU_HOURS for r in plan)  # every prior has a measured cost
+    generation = campaign.CAMPAIGNS["generation"]
+    large = next(r for r in plan if r.prior == "prior_large" and r.size == 8192)
+    assert not campaign.affordable(generation, large, 15.0 - 0.5) and campaign.affordable(generation, plan[-1], 15.0 - 0.5)
     assert plan[0].tokenizer.key == ("main", "simvq", "8192", "0", str(campaign.BUDGET))
     assert plan[0].bench_args()[-2:] == ["--config", "configs/bench/prior.yaml"]
     assert all((ROOT / "configs" / "bench" / f"{p}.yaml").is_file() for p in campaign.PRIOR_SIZES)

@@ -178,6 +178,13 @@ def test_the_questions_are_answered_at_the_chosen_size_with_the_decoders_share(t
     assert "**K=1,024, at the chosen size (`prior`)**: domain FID (default sampling), simvq 31.0 ± 1.4 (2) vs vq 21.0 ± 1.4 (2) → vq better: +10.0" in answers
     assert ("over prior sizes** (seeds 0, 1, the ones every size has): SimVQ − VQ, `prior_small` +20.0, `prior` +10.0, `prior_large` "
             "-5.0: in the means the gap changes sign as the prior grows") in answers
+    # the change tested: (-5) - (+20) over four cells of two seeds, each of variance 2: SE 2, 4 degrees of freedom
+    assert ("The gap at `prior_large` minus the gap at `prior_small`: -25.0 → the gap changes with the prior's size "
+            "(95% CI [-30.6, -19.4], p < 0.001; a difference of differences, Welch-Satterthwaite, 2 + 2 + 2 + 2 seeds).") in answers
+    one_small = [r for r in rows if not (r["prior"] == "prior_small" and r["seed"] == 1)]
+    (tmp_path / "one_small").mkdir()
+    text, _ = report_section_twice("--generation", "generation-report", one_small, GENERATION_FIELDS, tmp_path / "one_small")
+    assert "minus the gap at `prior_small`: -25.0 (a cell with one seed: no test of the change yet)." in text
     assert "domain rFID simvq 10.2 ± 0.4 (2) vs vq 15.2 ± 0.4 (2) (-5.0)" in answers
     assert "Of the samples' gap of +10.0, the decoders account for -5.0 and the priors for +15.0." in answers
     excess = answers.split("the samples' excess over their decoder's rFID, ", 1)[1]

@@ -25,7 +25,7 @@ from pathlib import Path
 from .comparison import figure_section, group_rows, k_table, kept_folder, run_figures, simvq_verdicts, sizes, verdict, write_section
 from .report import MISSING, Stat, k_label, method_order, number, stat_text, summarize, table_rows
 from .results_file import LEDGER, spend_text
-from .stats import signed
+from .stats import contrast, p_text, signed
 
 BEGIN = "<!-- generation-report:begin -->"
 END = "<!-- generation-report:end -->"
@@ -250,6 +250,20 @@ def shared_seeds(priors: dict, k: int) -> set[str]:
     return set.intersection(*sides) if sides else set()
 
 
+def size_change(found: dict) -> str:
+    """Whether SimVQ's gap to VQ differs between the smallest and the largest prior: one test, fixed
+    before any result, over every seed of the four cells (a difference of differences, Welch-Satterthwaite)."""
+    (small, (_, xs, ys)), (large, (_, xl, yl)) = next(iter(found.items())), list(found.items())[-1]
+    test = contrast([xl.values, yl.values, xs.values, ys.values], [1.0, -1.0, -1.0, 1.0])
+    said = f"The gap at `{large}` minus the gap at `{small}`: {signed((xl.mean - yl.mean) - (xs.mean - ys.mean), 1)}"
+    if test is None:
+        return said + " (a cell with one seed: no test of the change yet)."
+    seeds = " + ".join(str(n) for n in test.sizes)
+    outcome = "the gap changes with the prior's size" if test.significant else "no significant change with the prior's size"
+    return (f"{said} → {outcome} (95% CI [{test.low:+.1f}, {test.high:+.1f}], {p_text(test.p)}; a difference of differences, "
+            f"Welch-Satterthwaite, {seeds} seeds).")
+
+
 def answers(priors: dict) -> list[str]:
     """The campaign's three questions, per K, in words computed from the numbers: SimVQ against VQ at
     the chosen prior size, how that gap moves with the prior's size, and how much of it the decoders
@@ -276,7 +290,8 @@ def answers(priors: dict) -> list[str]:
                      "widens as the prior grows" if moves == sorted(moves) else "does not move one way with size")
             shared = f"seed{'s' * (len(common) > 1)} {', '.join(sorted(common))}, the one{'s' * (len(common) > 1)} every size has"
             lines.append(f"- **{k_label(k)}, over prior sizes** ({shared}): SimVQ − VQ, " + ", ".join(f"`{p}` {signed(g, 1)}" for p, g in gaps)
-                         + f": in the means the gap {trend} (each size's test, over all its seeds, is in the table above).")
+                         + f": in the means the gap {trend} (each size's test, over all its seeds, is in the table above). "
+                         + size_change(found))
         _, rx, ry = paired(priors[chosen], k, columns=("domain_rfid",))
         _, ex, ey = paired(priors[chosen], k, minus="domain_rfid")
         if rx and ry and ex and ey:

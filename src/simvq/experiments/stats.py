@@ -29,19 +29,46 @@ class Welch:
 def welch(a, b) -> Welch | None:
     """Welch's t-test of mean(a) against mean(b); None when a side has fewer than two values. Both
     sides without spread (e.g. 100% usage on every seed): p = 1 for equal means, else 0."""
+    test = contrast([a, b], [1.0, -1.0])
+    return None if test is None else Welch(test.difference, test.low, test.high, test.p, *test.sizes)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    difference: float  # sum of weight x group mean
+    low: float  # 95% confidence interval of it
+    high: float
+    p: float  # two-sided p-value against 0
+    sizes: tuple[int, ...]  # seeds per group
+
+    @property
+    def significant(self) -> bool:
+        return self.p < ALPHA
+
+
+def contrast(groups, weights) -> Contrast | None:
+    """A t-test of a linear contrast of group means, sum(w_i mean_i) = 0, with unequal variances: the
+    standard error from each group's own variance and the Welch-Satterthwaite degrees of freedom.
+    Two groups with weights (1, -1) are Welch's t-test; four with (1, -1, -1, 1) test whether a gap
+    between two methods differs between two settings (a difference of differences). None when a
+    group has fewer than two values. Every group without spread: p = 1 for a zero contrast, else 0."""
     from scipy import stats
 
-    a, b = [float(v) for v in a], [float(v) for v in b]
-    if len(a) < 2 or len(b) < 2:
+    groups = [[float(v) for v in g] for g in groups]
+    if len(groups) != len(weights):
+        raise ValueError(f"weights: one per group ({len(groups)}), got {len(weights)}")
+    if any(len(g) < 2 for g in groups):
         return None
-    difference = statistics.fmean(a) - statistics.fmean(b)
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        return Welch(difference, difference, difference, 1.0 if difference == 0 else 0.0, len(a), len(b))
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
-    p = 2 * stats.t.sf(abs(difference) / math.sqrt(va + vb), dof)  # = ttest_ind(a, b, equal_var=False).pvalue
-    half = stats.t.ppf(1 - ALPHA / 2, dof) * math.sqrt(va + vb)
-    return Welch(difference, float(difference - half), float(difference + half), float(p), len(a), len(b))
+    difference = sum(w * statistics.fmean(g) for w, g in zip(weights, groups))
+    parts = [w * w * statistics.variance(g) / len(g) for w, g in zip(weights, groups)]
+    sizes = tuple(len(g) for g in groups)
+    if sum(parts) == 0:
+        return Contrast(difference, difference, difference, 1.0 if difference == 0 else 0.0, sizes)
+    dof = sum(parts) ** 2 / sum(v * v / (len(g) - 1) for v, g in zip(parts, groups))  # Welch-Satterthwaite
+    error = math.sqrt(sum(parts))
+    p = 2 * stats.t.sf(abs(difference) / error, dof)  # two groups: = ttest_ind(a, b, equal_var=False).pvalue
+    half = stats.t.ppf(1 - ALPHA / 2, dof) * error
+    return Contrast(difference, float(difference - half), float(difference + half), float(p), sizes)
 
 
 def holm(pvalues) -> list[float]:
@@ -80,4 +107,4 @@ def verdict(a, b, *, scale: float = 1.0, digits: int = 2, lower: bool = False, n
     return f"{names[0] if better else names[1]} better: {diff:+.{digits}f} ({ci})"
 
 
-__all__ = ["ALPHA", "Welch", "holm", "p_text", "signed", "verdict", "welch"]
+__all__ = ["ALPHA", "Contrast", "Welch", "contrast", "holm", "p_text", "signed", "verdict", "welch"]
