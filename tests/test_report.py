@@ -244,6 +244,28 @@ def test_a_finer_grid_is_its_own_column(tmp_path):
     assert "An untrained quantizer at the same N/K (the run's own estimate, on at most 8,192 codes) uses" in note
 
 
+def test_the_finer_grid_is_linked_to_the_recipes_grid_and_across_k_by_tests(tmp_path):
+    """At a K both grids have, the grid's own change of usage; on the finer grid, K's; each by Welch's
+    test over seeds (scipy's), one run on a side untested."""
+    from scipy import stats as scipy_stats
+
+    from simvq.experiments.stats import p_text
+
+    grid = [{**run("simvq", k, s, u, 25.0, variant="grid=14x14"), "tokens": 4 * TOKENS}
+            for k, s, u in ((8192, 0, 0.99), (8192, 1, 0.97), (1024, 0, 1.0))]
+    grid.append({**run("vq", 8192, 0, 0.02, 23.0, variant="grid=14x14"), "tokens": 4 * TOKENS})
+    results = write_csv(tmp_path / "results.csv", ROWS + grid)
+    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures", compute_references=False).read_text()
+    note = next(n for n in section(text, "Findings").splitlines() if n.startswith("- The finer grid beside the recipe's"))
+    reference = scipy_stats.ttest_ind([0.99, 0.97], [0.78, 0.79, 0.80], equal_var=False)
+    low, high = (100 * x for x in reference.confidence_interval(0.95))
+    assert (f"simvq at K=8,192, the recipe's grid → 14x14 tokens: usage 79.0% ± 1.0 (3 seeds) → 98.0% ± 1.4 (2 seeds) "
+            f"(+19.0 points, 95% CI [{low:+.1f}, {high:+.1f}], {p_text(reference.pvalue)}: higher)") in note
+    assert "simvq on the 14x14 grid, K=1,024 → 8,192: usage 100.0% (1 seed) → 98.0% ± 1.4 (2 seeds) (-2.0 points; one run on a side: no test)" in note
+    assert "vq at K=8,192, the recipe's grid → 14x14 tokens: usage 6.0% ± 1.0 (3 seeds) → 2.0% (1 seed) (-4.0 points; one run" in note
+    assert "at 50 tokens per code" not in note  # these rows have no such column: no empty clause
+
+
 def test_aggregate_keeps_the_largest_cap_and_the_last_row_per_seed():
     rows = [run("simvq", 1024, 0, 0.1, 10.0) | {"max_steps": 100}, run("simvq", 1024, 0, 0.5, 20.0), run("simvq", 1024, 0, 0.7, 22.0)]
     group = aggregate(rows)[("main", "simvq", 1024)]

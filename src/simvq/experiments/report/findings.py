@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..stats import ALPHA, holm, p_text, verdict, welch
 from ..sweep import JOINT_TRAINING
-from .aggregate import Group, Stat, columns_of, main_groups, method_order
+from .aggregate import Group, Stat, columns_of, main_groups, method_order, sort_key
 from .tables import MISSING, count, k_label
 
 KEEPS = 0.99  # usage at or above this counts as "keeps ~100% usage"
@@ -54,6 +54,36 @@ def simvq_usage_note(group: Group, column, reference: dict | None) -> str | None
     return (f"SimVQ at {k_label(column)}: {pct(usage)} of codes used over N = {count(tokens.mean) if tokens else MISSING} tokens "
             f"(N/K = {count(ratio.mean) if ratio else MISSING}); {verdict}. An untrained quantizer {where} uses "
             f"{versus}.{fixed}{evenness_note(group, reference)}")
+
+
+def usage_change(before: Group, after: Group, column: str) -> str:
+    """One usage statistic from one group of runs to another: both, the change in points, and Welch's test."""
+    a, b = before.stat(column), after.stat(column)
+    change, test = 100 * (b.mean - a.mean), welch(b.values, a.values)
+    if test is None:
+        return f"{pct(a)} → {pct(b)} ({change:+.1f} points; one run on a side: no test)"
+    said = ("higher" if change > 0 else "lower") if test.significant else "no significant change"
+    return f"{pct(a)} → {pct(b)} ({change:+.1f} points, 95% CI [{100 * test.low:+.1f}, {100 * test.high:+.1f}], {p_text(test.p)}: {said})"
+
+
+def grid_link_note(main: dict[tuple, Group]) -> str | None:
+    """The finer grid's rows beside the rest: at a K both grids have, what the grid alone changes; on
+    the finer grid, what K alone changes. Usage over all tokens depends on N/K, which the grids differ
+    in, so usage at 50 tokens per code stands beside it."""
+    links = []
+    for method in ("simvq", "vq"):
+        fine = sorted((c for m, c in main if m == method and isinstance(c, tuple)), key=sort_key)
+        pairs = [(c[0], c, f"at K={c[0]:,}, the recipe's grid → {c[1]} tokens") for c in fine]
+        pairs += [(a, b, f"on the {a[1]} grid, K={a[0]:,} → {b[0]:,}") for a, b in zip(fine, fine[1:]) if a[1] == b[1]]
+        for before, after, what in pairs:
+            if (method, before) in main:
+                first, second = main[(method, before)], main[(method, after)]
+                said = [f"{title} {usage_change(first, second, column)}" for column, title in
+                        (("usage", "usage"), ("usage_at_50", "at 50 tokens per code")) if first.stat(column) and second.stat(column)]
+                links += [f"{method} {what}: {', '.join(said)}"] if said else []
+    if not links:
+        return None
+    return "The finer grid beside the recipe's (Welch over seeds): " + "; ".join(links) + "."
 
 
 def vq_note(main: dict[tuple, Group]) -> str | None:
@@ -153,5 +183,5 @@ def findings(groups: dict[tuple, Group], refs: dict | None = None) -> list[str]:
     columns = columns_of(main)
     simvq = [simvq_usage_note(main[("simvq", c)], c, refs.get(c)) for c in columns if ("simvq", c) in main]
     joint = [joint_training_note(groups, size) for size in sorted({k for (v, m, k) in groups if v == JOINT_TRAINING})]
-    notes = [*simvq, vq_note(main), *(psnr_note(main, c) for c in columns), *joint, convergence_note(groups)]
+    notes = [*simvq, vq_note(main), grid_link_note(main), *(psnr_note(main, c) for c in columns), *joint, convergence_note(groups)]
     return [note for note in notes if note]
