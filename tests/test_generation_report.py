@@ -196,3 +196,20 @@ def test_the_questions_are_answered_at_the_chosen_size_with_the_decoders_share(t
     answers = text.split("### The questions, answered from the numbers", 1)[1].split("###", 1)[0]
     assert "simvq 24.0 ± 12.2 (3) vs vq 27.3 ± 11.0 (3)" in answers  # the chosen size: all its seeds
     assert "(seeds 0, 1, the ones every size has): SimVQ − VQ, `prior_small` +20.0, `prior` +10.0, `prior_large` -5.0" in answers
+
+
+def test_what_the_samples_fid_tracks_is_a_rank_correlation_over_every_prior(tmp_path):
+    """FID rising with the prior's bits per image in every prior but lfq's, and falling with the
+    tokens' entropy: Spearman's rho is +1 and -1 without lfq, and scipy's value with it."""
+    from scipy.stats import spearmanr
+
+    rows = [prior_run(m, 1024, seed, fid=40.0 + 5 * i, accuracy=0.8, bits=3.0 + 0.1 * i, entropy=8.0 - 0.1 * i)
+            for i, (m, seed) in enumerate([("simvq", 0), ("simvq", 1), ("vq", 0), ("vq", 1), ("vq_ema", 0)])]
+    rows.append(prior_run("lfq", 1024, 0, fid=20.0, accuracy=0.8, bits=9.0, entropy=9.5))
+    text, _ = report_section_twice("--generation", "generation-report", rows, GENERATION_FIELDS, tmp_path)
+    block = text.split("### What the samples' FID tracks", 1)[1].split("###", 1)[0]
+    every = spearmanr([r["domain_fid"] for r in rows], [r["nll_bits_per_image"] for r in rows])
+    assert f"- Domain FID at the default setting (T = 1, no truncation, no guidance): with the prior's test bits per image ρ = {every.statistic:+.2f}" in block
+    assert ("- Domain FID at the default setting (T = 1, no truncation, no guidance) without lfq: with the prior's test bits per image "
+            "ρ = +1.00 (p < 0.001, 5 priors); with the tokens' unigram entropy ρ = -1.00 (p < 0.001, 5 priors).") in block
+    assert "tuned setting" not in block  # these rows have no tuned samples

@@ -309,13 +309,47 @@ def answers(priors: dict) -> list[str]:
             "score better than reconstructions of real images do.", "", *lines, ""]
 
 
+TRACKED = [("nll_bits_per_image", "the prior's test bits per image"), ("test_entropy_bits", "the tokens' unigram entropy")]
+
+
+def tracking(rows: list[dict]) -> list[str]:
+    """What the samples' domain FID follows over every prior (all sizes, methods, K and seeds), by
+    Spearman's rank correlation: the prior's leftover uncertainty (test bits per image), which
+    untruncated sampling turns into noise, or the tokens' own entropy; at the default setting and at
+    the tuned one, so the page shows how much of the first tuning the sampling removes. With lfq's
+    priors among them, again without: LFQ's codes are bits, and its priors sit apart in both measures."""
+    from scipy.stats import spearmanr
+
+    def rho(subset: list[dict], fid: str, column: str) -> str | None:
+        pairs = [(f, x) for r in subset if (f := number(r.get(fid))) is not None and (x := number(r.get(column))) is not None]
+        if len(pairs) < 4 or any(len(set(side)) < 2 for side in zip(*pairs)):  # a constant side has no rank order
+            return None
+        value, p = spearmanr(*zip(*pairs))
+        return f"ρ = {value:+.2f} ({p_text(p)}, {len(pairs)} priors)"
+
+    subsets = [("", rows)] + ([(" without lfq", [r for r in rows if r.get("method") != "lfq"])] if any(r.get("method") == "lfq" for r in rows) else [])
+    lines = []
+    for fid, setting in (("domain_fid", "the default setting (T = 1, no truncation, no guidance)"), ("domain_fid_tuned", "each prior's tuned setting")):
+        for name, subset in subsets:
+            said = [f"with {title} {found}" for column, title in TRACKED if (found := rho(subset, fid, column))]
+            if said:
+                lines.append(f"- Domain FID at {setting}{name}: " + "; ".join(said) + ".")
+    if not lines:
+        return []
+    return ["### What the samples' FID tracks (Spearman's rank correlation over the priors)", "",
+            "Each sample set's domain FID against what its prior left uncertain (test bits per image, which untruncated "
+            "sampling turns into noise) and against its tokens' unigram entropy, over the priors of every size, method, K "
+            "and seed. Bits per image are measured on each tokenizer's own tokens, so across tokenizers they mix how "
+            "well the prior fits with how much the tokens carry.", "", *lines, ""]
+
+
 def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[str]:
     priors = by_prior(rows)
     several = len(priors) > 1
     body = [*header(priors, results), ""]
     if several:
         body += size_axis(priors)
-    body += answers(priors)
+    body += answers(priors) + tracking(rows)
     gap_column = ("entropy − bits/token ↑", lambda runs: stat_text(gap(runs), 1.0, 3))
     stop_column = ("stopped by", lambda runs: tally(runs, "stop_reason"))
     notes, figures, tuned_figures, curves = [], [], [], []
