@@ -6,6 +6,7 @@
     python benchmarks/campaign.py check image                # every pending configuration, 3 steps each
     python benchmarks/campaign.py pages image                # regenerate the campaign's section of docs/results.md
     python benchmarks/campaign.py references image           # the untrained-Gaussian references of the finer-grid rows
+    python benchmarks/campaign.py geometry image             # where each row's tokens land in its codebook
 
 A campaign is an ordered queue of single runs (one `simvq bench` call each). Each stream takes the
 next run nobody has claimed (a claim is a file holding the stream's pid; a dead pid's claim is
@@ -469,6 +470,50 @@ def measure_references(repo: Path, cells: list[tuple[int, int, int]] | None = No
     return 0
 
 
+def measure_geometry(repo: Path) -> int:
+    """Where each landed image row's tokens fall in its codebook (``simvq.experiments.analysis.
+    codebook_geometry``: usage and token share by the codes' distance from the codebook's mean),
+    beside an untrained quantizer's at the row's N/K (on at most 8,192 codes, seed 0), into
+    the page's ``docs/data/codebook_geometry.json``, committed. Needs the row's run directory (its model) and its kept code histogram;
+    a row measured once is not measured again. A few seconds a row."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from simvq.experiments.analysis import codebook_geometry, run_geometry
+    from simvq.experiments.report.figures import curve_key
+    from simvq.experiments.report.geometry import DEFAULT_GEOMETRY
+    from simvq.experiments.results_file import read_results
+    from simvq.metrics.coverage import DEFAULT_REFERENCE_CODEBOOK_SIZE, gaussian_reference
+    from simvq.utils import atomic_write_text
+
+    campaign, path = CAMPAIGNS["image"], repo / DEFAULT_GEOMETRY
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    _, dim = counted_images_and_dim()
+    references: dict[tuple, dict] = {}
+    measured, planned = [], {run.key: run for run in image_plan()}
+    for row in read_results(repo / campaign["results"]):
+        run, key, run_dir = planned.get(row_key(row)), curve_key(row), repo / (row.get("run_dir") or "-")
+        counts = repo / campaign["artifacts"] / "counts" / f"{run.slug}.safetensors" if run else run_dir
+        if key in stored or run is None or not counts.is_file() or not (run_dir / "config.json").is_file():
+            continue
+        found = run_geometry(run_dir, load_file(counts)["counts"])
+        if found is None:
+            continue
+        size = min(run.size, DEFAULT_REFERENCE_CODEBOOK_SIZE)  # the reference at the row's N/K, on at most 8,192 codes
+        tokens = round(float(row["tokens"]) / run.size * size)
+        if (size, tokens) not in references:
+            references[(size, tokens)] = {**codebook_geometry(*gaussian_reference(size, tokens, dim)), "codes": size, "tokens": tokens}
+        stored[key] = {**found, "reference": references[(size, tokens)]}
+        measured.append(key)
+        print(f"{key}: usage innermost / outermost tenth {found['usage_by_radius'][0]:.3f} / {found['usage_by_radius'][-1]:.3f}", flush=True)
+    if measured:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(stored, indent=1, sort_keys=True) + "\n")
+        git_commit(repo, [DEFAULT_GEOMETRY], f"image campaign: where the tokens land in the codebook, {len(measured)} row(s)")
+    return 0
+
+
 SMOKE_STEPS = 3
 # what a smoke test must reach that a run switches on later (the speech discriminators' start step)
 SMOKE_OVERRIDES = {"audio": ["loss.discriminator_start=1"]}
@@ -519,7 +564,7 @@ def write_pages(name: str, repo: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["plan", "run", "check", "pages", "references"])
+    parser.add_argument("action", choices=["plan", "run", "check", "pages", "references", "geometry"])
     parser.add_argument("campaign", choices=sorted(CAMPAIGNS))
     parser.add_argument("--stream", default="A", help="a name for this stream (its log and CSV)")
     parser.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]), help="the repository rows are committed to")
@@ -531,10 +576,10 @@ def main(argv: list[str] | None = None) -> int:
         return check_plan(args.campaign, repo)
     elif args.action == "pages":
         return write_pages(args.campaign, repo)
-    elif args.action == "references":
+    elif args.action in ("references", "geometry"):
         if args.campaign != "image":
-            parser.error("argument campaign: only the image campaign has references to measure")
-        return measure_references(repo)
+            parser.error(f"argument campaign: only the image campaign has {args.action} to measure")
+        return measure_references(repo) if args.action == "references" else measure_geometry(repo)
     else:
         run_stream(args.campaign, args.stream, repo)
     return 0

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from simvq.train.config import load_config
 
@@ -147,3 +148,28 @@ def quick_run(config, batches, *, steps: int = 3, lr: float = 3e-3):
     save_config(config, run_dir)
     save_weights(model.eval(), run_dir / WEIGHTS_FILE)
     return run_dir
+
+
+def tiny_tokenizer(root, *quantizer, images: int = 48, seed: int = 0):
+    """A run directory under ``root`` holding an untrained tiny tokenizer over ``images`` random 28x28
+    images (``quantizer``: its overrides, e.g. ``quantizer.codebook_size=16``)."""
+    from PIL import Image
+
+    from simvq.tokenizer import WEIGHTS_FILE, save_weights
+    from simvq.train.config import load_config, save_config
+    from simvq.train.run_files import build_model
+
+    folder = root / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    config = load_config("configs/fmnist.yaml", [
+        "data.name=image_folder", f"data.root={folder}", "data.test_fraction=0.25", "model.channels=8",
+        "model.norm_groups=4", "model.dim=8", *quantizer])
+    run = root / "tokenizer"
+    run.mkdir()
+    save_config(config, run)
+    torch.manual_seed(0)
+    save_weights(build_model(config), run / WEIGHTS_FILE)
+    return run

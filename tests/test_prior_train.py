@@ -3,37 +3,13 @@ invalidation), training, resuming, the CLI's sample and eval-gen commands."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
+from helpers import tiny_tokenizer
+
 pytest.importorskip("lightning")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
-
-
-def tiny_tokenizer(root, *quantizer, images: int = 48, seed: int = 0):
-    """A run directory under ``root`` holding an untrained tiny tokenizer over ``images`` random 28x28
-    images (``quantizer``: its overrides, e.g. ``quantizer.codebook_size=16``)."""
-    from PIL import Image
-
-    from simvq.tokenizer import WEIGHTS_FILE, save_weights
-    from simvq.train.config import load_config, save_config
-    from simvq.train.run_files import build_model
-
-    folder = root / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(seed)
-    for i in range(images):
-        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / f"{i:02d}.png")
-    config = load_config("configs/fmnist.yaml", [
-        "data.name=image_folder", f"data.root={folder}", "data.test_fraction=0.25", "model.channels=8",
-        "model.norm_groups=4", "model.dim=8", *quantizer])
-    run = root / "tokenizer"
-    run.mkdir()
-    save_config(config, run)
-    torch.manual_seed(0)
-    save_weights(build_model(config), run / WEIGHTS_FILE)
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -260,13 +260,62 @@ def plot_code_movement(results: dict[str, dict], trackers: dict[str, MovementTra
     return figure
 
 
+# ----------------------------------------------------------------------------- where the tokens land
+
+
+def codebook_geometry(codebook: Tensor, counts: Tensor, tokens: Tensor | None = None, *, bins: int = 10) -> dict:
+    """Where a codebook's tokens land, by the codes' distance from the codebook's mean: the codes in
+    ``bins`` equal groups, innermost first, with each group's usage (codes hit at least once in
+    ``counts``) and share of all counted tokens; the codebook's effective rank (its centred singular
+    values); with ``tokens`` (a sample of encoder outputs), their RMS distance from that mean over the
+    codes' own. An untrained quantizer in many dimensions loses its outermost codes (the centre's codes
+    are every direction's near neighbours); a trained one whose tokens spread wider than its codes
+    feeds the outer codes and starves the centre."""
+    if codebook.ndim != 2 or counts.shape != codebook.shape[:1]:
+        raise ValueError(f"codebook (K, dim) and counts (K,) must agree, got {tuple(codebook.shape)} and {tuple(counts.shape)}")
+    if not 1 <= bins <= codebook.shape[0]:
+        raise ValueError(f"bins must be in [1, K={codebook.shape[0]}], got {bins}")
+    codes = codebook.detach().double()
+    centre = codes.mean(0)
+    groups = (codes - centre).norm(dim=1).argsort().tensor_split(bins)
+    counts = counts.double()
+    result = {"usage_by_radius": [float((counts[g] > 0).double().mean()) for g in groups],
+              "token_share_by_radius": [float(counts[g].sum() / counts.sum()) for g in groups],
+              "effective_rank": effective_rank(singular_values(codes - centre))}
+    if tokens is not None:
+        def rms(x: Tensor) -> float:
+            return float((x.detach().double() - centre).square().sum(1).mean().sqrt())
+
+        result["spread_ratio"] = rms(tokens.reshape(-1, codes.shape[1])) / rms(codes)
+    return result
+
+
+def run_geometry(run_dir, counts: Tensor, *, images: int = 2000) -> dict | None:
+    """``codebook_geometry`` of a trained image run: its quantizer's codebook, ``counts`` (the code
+    histogram its evaluation counted) and the tokens of its first ``images`` test images. None for a
+    quantizer without one explicit codebook (FSQ's and LFQ's grids, residual stages)."""
+    from ..data import build_image_dataset
+    from ..quantizers.base import CodebookQuantizer
+    from ..runs.model import load_run_model
+
+    model, config, _ = load_run_model(run_dir)
+    if not isinstance(model.quantizer, CodebookQuantizer):
+        return None
+    test = build_image_dataset(config.data, "test")
+    batch = torch.stack([test[i] for i in range(min(images, len(test)))])
+    with torch.no_grad():
+        return codebook_geometry(model.quantizer.codebook(), counts, model.encode_latents(batch))
+
+
 __all__ = [
     "MovementTracker",
     "SpectrumTracker",
     "code_movement",
+    "codebook_geometry",
     "effective_rank",
     "index_correspondence",
     "plot_code_movement",
     "plot_index_correspondence",
+    "run_geometry",
     "singular_values",
 ]

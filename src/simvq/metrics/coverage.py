@@ -184,11 +184,11 @@ def _reference_hits(num_codes: int, num_tokens: int, dim: int, seed: int, device
 
 
 @torch.no_grad()
-def gaussian_reference_counts(codebook_size: int, num_tokens: int, dim: int, *, seed: int = 0, progress: bool = False) -> Tensor:
-    """The ``(K,)`` code histogram of an untrained quantizer: K codes and N tokens from one isotropic
-    Gaussian N(0, I_dim), every token counted at its nearest code (exact search, no screening). Every
-    statistic of a trained run's histogram (usage, perplexity / K, entropy) has its reference at the
-    run's own K and N from this; seeds give its spread. Cost: N x K x dim multiply-adds."""
+def gaussian_reference(codebook_size: int, num_tokens: int, dim: int, *, seed: int = 0, progress: bool = False) -> tuple[Tensor, Tensor]:
+    """An untrained quantizer: ``(codebook (K, dim), code histogram (K,))``, K codes and N tokens from
+    one isotropic Gaussian N(0, I_dim), every token counted at its nearest code (exact search, no
+    screening). Every statistic of a trained run's histogram (usage, perplexity / K, entropy) has its
+    reference at the run's own K and N from this; seeds give its spread. Cost: N x K x dim multiply-adds."""
     from tqdm.auto import tqdm
 
     for name, value in (("codebook_size", codebook_size), ("num_tokens", num_tokens), ("dim", dim)):
@@ -200,7 +200,12 @@ def gaussian_reference_counts(codebook_size: int, num_tokens: int, dim: int, *, 
     for start in tqdm(range(0, num_tokens, chunk), desc=f"Gaussian reference K={codebook_size:,}", disable=not progress):
         indices, _ = nearest(torch.randn(min(chunk, num_tokens - start), dim, generator=generator), codebook)
         counts += torch.bincount(indices, minlength=codebook_size)
-    return counts
+    return codebook, counts
+
+
+def gaussian_reference_counts(codebook_size: int, num_tokens: int, dim: int, *, seed: int = 0, progress: bool = False) -> Tensor:
+    """The ``(K,)`` code histogram of ``gaussian_reference``'s untrained quantizer."""
+    return gaussian_reference(codebook_size, num_tokens, dim, seed=seed, progress=progress)[1]
 
 
 @functools.lru_cache(maxsize=256)
@@ -319,6 +324,7 @@ __all__ = [
     "chao1",
     "coverage_summary",
     "entropy_bits",
+    "gaussian_reference",
     "gaussian_reference_counts",
     "gaussian_reference_usage",
     "sample_coverage",

@@ -14,6 +14,7 @@ from ..stats import ALPHA
 from .aggregate import Group, aggregate, columns_of, main_groups, method_order, number, plateaued, step_cap, value, values_at
 from .figures import figures, load_curves
 from .findings import findings
+from .geometry import DEFAULT_GEOMETRY, geometry_section, load_geometry
 from .references import DEFAULT_CACHE, references
 from .tables import DAGGER, MISSING, ablation_table, k_label, main_table, residual_table, richer_codes_table, span, whole
 
@@ -90,7 +91,8 @@ def reference_stats(main: dict[tuple, Group], path: Path, *, compute: bool = Tru
     return {column: found[needed] for column, needed in wanted.items() if needed in found}
 
 
-def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list[str], refs: dict, spend: Path) -> str:
+def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list[str], refs: dict, spend: Path,
+           geometry: dict | None = None) -> str:
     main = main_groups(groups)
     body = [
         *header(rows, groups, results, spend), "",
@@ -103,7 +105,8 @@ def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list
     ]
     for title, lines in (("Residual table (equal stages and K per stage)", residual_table(groups)),
                          ("More than one index per token (not ranked)", richer_codes_table(groups)),
-                         ("Ablations", ablation_table(groups))):
+                         ("Ablations", ablation_table(groups)),
+                         ("Where the tokens land in the codebook", geometry_section(groups, geometry or {}))):
         body += [f"### {title}", "", *lines] if lines else []
     body += ["### Figures", "", "Learning curves: the runs' progress checks (seed mean ± std where there are several seeds).", "",
              *[f"![{Path(p).stem}]({p})" for p in pictures], ""]
@@ -128,11 +131,13 @@ def default_curves(results: str | Path) -> Path:
 
 def write_report(results: str | Path, out: str | Path = "docs/results.md", *, figures_dir: str | Path = "docs/figures",
                  curves: str | Path | None = None, references_file: str | Path | None = None,
-                 compute_references: bool = True, spend: str | Path | None = None) -> Path:
+                 compute_references: bool = True, spend: str | Path | None = None, geometry_file: str | Path | None = None) -> Path:
     """Regenerate the page's block from ``results``. The untrained-Gaussian references are read from
     ``references_file`` (default docs/data/gaussian_reference.json beside the page's docs), and the
     affordable missing ones computed and added to it (``compute_references``). ``spend``: the
-    campaign's spend ledger the header states (default spend.csv beside ``results``)."""
+    campaign's spend ledger the header states (default spend.csv beside ``results``). ``geometry_file``:
+    where the rows' tokens land in their codebooks (default docs/data/codebook_geometry.json beside
+    the page's docs; none there, no such section)."""
     rows = read_results(results)
     if not rows:
         raise ValueError(f"no results in {results}; run `simvq bench image` first")
@@ -142,7 +147,8 @@ def write_report(results: str | Path, out: str | Path = "docs/results.md", *, fi
                            compute=compute_references)
     pictures = figures(groups, load_curves(Path(curves) if curves else default_curves(results)), figures_dir)
     spend = Path(spend) if spend else Path(results).parent / LEDGER
-    block = render(rows, groups, results, [os.path.relpath(p, out.parent) for p in pictures], refs, spend)
+    geometry = load_geometry(Path(geometry_file) if geometry_file else out.parent / Path(DEFAULT_GEOMETRY).relative_to("docs"))
+    block = render(rows, groups, results, [os.path.relpath(p, out.parent) for p in pictures], refs, spend, geometry)
     atomic_write_text(out, splice(out, block))
     return out
 

@@ -1,0 +1,91 @@
+"""Where each row's tokens land in its codebook: ``docs/data/codebook_geometry.json``, measured by
+``python benchmarks/campaign.py geometry image`` from each run's model and code histogram
+(``simvq.experiments.analysis.codebook_geometry``). The codes are put in ten equal groups by their
+distance from the codebook's mean; the table gives the innermost and the outermost tenth's usage, the
+outermost tenth's share of all tokens, the tokens' spread over the codes' and the codebook's effective
+rank, beside an untrained quantizer's (Gaussian codes and tokens) at the row's N/K. The sentence under
+it is computed from the same numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .aggregate import Group, Stat, method_key, summarize
+from .figures import curve_key
+from .tables import k_label, stat_text, table_rows
+
+DEFAULT_GEOMETRY = "docs/data/codebook_geometry.json"
+OUTER_SHARE = 0.5  # a tenth of the codes taking at least half the tokens: "most of the tokens"
+
+
+def load_geometry(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def measures(entry: dict) -> dict[str, float]:
+    """One row's (or its reference's) numbers for the table."""
+    found = {"inner": entry["usage_by_radius"][0], "outer": entry["usage_by_radius"][-1],
+             "share": entry["token_share_by_radius"][-1], "rank": entry["effective_rank"]}
+    return found | ({"spread": entry["spread_ratio"]} if "spread_ratio" in entry else {})
+
+
+def over_seeds(entries: list[dict], name: str) -> Stat | None:
+    return summarize(m[name] for m in map(measures, entries) if name in m)
+
+
+def column_label(variant: str, k: int) -> str:
+    return k_label((k, variant.split("=", 1)[1]) if variant.startswith("grid=") else k)
+
+
+def geometry_section(groups: dict[tuple, Group], geometry: dict) -> list[str]:
+    """The table and its sentences; empty when no row has been measured."""
+    measured = {}
+    for (variant, method, k), group in groups.items():
+        entries = [geometry[key] for row in group.rows if (key := curve_key(row)) in geometry]
+        if entries:
+            measured[(variant, method, k)] = entries
+    if not measured:
+        return []
+    header = ["variant", "method", "K", "seeds", "usage, innermost tenth %", "usage, outermost tenth %", "tokens at the outermost tenth %",
+              "token spread / code spread", "codebook effective rank", "untrained: usage innermost / outermost %, tokens at outermost %"]
+    rows, notes = [], []
+    order = sorted(measured, key=lambda key: (key[2], key[0] != "main", key[0], method_key(key[1])))
+    for variant, method, k in order:
+        entries = measured[(variant, method, k)]
+        reference = measures(entries[0]["reference"])
+        cells = [stat_text(over_seeds(entries, name), scale, digits) for name, scale, digits in
+                 (("inner", 100.0, 1), ("outer", 100.0, 1), ("share", 100.0, 1), ("spread", 1.0, 2), ("rank", 1.0, 1))]
+        untrained = f"{100 * reference['inner']:.1f} / {100 * reference['outer']:.1f}, {100 * reference['share']:.1f}"
+        rows.append([variant, method, f"{k:,}", str(len(entries)), *cells, untrained])
+        if method == "simvq":
+            notes.append(simvq_note(variant, k, entries, reference))
+    return [
+        "The codes in ten equal groups by their distance from the codebook's mean (measured from each run's model and "
+        "code histogram; the token spread is the RMS distance of 2,000 test images' tokens from that mean over the "
+        "codes' own). The untrained quantizer (Gaussian codes and tokens, seed 0) is measured at the row's N/K on at most "
+        "8,192 codes. Effective rank: Roy and Vetterli's, of the centred codebook (at most d).",
+        "", *table_rows(header, rows), "", *[f"- {note}" for note in notes if note], "",
+    ]
+
+
+def simvq_note(variant: str, k: int, entries: list[dict], reference: dict) -> str:
+    """Which end of SimVQ's codebook goes unused, against the untrained quantizer's."""
+    inner, outer, share = (over_seeds(entries, name) for name in ("inner", "outer", "share"))
+    spread = over_seeds(entries, "spread")
+    if inner is None or outer is None or share is None:
+        return ""
+    where = ("its unused codes lie toward the codebook's centre" if inner.mean < outer.mean else
+             "its unused codes lie toward the codebook's edge" if inner.mean > outer.mean else "its usage does not depend on the radius")
+    untrained = ("toward the edge" if reference["outer"] < reference["inner"] else "toward the centre" if reference["outer"] > reference["inner"]
+                 else "at neither end")
+    most = "most" if share.mean >= OUTER_SHARE else "a share"
+    wide = f"; its tokens spread {spread.mean:.2f}× as wide as its codes" if spread else ""
+    label = column_label(variant, k) + (f", {variant}" if variant != "main" and not variant.startswith("grid=") else "")
+    seeds = f"{len(entries)} seed{'s' * (len(entries) > 1)}"
+    return (f"SimVQ at {label} ({seeds}): {where}: usage {100 * inner.mean:.1f}% in the innermost tenth against {100 * outer.mean:.1f}% in "
+            f"the outermost, which takes {most} of the tokens ({100 * share.mean:.1f}%){wide}. The untrained quantizer at the same N/K "
+            f"loses its codes {untrained} ({100 * reference['inner']:.1f}% / {100 * reference['outer']:.1f}%).")
+
+
+__all__ = ["DEFAULT_GEOMETRY", "geometry_section", "load_geometry"]
