@@ -6,7 +6,7 @@
     python benchmarks/campaign.py check image                # every pending configuration, 3 steps each
     python benchmarks/campaign.py pages image                # regenerate the campaign's section of docs/results.md
     python benchmarks/campaign.py references image           # the untrained-Gaussian references of the finer-grid rows
-    python benchmarks/campaign.py geometry image             # where each row's tokens land in its codebook
+    python benchmarks/campaign.py geometry image             # where each row's tokens land in its codebook (pages does it first)
 
 A campaign is an ordered queue of single runs (one `simvq bench` call each). Each stream takes the
 next run nobody has claimed (a claim is a file holding the stream's pid; a dead pid's claim is
@@ -551,7 +551,10 @@ REPORT_OPTIONS = {"image": ["--results", "{results}", "--cached-references", "--
 
 def write_pages(name: str, repo: Path) -> int:
     """Regenerate the campaign's section of docs/results.md (and its figures) from its results CSV;
+    for image first measure where the new rows' tokens land in their codebooks (``measure_geometry``),
     for speech also the listening page, loaded once in headless Chromium."""
+    if name == "image":
+        measure_geometry(repo)
     results = CAMPAIGNS[name]["results"]
     env = {**os.environ, "MPLBACKEND": "Agg"}
     ledger = ledger_path(CAMPAIGNS[name], Path(".")).as_posix()  # relative: the commands run in the repository

@@ -5,11 +5,13 @@ import json
 
 import pytest
 import torch
+from scipy import stats as scipy_stats
 
 from helpers import tiny_tokenizer
 from simvq.experiments.analysis import codebook_geometry, run_geometry
 from simvq.experiments.report import aggregate
 from simvq.experiments.report.geometry import geometry_section
+from simvq.experiments.stats import p_text
 from simvq.metrics.coverage import gaussian_reference
 from simvq.runs.model import load_run_model
 
@@ -60,17 +62,27 @@ def test_the_page_says_which_end_of_simvqs_codebook_goes_unused():
     rows = [{"variant": "main", "method": m, "codebook_size": "65536", "seed": str(s), "usage": "0.9"}
             for m in ("simvq", "vq") for s in (0, 1)]
     reference = {"usage_by_radius": [1.0] * 9 + [0.44], "token_share_by_radius": [0.4] + [0.066] * 9, "effective_rank": 60.0}
-    geometry = {f"main/simvq/K65536/seed{s}": {"usage_by_radius": [inner] + [0.9] * 8 + [0.98], "effective_rank": 10.0,
+    geometry = {f"main/simvq/K65536/seed{s}": {"usage_by_radius": [inner] + [0.9] * 8 + [outer], "effective_rank": 10.0,
                                                "token_share_by_radius": [0.01] * 9 + [0.91], "spread_ratio": 1.7, "reference": reference}
-                for s, inner in ((0, 0.60), (1, 0.64))}
+                for s, inner, outer in ((0, 0.60, 0.98), (1, 0.64, 0.96))}
     lines = geometry_section(aggregate(rows), geometry)
     table = [line for line in lines if line.startswith("| main | simvq |")]
-    assert table == ["| main | simvq | 65,536 | 2 | 62.0 ± 2.8 (2) | 98.0 ± 0.0 (2) | 91.0 ± 0.0 (2) | 1.70 ± 0.00 (2) | 10.0 ± 0.0 (2) "
+    assert table == ["| main | simvq | 65,536 | 2 | 62.0 ± 2.8 (2) | 97.0 ± 1.4 (2) | 91.0 ± 0.0 (2) | 1.70 ± 0.00 (2) | 10.0 ± 0.0 (2) "
                      "| 100.0 / 44.0, 6.6 |"]
     assert not any(line.startswith("| main | vq |") for line in lines)  # vq's rows were not measured
     note = next(line for line in lines if line.startswith("- SimVQ at K=65,536"))
-    assert note == ("- SimVQ at K=65,536 (2 seeds): its unused codes lie toward the codebook's centre: usage 62.0% in the innermost "
-                    "tenth against 98.0% in the outermost, which takes most of the tokens (91.0%); its tokens spread 1.70× as wide "
-                    "as its codes. The untrained quantizer at the same N/K loses its codes toward the edge (100.0% / 44.0%).")
+    welch = scipy_stats.ttest_ind([0.60, 0.64], [0.98, 0.96], equal_var=False).pvalue  # inner against outer, over the seeds
+    assert note == ("- SimVQ at K=65,536 (2 seeds): its unused codes lie toward the codebook's centre (usage 62.0% in the innermost "
+                    f"tenth of the codes against 97.0% in the outermost; {p_text(welch)}, Welch, 2 seeds). Its tokens spread 1.70× as wide "
+                    "as its codes, and the outermost tenth of the codes takes most of them (91.0%); the untrained quantizer at the same "
+                    "N/K uses 100.0% / 44.0% of those tenths, its outermost taking 6.6% of the tokens.")
+    # one run: Fisher's exact test on the tenths' codes; nearly full at both ends: no end to place
+    one = {"main/simvq/K65536/seed0": geometry["main/simvq/K65536/seed0"]}
+    fisher = scipy_stats.fisher_exact([[3932, 6422], [6553 - 3932, 6553 - 6422]]).pvalue  # 60% and 98% of 6,553 codes
+    note = next(line for line in geometry_section(aggregate(rows[:1]), one) if line.startswith("- SimVQ"))
+    assert f"against 98.0% in the outermost; {p_text(fisher)}, Fisher's exact test on the 6,553 codes of each tenth)" in note
+    full = {key: {**entry, "usage_by_radius": [0.995] * 9 + [1.0]} for key, entry in geometry.items()}
+    note = next(line for line in geometry_section(aggregate(rows), full) if line.startswith("- SimVQ"))
+    assert "it uses nearly every code at both ends (usage 99.5% in the innermost tenth" in note
     assert geometry_section(aggregate(rows), {}) == []
     json.dumps(geometry)  # the file's form

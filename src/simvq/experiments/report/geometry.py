@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..stats import ALPHA, p_text, welch
 from .aggregate import Group, Stat, method_key, summarize
 from .figures import curve_key
 from .tables import k_label, stat_text, table_rows
 
 DEFAULT_GEOMETRY = "docs/data/codebook_geometry.json"
 OUTER_SHARE = 0.5  # a tenth of the codes taking at least half the tokens: "most of the tokens"
+KEEPS = 0.99  # both tenths at or above this: nearly every code used, no end to place the unused ones at
 
 
 def load_geometry(path: Path) -> dict:
@@ -64,28 +66,49 @@ def geometry_section(groups: dict[tuple, Group], geometry: dict) -> list[str]:
         "The codes in ten equal groups by their distance from the codebook's mean (measured from each run's model and "
         "code histogram; the token spread is the RMS distance of 2,000 test images' tokens from that mean over the "
         "codes' own). The untrained quantizer (Gaussian codes and tokens, seed 0) is measured at the row's N/K on at most "
-        "8,192 codes. Effective rank: Roy and Vetterli's, of the centred codebook (at most d).",
+        "8,192 codes: in d = 64 its codes near the centre are near neighbours in every direction and take most tokens, "
+        "so the codes it leaves unused are its outermost. Effective rank: Roy and Vetterli's, of the centred codebook "
+        "(at most d).",
         "", *table_rows(header, rows), "", *[f"- {note}" for note in notes if note], "",
     ]
 
 
+def ends_test(entries: list[dict], codes: int) -> tuple[float, str] | None:
+    """Whether the innermost and the outermost tenth's usage differ: Welch's test over seeds, or with
+    one run Fisher's exact test on the two tenths' used and unused codes. ``(p, what)``."""
+    from scipy.stats import fisher_exact
+
+    inner, outer = ([measures(e)[name] for e in entries] for name in ("inner", "outer"))
+    if len(entries) > 1:
+        test = welch(inner, outer)
+        return None if test is None else (test.p, f"Welch, {len(entries)} seeds")
+    tenth = codes // 10
+    used = [round(inner[0] * tenth), round(outer[0] * tenth)]
+    return float(fisher_exact([used, [tenth - used[0], tenth - used[1]]]).pvalue), f"Fisher's exact test on the {tenth:,} codes of each tenth"
+
+
 def simvq_note(variant: str, k: int, entries: list[dict], reference: dict) -> str:
-    """Which end of SimVQ's codebook goes unused, against the untrained quantizer's."""
+    """Which end of SimVQ's codebook goes unused (by a test), against the untrained quantizer's."""
     inner, outer, share = (over_seeds(entries, name) for name in ("inner", "outer", "share"))
     spread = over_seeds(entries, "spread")
     if inner is None or outer is None or share is None:
         return ""
-    where = ("its unused codes lie toward the codebook's centre" if inner.mean < outer.mean else
-             "its unused codes lie toward the codebook's edge" if inner.mean > outer.mean else "its usage does not depend on the radius")
-    untrained = ("toward the edge" if reference["outer"] < reference["inner"] else "toward the centre" if reference["outer"] > reference["inner"]
-                 else "at neither end")
-    most = "most" if share.mean >= OUTER_SHARE else "a share"
-    wide = f"; its tokens spread {spread.mean:.2f}× as wide as its codes" if spread else ""
     label = column_label(variant, k) + (f", {variant}" if variant != "main" and not variant.startswith("grid=") else "")
     seeds = f"{len(entries)} seed{'s' * (len(entries) > 1)}"
-    return (f"SimVQ at {label} ({seeds}): {where}: usage {100 * inner.mean:.1f}% in the innermost tenth against {100 * outer.mean:.1f}% in "
-            f"the outermost, which takes {most} of the tokens ({100 * share.mean:.1f}%){wide}. The untrained quantizer at the same N/K "
-            f"loses its codes {untrained} ({100 * reference['inner']:.1f}% / {100 * reference['outer']:.1f}%).")
+    ends = f"usage {100 * inner.mean:.1f}% in the innermost tenth of the codes against {100 * outer.mean:.1f}% in the outermost"
+    test = ends_test(entries, k)
+    if min(inner.mean, outer.mean) >= KEEPS:
+        where = f"it uses nearly every code at both ends ({ends})"
+    elif test is None or test[0] >= ALPHA:
+        where = f"its unused codes are not placed by a test ({ends}{f'; {p_text(test[0])}, {test[1]}' if test else ''})"
+    else:
+        side = "centre" if inner.mean < outer.mean else "edge"
+        where = f"its unused codes lie toward the codebook's {side} ({ends}; {p_text(test[0])}, {test[1]})"
+    wide = f" Its tokens spread {spread.mean:.2f}× as wide as its codes" if spread else " Its tokens"
+    most = "most" if share.mean >= OUTER_SHARE else "a share"
+    untrained = f"the untrained quantizer at the same N/K uses {100 * reference['inner']:.1f}% / {100 * reference['outer']:.1f}% of those tenths"
+    return (f"SimVQ at {label} ({seeds}): {where}.{wide}, and the outermost tenth of the codes takes {most} of them "
+            f"({100 * share.mean:.1f}%); {untrained}, its outermost taking {100 * reference['share']:.1f}% of the tokens.")
 
 
 __all__ = ["DEFAULT_GEOMETRY", "geometry_section", "load_geometry"]
