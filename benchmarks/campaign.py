@@ -473,9 +473,9 @@ def measure_references(repo: Path, cells: list[tuple[int, int, int]] | None = No
 def measure_geometry(repo: Path) -> int:
     """Where each landed image row's tokens fall in its codebook (``simvq.experiments.analysis.
     codebook_geometry``: usage and token share by the codes' distance from the codebook's mean),
-    beside an untrained quantizer's at the row's N/K (on at most 8,192 codes, seed 0), into
-    the page's ``docs/data/codebook_geometry.json``, committed. Needs the row's run directory (its model) and its kept code histogram;
-    a row measured once is not measured again. A few seconds a row."""
+    beside an untrained quantizer's at the row's N/K and d (on at most 8,192 codes, seed 0), into
+    the page's ``docs/data/codebook_geometry.json``, committed. Needs the row's run directory (its
+    model) and its kept code histogram; a row measured once is not measured again. Seconds a row."""
     import json
 
     from safetensors.torch import load_file
@@ -483,28 +483,30 @@ def measure_geometry(repo: Path) -> int:
     from simvq.experiments.analysis import codebook_geometry, run_geometry
     from simvq.experiments.report.figures import curve_key
     from simvq.experiments.report.geometry import DEFAULT_GEOMETRY
+    from simvq.experiments.report.page import run_dim
     from simvq.experiments.results_file import read_results
     from simvq.metrics.coverage import DEFAULT_REFERENCE_CODEBOOK_SIZE, gaussian_reference
     from simvq.utils import atomic_write_text
 
     campaign, path = CAMPAIGNS["image"], repo / DEFAULT_GEOMETRY
     stored = json.loads(path.read_text()) if path.is_file() else {}
-    _, dim = counted_images_and_dim()
     references: dict[tuple, dict] = {}
     measured, planned = [], {run.key: run for run in image_plan()}
     for row in read_results(repo / campaign["results"]):
         run, key, run_dir = planned.get(row_key(row)), curve_key(row), repo / (row.get("run_dir") or "-")
-        counts = repo / campaign["artifacts"] / "counts" / f"{run.slug}.safetensors" if run else run_dir
-        if key in stored or run is None or not counts.is_file() or not (run_dir / "config.json").is_file():
+        if key in stored or run is None or not (run_dir / "config.json").is_file():
             continue
-        found = run_geometry(run_dir, load_file(counts)["counts"])
+        counts = repo / campaign["artifacts"] / "counts" / f"{run.slug}.safetensors"
+        found = run_geometry(run_dir, load_file(counts)["counts"]) if counts.is_file() else None
         if found is None:
             continue
-        size = min(run.size, DEFAULT_REFERENCE_CODEBOOK_SIZE)  # the reference at the row's N/K, on at most 8,192 codes
+        # the reference at the row's N/K and d, on at most 8,192 codes
+        size, dim = min(run.size, DEFAULT_REFERENCE_CODEBOOK_SIZE), run_dim(row)
         tokens = round(float(row["tokens"]) / run.size * size)
-        if (size, tokens) not in references:
-            references[(size, tokens)] = {**codebook_geometry(*gaussian_reference(size, tokens, dim)), "codes": size, "tokens": tokens}
-        stored[key] = {**found, "reference": references[(size, tokens)]}
+        if (size, tokens, dim) not in references:
+            references[(size, tokens, dim)] = {**codebook_geometry(*gaussian_reference(size, tokens, dim)), "codes": size, "tokens": tokens,
+                                               "dim": dim}
+        stored[key] = {**found, "reference": references[(size, tokens, dim)]}
         measured.append(key)
         print(f"{key}: usage innermost / outermost tenth {found['usage_by_radius'][0]:.3f} / {found['usage_by_radius'][-1]:.3f}", flush=True)
     if measured:

@@ -233,3 +233,35 @@ def test_pages_regenerates_each_campaigns_section_and_checks_the_listening_page(
     assert campaign.write_pages("speech", tmp_path) == 3  # the listening check's failure is the exit code
     assert [c[0][:5] for c in calls] == [["-m", "simvq.cli", "report", "--speech", "docs/speech/results.csv"],
                                          ["-m", "simvq.experiments.listening", "docs/speech/results.csv", "--check"]]
+
+
+def test_where_the_tokens_land_is_measured_once_per_landed_row_and_committed(campaign, tmp_path):
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from helpers import tiny_tokenizer
+    from simvq.experiments.analysis import run_geometry
+
+    repo = new_repo(tmp_path / "repo", README="x")
+    (repo / "runs").mkdir()
+    run_dir = tiny_tokenizer(repo / "runs", "quantizer.name=simvq", "quantizer.codebook_size=16")
+    run = campaign.Run("simvq", 8192, 0, campaign.BUDGET)  # a queued row; its model here is the tiny one
+    counts = torch.tensor([0] * 4 + [3] * 12)
+    (repo / "docs" / "image" / "counts").mkdir(parents=True)
+    save_file({"counts": counts}, str(repo / "docs" / "image" / "counts" / f"{run.slug}.safetensors"))
+    row = {"variant": "main", "method": "simvq", "codebook_size": 8192, "seed": 0, "steps": campaign.BUDGET, "max_steps": campaign.BUDGET,
+           "tokens": 2 * 8192,
+           "run_dir": str(run_dir.relative_to(repo))}
+    append_result(repo / "docs" / "results.csv", row, fields=get_recipe("image").result_columns)
+    git(repo, "add", "docs")
+    git(repo, "commit", "-qm", "row")
+    assert campaign.measure_geometry(repo) == 0
+    stored = json.loads((repo / "docs" / "data" / "codebook_geometry.json").read_text())
+    entry = stored["main/simvq/K8192/seed0"]
+    assert entry["usage_by_radius"] == run_geometry(run_dir, counts)["usage_by_radius"]
+    assert (entry["reference"]["codes"], entry["reference"]["tokens"], entry["reference"]["dim"]) == (8192, 2 * 8192, 64)  # the row's N/K and d
+    assert set(git(repo, "show", "--name-only", "--format=", "HEAD").split()) == {"docs/data/codebook_geometry.json"}
+    head = git(repo, "rev-parse", "HEAD")
+    assert campaign.measure_geometry(repo) == 0 and git(repo, "rev-parse", "HEAD") == head  # measured once
