@@ -33,6 +33,8 @@ def test_geometry_by_hand_on_a_line():
         codebook_geometry(codebook, counts, bins=11)
     with pytest.raises(ValueError, match="counts"):
         codebook_geometry(codebook, counts[:5])
+    with pytest.raises(ValueError, match="counted token"):
+        codebook_geometry(codebook, torch.zeros(10, dtype=torch.long))
 
 
 def test_an_untrained_quantizer_in_many_dimensions_starves_its_outer_codes():

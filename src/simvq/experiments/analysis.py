@@ -275,6 +275,8 @@ def codebook_geometry(codebook: Tensor, counts: Tensor, tokens: Tensor | None = 
         raise ValueError(f"codebook (K, dim) and counts (K,) must agree, got {tuple(codebook.shape)} and {tuple(counts.shape)}")
     if not 1 <= bins <= codebook.shape[0]:
         raise ValueError(f"bins must be in [1, K={codebook.shape[0]}], got {bins}")
+    if int(counts.sum()) <= 0:
+        raise ValueError("counts must hold at least one counted token")
     codes = codebook.detach().double()
     centre = codes.mean(0)
     groups = (codes - centre).norm(dim=1).argsort().tensor_split(bins)
@@ -302,9 +304,10 @@ def run_geometry(run_dir, counts: Tensor, *, images: int = 2000) -> dict | None:
     if not isinstance(model.quantizer, CodebookQuantizer):
         return None
     test = build_image_dataset(config.data, "test")
-    batch = torch.stack([test[i] for i in range(min(images, len(test)))])
-    with torch.no_grad():
-        return codebook_geometry(model.quantizer.codebook(), counts, model.encode_latents(batch))
+    with torch.no_grad():  # in batches of 250 images: a finer grid's activations stay small
+        tokens = torch.cat([model.encode_latents(torch.stack([test[i] for i in range(start, min(start + 250, images, len(test)))]))
+                            .reshape(-1, config.model.dim) for start in range(0, min(images, len(test)), 250)])
+        return codebook_geometry(model.quantizer.codebook(), counts, tokens)
 
 
 __all__ = [

@@ -316,7 +316,7 @@ def tracking(rows: list[dict]) -> list[str]:
     """What the samples' domain FID follows over every prior (all sizes, methods, K and seeds), by
     Spearman's rank correlation: the prior's leftover uncertainty (test bits per image), which
     untruncated sampling turns into noise, or the tokens' own entropy; at the default setting and at
-    the tuned one, so the page shows how much of the first tuning the sampling removes. With lfq's
+    the tuned one, so the page shows how much of that dependence tuning removes. With lfq's
     priors among them, again without: LFQ's codes are bits, and its priors sit apart in both measures."""
     from scipy.stats import spearmanr
 

@@ -1,7 +1,9 @@
-"""The one test behind every "better / worse / no difference" in the generated pages: Welch's
-t-test over seeds (unequal variances), with the 95% confidence interval of the difference of means
-(Welch-Satterthwaite degrees of freedom), from scipy.stats. A side with one seed has no spread, so
-no test: the text says "one run" and gives no verdict."""
+"""The tests behind every "better / worse / no difference" in the generated pages: Welch's t-test
+over seeds (unequal variances), with the 95% confidence interval of the difference of means
+(Welch-Satterthwaite degrees of freedom), from scipy.stats; and its generalisation to a linear
+contrast of several groups' means (``contrast``: e.g. whether a gap between two methods changes
+between two settings). A side with one seed has no spread, so no test: the text says "one run" and
+gives no verdict."""
 
 from __future__ import annotations
 
