@@ -365,3 +365,16 @@ def test_the_header_states_the_spend_of_the_ledger_it_is_given_or_finds_beside_t
     assert spent()[0].startswith("- Spent: 2.00 CPU-hours recorded over 2 landed runs (")
     (tmp_path / "spend.csv").write_text("run,cpu_seconds,wall_seconds,finished\na,3600,2000,t\nreference-K8-N9,1800,2000,t\n")
     assert spent()[0].startswith("- Spent: 1.50 CPU-hours recorded over 1 landed run and 1 reference measurement (")
+
+
+def test_the_convergence_finding_states_the_largest_moves_and_where_the_checks_are_too_sparse():
+    rows = [{**run("simvq", 1024, s, 1.0, 20.0), "psnr_last20": move, "usage_last20": 0.01, "check_tokens": 98_000}
+            for s, move in ((0, 0.1), (1, 0.3))]
+    rows.append({**run("vq", 8192, 0, 0.1, 19.0), "psnr_last20": -0.5, "usage_last20": -0.02, "check_tokens": 49_000})
+    from simvq.experiments.report.findings import convergence_note
+
+    note = convergence_note(aggregate(rows))
+    assert note.startswith("Over the last 20% of their budget the runs' PSNR moved by at most 0.50 dB (median 0.30 dB; largest: vq K=8,192) "
+                           "and their usage on the check images by at most 2.0 points")
+    assert note.endswith("The checks count too few tokens a code to follow usage at K=8,192 (6.0 a code): there the usage change "
+                         "over the last 20% says little about the full count's.")  # K=1,024 has 95.7 a code: not listed

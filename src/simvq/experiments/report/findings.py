@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from ..stats import ALPHA, holm, p_text, verdict, welch
 from ..sweep import JOINT_TRAINING
-from .aggregate import Group, Stat, columns_of, main_groups, method_order, sort_key
+from .aggregate import Group, Stat, columns_of, main_groups, method_order, number, sort_key
 from .tables import MISSING, count, k_label
 
 KEEPS = 0.99  # usage at or above this counts as "keeps ~100% usage"
 COLLAPSED = 0.10  # plain VQ below this fraction of codes counts as collapsed
+FEW_CHECK_TOKENS = 10  # progress checks with fewer tokens a code than this cannot follow a row's usage
 
 
 def pct(s: Stat | None) -> str:
@@ -175,7 +176,13 @@ def convergence_note(groups: dict[tuple, Group]) -> str | None:
             f"{psnr[len(psnr) // 2]:.2f} dB; largest: {worst[1][1]} {k_label(worst[1][2])})")
     if usage:
         text += f" and their usage on the check images by at most {100 * max(usage):.1f} points"
-    return text + ": each row is final for its budget, not a converged optimum."
+    text += ": each row is final for its budget, not a converged optimum."
+    sparse = sorted({(key[2], ratio) for key, g in groups.items() for r in g.rows
+                     if (tokens := number(r.get("check_tokens"))) and (ratio := tokens / int(key[2])) < FEW_CHECK_TOKENS})
+    if sparse:
+        text += (" The checks count too few tokens a code to follow usage at " + ", ".join(f"K={k:,} ({ratio:.1f} a code)" for k, ratio in sparse)
+                 + ": there the usage change over the last 20% says little about the full count's.")
+    return text
 
 
 def findings(groups: dict[tuple, Group], refs: dict | None = None) -> list[str]:
