@@ -64,6 +64,7 @@ def test_sweep_appends_one_row_per_run(tiny_sweep):
         assert 0 < float(row["usage_reference"]) <= 1 and float(row["usage_chao1"]) >= float(row["usage"])
         assert float(row["psnr"]) > 0
         assert Path(row["run_dir"], "model.safetensors").is_file()
+        assert not list(Path(row["run_dir"]).glob("*.partial.safetensors"))  # the resumable count's files go once it is done
     curves = sweep.read_curves(spec.curves)
     assert [point["step"] for point in curves["main/simvq/K32/seed0"]] == [2, 4]
 

@@ -11,6 +11,7 @@ imported (its ``__init__`` needs OpenCV); only its weights file is read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import io
@@ -291,11 +292,22 @@ def evaluate_reconstructions(
 
 
 @torch.no_grad()
-def code_histogram(model, dataset, *, batch_size: int = 256, device=None, progress: bool = True, shard: tuple[int, int] = (0, 1)) -> Tensor:
+def code_histogram(model, dataset, *, batch_size: int = 256, device=None, progress: bool = True, shard: tuple[int, int] = (0, 1),
+                   resume: Path | None = None, fingerprint: str = "", save_every: int = 20) -> Tensor:
     """``(K,)`` counts of the codes ``model`` (an ``ImageAutoencoder``) gives every token of ``dataset``
     (sharded over processes and all-reduced with ``shard=(rank, world_size)``, as in
-    :func:`evaluate_reconstructions`)."""
+    :func:`evaluate_reconstructions`).
+
+    ``resume``: a file (one per process) where the partial counts are saved every ``save_every``
+    batches and picked up again, so a count over a large split that is killed resumes where it was
+    rather than from the first image; it is removed once the count is done. A partial file is used
+    only when it was written for the same ``fingerprint`` (the caller's name for the model's weights),
+    data set size, batch size, shard and K; any other is ignored and overwritten."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
     from tqdm.auto import tqdm
+
+    from ..utils import atomic_path
 
     device = torch.device(device or next(model.parameters()).device)
     was_training = model.training
@@ -303,13 +315,31 @@ def code_histogram(model, dataset, *, batch_size: int = 256, device=None, progre
     usage = CodebookUsage(model.quantizer.codebook_size, device=device, distributed=False)
     rank, world_size = shard
     indices = np.arange(len(dataset))[rank::world_size]
-    batches = _batches(dataset, indices, batch_size)
-    for images in tqdm(batches, total=-(-len(indices) // batch_size), desc="codes", disable=not progress, leave=False):
+    key = f"{fingerprint}|images={len(indices)}|batch={batch_size}|shard={rank}/{world_size}|K={model.quantizer.codebook_size}"
+    done = 0
+    if resume is not None and Path(resume).is_file():
+        with safe_open(str(resume), framework="pt") as handle:
+            if (handle.metadata() or {}).get("key") == key:
+                done = int(handle.metadata()["batches"])
+                usage.counts += handle.get_tensor("counts").to(device)
+    total = -(-len(indices) // batch_size)
+    batches = _batches(dataset, indices[done * batch_size :], batch_size)
+    for step, images in enumerate(tqdm(batches, total=total, initial=done, desc="codes", disable=not progress, leave=False), start=done + 1):
         usage.update(model.encode(images.to(device)), check=False)
+        if resume is not None and step % save_every == 0 and step < total:
+            try:
+                with atomic_path(resume) as tmp:
+                    save_file({"counts": usage.counts.cpu()}, tmp, metadata={"key": key, "batches": str(step)})
+            except OSError as error:  # a read-only run directory: count on, without a partial file
+                warnings.warn(f"code_histogram: cannot save partial counts to {resume} ({error}); the count will not resume", stacklevel=2)
+                resume = None
     model.train(was_training)
     counts = usage.counts
     if world_size > 1:
         torch.distributed.all_reduce(counts)
+    if resume is not None:
+        with contextlib.suppress(OSError):  # done: the partial file has served (a read-only place keeps it)
+            Path(resume).unlink(missing_ok=True)
     return counts.cpu()
 
 

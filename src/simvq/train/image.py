@@ -33,7 +33,7 @@ from ..data.in_memory import ShuffledBatches, to_unit_float, uint8_images
 from ..models import PatchDiscriminator
 from ..models.discriminator import hinge_discriminator_loss, hinge_generator_loss
 from ..runs import build_image_model, load_run_model, read_usage_history, save_code_counts, training_facts
-from ..runs.files import METRICS_FILE, check_metrics
+from ..runs.files import METRICS_FILE, check_metrics, resolve_run
 from ..runs.schemas import TokenizerConfig
 from ..utils import atomic_write_text, check_count
 from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
@@ -307,9 +307,12 @@ def evaluate_run(
         metrics["lpips_net"] = "alex"
     else:
         metrics["lpips_skipped"] = lpips_skipped
+    weights = resolve_run(run_dir)[0].stat()  # a killed count resumes from its partial file, for the same weights only
+    fingerprint = f"{weights.st_size}-{weights.st_mtime_ns}"
     counts = usage_over_splits(metrics, counts, dim=model.quantizer.dim, splits=eval_config.usage_splits, split_counts=lambda split: code_histogram(
         model, build_image_dataset(config.data, split, seed=config.trainer.seed),
-        batch_size=batch_size, device=device, progress=progress, shard=shard))
+        batch_size=batch_size, device=device, progress=progress, shard=shard,
+        resume=path / f"code_counts_{split}.rank{shard[0]}.partial.safetensors" if write or shard[1] > 1 else None, fingerprint=fingerprint))
     metrics.update(
         quantizer=config.quantizer.name,
         codebook_size=model.quantizer.codebook_size,
