@@ -149,3 +149,29 @@ def test_discriminator_and_ema_steps_count_once(tmp_path):
     for name, value in exported.items():
         assert torch.equal(value, ema[name]), name
     assert any(not torch.equal(state[f"model.{n}"], ema[n]) for n in ema)
+
+
+def test_the_usage_count_over_other_splits_resumes_for_the_same_weights(trained_run, tmp_path, monkeypatch):
+    """evaluate_run hands each extra split's count a partial file in the run directory, named by the
+    weights' content, so a killed count resumes there and stale counts of other weights are ignored."""
+    import shutil
+
+    from simvq.data.tokens import file_sha256
+    from simvq.metrics import image as image_metrics
+    from simvq.train.image import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["eval"]["usage_splits"] = ["train", "test"]
+    (run / "config.json").write_text(json.dumps(config))
+    seen, count = [], image_metrics.code_histogram
+
+    def recording(*args, **kwargs):
+        seen.append((kwargs.get("resume"), kwargs.get("fingerprint")))
+        return count(*args, **kwargs)
+
+    monkeypatch.setattr(image_metrics, "code_histogram", recording)
+    metrics = evaluate_run(run, fid_images=0, max_images=32, progress=False, write=True)
+    assert seen == [(run / "code_counts_train.rank0.partial.safetensors", file_sha256(run / "model.safetensors"))]
+    assert metrics["tokens"] == (60_000 + 32) * 49 and not list(run.glob("*.partial.safetensors"))

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from ..data import FolderBatches, ShardedImages, build_image_dataset
 from ..data.in_memory import ShuffledBatches, to_unit_float, uint8_images
+from ..data.tokens import file_sha256
 from ..models import PatchDiscriminator
 from ..models.discriminator import hinge_discriminator_loss, hinge_generator_loss
 from ..runs import build_image_model, load_run_model, read_usage_history, save_code_counts, training_facts
@@ -307,8 +308,9 @@ def evaluate_run(
         metrics["lpips_net"] = "alex"
     else:
         metrics["lpips_skipped"] = lpips_skipped
-    weights = resolve_run(run_dir)[0].stat()  # a killed count resumes from its partial file, for the same weights only
-    fingerprint = f"{weights.st_size}-{weights.st_mtime_ns}"
+    # a killed count resumes from its partial file, for the same weights only: by content, since a
+    # resumed run that had finished training writes its (same) final weights again
+    fingerprint = file_sha256(resolve_run(run_dir)[0])
     counts = usage_over_splits(metrics, counts, dim=model.quantizer.dim, splits=eval_config.usage_splits, split_counts=lambda split: code_histogram(
         model, build_image_dataset(config.data, split, seed=config.trainer.seed),
         batch_size=batch_size, device=device, progress=progress, shard=shard,
