@@ -10,7 +10,7 @@ from scipy import stats as scipy_stats
 from helpers import tiny_tokenizer
 from simvq.experiments.analysis import codebook_geometry, run_geometry
 from simvq.experiments.report import aggregate
-from simvq.experiments.report.geometry import geometry_section
+from simvq.experiments.report.geometry import geometry_figure, geometry_section
 from simvq.experiments.stats import p_text
 from simvq.metrics.coverage import gaussian_reference
 from simvq.runs.model import load_run_model
@@ -60,10 +60,11 @@ def test_a_run_is_measured_from_its_model_and_test_tokens(tmp_path):
     assert run_geometry(fsq, counts) is None  # an implicit grid has no codebook to measure
 
 
-def test_the_page_says_which_end_of_simvqs_codebook_goes_unused():
+def test_the_page_says_which_end_of_simvqs_codebook_goes_unused(tmp_path):
     rows = [{"variant": "main", "method": m, "codebook_size": "65536", "seed": str(s), "usage": "0.9"}
             for m in ("simvq", "vq") for s in (0, 1)]
-    reference = {"usage_by_radius": [1.0] * 9 + [0.44], "token_share_by_radius": [0.4] + [0.066] * 9, "effective_rank": 60.0}
+    reference = {"usage_by_radius": [1.0] * 9 + [0.44], "token_share_by_radius": [0.4] + [0.066] * 9, "effective_rank": 60.0,
+                 "codes": 8192, "tokens": 52 * 8192}
     geometry = {f"main/simvq/K65536/seed{s}": {"usage_by_radius": [inner] + [0.9] * 8 + [outer], "effective_rank": 10.0,
                                                "token_share_by_radius": [0.01] * 9 + [0.91], "spread_ratio": 1.7, "reference": reference}
                 for s, inner, outer in ((0, 0.60, 0.98), (1, 0.64, 0.96))}
@@ -87,4 +88,8 @@ def test_the_page_says_which_end_of_simvqs_codebook_goes_unused():
     note = next(line for line in geometry_section(aggregate(rows), full) if line.startswith("- SimVQ"))
     assert "it uses nearly every code at both ends (usage 99.5% in the innermost tenth" in note
     assert geometry_section(aggregate(rows), {}) == []
+    picture = geometry_figure(aggregate(rows), geometry, tmp_path / "geometry.png")
+    assert picture.stat().st_size > 0 and geometry_figure(aggregate(rows), {}, tmp_path / "none.png") is None
+    assert geometry_section(aggregate(rows), geometry, "figures/geometry.png")[-2] == (
+        "![where SimVQ's tokens land, by tenth of the codes](figures/geometry.png)")
     json.dumps(geometry)  # the file's form

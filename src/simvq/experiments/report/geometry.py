@@ -40,13 +40,56 @@ def column_label(variant: str, k: int) -> str:
     return k_label((k, variant.split("=", 1)[1]) if variant.startswith("grid=") else k)
 
 
-def geometry_section(groups: dict[tuple, Group], geometry: dict) -> list[str]:
-    """The table and its sentences; empty when no row has been measured."""
+def measured_groups(groups: dict[tuple, Group], geometry: dict) -> dict[tuple, list[dict]]:
+    """{(variant, method, K): the measured entries of its seeds}, for the groups with any."""
     measured = {}
     for (variant, method, k), group in groups.items():
         entries = [geometry[key] for row in group.rows if (key := curve_key(row)) in geometry]
         if entries:
             measured[(variant, method, k)] = entries
+    return measured
+
+
+def geometry_figure(groups: dict[tuple, Group], geometry: dict, path: Path) -> Path | None:
+    """Usage and token share by tenth of the codes (innermost first) for SimVQ at every K (seed means),
+    with the untrained quantizer's at each N/K dashed."""
+    import statistics
+
+    from ...utils import pyplot, save_figure
+
+    simvq = sorted(((key, entries) for key, entries in measured_groups(groups, geometry).items()
+                    if key[1] == "simvq" and (key[0] == "main" or key[0].startswith("grid="))), key=lambda item: item[0][2])
+    if not simvq:
+        return None
+    figure, (usage, share) = pyplot().subplots(1, 2, figsize=(10, 4))
+    tenths = list(range(1, 11))
+    references = {}
+    for (variant, _, k), entries in simvq:
+        for axis, name in ((usage, "usage_by_radius"), (share, "token_share_by_radius")):
+            axis.plot(tenths, [100 * statistics.fmean(e[name][i] for e in entries) for i in range(10)], marker="o",
+                      label=f"SimVQ {column_label(variant, k)} ({len(entries)} seed{'s' * (len(entries) > 1)})")
+        reference = entries[0]["reference"]
+        references[(reference["codes"], reference["tokens"])] = reference
+    for ((codes, tokens), reference), style in zip(sorted(references.items(), key=lambda item: item[0][1] / item[0][0]), ("--", ":", "-.", (0, (5, 1)))):
+        for axis, name in ((usage, "usage_by_radius"), (share, "token_share_by_radius")):
+            axis.plot(tenths, [100 * v for v in reference[name]], linestyle=style, color="gray", linewidth=1.2,
+                      label=f"untrained, N/K = {tokens / codes:,.0f}")
+    share.set_yscale("log")
+    for axis, ylabel in ((usage, "codes used in the tenth (%)"), (share, "tokens landing in the tenth (%)")):
+        axis.set_xlabel("tenth of the codes by distance from the mean (1: innermost)")
+        axis.set_ylabel(ylabel)
+        axis.set_xticks(tenths)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    save_figure(figure, path, dpi=110)
+    return path
+
+
+def geometry_section(groups: dict[tuple, Group], geometry: dict, picture: str | None = None) -> list[str]:
+    """The table, its sentences and (``picture``: its path from the page) the figure; empty when no row
+    has been measured."""
+    measured = measured_groups(groups, geometry)
     if not measured:
         return []
     header = ["variant", "method", "K", "seeds", "usage, innermost tenth %", "usage, outermost tenth %", "tokens at the outermost tenth %",
@@ -70,6 +113,7 @@ def geometry_section(groups: dict[tuple, Group], geometry: dict) -> list[str]:
         "so the codes it leaves unused are its outermost. Effective rank: Roy and Vetterli's, of the centred codebook "
         "(at most d).",
         "", *table_rows(header, rows), "", *[f"- {note}" for note in notes if note], "",
+        *([f"![where SimVQ's tokens land, by tenth of the codes]({picture})", ""] if picture else []),
     ]
 
 
@@ -111,4 +155,4 @@ def simvq_note(variant: str, k: int, entries: list[dict], reference: dict) -> st
             f"({100 * share.mean:.1f}%); {untrained}, its outermost taking {100 * reference['share']:.1f}% of the tokens.")
 
 
-__all__ = ["DEFAULT_GEOMETRY", "geometry_section", "load_geometry"]
+__all__ = ["DEFAULT_GEOMETRY", "geometry_figure", "geometry_section", "load_geometry", "measured_groups"]

@@ -14,7 +14,7 @@ from ..stats import ALPHA
 from .aggregate import Group, aggregate, columns_of, main_groups, method_order, number, plateaued, step_cap, value, values_at
 from .figures import figures, load_curves
 from .findings import findings
-from .geometry import DEFAULT_GEOMETRY, geometry_section, load_geometry
+from .geometry import DEFAULT_GEOMETRY, geometry_figure, geometry_section, load_geometry
 from .references import DEFAULT_CACHE, references
 from .tables import DAGGER, MISSING, ablation_table, k_label, main_table, residual_table, richer_codes_table, span, whole
 
@@ -92,7 +92,7 @@ def reference_stats(main: dict[tuple, Group], path: Path, *, compute: bool = Tru
 
 
 def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list[str], refs: dict, spend: Path,
-           geometry: dict | None = None) -> str:
+           geometry: dict | None = None, geometry_picture: str | None = None) -> str:
     main = main_groups(groups)
     body = [
         *header(rows, groups, results, spend), "",
@@ -106,7 +106,7 @@ def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list
     for title, lines in (("Residual table (equal stages and K per stage)", residual_table(groups)),
                          ("More than one index per token (not ranked)", richer_codes_table(groups)),
                          ("Ablations", ablation_table(groups)),
-                         ("Where the tokens land in the codebook", geometry_section(groups, geometry or {}))):
+                         ("Where the tokens land in the codebook", geometry_section(groups, geometry or {}, geometry_picture))):
         body += [f"### {title}", "", *lines] if lines else []
     body += ["### Figures", "", "Learning curves: the runs' progress checks (seed mean ± std where there are several seeds).", "",
              *[f"![{Path(p).stem}]({p})" for p in pictures], ""]
@@ -148,7 +148,9 @@ def write_report(results: str | Path, out: str | Path = "docs/results.md", *, fi
     pictures = figures(groups, load_curves(Path(curves) if curves else default_curves(results)), figures_dir)
     spend = Path(spend) if spend else Path(results).parent / LEDGER
     geometry = load_geometry(Path(geometry_file) if geometry_file else out.parent / Path(DEFAULT_GEOMETRY).relative_to("docs"))
-    block = render(rows, groups, results, [os.path.relpath(p, out.parent) for p in pictures], refs, spend, geometry)
+    picture = geometry_figure(groups, geometry, figures_dir / "sweep_geometry.png")
+    block = render(rows, groups, results, [os.path.relpath(p, out.parent) for p in pictures], refs, spend, geometry,
+                   os.path.relpath(picture, out.parent) if picture else None)
     atomic_write_text(out, splice(out, block))
     return out
 
