@@ -482,14 +482,14 @@ def measure_geometry(repo: Path) -> int:
 
     from simvq.experiments.analysis import codebook_geometry, run_geometry
     from simvq.experiments.report.figures import curve_key
-    from simvq.experiments.report.geometry import DEFAULT_GEOMETRY
+    from simvq.experiments.report.geometry import DEFAULT_GEOMETRY, load_geometry
     from simvq.experiments.report.page import run_dim
     from simvq.experiments.results_file import read_results
     from simvq.metrics.coverage import DEFAULT_REFERENCE_CODEBOOK_SIZE, gaussian_reference
     from simvq.utils import atomic_write_text
 
     campaign, path = CAMPAIGNS["image"], repo / DEFAULT_GEOMETRY
-    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stored = load_geometry(path)
     references: dict[tuple, dict] = {}
     measured, planned = [], {run.key: run for run in image_plan()}
     for row in read_results(repo / campaign["results"]):

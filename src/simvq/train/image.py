@@ -19,6 +19,7 @@ from the last checkpoint; raising ``trainer.max_steps`` continues a finished run
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -309,12 +310,13 @@ def evaluate_run(
     else:
         metrics["lpips_skipped"] = lpips_skipped
     # a killed count resumes from its partial file, for the same weights only: by content, since a
-    # resumed run that had finished training writes its (same) final weights again
-    fingerprint = file_sha256(resolve_run(run_dir)[0])
+    # resumed run that had finished training writes its (same) final weights again; hashed only
+    # when a split besides the test split is counted
+    fingerprint = functools.cache(lambda: file_sha256(resolve_run(run_dir)[0]))
     counts = usage_over_splits(metrics, counts, dim=model.quantizer.dim, splits=eval_config.usage_splits, split_counts=lambda split: code_histogram(
         model, build_image_dataset(config.data, split, seed=config.trainer.seed),
         batch_size=batch_size, device=device, progress=progress, shard=shard,
-        resume=path / f"code_counts_{split}.rank{shard[0]}.partial.safetensors" if write or shard[1] > 1 else None, fingerprint=fingerprint))
+        resume=path / f"code_counts_{split}.rank{shard[0]}.partial.safetensors" if write or shard[1] > 1 else None, fingerprint=fingerprint()))
     metrics.update(
         quantizer=config.quantizer.name,
         codebook_size=model.quantizer.codebook_size,
