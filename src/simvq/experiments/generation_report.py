@@ -253,7 +253,8 @@ def shared_seeds(priors: dict, k: int) -> set[str]:
 def size_change(found: dict) -> str:
     """Whether SimVQ's gap to VQ differs between the smallest and the largest prior: one test, fixed
     before any result, over every seed of the four cells (a difference of differences, Welch-Satterthwaite)."""
-    (small, (_, xs, ys)), (large, (_, xl, yl)) = next(iter(found.items())), list(found.items())[-1]
+    ordered = list(found.items())  # smallest first
+    (small, (_, xs, ys)), (large, (_, xl, yl)) = ordered[0], ordered[-1]
     test = contrast([xl.values, yl.values, xs.values, ys.values], [1.0, -1.0, -1.0, 1.0])
     said = f"The gap at `{large}` minus the gap at `{small}`: {signed((xl.mean - yl.mean) - (xs.mean - ys.mean), 1)}"
     if test is None:
