@@ -476,7 +476,6 @@ def measure_geometry(repo: Path) -> int:
     beside an untrained quantizer's at the row's N/K and d (on at most 8,192 codes, seed 0), into
     the page's ``docs/data/codebook_geometry.json``, committed. Needs the row's run directory (its
     model) and its kept code histogram; a row measured once is not measured again. Seconds a row."""
-    import json
 
     from safetensors.torch import load_file
 
@@ -486,7 +485,7 @@ def measure_geometry(repo: Path) -> int:
     from simvq.experiments.report.page import run_dim
     from simvq.experiments.results_file import read_results
     from simvq.metrics.coverage import DEFAULT_REFERENCE_CODEBOOK_SIZE, gaussian_reference
-    from simvq.utils import atomic_write_text
+    from simvq.utils import write_json
 
     campaign, path = CAMPAIGNS["image"], repo / DEFAULT_GEOMETRY
     stored = load_geometry(path)
@@ -511,7 +510,7 @@ def measure_geometry(repo: Path) -> int:
         print(f"{key}: usage innermost / outermost tenth {found['usage_by_radius'][0]:.3f} / {found['usage_by_radius'][-1]:.3f}", flush=True)
     if measured:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(stored, indent=1, sort_keys=True) + "\n")
+        write_json(path, stored, indent=1, sort_keys=True)
         git_commit(repo, [DEFAULT_GEOMETRY], f"image campaign: where the tokens land in the codebook, {len(measured)} row(s)")
     return 0
 

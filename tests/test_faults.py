@@ -268,13 +268,30 @@ def test_eval_on_a_read_only_run_prints_the_metrics_before_failing(small_run, tm
     can write anywhere); the metrics must already be on stdout."""
     from simvq.train import image
 
-    def read_only(path, text):
+    def read_only(path, value, **options):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(image, "atomic_write_text", read_only)
+    monkeypatch.setattr(image, "write_json", read_only)
     code, out, err = run_cli(["eval", str(small_run), "--quiet", "--max-images", "8"], capsys)
     assert code == 2 and "Permission denied" in err and err.count("\n") == 1
     assert json.loads(out)["images"] == 8
+
+
+def test_json_records_are_written_whole_or_not_at_all(tmp_path):
+    """``write_json`` replaces the file in one rename: a value JSON cannot encode leaves the old
+    record and no temporary file; ``read_json`` gives the default only for a missing file."""
+    from simvq.utils import read_json, write_json
+
+    path = tmp_path / "record.json"
+    assert read_json(path) is None and read_json(path, {}) == {}
+    write_json(path, {"b": 1, "a": [1.5, None]}, indent=1, sort_keys=True)
+    assert path.read_text() == '{\n "a": [\n  1.5,\n  null\n ],\n "b": 1\n}\n'
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object()})
+    assert read_json(path) == {"a": [1.5, None], "b": 1} and [p.name for p in tmp_path.iterdir()] == ["record.json"]
+    path.write_text("{not json")
+    with pytest.raises(json.JSONDecodeError):
+        read_json(path, {})
 
 
 def test_nothing_unpickles_a_user_file():

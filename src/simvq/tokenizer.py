@@ -90,10 +90,10 @@ class Tokenizer:
         its ``snapshot_download`` takes them). Reads ``config.json`` and ``model.safetensors`` only:
         nothing is unpickled. Gives the recipe kind's class (an ``AudioTokenizer`` for a speech codec);
         a missing file, a prior's directory, another kind than ``cls`` or non-finite weights are refused."""
-        import json
 
         from .runs.files import METRICS_FILE
         from .runs.pretrained import load_pretrained
+        from .utils import read_json
 
         model, config, directory = load_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, device=device)
         tokenizer = get_recipe(config.recipe).tokenizer(model, config)
@@ -101,7 +101,7 @@ class Tokenizer:
             raise ValueError(f"{name_or_path} holds a {config.recipe} tokenizer ({type(tokenizer).__name__}), not a {cls.__name__}; "
                              "load it with Tokenizer.from_pretrained")
         metrics = directory / METRICS_FILE
-        tokenizer.metrics = json.loads(metrics.read_text()) if metrics.is_file() else None
+        tokenizer.metrics = read_json(metrics)
         return tokenizer
 
     def save_pretrained(self, directory: str | os.PathLike, *, metrics: dict | None = None) -> os.PathLike:

@@ -1,9 +1,10 @@
-"""Small helpers shared by every layer (no heavy imports): atomic writes, safe checkpoint and
-safetensors reads, matplotlib set-up, and ``UsageError`` with the checks of the values a user gives
-(counts, devices)."""
+"""Small helpers shared by every layer (no heavy imports): atomic writes (JSON among them), safe
+checkpoint, safetensors and JSON reads, matplotlib set-up, and ``UsageError`` with the checks of the
+values a user gives (counts, devices)."""
 
 from __future__ import annotations
 
+import json
 import operator
 import os
 import tempfile
@@ -99,6 +100,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def read_json(path: str | os.PathLike, default=None):
+    """The JSON value in ``path``, or ``default`` when there is no such file (a results cache or
+    a run's record that has not been written yet)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def write_json(path: str | os.PathLike, value, *, indent: int = 2, sort_keys: bool = False) -> None:
+    """``value`` as JSON (with a final newline) to ``path``, atomically."""
+    atomic_write_text(path, json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n")
 
 
 def atomic_path(path: str | os.PathLike):

@@ -33,7 +33,7 @@ def run_demo(out_dir: str = "runs/demo", *, steps: int = 1000, fid_images: int =
     from ..runs import load_config, read_usage_history
     from ..train import plots
     from ..train.image import train_tokenizer
-    from ..utils import atomic_write_text
+    from ..utils import atomic_write_text, write_json
 
     out = Path(out_dir)
     results, histories = {}, {}
@@ -61,7 +61,7 @@ def run_demo(out_dir: str = "runs/demo", *, steps: int = 1000, fid_images: int =
     print()
     print(table)
     print(note)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", f"```\n{table}\n```\n\n{note}\n")
     print(f"report: {out}/results.md, PNGs in {out}/<method>/ and {out}/usage_over_steps.png")
     return results

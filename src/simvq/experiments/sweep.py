@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runs.registry import AUDIO_RESULT_COLUMNS, DEFAULT_RECIPE, IMAGE_RESULT_COLUMNS, get_recipe, recipe_names
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, read_json
 from .results_file import append_result, device_name, read_results
 
 # quantizers whose codes are not one index per token into a K-code book; left out by default
@@ -200,8 +200,7 @@ def finished_keys(path: str | Path) -> set[tuple]:
 
 
 def read_curves(path: str | Path) -> dict[str, list[dict]]:
-    path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, {})
 
 
 def add_curve(path: str | Path, name: str, points: list[dict]) -> None:

@@ -5,14 +5,9 @@ Each subcommand writes PNG (and GIF) figures plus one JSON of the measured numbe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..utils import atomic_write_text, save_figure
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2))
+from ..utils import save_figure, write_json
 
 
 def _save(figure, path: Path) -> None:
@@ -60,7 +55,7 @@ def run_2d(args) -> int:
                 report[dataset]["usage_by_seed"].setdefault(method, []).append(float(result.usage[-1]))
             line = ", ".join(f"{m} {r.summary()['final_used_codes']}/{args.codebook_size}" for m, r in results.items())
             print(f"{dataset} seed {seed}: codes used - {line}")
-    _write_json(out / "toy.json", report)
+    write_json(out / "toy.json", report)
     return 0
 
 
@@ -111,7 +106,7 @@ def run_cluster(args) -> int:
                 _save(plot_clustering(fits, data, title=f"{name}, seed {seed}"), out / f"cluster_{name}.png")
             line = ", ".join(f"{m} {f.distortion / reference:.2f}x/{f.usage:.0%}" for m, f in fits.items())
             print(f"{name} seed {seed}: distortion vs KMeans / usage - {line}")
-    _write_json(out / "clustering.json", report)
+    write_json(out / "clustering.json", report)
     return 0
 
 
@@ -133,7 +128,7 @@ def run_analysis(args) -> int:
     fit = _analyse_spectrum(args, features, out, report)
     _analyse_index_correspondence(fit, features, out, report)
     _analyse_movement(args, features, out, report)
-    _write_json(out / "analysis.json", report)
+    write_json(out / "analysis.json", report)
     return 0
 
 

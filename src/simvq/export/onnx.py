@@ -57,7 +57,7 @@ from ..quantizers.lfq import LFQ
 from ..quantizers.residual import ResidualQuantizer
 from ..quantizers.vq import VQ
 from ..runs import load_run_model
-from ..utils import atomic_write_text
+from ..utils import write_json
 
 ENCODE_FILE = "encode.onnx"
 DECODE_FILE = "decode.onnx"
@@ -533,7 +533,7 @@ def export_onnx(run: str | os.PathLike, out_dir: str | os.PathLike | None = None
             "encode_file": ENCODE_FILE, "decode_file": DECODE_FILE, "codes_dtype": "int64", "decode_tolerance": DECODE_TOLERANCE,
             "search": "exact: first argmin over codes of ||c||^2 - 2 x.c in float32 (full N x K scores)",
             "run": str(Path(run_dir).resolve())}
-    atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
+    write_json(out / META_FILE, meta)
     return out
 
 
@@ -578,5 +578,5 @@ def check_onnx(run: str | os.PathLike, out_dir: str | os.PathLike | None = None,
     meta_file = out / META_FILE
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
-        atomic_write_text(meta_file, json.dumps({**meta, "check": report}, indent=2) + "\n")
+        write_json(meta_file, {**meta, "check": report})
     return report

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import time
@@ -450,11 +449,11 @@ def reconstruction_scores(tokenizer, tokenizer_sha256: str, train_set, test_set,
     on the classifier's features against the test split, ``rfid`` on Inception's against the test
     subset. Cached per tokenizer (its weights' hash) in ``<SIMVQ_CACHE>/reconstructions``, keyed by
     the classifier, the images and the counts."""
-    from ..utils import atomic_write_text
+    from ..utils import read_json, write_json
     from .image import inception_tag, subset_indices
 
     path = fid_cache_dir().parent / "reconstructions" / f"{tokenizer_sha256[:16]}.json"
-    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stored = read_json(path, {})
     found, changed = {}, False
     if domain is not None and samples:
         key = f"domain-{domain.key}-{getattr(train_set, 'cache_key', 'train')}-first{samples}"
@@ -474,7 +473,7 @@ def reconstruction_scores(tokenizer, tokenizer_sha256: str, train_set, test_set,
             stored[key], changed = {"rfid": reference(inception), "rfid_images": count}, True
         found.update(stored[key])
     if changed:
-        atomic_write_text(path, json.dumps(stored, indent=2) + "\n")
+        write_json(path, stored)
     return found
 
 

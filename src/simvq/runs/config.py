@@ -18,7 +18,7 @@ import types
 import typing
 from pathlib import Path
 
-from ..utils import UsageError
+from ..utils import UsageError, write_json
 from .files import CONFIG_FILES, TOKENS_META
 from .registry import DEFAULT_RECIPE, Recipe, declared_kind, get_recipe
 from .schemas import TokenizerConfig
@@ -271,7 +271,7 @@ def save_config(config, directory: str | Path) -> None:
 
     values = to_dict(config)
     json_file, yaml_file = CONFIG_FILES
-    atomic_write_text(Path(directory) / json_file, json.dumps(values, indent=2) + "\n")
+    write_json(Path(directory) / json_file, values)
     atomic_write_text(Path(directory) / yaml_file, yaml.safe_dump(values, sort_keys=False))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..utils import UsageError, atomic_path, load_safetensors
+from ..utils import UsageError, atomic_path, load_safetensors, read_json
 
 CONFIG_FILES = ("config.json", "config.yaml")  # both written; read in this order
 WEIGHTS_FILE = "model.safetensors"
@@ -75,7 +75,7 @@ def read_usage_history(run_dir: Path) -> list[dict] | None:
     """The run's ``usage_history.json`` (one point per logging window, written by the tokenizer recipe),
     or None when the run has none."""
     history_file = Path(run_dir) / USAGE_HISTORY_FILE
-    return json.loads(history_file.read_text()) if history_file.is_file() else None
+    return read_json(history_file)
 
 
 def save_code_counts(counts: Tensor, run_dir: Path) -> None:

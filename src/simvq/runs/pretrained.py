@@ -23,12 +23,11 @@ push: saving and loading local directories need nothing beyond torch and safeten
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, read_json, write_json
 from .config import read_run_config, to_dict
 from .files import CHECKPOINT_FILE, METRICS_FILE, WEIGHTS_FILE, training_facts
 from .model import build_model, load_run_model, load_weights_into
@@ -135,10 +134,10 @@ def save_pretrained(model, config, directory: str | os.PathLike, *, metrics: dic
         raise ValueError("save_pretrained needs the tokenizer's recipe config (Tokenizer.from_run and from_pretrained keep it)")
     directory.mkdir(parents=True, exist_ok=True)
     values = to_dict(config)
-    atomic_write_text(directory / CONFIG_FILE, json.dumps(values, indent=2) + "\n")
+    write_json(directory / CONFIG_FILE, values)
     save_weights(model, directory / WEIGHTS_FILE, metadata={"simvq_kind": "tokenizer", "recipe": config.recipe})
     if metrics:
-        atomic_write_text(directory / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+        write_json(directory / METRICS_FILE, metrics)
     atomic_write_text(directory / CARD_FILE, tokenizer_card(model, config, metrics=metrics, facts=facts))
     return directory
 
@@ -155,7 +154,7 @@ def export_run(run: str | os.PathLike, directory: str | os.PathLike) -> Path:
     model, config, run_dir = load_run_model(run)
     if Path(directory).resolve() == run_dir.resolve():
         raise ValueError(f"{directory} is the run directory itself; name a new directory")
-    return save_pretrained(model, config, directory, metrics=_read_json(run_dir / METRICS_FILE), facts=training_facts(run_dir))
+    return save_pretrained(model, config, directory, metrics=read_json(run_dir / METRICS_FILE), facts=training_facts(run_dir))
 
 
 # ----------------------------------------------------------------------------- priors
@@ -173,16 +172,16 @@ def save_pretrained_prior(prior_run: str | os.PathLike, directory: str | os.Path
     if tokenizer_fingerprint(tokenizer_dir) != meta["tokenizer_sha256"]:
         raise ValueError(f"the tokenizer at {tokenizer_dir} changed since this prior was trained on it; nothing was exported")
     model, tokenizer_config, tokenizer_run = load_run_model(tokenizer_dir)
-    save_pretrained(model, tokenizer_config, directory / PRIOR_TOKENIZER_DIR, metrics=_read_json(tokenizer_run / METRICS_FILE),
+    save_pretrained(model, tokenizer_config, directory / PRIOR_TOKENIZER_DIR, metrics=read_json(tokenizer_run / METRICS_FILE),
                     facts=training_facts(tokenizer_run))
     config.tokenizer, config.out_dir = PRIOR_TOKENIZER_DIR, None
     meta = {**meta, "tokenizer": PRIOR_TOKENIZER_DIR, "tokenizer_sha256": tokenizer_fingerprint(directory / PRIOR_TOKENIZER_DIR)}
-    atomic_write_text(directory / CONFIG_FILE, json.dumps(to_dict(config), indent=2) + "\n")
-    atomic_write_text(directory / TOKENS_META, json.dumps(meta, indent=2) + "\n")
+    write_json(directory / CONFIG_FILE, to_dict(config))
+    write_json(directory / TOKENS_META, meta)
     save_weights(prior, directory / WEIGHTS_FILE, metadata={"simvq_kind": "prior"})
-    metrics = _read_json(prior_run / GEN_METRICS_FILE)
+    metrics = read_json(prior_run / GEN_METRICS_FILE)
     if metrics:
-        atomic_write_text(directory / GEN_METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+        write_json(directory / GEN_METRICS_FILE, metrics)
     atomic_write_text(directory / CARD_FILE, prior_card(config, meta, tokenizer_config, metrics=metrics, facts=training_facts(prior_run)))
     return directory
 
@@ -226,8 +225,6 @@ def push_to_hub(directory: str | os.PathLike, repo_id: str, *, private: bool = F
 # ----------------------------------------------------------------------------- model cards
 
 
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _front_matter(tags: list[str]) -> str:

@@ -21,7 +21,6 @@ step it resumes at instead, except LibriTTS's, whose ``FileClipBatches`` draw ev
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from ..models.audio_discriminators import (
 from ..runs import load_run_model, save_code_counts, training_facts
 from ..runs.files import METRICS_FILE, check_metrics
 from ..runs.schemas import AudioConfig
-from ..utils import atomic_write_text, check_count
+from ..utils import check_count, write_json
 from .recipe import Modality, train_with_modality
 
 SAMPLES_DIR = "samples"
@@ -190,7 +189,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, max_utterances: int | None = Non
         report(metrics)
     if write:  # PESQ and STOI may be NaN (failures counted); the mel distance and usage may not
         check_metrics(metrics, count="utterances", measured=("mel_distance", "usage", "perplexity"))
-        atomic_write_text(path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+        write_json(path / METRICS_FILE, metrics)
         save_code_counts(counts, path)
         write_samples(model, dataset, path / SAMPLES_DIR, count=config.eval.samples)
         plots.code_usage_histogram(counts, path / "code_usage_histogram.png", title=f"{config.quantizer.name}, K={model.quantizer.codebook_size}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
@@ -35,7 +34,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from ..cpu import cpu_has_native_bf16
 from ..runs.files import PROGRESS_FILE, clear_run
-from ..utils import UsageError, atomic_path, atomic_write_text, load_torch_file
+from ..utils import UsageError, atomic_path, atomic_write_text, load_torch_file, read_json, write_json
 
 
 @torch.no_grad()
@@ -389,7 +388,7 @@ class SessionRecord:
         self.path, self.start_step, self.started = Path(run_dir) / PROGRESS_FILE, start_step, time.time()
         self.cpu_started = time.process_time()
         self.facts = facts
-        self.earlier = json.loads(self.path.read_text())["sessions"] if self.path.is_file() else []
+        self.earlier = read_json(self.path, {"sessions": []})["sessions"]
 
     def __call__(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -398,4 +397,4 @@ class SessionRecord:
         entry = {"start_step": self.start_step, "end_step": end_step, "steps_run": module.steps_this_session,
                  "seconds": round(time.time() - self.started, 1), "cpu_seconds": round(time.process_time() - self.cpu_started, 1),
                  **(self.facts(trainer) if self.facts else {})}
-        atomic_write_text(self.path, json.dumps({"global_step": end_step, "sessions": [*self.earlier, entry]}, indent=1) + "\n")
+        write_json(self.path, {"global_step": end_step, "sessions": [*self.earlier, entry]}, indent=1)

@@ -20,7 +20,6 @@ from the last checkpoint; raising ``trainer.max_steps`` continues a finished run
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from pathlib import Path
@@ -37,7 +36,7 @@ from ..models.discriminator import hinge_discriminator_loss, hinge_generator_los
 from ..runs import build_image_model, load_run_model, read_usage_history, save_code_counts, training_facts
 from ..runs.files import METRICS_FILE, check_metrics, resolve_run
 from ..runs.schemas import TokenizerConfig
-from ..utils import atomic_write_text, check_count
+from ..utils import check_count, write_json
 from .plateau import PLATEAU_FILE, PlateauStop, plateau_callbacks
 from .recipe import Modality, TokenizerModule, fit_tokenizer
 
@@ -114,7 +113,7 @@ class ImageModality(Modality):
     def finish(self, trainer, run_dir: Path) -> None:
         plateau = next((c for c in trainer.callbacks if isinstance(c, PlateauStop)), None)
         if plateau is not None:
-            atomic_write_text(run_dir / PLATEAU_FILE, json.dumps(plateau.summary(trainer.global_step), indent=1) + "\n")
+            write_json(run_dir / PLATEAU_FILE, plateau.summary(trainer.global_step), indent=1)
 
 
 class ImageTokenizerModule(TokenizerModule):
@@ -327,7 +326,7 @@ def evaluate_run(
         report(metrics)
     if write:
         check_metrics(metrics, count="images", measured=("psnr", "ssim", "usage", "perplexity"))
-        atomic_write_text(path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+        write_json(path / METRICS_FILE, metrics)
         save_code_counts(counts, path)
         plots.reconstruction_grid(model, dataset, path / "reconstructions.png", num_images=eval_config.grid_images)
         plots.code_usage_histogram(counts, path / "code_usage_histogram.png", title=f"{config.quantizer.name}, K={model.quantizer.codebook_size}")

@@ -31,7 +31,7 @@ from ..quantizers.base import training_streams
 from ..runs import CHECKPOINT_FILE, WEIGHTS_FILE, get_recipe, read_run_config, save_config, save_weights, to_dict
 from ..runs.files import CONFIG_FILES, TOKENS_META, USAGE_HISTORY_FILE, held_run_files
 from ..runs.finetune import apply_optimizer_state, apply_weights, initial_state
-from ..utils import UsageError, atomic_write_text
+from ..utils import UsageError, write_json
 from .core import (
     PeriodicCheckpoint,
     RankConsistency,
@@ -366,7 +366,7 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
         record(trainer, module)
 
     if trainer.is_global_zero:
-        atomic_write_text(run_dir / USAGE_HISTORY_FILE, json.dumps(module.usage_history, indent=1) + "\n")
+        write_json(run_dir / USAGE_HISTORY_FILE, module.usage_history, indent=1)
         save_weights(module.eval_model(), run_dir / WEIGHTS_FILE)
         modality.finish(trainer, run_dir)
     evaluate_run = get_recipe(config.recipe).evaluate_run

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ...utils import atomic_write_bytes, atomic_write_text
+from ...utils import atomic_write_bytes, atomic_write_text, write_json
 from ..fashion_mnist import MissingDatasetError
 from .sentences import speech_sentences
 from .synthesis import ESPEAK_ACCENTS, ESPEAK_VARIANTS, FLITE_VOICES, INSTALL_HINT, espeak_variants, program_version, synthesize
@@ -167,7 +167,7 @@ def build_speech_corpus(
             )
     else:
         root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(identity_path, json.dumps(identity, indent=2) + "\n")
+        write_json(identity_path, identity)
     rows = corpus_plan(spec)
     iterator = range(len(rows))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -183,7 +183,7 @@ def build_speech_corpus(
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(root / "manifest.csv", buffer.getvalue())
-    atomic_write_text(identity_path, json.dumps({**identity, "utterances": len(rows)}, indent=2) + "\n")
+    write_json(identity_path, {**identity, "utterances": len(rows)})
     return rows
 
 

@@ -3,11 +3,10 @@ one figure per K, so curves of different codebooks never share axes."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
-from ...utils import pyplot, save_figure
+from ...utils import pyplot, read_json, save_figure
 from .aggregate import Group, columns_of, main_groups, method_order, number, summarize, values_at
 from .tables import k_label
 
@@ -47,7 +46,7 @@ def plot_vs_k(main: dict[tuple, Group], column: str, ylabel: str, scale: float, 
 
 
 def load_curves(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, {})
 
 
 def curve_key(row: dict) -> str:

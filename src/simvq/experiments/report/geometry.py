@@ -8,9 +8,9 @@ it is computed from the same numbers."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ...utils import read_json
 from ..stats import ALPHA, p_text, welch
 from .aggregate import Group, Stat, method_key, summarize
 from .figures import curve_key
@@ -22,7 +22,7 @@ KEEPS = 0.99  # both tenths at or above this: nearly every code used, no end to 
 
 
 def load_geometry(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, {})
 
 
 def measures(entry: dict) -> dict[str, float]:

@@ -6,11 +6,10 @@ computed) rather than stalling ``simvq report``."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from ...utils import atomic_write_text
+from ...utils import read_json, write_json
 from .aggregate import Stat, summarize
 
 DEFAULT_CACHE = "docs/data/gaussian_reference.json"
@@ -29,7 +28,7 @@ def key(codebook_size: int, tokens: int, dim: int) -> str:
 
 
 def load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, {})
 
 
 def measure(codebook_size: int, tokens: int, dim: int, seed: int) -> dict:
@@ -59,7 +58,7 @@ def references(needed: list[tuple[int, int, int]], path: Path, *, max_work: floa
         for seed in range(len(entries), seeds or seeds_for(codebook_size, tokens)):
             entries.append(measure(codebook_size, tokens, dim, seed))
             path.parent.mkdir(parents=True, exist_ok=True)  # kept after each seed: a long one is never redone
-            atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+            write_json(path, cache, indent=1, sort_keys=True)
     found = {}
     for codebook_size, tokens, dim in set(needed):
         entries = cache.get(key(codebook_size, tokens, dim))

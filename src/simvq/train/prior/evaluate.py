@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ...runs.prior import load_prior
-from ...utils import atomic_write_text
+from ...utils import write_json
 from ..plots import save_image_grid
 from .sample import balanced_labels, decode_codes, load_tokenizer_for, sample_codes
 from .tokens import split_tokens
@@ -189,11 +189,11 @@ def evaluate_prior_run(
     if report is not None:
         report(metrics)
     if write:
-        atomic_write_text(run_dir / "gen_metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_json(run_dir / "gen_metrics.json", metrics)
         if sweep_rows is not None:
             sweep_record = {"grid": sweep.describe(conditional), "seed": sweep.seed, "samples": sweep.samples, "chosen": tuned.label,
                             "settings": sweep_rows}
-            atomic_write_text(run_dir / SWEEP_FILE, json.dumps(sweep_record, indent=2) + "\n")
+            write_json(run_dir / SWEEP_FILE, sweep_record)
         per_row = meta["num_classes"] or 8  # one column per class for a conditional prior
         if images is not None and ev.grid_samples:
             save_image_grid(images[: ev.grid_samples], run_dir / "samples.png", per_row=per_row)

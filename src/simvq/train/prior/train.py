@@ -10,7 +10,6 @@ It runs on the recipes' shared machinery (``simvq.train.core``: atomic checkpoin
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ...runs import CHECKPOINT_FILE, WEIGHTS_FILE, save_config, save_weights, to
 from ...runs.files import held_run_files
 from ...runs.prior import TOKENS_META, PriorConfig, read_prior_config, read_tokens_meta
 from ...tokenizer import Tokenizer
-from ...utils import UsageError, atomic_write_text, load_safetensors
+from ...utils import UsageError, load_safetensors, write_json
 from .. import core
 from .tokens import split_tokens, tokenizer_fingerprint
 from .validation import BEST_FILE, ValidationNLL, finish, hold_out
@@ -162,7 +161,7 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     loader = _token_loader(codes, labels, config.data.batch_size, seed=config.trainer.seed, start=start_step)
     # written once the prior, the trainer and the batches are built: a refused setting leaves no run behind
     save_config(config, run_dir)
-    atomic_write_text(run_dir / TOKENS_META, json.dumps(meta, indent=2) + "\n")
+    write_json(run_dir / TOKENS_META, meta)
     try:
         trainer.fit(module, loader, ckpt_path=checkpoint_path if checkpoint_path.is_file() else None)
     finally:  # the session's steps are on disk (PeriodicCheckpoint), so they belong in the record

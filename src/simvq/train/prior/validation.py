@@ -14,7 +14,7 @@ import torch
 
 from ...runs import save_weights
 from ...runs.prior import PriorConfig
-from ...utils import atomic_write_text
+from ...utils import write_json
 from .. import core
 
 BEST_FILE = "best.safetensors"
@@ -90,7 +90,7 @@ class ValidationNLL(pl.Callback):
 def finish(callback: ValidationNLL, run_dir: Path, global_step: int, max_steps: int) -> dict:
     """``validation.json`` and the curve (rank 0); the run's exported weights become the best ones."""
     summary = callback.summary(global_step, max_steps)
-    atomic_write_text(run_dir / VALIDATION_FILE, json.dumps(summary, indent=1) + "\n")
+    write_json(run_dir / VALIDATION_FILE, summary, indent=1)
     nll_curve(summary, run_dir / CURVE_FILE)
     return summary
 
