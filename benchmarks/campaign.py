@@ -184,8 +184,10 @@ def speech_quality_curve(run: Run, run_dir: Path) -> None:
 # cap: the campaign's CPU-hour budget; unrecorded: CPU-hours spent before the ledger existed (the
 # pages' estimates), counted against the cap with the ledger
 CAMPAIGNS = {
+    # usage_history.json: each logging window's usage over the same number of training tokens, which
+    # follows usage at K where the progress checks count too few tokens a code
     "image": dict(plan=image_plan, kind="image", results="docs/results.csv", artifacts="docs/image", cap=30.0, unrecorded=2.5,
-                  estimate=lambda run: ESTIMATED_CPU_HOURS.get((run.method, run.size), 0.0)),
+                  estimate=lambda run: ESTIMATED_CPU_HOURS.get((run.method, run.size), 0.0), keep=["usage_history.json"]),
     "generation": dict(plan=generation_plan, kind="generation", results="docs/generation/generation.csv", artifacts="docs/generation",
                        cap=15.0, unrecorded=0.35, estimate=lambda run: PRIOR_CPU_HOURS.get((run.prior, run.size), 0.0),
                        keep=["validation.json", "validation_nll.png", "samples.png", "samples_tuned.png", "gen_metrics.json"]),
@@ -293,6 +295,35 @@ def record_spend(repo: Path, campaign: dict, name: str, cpu_seconds: float, wall
     return str(ledger.relative_to(repo))
 
 
+def keep_files(repo: Path, campaign: dict, run: Run, run_dir: Path, *, missing_only: bool = False) -> list[str]:
+    """Copy the run's small files (the campaign's ``keep``) to ``<artifacts>/runs/<slug>/``, the same
+    layout, where the reports find them once the run directory is gone; the copies' repository paths."""
+    paths = []
+    for name in campaign.get("keep", []):
+        source, target = run_dir / name, repo / campaign["artifacts"] / "runs" / run.slug / name
+        if source.is_file() and not (missing_only and target.is_file()):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            paths.append(str(target.relative_to(repo)))
+    return paths
+
+
+def keep_missing(name: str, repo: Path) -> int:
+    """Keep the small files of landed rows that lack them (rows landed before a file joined the
+    campaign's ``keep``, or by a stream running older code) from their run directories; committed."""
+    from simvq.experiments.results_file import read_results
+
+    campaign, planned = CAMPAIGNS[name], {run.key: run for run in CAMPAIGNS[name]["plan"]()}
+    paths = []
+    for row in read_results(repo / campaign["results"]):
+        run, run_dir = planned.get(row_key(row)), repo / (row.get("run_dir") or "-")
+        if run is not None and run_dir.is_dir():
+            paths += keep_files(repo, campaign, run, run_dir, missing_only=True)
+    if paths:
+        git_commit(repo, paths, f"{campaign['kind']} campaign: kept {len(paths)} small file(s) its rows lacked")
+    return 0
+
+
 def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Path, spend: tuple[float, float] | None = None) -> dict | None:
     """Move a finished run's row and artifacts into the repository and commit them."""
     from simvq.experiments.generation_bench import GENERATION_FIELDS
@@ -304,13 +335,7 @@ def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Pa
     if row is None:
         return None
     artifacts = repo / campaign["artifacts"]
-    paths = [campaign["results"]]
-    kept = [name for name in campaign.get("keep", []) if (run_dir / name).is_file()]
-    for name in kept:  # the run's small files, kept (same layout) where the reports find them once the run directory is gone
-        source, target = run_dir / name, artifacts / "runs" / run.slug / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        paths.append(str(target.relative_to(repo)))
+    paths = [campaign["results"], *keep_files(repo, campaign, run, run_dir)]
     counts = run_dir / "code_counts.safetensors"
     if counts.is_file():
         (artifacts / "counts").mkdir(parents=True, exist_ok=True)
@@ -546,14 +571,16 @@ def check_plan(name: str, repo: Path) -> int:
     return 1 if failed else 0
 
 
-REPORT_OPTIONS = {"image": ["--results", "{results}", "--cached-references", "--spend", "{ledger}"],
+REPORT_OPTIONS = {"image": ["--results", "{results}", "--cached-references", "--spend", "{ledger}", "--kept", "docs/image/runs"],
                   "generation": ["--generation", "{results}"], "speech": ["--speech", "{results}"]}
 
 
 def write_pages(name: str, repo: Path) -> int:
     """Regenerate the campaign's section of docs/results.md (and its figures) from its results CSV;
-    for image first measure where the new rows' tokens land in their codebooks (``measure_geometry``),
-    for speech also the listening page, loaded once in headless Chromium."""
+    first keep the rows' small files that are missing (``keep_missing``), for image measure where the
+    new rows' tokens land in their codebooks (``measure_geometry``), for speech also write the
+    listening page, loaded once in headless Chromium."""
+    keep_missing(name, repo)
     if name == "image":
         measure_geometry(repo)
     results = CAMPAIGNS[name]["results"]

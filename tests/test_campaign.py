@@ -172,6 +172,29 @@ def test_landing_commits_the_row_its_artifacts_and_its_cpu_time_only(campaign, t
     assert read_results(repo / "docs" / "generation" / "generation.csv")[0]["domain_fid"] == "30.5"
 
 
+def test_rows_landed_without_a_kept_file_get_it_from_their_run_directory_once(campaign, tmp_path):
+    """A row landed before ``usage_history.json`` joined the image campaign's kept files (or by a
+    stream running older code) gets it from its run directory, committed alone; a row whose run
+    directory is gone is left as it is."""
+    repo = new_repo(tmp_path / "repo", README="x", **{".gitignore": "runs/\n"})
+    fields = get_recipe("image").result_columns
+    for seed in (0, 1):
+        run = campaign.Run("simvq", 8192, seed, 2000)
+        run_dir = repo / "runs" / "campaign" / "image" / "runs" / run.run_subdir
+        if seed == 0:
+            run_dir.mkdir(parents=True)
+            (run_dir / "usage_history.json").write_text("[]")
+        append_result(repo / "docs" / "results.csv", {"variant": "main", "method": "simvq", "codebook_size": 8192, "seed": seed,
+                                                      "max_steps": 2000, "run_dir": str(run_dir.relative_to(repo))}, fields=fields)
+    git(repo, "add", "docs/results.csv")
+    git(repo, "commit", "-qm", "rows")
+    assert campaign.keep_missing("image", repo) == 0
+    kept = "docs/image/runs/main-simvq-K8192-seed0-steps2000/usage_history.json"
+    assert git(repo, "show", "--name-only", "--format=", "HEAD").split() == [kept]
+    head = git(repo, "rev-parse", "HEAD")
+    assert campaign.keep_missing("image", repo) == 0 and git(repo, "rev-parse", "HEAD") == head  # nothing missing: no commit
+
+
 def test_the_finer_grid_references_are_measured_once_cached_and_charged_to_the_ledger(campaign, tmp_path):
     import json
 
@@ -228,7 +251,7 @@ def test_pages_regenerates_each_campaigns_section_and_checks_the_listening_page(
     monkeypatch.setattr(campaign.subprocess, "run", fake_run)
     assert campaign.write_pages("image", tmp_path) == 0
     assert calls == [(["-m", "simvq.cli", "report", "--results", "docs/results.csv", "--cached-references", "--spend", "docs/image/spend.csv",
-                       "--out", "docs/results.md", "--figures", "docs/figures"], tmp_path, "Agg")]
+                       "--kept", "docs/image/runs", "--out", "docs/results.md", "--figures", "docs/figures"], tmp_path, "Agg")]
     calls.clear()
     assert campaign.write_pages("speech", tmp_path) == 3  # the listening check's failure is the exit code
     assert [c[0][:5] for c in calls] == [["-m", "simvq.cli", "report", "--speech", "docs/speech/results.csv"],

@@ -41,6 +41,20 @@ def test_eval_is_the_nearest_code_and_decode_equals_forward():
     assert not out.losses
 
 
+@pytest.mark.parametrize("name", ["hqa", "sqvae", "vq"])
+def test_sampled_training_codes_says_whose_training_codes_are_not_the_nearest(name):
+    """What a usage count over training batches measures: HQA's training codes are its sample's
+    (many differ from the nearest code), SQ-VAE's and VQ's are the nearest codes."""
+    from simvq.quantizers import sampled_training_codes
+
+    torch.manual_seed(0)
+    quantizer = build_quantizer(name, dim=DIM, codebook_size=CODEBOOK_SIZE, seed=0)
+    z = torch.randn(64, DIM)
+    nearest = quantizer.eval()(z).codes
+    trained = quantizer.train()(z).codes
+    assert sampled_training_codes(name) == bool((trained != nearest).any()) == (name == "hqa")
+
+
 def test_training_sample_and_losses_match_the_hand_computation_with_the_same_noise():
     quantizer = build(temperature=0.5, kl_weight=0.3, commitment_weight=0.7)
     z = torch.randn(6, DIM)

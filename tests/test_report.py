@@ -376,5 +376,53 @@ def test_the_convergence_finding_states_the_largest_moves_and_where_the_checks_a
     note = convergence_note(aggregate(rows))
     assert note.startswith("Over the last 20% of their budget the runs' PSNR moved by at most 0.50 dB (median 0.30 dB; largest: vq K=8,192) "
                            "and their usage on the check images by at most 2.0 points")
-    assert note.endswith("The checks count too few tokens a code to follow usage at K=8,192 (6.0 a code): there the usage change "
+    assert note.endswith("The checks count too few tokens a code to follow usage at K=8,192: 6.0 a code. There the usage change "
                          "over the last 20% says little about the full count's.")  # K=1,024 has 95.7 a code: not listed
+
+
+def windows(at_80: float, at_end: float, *, tokens: int = 313_600, last_tokens: int | None = None) -> list[dict]:
+    """A run's logging windows every 400 steps of a 2,000-step budget (steps 1,600 and 2,000 carry
+    ``at_80`` and ``at_end``)."""
+    usage = {400: 0.1, 800: 0.2, 1200: 0.3, 1600: at_80, 2000: at_end}
+    return [{"step": step, "usage": u, "tokens": last_tokens if step == 2000 and last_tokens else tokens} for step, u in usage.items()]
+
+
+def test_the_window_change_compares_the_window_at_80_percent_with_the_last_at_the_same_count():
+    from simvq.experiments.report.windows import last_change
+
+    assert last_change(windows(0.50, 0.53), 2000) == (pytest.approx(0.03), 313_600)
+    assert last_change(windows(0.50, 0.53), 2400) is None  # stopped before its budget: no last window
+    assert last_change(windows(0.50, 0.53, last_tokens=100_000), 2000) is None  # a short last window: counts differ
+    assert last_change(windows(0.50, 0.53)[4:], 2000) is None  # nothing at or before step 1,600
+
+
+def test_the_convergence_finding_follows_usage_in_the_training_windows_where_the_checks_cannot(tmp_path):
+    from simvq.experiments.report.figures import curve_key
+    from simvq.experiments.report.findings import convergence_note
+    from simvq.experiments.report.windows import image_kept, read_windows
+
+    rows = [{**run("simvq", 8192, s, 0.9, 24.0), "psnr_last20": 0.1, "usage_last20": 0.0, "check_tokens": 49_000} for s in (0, 1)]
+    rows += [{**run("vq", 1024, 0, 0.2, 22.0), "psnr_last20": 0.1, "usage_last20": 0.0, "check_tokens": 98_000},
+             {**run("hqa", 1024, 0, 0.5, 19.0), "psnr_last20": 0.1, "usage_last20": 0.0, "check_tokens": 98_000}]
+    # seed 0's history is in its run directory (with the final window written twice, as the recipe does);
+    # the others' only in the campaign's kept folder, as after a machine change
+    history = {0: windows(0.800, 0.810), 1: windows(0.800, 0.814)}
+    for row in rows:
+        points = {"simvq": history.get(row["seed"]), "vq": windows(0.30, 0.25), "hqa": windows(0.1, 1.0)}[row["method"]]
+        if row["method"] == "simvq" and row["seed"] == 0:
+            folder = tmp_path / "run0"
+            row["run_dir"] = str(folder)
+            points = points + points[-1:]
+        else:
+            folder = image_kept(tmp_path / "kept")(row)
+        folder.mkdir(parents=True)
+        (folder / "usage_history.json").write_text(json.dumps(points))
+    found = read_windows(rows, image_kept(tmp_path / "kept"))
+    assert len(found) == 4 and [p["step"] for p in found[curve_key(rows[0])]] == [400, 800, 1200, 1600, 2000]
+    note = convergence_note(aggregate(rows), found)
+    # vq: 0.25 - 0.30 = -5.0 points, the largest; hqa's +90 points are its sampled codes', left out;
+    # simvq (its checks: 6.0 tokens a code): +1.0 and +1.4 points, mean 1.2, std 0.28, at 313,600 / 8,192 = 38.3 a code
+    assert ("usage moved by at most 5.0 points over the last 20% (largest: vq K=1,024; 2 of 3 groups have their windows; "
+            "hqa: the windows count the codes sampled in training, not the nearest, and are left out)") in note
+    assert note.endswith("where the checks are too sparse: simvq K=8,192 +1.2 ± 0.3 (2 seeds, 38.3 tokens a code).")
+    assert convergence_note(aggregate(rows)) == convergence_note(aggregate(rows), {})  # no windows: the checks alone

@@ -163,6 +163,7 @@ BAD_ARGUMENTS = [
     (["report", "--speech", "{folder}"], "--speech"),
     (["report", "--results", "{file}", "--out", "{folder}"], "--out"),
     (["report", "--results", "{file}", "--out", "{root}/page.md", "--figures", "{file}"], "--figures"),
+    (["report", "--results", "{file}", "--out", "{root}/page.md", "--kept", "{root}/no-such-folder"], "--kept"),
     # simvq demo
     (["demo", "--steps", "0"], "--steps"),
     (["demo", "--fid-images", "-1"], "--fid-images"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..utils import atomic_write_text
 from . import stats
 from .report import Stat, k_label, method_key, method_order, number, splice, stat_text, summarize, table_rows
-from .results_file import read_results
+from .results_file import read_results, run_file
 
 Column = tuple[str, str, float, int, bool | None]
 ARROWS = {True: " ↓", False: " ↑", None: ""}
@@ -127,20 +127,6 @@ def run_figures(groups: dict, figures_dir: Path, *, source: str, name: str, meth
             shutil.copyfile(path, target)
             copied.append((f"{method}, {k_label(k)}, seed {row.get('seed')}", target))
     return copied
-
-
-def kept_folder(results: str | Path, *, variant: Callable[[dict], str], budget: str) -> Callable[[dict], Path]:
-    """``row -> <results folder>/runs/<variant>-<method>-K<k>-seed<s>-steps<budget>/``: where a
-    campaign (benchmarks/campaign.py) keeps a run's small files once its run directory is gone."""
-    def folder(row: dict) -> Path:
-        return Path(results).parent / "runs" / f"{variant(row)}-{row['method']}-K{row['codebook_size']}-seed{row['seed']}-steps{row[budget]}"
-    return folder
-
-
-def run_file(row: dict, name: str, kept: Callable[[dict], Path] | None = None) -> Path | None:
-    """``<run_dir>/<name>`` when it exists, else ``kept(row)/<name>`` (a campaign's kept copy), else None."""
-    candidates = ([Path(row["run_dir"]) / name] if row.get("run_dir") else []) + ([kept(row) / name] if kept else [])
-    return next((c for c in candidates if c.is_file()), None)
 
 
 def figure_section(title: str, figures: list[tuple[str, Path]], out_dir: Path) -> list[str]:

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .comparison import figure_section, group_rows, k_table, kept_folder, run_figures, simvq_verdicts, sizes, verdict, write_section
+from .comparison import figure_section, group_rows, k_table, run_figures, simvq_verdicts, sizes, verdict, write_section
 from .report import MISSING, Stat, k_label, method_order, number, stat_text, summarize, table_rows
-from .results_file import LEDGER, spend_text
+from .results_file import LEDGER, kept_folder, spend_text
 from .stats import contrast, p_text, signed
 
 BEGIN = "<!-- generation-report:begin -->"
@@ -354,7 +354,7 @@ def render(rows: list[dict], results, figures_dir: Path, out_dir: Path) -> list[
     gap_column = ("entropy − bits/token ↑", lambda runs: stat_text(gap(runs), 1.0, 3))
     stop_column = ("stopped by", lambda runs: tally(runs, "stop_reason"))
     notes, figures, tuned_figures, curves = [], [], [], []
-    kept = kept_folder(results, variant=prior_of, budget="steps")  # a campaign's copies of each prior's small files
+    kept = kept_folder(Path(results).parent / "runs", variant=prior_of, budget="steps")  # a campaign's copies of each prior's small files
     for prior, groups in priors.items():
         suffix = f", `{prior}` prior" if several else ""
         if several:

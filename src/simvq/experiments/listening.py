@@ -22,9 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .comparison import first_seed, group_rows, run_file
+from .comparison import first_seed, group_rows
 from .report import k_label, method_key, number
-from .results_file import read_results
+from .results_file import read_results, run_file
 from .speech_report import kept_folder
 
 PAGE = "index.html"

@@ -11,7 +11,8 @@ def _report(args) -> int:
     _check_paths(args)
     if args.results is not None or (args.generation is None and args.speech is None):
         path = write_report(args.results or "results.csv", args.out, figures_dir=args.figures, curves=args.curves,
-                            references_file=args.references, compute_references=not args.cached_references, spend=args.spend)
+                            references_file=args.references, compute_references=not args.cached_references, spend=args.spend,
+                            kept=args.kept)
         print(f"report written to {path}")
     if args.generation is not None:
         path = write_generation_report(args.generation, args.out, figures_dir=args.figures)
@@ -28,8 +29,8 @@ def _report(args) -> int:
 
 def _check_paths(args) -> None:
     """The CSVs named on the command line must not be folders (a missing one is each section's own
-    "no results" message), ``--out`` a page (not a folder) and ``--figures`` a folder, refused naming
-    the option before anything is written."""
+    "no results" message), ``--out`` a page (not a folder), ``--figures`` a folder and ``--kept`` an
+    existing folder, refused naming the option before anything is written."""
     from pathlib import Path
 
     from ..utils import UsageError, check_out_dir_option
@@ -41,6 +42,8 @@ def _check_paths(args) -> None:
     if Path(args.out).is_dir():
         raise UsageError("--out", f"{args.out} is a directory; give the Markdown page to write, e.g. {Path(args.out) / 'results.md'}")
     check_out_dir_option(args.figures, "--figures")
+    if args.kept is not None and not Path(args.kept).is_dir():
+        raise UsageError("--kept", f"{args.kept} is not a directory; give the campaign's folder of kept run files")
 
 
 def add_parser(subparsers) -> None:
@@ -58,6 +61,9 @@ def add_parser(subparsers) -> None:
     report.add_argument("--spend", default=None,
                         help="the image campaign's spend ledger its header states (default: spend.csv beside --results; the "
                              "generation and speech sections read the spend.csv beside their CSVs)")
+    report.add_argument("--kept", default=None,
+                        help="the image campaign's folder of each row's kept small files (its usage_history.json), read "
+                             "where a row's run directory is gone")
     report.add_argument("--out", default="docs/results.md")
     report.add_argument("--figures", default="docs/figures")
     report.set_defaults(func=_report)

@@ -1,10 +1,12 @@
-"""The results CSV every benchmark appends to, one row per finished run (resumable: rows are never lost)."""
+"""The results CSV every benchmark appends to, one row per finished run (resumable: rows are never lost),
+and where a campaign keeps each row's small files."""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..utils import atomic_write_text
@@ -50,3 +52,18 @@ def device_name() -> str:
     import torch
 
     return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+
+
+def kept_folder(folder: str | Path, *, variant: Callable[[dict], str], budget: str) -> Callable[[dict], Path]:
+    """``row -> <folder>/<variant>-<method>-K<k>-seed<s>-steps<budget>/``: where a campaign
+    (benchmarks/campaign.py) keeps a run's small files once its run directory is gone (``folder``: the
+    campaign's ``<artifacts>/runs``)."""
+    def kept(row: dict) -> Path:
+        return Path(folder) / f"{variant(row)}-{row['method']}-K{row['codebook_size']}-seed{row['seed']}-steps{row[budget]}"
+    return kept
+
+
+def run_file(row: dict, name: str, kept: Callable[[dict], Path] | None = None) -> Path | None:
+    """``<run_dir>/<name>`` when it exists, else ``kept(row)/<name>`` (a campaign's kept copy), else None."""
+    candidates = ([Path(row["run_dir"]) / name] if row.get("run_dir") else []) + ([kept(row) / name] if kept else [])
+    return next((c for c in candidates if c.is_file()), None)

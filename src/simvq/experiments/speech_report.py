@@ -26,10 +26,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from . import comparison
-from .comparison import figure_section, group_rows, k_table, rival_summaries, run_figures, run_file, simvq_verdicts, sizes, write_section
+from . import results_file
+from .comparison import figure_section, group_rows, k_table, rival_summaries, run_figures, simvq_verdicts, sizes, write_section
 from .report import MISSING, k_label, method_order, number, span, stat_text, summarize, whole
-from .results_file import LEDGER, spend_text
+from .results_file import LEDGER, run_file, spend_text
 from .speech_curve import CURVE_FILE, projected_step
 
 BEGIN = "<!-- speech-report:begin -->"
@@ -55,7 +55,7 @@ Kept = Callable[[dict], Path] | None
 
 def kept_folder(results: str | Path) -> Callable[[dict], Path]:
     """Where a campaign keeps a speech run's small files, beside the results CSV."""
-    return comparison.kept_folder(results, variant=lambda row: row.get("variant") or "main", budget="max_steps")
+    return results_file.kept_folder(Path(results).parent / "runs", variant=lambda row: row.get("variant") or "main", budget="max_steps")
 
 
 def findings(groups: dict) -> list[str]:

@@ -8,7 +8,7 @@ from .hqa import HQA
 from .lc import LCVQ
 from .lfq import LFQ
 from .qinco import QINCo
-from .registry import build_quantizer, list_quantizers, one_index_per_token, register_quantizer
+from .registry import build_quantizer, list_quantizers, one_index_per_token, register_quantizer, sampled_training_codes
 from .residual import ResidualQuantizer, ResidualSimVQ
 from .sc_vae import SCVAE, SparseQuantizerOutput
 from .simvq import SimVQ
@@ -44,6 +44,7 @@ __all__ = [
     "build_quantizer",
     "list_quantizers",
     "one_index_per_token",
+    "sampled_training_codes",
     "register_quantizer",
     "straight_through",
 ]

@@ -414,6 +414,9 @@ class Quantizer(nn.Module):
     # quantizer's ``kl_weight``): a trainer that knows the decoder's likelihood may re-weigh them
     # (the image recipe's ``loss.elbo_weight``); empty for every quantizer that is not a VAE
     elbo_losses: tuple[str, ...] = ()
+    # training-mode ``codes`` are a sample from a posterior, not the nearest codes (HQA): usage
+    # counted over training batches then measures the sampling, not the eval-mode quantizer
+    sampled_training_codes: bool = False
 
     def __init__(
         self,

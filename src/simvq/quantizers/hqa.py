@@ -79,6 +79,7 @@ class HQA(CodebookQuantizer):
     """
 
     excluded_options = ("beta",)
+    sampled_training_codes = True
 
     def __init__(self, dim: int, codebook_size: int, *, temperature: float = 0.667, kl_weight: float = 0.001,
                  commitment_weight: float = 0.001, **options):

@@ -30,6 +30,14 @@ def list_quantizers() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def sampled_training_codes(name: str) -> bool:
+    """Whether ``name`` reports sampled codes in training mode (its ``sampled_training_codes``): what
+    a count over training batches measures is then its sampling, not its nearest codes."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown quantizer {name!r}; registered: {', '.join(list_quantizers())}")
+    return bool(getattr(_REGISTRY[name], "sampled_training_codes", False))
+
+
 def one_index_per_token(name: str) -> bool:
     """Whether ``name``'s tokens are one code index each (no stage axis, nothing else needed to
     decode): the codes a comparison of codebooks ranks like with like. Residual stacks carry one

@@ -83,7 +83,9 @@ def slug(column_k) -> str:
     return f"K{column_k}" if isinstance(column_k, int) else f"K{column_k[0]}_{column_k[1]}"
 
 
-def figures(groups: dict[tuple, Group], curves: dict, figures_dir: Path) -> list[Path]:
+def figures(groups: dict[tuple, Group], curves: dict, figures_dir: Path, windows: dict | None = None) -> list[Path]:
+    """Usage and PSNR against K; per K, the progress checks' usage and PSNR over steps, and the usage
+    of the training run's own logging windows (``windows``: ``curve_key`` -> its windows) over steps."""
     main = main_groups(groups)
     figures_dir.mkdir(parents=True, exist_ok=True)
     paths = [
@@ -93,4 +95,7 @@ def figures(groups: dict[tuple, Group], curves: dict, figures_dir: Path) -> list
     for column_k in columns_of(main):
         for column, ylabel, scale in (("usage", "usage over the check images (%)", 100.0), ("psnr", "PSNR on the check images (dB)", 1.0)):
             paths.append(plot_over_steps(main, curves, column_k, column, ylabel, scale, figures_dir / f"sweep_{column}_over_steps_{slug(column_k)}.png"))
+        if windows:
+            paths.append(plot_over_steps(main, windows, column_k, "usage", "usage per training window (%)", 100.0,
+                                         figures_dir / f"sweep_window_usage_over_steps_{slug(column_k)}.png"))
     return [p for p in paths if p]

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from ..stats import ALPHA, holm, p_text, verdict, welch
 from ..sweep import JOINT_TRAINING
-from .aggregate import Group, Stat, columns_of, main_groups, method_order, number, sort_key
+from .aggregate import Group, Stat, column_key, columns_of, comparable_variant, main_groups, method_key, method_order, number, sort_key
 from .tables import MISSING, count, k_label
+from .windows import counts_nearest_codes, group_change
 
 KEEPS = 0.99  # usage at or above this counts as "keeps ~100% usage"
 COLLAPSED = 0.10  # plain VQ below this fraction of codes counts as collapsed
@@ -163,8 +164,19 @@ def joint_training_note(groups: dict[tuple, Group], size: int) -> str | None:
             f"brackets): {'; '.join(parts)}.{plain}")
 
 
-def convergence_note(groups: dict[tuple, Group]) -> str | None:
-    """How much the runs still moved over their last 20% of steps (rows of the fixed-budget protocol)."""
+def group_label(key: tuple) -> str:
+    """A (variant, method, K) group in words: ``simvq K=65,536``, ``simvq K=262,144 (14x14 tokens)``,
+    ``simvq K=8,192 (dim=8)``."""
+    variant, method, k = key
+    if comparable_variant(variant):
+        return f"{method} {k_label(column_key(variant, int(k)))}"
+    return f"{method} {k_label(int(k))} ({variant})"
+
+
+def convergence_note(groups: dict[tuple, Group], windows: dict[str, list[dict]] | None = None) -> str | None:
+    """How much the runs still moved over their last 20% of steps (rows of the fixed-budget protocol):
+    on the progress checks, and in the runs' own logging windows (``windows``), which count more
+    tokens a code than the checks and so follow usage where the checks cannot."""
     def moves(column: str) -> list[tuple[float, tuple]]:
         return [(abs(x), key) for key, g in groups.items() for x in (g.stat(column).values if g.stat(column) else ())]
 
@@ -173,22 +185,47 @@ def convergence_note(groups: dict[tuple, Group]) -> str | None:
     psnr, usage = sorted(x for x, _ in moves("psnr_last20")), [x for x, _ in moves("usage_last20")]
     worst = max(moves("psnr_last20"))
     text = (f"Over the last 20% of their budget the runs' PSNR moved by at most {max(psnr):.2f} dB (median "
-            f"{psnr[len(psnr) // 2]:.2f} dB; largest: {worst[1][1]} {k_label(worst[1][2])})")
+            f"{psnr[len(psnr) // 2]:.2f} dB; largest: {group_label(worst[1])})")
     if usage:
         text += f" and their usage on the check images by at most {100 * max(usage):.1f} points"
     text += ": each row is final for its budget, not a converged optimum."
-    sparse = sorted({(key[2], ratio) for key, g in groups.items() for r in g.rows
-                     if (tokens := number(r.get("check_tokens"))) and (ratio := tokens / int(key[2])) < FEW_CHECK_TOKENS})
+    sparse = {key: ratio for key, g in groups.items() for r in g.rows
+              if (tokens := number(r.get("check_tokens"))) and (ratio := tokens / int(key[2])) < FEW_CHECK_TOKENS}
     if sparse:
-        text += (" The checks count too few tokens a code to follow usage at " + ", ".join(f"K={k:,} ({ratio:.1f} a code)" for k, ratio in sparse)
-                 + ": there the usage change over the last 20% says little about the full count's.")
-    return text
+        places = sorted({(int(key[2]), key[0] != "main", key[0], ratio) for key, ratio in sparse.items() if comparable_variant(key[0])})
+        text += (" The checks count too few tokens a code to follow usage at "
+                 + "; ".join(f"{k_label(column_key(variant, k))}: {ratio:.1f} a code" for k, _, variant, ratio in places)
+                 + ". There the usage change over the last 20% says little about the full count's.")
+    return text + window_note(groups, windows or {}, set(sparse))
 
 
-def findings(groups: dict[tuple, Group], refs: dict | None = None) -> list[str]:
+def window_note(groups: dict[tuple, Group], windows: dict[str, list[dict]], sparse: set[tuple]) -> str:
+    """The logging windows' usage change over the last 20%: the largest over every row, and each
+    group's (seed mean ± std) where the checks are too sparse to follow usage."""
+    changes = {key: found for key, g in groups.items() if (found := group_change(g.rows, windows))}
+    if not changes:
+        return ""
+    tokens = sorted({window for _, window in changes.values()})
+    sampled = sorted({method for _, method, _ in groups if not counts_nearest_codes(method)})
+    largest = max(((abs(x), key) for key, (stat, _) in changes.items() for x in stat.values))
+    text = (f" In the runs' own logging windows during training ({' or '.join(f'{t:,}' for t in tokens)} training tokens a window; "
+            f"the window at 80% of the budget and the last count the same tokens), usage moved by at most {100 * largest[0]:.1f} "
+            f"points over the last 20% (largest: {group_label(largest[1])}; {len(changes)} of {len(groups)} groups have their windows"
+            + (f"; {', '.join(sampled)}: the windows count the codes sampled in training, not the nearest, and are left out" if sampled else "")
+            + ")")
+    order = sorted(changes, key=lambda key: (int(key[2]), key[0] != "main", key[0], method_key(key[1])))
+    followed = [(key, *changes[key]) for key in order if key in sparse]
+    if followed:
+        text += "; where the checks are too sparse: " + ", ".join(
+            f"{group_label(key)} {100 * stat.mean:+.1f}{f' ± {100 * stat.std:.1f}' if stat.n > 1 else ''} ({stat.n} seed{'s' * (stat.n > 1)}, "
+            f"{window / int(key[2]):.1f} tokens a code)" for key, stat, window in followed)
+    return text + "."
+
+
+def findings(groups: dict[tuple, Group], refs: dict | None = None, windows: dict[str, list[dict]] | None = None) -> list[str]:
     main, refs = main_groups(groups), refs or {}
     columns = columns_of(main)
     simvq = [simvq_usage_note(main[("simvq", c)], c, refs.get(c)) for c in columns if ("simvq", c) in main]
     joint = [joint_training_note(groups, size) for size in sorted({k for (v, m, k) in groups if v == JOINT_TRAINING})]
-    notes = [*simvq, vq_note(main), grid_link_note(main), *(psnr_note(main, c) for c in columns), *joint, convergence_note(groups)]
+    notes = [*simvq, vq_note(main), grid_link_note(main), *(psnr_note(main, c) for c in columns), *joint, convergence_note(groups, windows)]
     return [note for note in notes if note]

@@ -17,6 +17,7 @@ from .findings import findings
 from .geometry import DEFAULT_GEOMETRY, geometry_figure, geometry_section, load_geometry
 from .references import DEFAULT_CACHE, references
 from .tables import DAGGER, MISSING, ablation_table, k_label, main_table, residual_table, richer_codes_table, span, whole
+from .windows import image_kept, read_windows
 
 BEGIN = "<!-- sweep-report:begin -->"
 END = "<!-- sweep-report:end -->"
@@ -92,7 +93,7 @@ def reference_stats(main: dict[tuple, Group], path: Path, *, compute: bool = Tru
 
 
 def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list[str], refs: dict, spend: Path,
-           geometry: dict | None = None, geometry_picture: str | None = None) -> str:
+           geometry: dict | None = None, geometry_picture: str | None = None, windows: dict | None = None) -> str:
     main = main_groups(groups)
     body = [
         *header(rows, groups, results, spend), "",
@@ -101,14 +102,16 @@ def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list
         "tokens in the same dimension) at the same K and token count, over seeds. The last columns test SimVQ "
         "against the method on that row.", "",
         *main_table(main, refs), "",
-        "### Findings (computed from the numbers)", "", *[f"- {note}" for note in findings(groups, refs)], "",
+        "### Findings (computed from the numbers)", "", *[f"- {note}" for note in findings(groups, refs, windows)], "",
     ]
     for title, lines in (("Residual table (equal stages and K per stage)", residual_table(groups)),
                          ("More than one index per token (not ranked)", richer_codes_table(groups)),
                          ("Ablations", ablation_table(groups)),
                          ("Where the tokens land in the codebook", geometry_section(groups, geometry or {}, geometry_picture))):
         body += [f"### {title}", "", *lines] if lines else []
-    body += ["### Figures", "", "Learning curves: the runs' progress checks (seed mean ± std where there are several seeds).", "",
+    body += ["### Figures", "", "Learning curves: the runs' progress checks, and usage in the runs' own logging windows during "
+             "training (each window's training tokens, the same count in every window; `usage_history.json`); seed mean ± std "
+             "where there are several seeds.", "",
              *[f"![{Path(p).stem}]({p})" for p in pictures], ""]
     return f"{BEGIN}\n" + "\n".join(body) + f"\n{END}"
 
@@ -131,13 +134,16 @@ def default_curves(results: str | Path) -> Path:
 
 def write_report(results: str | Path, out: str | Path = "docs/results.md", *, figures_dir: str | Path = "docs/figures",
                  curves: str | Path | None = None, references_file: str | Path | None = None,
-                 compute_references: bool = True, spend: str | Path | None = None, geometry_file: str | Path | None = None) -> Path:
+                 compute_references: bool = True, spend: str | Path | None = None, geometry_file: str | Path | None = None,
+                 kept: str | Path | None = None) -> Path:
     """Regenerate the page's block from ``results``. The untrained-Gaussian references are read from
     ``references_file`` (default docs/data/gaussian_reference.json beside the page's docs), and the
     affordable missing ones computed and added to it (``compute_references``). ``spend``: the
     campaign's spend ledger the header states (default spend.csv beside ``results``). ``geometry_file``:
     where the rows' tokens land in their codebooks (default docs/data/codebook_geometry.json beside
-    the page's docs; none there, no such section)."""
+    the page's docs; none there, no such section). ``kept``: the folder where a campaign keeps each
+    row's small files (its ``usage_history.json``) once the run directory is gone (default: each row's
+    run directory only)."""
     rows = read_results(results)
     if not rows:
         raise ValueError(f"no results in {results}; run `simvq bench image` first")
@@ -145,12 +151,13 @@ def write_report(results: str | Path, out: str | Path = "docs/results.md", *, fi
     groups = aggregate(rows)
     refs = reference_stats(main_groups(groups), Path(references_file) if references_file else out.parent / Path(DEFAULT_CACHE).relative_to("docs"),
                            compute=compute_references)
-    pictures = figures(groups, load_curves(Path(curves) if curves else default_curves(results)), figures_dir)
+    windows = read_windows(rows, image_kept(kept) if kept else None)
+    pictures = figures(groups, load_curves(Path(curves) if curves else default_curves(results)), figures_dir, windows)
     spend = Path(spend) if spend else Path(results).parent / LEDGER
     geometry = load_geometry(Path(geometry_file) if geometry_file else out.parent / Path(DEFAULT_GEOMETRY).relative_to("docs"))
     picture = geometry_figure(groups, geometry, figures_dir / "sweep_geometry.png")
     block = render(rows, groups, results, [os.path.relpath(p, out.parent) for p in pictures], refs, spend, geometry,
-                   os.path.relpath(picture, out.parent) if picture else None)
+                   os.path.relpath(picture, out.parent) if picture else None, windows)
     atomic_write_text(out, splice(out, block))
     return out
 
