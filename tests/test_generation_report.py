@@ -185,6 +185,7 @@ def test_the_questions_are_answered_at_the_chosen_size_with_the_decoders_share(t
     (tmp_path / "one_small").mkdir()
     text, _ = report_section_twice("--generation", "generation-report", one_small, GENERATION_FIELDS, tmp_path / "one_small")
     assert "minus the gap at `prior_small`: -25.0 (a cell with one seed: no test of the change yet)." in text
+    assert "`prior_large` -5.0: one run a size, so no trend is read from these means (each size's test" in text  # seed 0 alone
     assert "domain rFID simvq 10.2 ± 0.4 (2) vs vq 15.2 ± 0.4 (2) (-5.0)" in answers
     assert "Of the samples' gap of +10.0, the decoders account for -5.0 and the priors for +15.0." in answers
     excess = answers.split("the samples' excess over their decoder's rFID, ", 1)[1]

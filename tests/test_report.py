@@ -270,7 +270,9 @@ def test_aggregate_keeps_the_largest_cap_and_the_last_row_per_seed():
     rows = [run("simvq", 1024, 0, 0.1, 10.0) | {"max_steps": 100}, run("simvq", 1024, 0, 0.5, 20.0), run("simvq", 1024, 0, 0.7, 22.0)]
     group = aggregate(rows)[("main", "simvq", 1024)]
     assert len(group.rows) == 1 and group.stat("usage").mean == pytest.approx(0.7)
-    assert any("does NOT keep" in note for note in findings(aggregate(rows)))
+    # the one row left is one run: its number against the bar, and no verdict
+    assert any("SimVQ at K=1,024: 70.0% (1 seed)" in note and "one run, 29.0 percentage points below 99%: no verdict before its seeds land" in note
+               and "does NOT keep" not in note for note in findings(aggregate(rows)))
 
 
 def test_a_second_report_replaces_its_block(report, tmp_path):
@@ -365,6 +367,9 @@ def test_the_header_states_the_spend_of_the_ledger_it_is_given_or_finds_beside_t
     assert spent()[0].startswith("- Spent: 2.00 CPU-hours recorded over 2 landed runs (")
     (tmp_path / "spend.csv").write_text("run,cpu_seconds,wall_seconds,finished\na,3600,2000,t\nreference-K8-N9,1800,2000,t\n")
     assert spent()[0].startswith("- Spent: 1.50 CPU-hours recorded over 1 landed run and 1 reference measurement (")
+    (tmp_path / "spend.csv").write_text("run,cpu_seconds,wall_seconds,finished\na,3600,2000,t\nb,1800,2000,t\na,1800,2000,t\n")
+    assert spent()[0].startswith("- Spent: 2.00 CPU-hours recorded over 3 landed runs (")
+    assert spent()[0].endswith(" 1 of the runs is the first try of a run measured again, its row replaced; that CPU stays counted.")
 
 
 def test_the_convergence_finding_states_the_largest_moves_and_where_the_checks_are_too_sparse():

@@ -289,9 +289,11 @@ def answers(priors: dict) -> list[str]:
             trend = ("changes sign as the prior grows" if len(signs) > 1 else
                      "narrows as the prior grows" if moves == sorted(moves, reverse=True) else
                      "widens as the prior grows" if moves == sorted(moves) else "does not move one way with size")
+            # one seed a size: its means are one run each, and no trend is read from them
+            trend = f"in the means the gap {trend}" if len(common) > 1 else "one run a size, so no trend is read from these means"
             shared = f"seed{'s' * (len(common) > 1)} {', '.join(sorted(common))}, the one{'s' * (len(common) > 1)} every size has"
             lines.append(f"- **{k_label(k)}, over prior sizes** ({shared}): SimVQ − VQ, " + ", ".join(f"`{p}` {signed(g, 1)}" for p, g in gaps)
-                         + f": in the means the gap {trend} (each size's test, over all its seeds, is in the table above). "
+                         + f": {trend} (each size's test, over all its seeds, is in the table above). "
                          + size_change(found))
         _, rx, ry = paired(priors[chosen], k, columns=("domain_rfid",))
         _, ex, ey = paired(priors[chosen], k, minus="domain_rfid")

@@ -41,10 +41,13 @@ def spend_text(ledger: str | Path) -> str | None:
         return None
     hours = sum(float(e["cpu_seconds"]) for e in entries) / 3600
     references = sum(e["run"].startswith(REFERENCE) for e in entries)
-    runs = len(entries) - references
-    over = f"{runs} landed run{'s' * (runs != 1)}" + (f" and {references} reference measurement{'s' * (references > 1)}" if references else "")
+    runs = [e["run"] for e in entries if not e["run"].startswith(REFERENCE)]
+    repeats = len(runs) - len(set(runs))  # a run measured again (after a correction): its first try's CPU stays spent
+    over = f"{len(runs)} landed run{'s' * (len(runs) != 1)}" + (f" and {references} reference measurement{'s' * (references > 1)}" if references else "")
+    again = (f" {repeats} of the runs {'are first tries' if repeats > 1 else 'is the first try'} of a run measured again, "
+             f"{'their rows' if repeats > 1 else 'its row'} replaced; that CPU stays counted." if repeats else "")
     return (f"Spent: {hours:.2f} CPU-hours recorded over {over} "
-            f"(`{Path(ledger).as_posix()}`: each run's CPU seconds, training and evaluation; the protocol states any spend before the ledger).")
+            f"(`{Path(ledger).as_posix()}`: each run's CPU seconds, training and evaluation; the protocol states any spend before the ledger).{again}")
 
 
 def device_name() -> str:

@@ -42,7 +42,10 @@ def simvq_usage_note(group: Group, column, reference: dict | None) -> str | None
     usage = group.stat("usage")
     if usage is None:
         return None
-    if usage.mean >= KEEPS:
+    if usage.n == 1:  # one run: its number against the bar, no verdict
+        verdict = ("one run, at or above 99%" if usage.mean >= KEEPS else
+                   f"one run, {100 * (KEEPS - usage.mean):.1f} percentage points below 99%") + ": no verdict before its seeds land"
+    elif usage.mean >= KEEPS:
         verdict = "keeps ~100% usage (≥ 99%)"
     else:
         verdict = f"does NOT keep ~100% usage: {100 * (KEEPS - usage.mean):.1f} percentage points short of 99%"
