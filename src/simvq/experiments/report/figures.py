@@ -95,7 +95,9 @@ def figures(groups: dict[tuple, Group], curves: dict, figures_dir: Path, windows
     for column_k in columns_of(main):
         for column, ylabel, scale in (("usage", "usage over the check images (%)", 100.0), ("psnr", "PSNR on the check images (dB)", 1.0)):
             paths.append(plot_over_steps(main, curves, column_k, column, ylabel, scale, figures_dir / f"sweep_{column}_over_steps_{slug(column_k)}.png"))
-        if windows:
-            paths.append(plot_over_steps(main, windows, column_k, "usage", "usage per training window (%)", 100.0,
+        counted = {p["tokens"] for (_, c), g in main.items() if c == column_k for r in g.rows for p in windows.get(curve_key(r), [])[-1:]}
+        if counted:
+            tokens = " or ".join(f"{t:,}" for t in sorted(counted))
+            paths.append(plot_over_steps(main, windows, column_k, "usage", f"usage per training window of {tokens} tokens (%)", 100.0,
                                          figures_dir / f"sweep_window_usage_over_steps_{slug(column_k)}.png"))
     return [p for p in paths if p]
