@@ -126,9 +126,11 @@ def ends_test(entries: list[dict], codes: int) -> tuple[float, str] | None:
     if len(entries) > 1:
         test = welch(inner, outer)
         return None if test is None else (test.p, f"Welch, {len(entries)} seeds")
-    tenth = codes // 10
-    used = [round(inner[0] * tenth), round(outer[0] * tenth)]
-    return float(fisher_exact([used, [tenth - used[0], tenth - used[1]]]).pvalue), f"Fisher's exact test on the {tenth:,} codes of each tenth"
+    # the tenths are ``tensor_split``'s: the first K % 10 hold one code more, the last never does
+    sizes = [codes // 10 + (codes % 10 > 0), codes // 10]
+    used = [round(inner[0] * sizes[0]), round(outer[0] * sizes[1])]
+    counted = f"the {sizes[1]:,} codes of each tenth" if sizes[0] == sizes[1] else f"the two tenths' {sizes[0]:,} and {sizes[1]:,} codes"
+    return float(fisher_exact([used, [sizes[0] - used[0], sizes[1] - used[1]]]).pvalue), f"Fisher's exact test on {counted}"
 
 
 def simvq_note(variant: str, k: int, entries: list[dict], reference: dict) -> str:
