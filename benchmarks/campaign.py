@@ -36,6 +36,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# the simvq this script's tree holds: a stream started from a snapshot lands its rows with the
+# snapshot's code, not with whatever the installed package is edited into meanwhile
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from simvq.experiments.results_file import variant_folder  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Run:
@@ -64,14 +70,12 @@ class Run:
 
     @property
     def slug(self) -> str:
-        variant = self.prior or self.variant.replace(" ", "_").replace("=", "-")
-        return f"{variant}-{self.method}-K{self.size}-seed{self.seed}-steps{self.budget}"
+        return f"{self.prior or variant_folder(self.variant)}-{self.method}-K{self.size}-seed{self.seed}-steps{self.budget}"
 
     @property
     def run_subdir(self) -> str:
         """Where ``simvq bench`` puts this run under its ``--out``."""
-        variant = self.prior or self.variant.replace(" ", "_").replace("=", "-")
-        return f"{variant}/{self.method}-K{self.size}-seed{self.seed}-steps{self.budget}"
+        return f"{self.prior or variant_folder(self.variant)}/{self.method}-K{self.size}-seed{self.seed}-steps{self.budget}"
 
     @property
     def tokenizer(self) -> Run:

@@ -423,7 +423,7 @@ def test_the_convergence_finding_follows_usage_in_the_training_windows_where_the
         folder.mkdir(parents=True)
         (folder / "usage_history.json").write_text(json.dumps(points))
     found = read_windows(rows, image_kept(tmp_path / "kept"))
-    assert len(found) == 4 and [p["step"] for p in found[curve_key(rows[0])]] == [400, 800, 1200, 1600, 2000]
+    assert len(found) == 3 and [p["step"] for p in found[curve_key(rows[0])]] == [400, 800, 1200, 1600, 2000]  # not hqa's
     note = convergence_note(aggregate(rows), found)
     # vq: 0.25 - 0.30 = -5.0 points, the largest; hqa's +90 points are its sampled codes', left out;
     # simvq (its checks: 6.0 tokens a code): +1.0 and +1.4 points, mean 1.2, std 0.28, at 313,600 / 8,192 = 38.3 a code
@@ -431,3 +431,8 @@ def test_the_convergence_finding_follows_usage_in_the_training_windows_where_the
             "hqa: the windows count the codes sampled in training, not the nearest, and are left out)") in note
     assert note.endswith("where the checks are too sparse: simvq K=8,192 +1.2 ± 0.3 (2 seeds, 38.3 tokens a code).")
     assert convergence_note(aggregate(rows)) == convergence_note(aggregate(rows), {})  # no windows: the checks alone
+    from simvq.experiments.report.figures import figures
+
+    drawn = [p.name for p in figures(aggregate(rows), {}, tmp_path / "figures", found)]
+    assert [n for n in drawn if "window" in n] == ["sweep_window_usage_over_steps_K1024.png", "sweep_window_usage_over_steps_K8192.png"]
+    assert not any("window" in p.name for p in figures(aggregate(rows), {}, tmp_path / "none"))

@@ -57,6 +57,12 @@ def device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
 
 
+def variant_folder(variant: str) -> str:
+    """A variant as run folders spell it (``grid=14x14`` -> ``grid-14x14``, ``train C and W`` ->
+    ``train_C_and_W``): ``simvq bench``'s run directories and a campaign's kept copies."""
+    return variant.replace(" ", "_").replace("=", "-")
+
+
 def kept_folder(folder: str | Path, *, variant: Callable[[dict], str], budget: str) -> Callable[[dict], Path]:
     """``row -> <folder>/<variant>-<method>-K<k>-seed<s>-steps<budget>/``: where a campaign
     (benchmarks/campaign.py) keeps a run's small files once its run directory is gone (``folder``: the

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..runs.registry import AUDIO_RESULT_COLUMNS, DEFAULT_RECIPE, IMAGE_RESULT_COLUMNS, get_recipe, recipe_names
 from ..utils import atomic_write_text, read_json
-from .results_file import append_result, device_name, read_results
+from .results_file import append_result, device_name, read_results, variant_folder
 
 # quantizers whose codes are not one index per token into a K-code book; left out by default
 NOT_COMPARABLE = ("residual", "residual_simvq", "qinco", "sc_vae")
@@ -110,8 +110,7 @@ class RunSpec:
         return f"{self.variant}/{self.method}/K{self.codebook_size}/seed{self.seed}"
 
     def directory(self, root: str | Path, budget: int) -> Path:
-        slug = self.variant.replace(" ", "_").replace("=", "-")
-        return Path(root) / slug / f"{self.method}-K{self.codebook_size}-seed{self.seed}-steps{budget}"
+        return Path(root) / variant_folder(self.variant) / f"{self.method}-K{self.codebook_size}-seed{self.seed}-steps{budget}"
 
 
 def default_methods() -> list[str]:

@@ -86,7 +86,7 @@ def slug(column_k) -> str:
 def figures(groups: dict[tuple, Group], curves: dict, figures_dir: Path, windows: dict | None = None) -> list[Path]:
     """Usage and PSNR against K; per K, the progress checks' usage and PSNR over steps, and the usage
     of the training run's own logging windows (``windows``: ``curve_key`` -> its windows) over steps."""
-    main = main_groups(groups)
+    main, windows = main_groups(groups), windows or {}
     figures_dir.mkdir(parents=True, exist_ok=True)
     paths = [
         plot_vs_k(main, "usage", "codebook usage (%)", 100.0, figures_dir / "sweep_usage_vs_k.png"),

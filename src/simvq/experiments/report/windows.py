@@ -10,30 +10,25 @@ from pathlib import Path
 
 from ...runs.files import USAGE_HISTORY_FILE
 from ...utils import read_json
-from ..results_file import kept_folder, run_file
+from ..results_file import kept_folder, run_file, variant_folder
 from .aggregate import Stat, step_cap, summarize
 from .figures import curve_key
 
 LAST_SHARE = 0.2  # the share of the budget whose change a row reports, as the progress checks do
 
 
-def slug_variant(row: dict) -> str:
-    """A row's variant as a campaign's run folders spell it (``grid=14x14`` -> ``grid-14x14``)."""
-    return (row.get("variant") or "main").replace(" ", "_").replace("=", "-")
-
-
 def image_kept(folder: str | Path) -> Callable[[dict], Path]:
     """``row -> <folder>/<variant>-<method>-K<k>-seed<s>-steps<budget>/``: a campaign's kept copies
     of an image row's small files."""
-    return kept_folder(folder, variant=slug_variant, budget="max_steps")
+    return kept_folder(folder, variant=lambda row: variant_folder(row.get("variant") or "main"), budget="max_steps")
 
 
 def read_windows(rows: list[dict], kept: Callable[[dict], Path] | None = None) -> dict[str, list[dict]]:
     """``curve_key(row)`` -> its logging windows in step order (one point a step), for the rows whose
-    run directory or kept copy holds them."""
+    run directory or kept copy holds them, and whose method's windows count its nearest codes."""
     windows = {}
     for row in rows:
-        path = run_file(row, USAGE_HISTORY_FILE, kept)
+        path = run_file(row, USAGE_HISTORY_FILE, kept) if counts_nearest_codes(row["method"]) else None
         points = read_json(path) if path is not None else None
         if points:
             windows[curve_key(row)] = sorted({p["step"]: p for p in points}.values(), key=lambda p: p["step"])
@@ -59,13 +54,11 @@ def counts_nearest_codes(method: str) -> bool:
 
 def group_change(rows: list[dict], windows: dict[str, list[dict]]) -> tuple[Stat, int] | None:
     """The seeds' window change over the last 20% (points of usage as a fraction) and the tokens a
-    window counted; None when no seed has it, or when the method's windows count sampled codes."""
-    if rows and not counts_nearest_codes(rows[0]["method"]):
-        return None
+    window counted; None when no seed has it."""
     found = [change for r in rows if curve_key(r) in windows and (budget := step_cap(r))
              and (change := last_change(windows[curve_key(r)], budget)) is not None]
     stat = summarize(change for change, _ in found)
     return (stat, found[0][1]) if stat else None
 
 
-__all__ = ["LAST_SHARE", "counts_nearest_codes", "group_change", "image_kept", "last_change", "read_windows", "slug_variant"]
+__all__ = ["LAST_SHARE", "counts_nearest_codes", "group_change", "image_kept", "last_change", "read_windows"]
