@@ -91,17 +91,15 @@ class Tokenizer:
         nothing is unpickled. Gives the recipe kind's class (an ``AudioTokenizer`` for a speech codec);
         a missing file, a prior's directory, another kind than ``cls`` or non-finite weights are refused."""
 
-        from .runs.files import METRICS_FILE
+        from .runs.files import read_metrics
         from .runs.pretrained import load_pretrained
-        from .utils import read_json
 
         model, config, directory = load_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, device=device)
         tokenizer = get_recipe(config.recipe).tokenizer(model, config)
         if not isinstance(tokenizer, cls):
             raise ValueError(f"{name_or_path} holds a {config.recipe} tokenizer ({type(tokenizer).__name__}), not a {cls.__name__}; "
                              "load it with Tokenizer.from_pretrained")
-        metrics = directory / METRICS_FILE
-        tokenizer.metrics = read_json(metrics)
+        tokenizer.metrics = read_metrics(directory)
         return tokenizer
 
     def save_pretrained(self, directory: str | os.PathLike, *, metrics: dict | None = None) -> os.PathLike:

@@ -71,6 +71,11 @@ def training_facts(run_dir: Path) -> dict:
     return {"global_step": progress["global_step"], "train_seconds": sum(s["seconds"] for s in progress["sessions"])}
 
 
+def read_metrics(directory: str | os.PathLike) -> dict | None:
+    """The ``metrics.json`` a run (or a pretrained folder) holds, or None when it has none."""
+    return read_json(Path(directory) / METRICS_FILE)
+
+
 def read_usage_history(run_dir: Path) -> list[dict] | None:
     """The run's ``usage_history.json`` (one point per logging window, written by the tokenizer recipe),
     or None when the run has none."""

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..utils import atomic_write_text, read_json, write_json
 from .config import read_run_config, to_dict
-from .files import CHECKPOINT_FILE, METRICS_FILE, WEIGHTS_FILE, training_facts
+from .files import CHECKPOINT_FILE, METRICS_FILE, WEIGHTS_FILE, read_metrics, training_facts
 from .model import build_model, load_run_model, load_weights_into
 from .prior import TOKENS_META, load_prior, read_prior_config, tokenizer_fingerprint
 from .registry import get_recipe
@@ -154,7 +154,7 @@ def export_run(run: str | os.PathLike, directory: str | os.PathLike) -> Path:
     model, config, run_dir = load_run_model(run)
     if Path(directory).resolve() == run_dir.resolve():
         raise ValueError(f"{directory} is the run directory itself; name a new directory")
-    return save_pretrained(model, config, directory, metrics=read_json(run_dir / METRICS_FILE), facts=training_facts(run_dir))
+    return save_pretrained(model, config, directory, metrics=read_metrics(run_dir), facts=training_facts(run_dir))
 
 
 # ----------------------------------------------------------------------------- priors
@@ -172,7 +172,7 @@ def save_pretrained_prior(prior_run: str | os.PathLike, directory: str | os.Path
     if tokenizer_fingerprint(tokenizer_dir) != meta["tokenizer_sha256"]:
         raise ValueError(f"the tokenizer at {tokenizer_dir} changed since this prior was trained on it; nothing was exported")
     model, tokenizer_config, tokenizer_run = load_run_model(tokenizer_dir)
-    save_pretrained(model, tokenizer_config, directory / PRIOR_TOKENIZER_DIR, metrics=read_json(tokenizer_run / METRICS_FILE),
+    save_pretrained(model, tokenizer_config, directory / PRIOR_TOKENIZER_DIR, metrics=read_metrics(tokenizer_run),
                     facts=training_facts(tokenizer_run))
     config.tokenizer, config.out_dir = PRIOR_TOKENIZER_DIR, None
     meta = {**meta, "tokenizer": PRIOR_TOKENIZER_DIR, "tokenizer_sha256": tokenizer_fingerprint(directory / PRIOR_TOKENIZER_DIR)}
