@@ -55,7 +55,8 @@ Kept = Callable[[dict], Path] | None
 
 def kept_folder(results: str | Path) -> Callable[[dict], Path]:
     """Where a campaign keeps a speech run's small files, beside the results CSV."""
-    return results_file.kept_folder(Path(results).parent / "runs", variant=lambda row: row.get("variant") or "main", budget="max_steps")
+    return results_file.kept_folder(Path(results).parent / "runs", variant=lambda row: results_file.variant_folder(row.get("variant") or "main"),
+                                    budget="max_steps")
 
 
 def findings(groups: dict) -> list[str]:

@@ -44,7 +44,7 @@ __all__ = [
     "build_quantizer",
     "list_quantizers",
     "one_index_per_token",
-    "sampled_training_codes",
     "register_quantizer",
+    "sampled_training_codes",
     "straight_through",
 ]
