@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from ..stats import ALPHA, holm, p_text, verdict, welch
 from ..sweep import JOINT_TRAINING
-from .aggregate import Group, Stat, column_key, columns_of, comparable_variant, main_groups, method_key, method_order, number, sort_key
-from .tables import MISSING, count, k_label
+from .aggregate import Group, Stat, columns_of, comparable_variant, main_groups, method_key, method_order, number, sort_key
+from .tables import MISSING, column_label, count, k_label
 from .windows import counts_nearest_codes, group_change
 
 KEEPS = 0.99  # usage at or above this counts as "keeps ~100% usage"
@@ -171,9 +171,7 @@ def group_label(key: tuple) -> str:
     """A (variant, method, K) group in words: ``simvq K=65,536``, ``simvq K=262,144 (14x14 tokens)``,
     ``simvq K=8,192 (dim=8)``."""
     variant, method, k = key
-    if comparable_variant(variant):
-        return f"{method} {k_label(column_key(variant, int(k)))}"
-    return f"{method} {k_label(int(k))} ({variant})"
+    return f"{method} {column_label(variant, int(k))}" + ("" if comparable_variant(variant) else f" ({variant})")
 
 
 def convergence_note(groups: dict[tuple, Group], windows: dict[str, list[dict]] | None = None) -> str | None:
@@ -197,7 +195,7 @@ def convergence_note(groups: dict[tuple, Group], windows: dict[str, list[dict]] 
     if sparse:
         places = sorted({(int(key[2]), key[0] != "main", key[0], ratio) for key, ratio in sparse.items() if comparable_variant(key[0])})
         text += (" The checks count too few tokens a code to follow usage at "
-                 + "; ".join(f"{k_label(column_key(variant, k))}: {ratio:.1f} a code" for k, _, variant, ratio in places)
+                 + "; ".join(f"{column_label(variant, k)}: {ratio:.1f} a code" for k, _, variant, ratio in places)
                  + ". There the usage change over the last 20% says little about the full count's.")
     return text + window_note(groups, windows or {}, set(sparse))
 

@@ -14,7 +14,7 @@ from ...utils import read_json
 from ..stats import ALPHA, p_text, welch
 from .aggregate import Group, Stat, method_key, summarize
 from .figures import curve_key
-from .tables import k_label, stat_text, table_rows
+from .tables import column_label, stat_text, table_rows
 
 DEFAULT_GEOMETRY = "docs/data/codebook_geometry.json"
 OUTER_SHARE = 0.5  # a tenth of the codes taking at least half the tokens: "most of the tokens"
@@ -34,10 +34,6 @@ def measures(entry: dict) -> dict[str, float]:
 
 def over_seeds(entries: list[dict], name: str) -> Stat | None:
     return summarize(m[name] for m in map(measures, entries) if name in m)
-
-
-def column_label(variant: str, k: int) -> str:
-    return k_label((k, variant.split("=", 1)[1]) if variant.startswith("grid=") else k)
 
 
 def measured_groups(groups: dict[tuple, Group], geometry: dict) -> dict[tuple, list[dict]]:

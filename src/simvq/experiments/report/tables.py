@@ -5,7 +5,7 @@ ablations. Cells read ``mean ± std (seeds)``; a single seed says so and carries
 from __future__ import annotations
 
 from ..stats import p_text, welch
-from .aggregate import Group, Stat, columns_of, method_key, method_order, number, ranked_like_with_like, value
+from .aggregate import Group, Stat, column_key, columns_of, comparable_variant, method_key, method_order, number, ranked_like_with_like, value
 
 MISSING = "–"
 DAGGER = "†"
@@ -66,6 +66,12 @@ def k_label(column) -> str:
     if isinstance(column, tuple):
         return f"K={column[0]:,} ({column[1]} tokens)"
     return f"K={column:,}"
+
+
+def column_label(variant: str, k: int) -> str:
+    """A variant's runs at K in words: the finer grid's own column (``K=262,144 (14x14 tokens)``),
+    any other variant at plain ``K=8,192``."""
+    return k_label(column_key(variant, k) if comparable_variant(variant) else k)
 
 
 def difference_cell(mine: Stat | None, other: Stat | None, scale: float, digits: int, say) -> str:
