@@ -404,14 +404,16 @@ def tokenizer_csv(repo: Path, run: Run, work: Path, code: Path, env: dict) -> Pa
     return path
 
 
-def run_stream(name: str, stream: str, repo: Path) -> None:
+def run_stream(name: str, stream: str, repo: Path, *, runs: int | None = None) -> None:
+    """Train and land the campaign's next affordable runs, one at a time; stop after `runs` landed if given."""
     campaign = CAMPAIGNS[name]
     code = Path(__file__).resolve().parents[1]  # the snapshot this stream runs
     sys.path.insert(0, str(code / "src"))  # its simvq, not an installed one, for landing rows too
     work = repo / "runs" / "campaign" / campaign["kind"]
     stream_results = work / f"stream_{stream}.csv"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(code / "src"), "MPLBACKEND": "Agg"}
-    while True:
+    landed = 0
+    while runs is None or landed < runs:
         done = done_keys(repo / campaign["results"])
         todo = [run for run in campaign["plan"]() if run.key not in done and ready(repo, run)]
         spent = spent_cpu_hours(campaign, repo)
@@ -445,6 +447,7 @@ def run_stream(name: str, stream: str, repo: Path) -> None:
               f"after {time.time() - started:.0f} s", flush=True)
         if row is None:
             return  # a failing run stops the stream rather than spinning through the queue
+        landed += 1
 
 
 def show_plan(name: str, repo: Path) -> None:
@@ -604,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("campaign", choices=sorted(CAMPAIGNS))
     parser.add_argument("--stream", default="A", help="a name for this stream (its log and CSV)")
     parser.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]), help="the repository rows are committed to")
+    parser.add_argument("--runs", type=int, help="run: stop after this many rows have landed (default: the whole queue)")
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     if args.action == "plan":
@@ -617,7 +621,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"argument campaign: only the image campaign has {args.action} to measure")
         return measure_references(repo) if args.action == "references" else measure_geometry(repo)
     else:
-        run_stream(args.campaign, args.stream, repo)
+        if args.runs is not None and args.runs < 1:
+            parser.error(f"argument --runs: must be at least 1, got {args.runs}")
+        run_stream(args.campaign, args.stream, repo, runs=args.runs)
     return 0
 
 
