@@ -2,7 +2,7 @@
 
     python benchmarks/campaign.py plan image                 # the queue, what is done, the cost so far
     python benchmarks/campaign.py run image --stream A --repo /work/main   # from a snapshot of the code
-    python benchmarks/campaign.py run generation --stream G --repo /work/main
+    python benchmarks/campaign.py run generation --stream G --repo /work/main --stop-by 02:50   # no run that would not land by then
     python benchmarks/campaign.py check image                # every pending configuration, 3 steps each
     python benchmarks/campaign.py pages image                # regenerate the campaign's section of docs/results.md
     python benchmarks/campaign.py references image           # the untrained-Gaussian references of the finer-grid rows
@@ -17,6 +17,10 @@ a prior's validation curve and sample grids) and commits just those files, with 
 the campaign's spend ledger (``spend.csv``: the child process's user + system seconds, so a loaded
 machine's wall clock does not inflate it). A killed stream loses only the run in flight, and that
 run resumes from its last checkpoint (the run directories live under the repository's ignored runs/).
+A new machine has no runs/: ``pages`` (run it after stopping the streams) records each part-trained
+run's checkpointed CPU in ``in_flight.csv`` beside the ledger, and the next stream charges the ones
+this machine lost to the ledger as ``lost-`` lines; ``--stop-by`` keeps a stream from starting a run
+the ledger expects to land after the session ends.
 
 The generation campaign trains priors on the image campaign's tokenizers: a prior is claimable once
 its tokenizer's row is in the image results; a tokenizer whose run directory is gone (a new machine)
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -40,7 +45,7 @@ from pathlib import Path
 # snapshot's code, not with whatever the installed package is edited into meanwhile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from simvq.experiments.results_file import variant_folder  # noqa: E402
+from simvq.experiments.results_file import LOST, variant_folder  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -223,6 +228,35 @@ def spent_cpu_hours(campaign: dict, repo: Path) -> float:
     return sum(float(e["cpu_seconds"]) for e in ledger_entries(campaign, repo)) / 3600 + campaign["unrecorded"]
 
 
+def cell(slug: str) -> str:
+    """A run's slug without its seed: the runs whose cost predicts one another's."""
+    return re.sub(r"-seed\d+-", "-", slug)
+
+
+def expected_wall_seconds(campaign: dict, repo: Path, run: Run) -> float:
+    """How long ``run`` should take on the clock: the slowest landed run of its cell (another seed)
+    in the ledger, else its CPU estimate at the ledger's wall/CPU ratio, else the ledger's slowest run.
+    A resumed run's wall seconds cover its last session only, so a run counts at least its CPU seconds."""
+    entries = [(float(e["wall_seconds"]), float(e["cpu_seconds"]), e["run"]) for e in ledger_entries(campaign, repo)
+               if e.get("wall_seconds") and not e["run"].startswith(("reference-", LOST))]
+    same = [max(wall, cpu) for wall, cpu, slug in entries if cell(slug) == cell(run.slug)]
+    if same:
+        return max(same)
+    whole = [(wall, cpu) for wall, cpu, _ in entries if wall >= cpu]  # runs that landed in one session
+    ratio = sum(wall for wall, _ in whole) / max(sum(cpu for _, cpu in whole), 1.0) if whole else 1.5
+    estimate = campaign.get("estimate", lambda _: 0.0)(run)
+    return estimate * 3600 * ratio if estimate else max((max(wall, cpu) for wall, cpu, _ in entries), default=3600.0)
+
+
+def deadline(clock: str, *, now: float | None = None) -> float:
+    """The epoch seconds of the next ``HH:MM`` on this machine's clock (today, or tomorrow if past)."""
+    hours, minutes = (int(part) for part in clock.split(":"))
+    now = time.time() if now is None else now
+    day = time.localtime(now)
+    target = time.mktime((day.tm_year, day.tm_mon, day.tm_mday, hours, minutes, 0, 0, 0, -1))
+    return target if target > now else target + 86400
+
+
 def affordable(campaign: dict, run: Run, spent: float) -> bool:
     """Whether what is left of the cap after ``spent`` CPU-hours covers ``run``'s estimate (any run
     while something is left)."""
@@ -373,6 +407,67 @@ def interrupted_cpu_seconds(run_dir: Path) -> float:
     return sum(float(s.get("cpu_seconds") or 0.0) for s in json.loads(progress.read_text()).get("sessions", []))
 
 
+IN_FLIGHT = "in_flight.csv"  # beside the ledger: runs a stopped stream left part-trained (run, cpu_seconds, steps)
+
+
+def record_in_flight(name: str, repo: Path) -> list[str]:
+    """Write the campaign's part-trained runs (not landed, with a ``progress.json``) and the training
+    CPU their last checkpoints record: the next session may run on a new machine, which loses them,
+    and ``reconcile_in_flight`` then charges that CPU to the ledger. Evaluation CPU before a kill is not
+    checkpointed, so not counted. Returns the file's repository path if it changed."""
+    from simvq.experiments.results_file import read_results, write_results
+
+    campaign = CAMPAIGNS[name]
+    done, runs = done_keys(repo / campaign["results"]), repo / "runs" / "campaign" / campaign["kind"] / "runs"
+    rows = [dict(run=run.slug, cpu_seconds=f"{interrupted_cpu_seconds(runs / run.run_subdir):.0f}", steps=str(steps))
+            for run in campaign["plan"]() if run.key not in done and (steps := checkpointed_steps(runs / run.run_subdir))]
+    path = ledger_path(campaign, repo).with_name(IN_FLIGHT)
+    if rows == read_results(path) or not (rows or path.is_file()):
+        return []
+    write_results(path, rows, fields=["run", "cpu_seconds", "steps"])
+    return [str(path.relative_to(repo))]
+
+
+def reconcile_in_flight(name: str, repo: Path) -> list[str]:
+    """Settle the runs ``record_in_flight`` wrote: one that landed since is dropped (its ledger line
+    counts its earlier sessions); one this machine lost (its run directory gone, or restarted below the
+    recorded step) is charged to the ledger as ``lost-<run>`` with its recorded CPU; the rest stay.
+    Returns the repository paths it changed. Holds a lock: two streams may start at once."""
+    import fcntl
+
+    from simvq.experiments.results_file import read_results, write_results
+
+    campaign = CAMPAIGNS[name]
+    path = ledger_path(campaign, repo).with_name(IN_FLIGHT)
+    if not path.is_file():
+        return []
+    work = repo / "runs" / "campaign" / campaign["kind"]
+    work.mkdir(parents=True, exist_ok=True)
+    with (work / "in_flight.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries, planned = read_results(path), {run.slug: run for run in campaign["plan"]()}
+        done, kept, changed = done_keys(repo / campaign["results"]), [], []
+        for entry in entries:
+            run = planned.get(entry["run"])
+            if run is not None and run.key in done:
+                continue
+            if run is None or checkpointed_steps(work / "runs" / run.run_subdir) < int(entry["steps"]):
+                changed.append(record_spend(repo, campaign, LOST + entry["run"], float(entry["cpu_seconds"]), 0.0))
+                continue
+            kept.append(entry)
+        if kept == entries:
+            return []
+        write_results(path, kept, fields=["run", "cpu_seconds", "steps"])
+        return [str(path.relative_to(repo)), *sorted(set(changed))]
+
+
+def checkpointed_steps(run_dir: Path) -> int:
+    """The step a run's last checkpoint reached (``progress.json``), 0 if it has none."""
+    from simvq.utils import read_json
+
+    return int(read_json(run_dir / "progress.json", {}).get("global_step") or 0)
+
+
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -404,20 +499,30 @@ def tokenizer_csv(repo: Path, run: Run, work: Path, code: Path, env: dict) -> Pa
     return path
 
 
-def run_stream(name: str, stream: str, repo: Path, *, runs: int | None = None) -> None:
-    """Train and land the campaign's next affordable runs, one at a time; stop after `runs` landed if given."""
+def run_stream(name: str, stream: str, repo: Path, *, runs: int | None = None, stop_by: float | None = None) -> None:
+    """Train and land the campaign's next affordable runs, one at a time; stop after ``runs`` landed if
+    given, and start only runs expected to land before ``stop_by`` (epoch seconds) if given: a session
+    that ends on a new machine loses the run in flight."""
     campaign = CAMPAIGNS[name]
     code = Path(__file__).resolve().parents[1]  # the snapshot this stream runs
     sys.path.insert(0, str(code / "src"))  # its simvq, not an installed one, for landing rows too
     work = repo / "runs" / "campaign" / campaign["kind"]
     stream_results = work / f"stream_{stream}.csv"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(code / "src"), "MPLBACKEND": "Agg"}
+    settled = reconcile_in_flight(name, repo)  # before any run restarts a lost one's directory
+    if settled:
+        git_commit(repo, settled, f"{campaign['kind']} campaign: runs in flight settled (lost ones charged to the ledger)")
     landed = 0
     while runs is None or landed < runs:
         done = done_keys(repo / campaign["results"])
         todo = [run for run in campaign["plan"]() if run.key not in done and ready(repo, run)]
         spent = spent_cpu_hours(campaign, repo)
-        run = next((r for r in todo if affordable(campaign, r, spent) and claim(work / "claims", r)), None)
+        fits = [r for r in todo if stop_by is None or time.time() + expected_wall_seconds(campaign, repo, r) <= stop_by]
+        run = next((r for r in fits if affordable(campaign, r, spent) and claim(work / "claims", r)), None)
+        if run is None and todo and not fits:
+            print(f"campaign {name} stream {stream}: no run left is expected to land before {time.strftime('%H:%M', time.localtime(stop_by))}",
+                  flush=True)
+            return
         if run is None:
             if todo and not any(affordable(campaign, r, spent) for r in todo):
                 print(f"campaign {name} stream {stream}: the cap ({campaign['cap']:g} CPU-hours) does not cover what is left "
@@ -585,10 +690,14 @@ REPORT_OPTIONS = {"image": ["--results", "{results}", "--cached-references", "--
 
 def write_pages(name: str, repo: Path) -> int:
     """Regenerate the campaign's section of docs/results.md (and its figures) from its results CSV;
-    first keep the rows' small files that are missing (``keep_missing``), for image measure where the
+    first keep the rows' small files that are missing (``keep_missing``), record the part-trained runs
+    and their CPU (``record_in_flight``: run it after stopping the streams), for image measure where the
     new rows' tokens land in their codebooks (``measure_geometry``), for speech also write the
     listening page, loaded once in headless Chromium."""
     keep_missing(name, repo)
+    in_flight = reconcile_in_flight(name, repo) + record_in_flight(name, repo)
+    if in_flight:
+        git_commit(repo, sorted(set(in_flight)), f"{CAMPAIGNS[name]['kind']} campaign: runs in flight recorded, with their CPU so far")
     if name == "image":
         measure_geometry(repo)
     results = CAMPAIGNS[name]["results"]
@@ -608,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", default="A", help="a name for this stream (its log and CSV)")
     parser.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]), help="the repository rows are committed to")
     parser.add_argument("--runs", type=int, help="run: stop after this many rows have landed (default: the whole queue)")
+    parser.add_argument("--stop-by", metavar="HH:MM", help="run: start only runs the ledger expects to land before this time")
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     if args.action == "plan":
@@ -623,7 +733,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.runs is not None and args.runs < 1:
             parser.error(f"argument --runs: must be at least 1, got {args.runs}")
-        run_stream(args.campaign, args.stream, repo, runs=args.runs)
+        if args.stop_by is not None and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", args.stop_by):
+            parser.error(f"argument --stop-by: expected HH:MM, got {args.stop_by!r}")
+        run_stream(args.campaign, args.stream, repo, runs=args.runs, stop_by=args.stop_by and deadline(args.stop_by))
     return 0
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,64 @@ def test_where_the_tokens_land_is_measured_once_per_landed_row_and_committed(cam
     assert set(git(repo, "show", "--name-only", "--format=", "HEAD").split()) == {"docs/data/codebook_geometry.json"}
     head = git(repo, "rev-parse", "HEAD")
     assert campaign.measure_geometry(repo) == 0 and git(repo, "rev-parse", "HEAD") == head  # measured once
+
+
+def test_a_stream_near_its_stop_time_starts_only_runs_expected_to_land_before_it(campaign, tmp_path):
+    """The expected wall time is the slowest landed seed of the run's cell, else its CPU estimate at the
+    ledger's wall/CPU ratio; ``--stop-by`` reads the next HH:MM on the clock."""
+    image = {**campaign.CAMPAIGNS["image"], "artifacts": "ledger"}
+    (tmp_path / "ledger").mkdir()
+    (tmp_path / "ledger" / "spend.csv").write_text(
+        "run,cpu_seconds,wall_seconds,finished\n"
+        "main-vq-K8192-seed0-steps2000,250,300,t\nmain-vq-K8192-seed1-steps2000,260,500,t\nmain-cvq-K8192-seed0-steps2000,700,40,t\n"
+        "reference-K16-N800-seed0,10,9000,t\nlost-main-vq-K8192-seed2-steps2000,100,0,t\n")
+    assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("vq", 8192, 2, 2000)) == 500.0
+    ratio = 800 / 510  # the wall over CPU of runs landed in one session; references, lost and resumed runs left out
+    assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("simvq", 262144, 1, 2000, grid=14)) == pytest.approx(1.7 * 3600 * ratio)
+    assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("cvq", 8192, 1, 2000)) == 700.0  # resumed: its CPU, not its last session
+    assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("vq_lc", 1024, 0, 2000)) == 700.0  # no estimate: the slowest
+    noon = time.mktime((2026, 12, 7, 12, 0, 0, 0, 0, -1))
+    assert campaign.deadline("13:30", now=noon) == noon + 5400
+    assert campaign.deadline("11:00", now=noon) == noon + 23 * 3600  # past today: tomorrow
+    with pytest.raises(SystemExit):
+        campaign.main(["run", "image", "--stop-by", "25:00"])
+
+
+def test_a_run_lost_in_flight_stays_counted_and_one_that_lands_is_not_counted_twice(campaign, tmp_path):
+    """``record_in_flight`` writes the part-trained runs with their checkpointed CPU; on the next
+    machine ``reconcile_in_flight`` charges the ledger with one whose directory is gone or restarted,
+    keeps one still there, and drops one that landed."""
+    import json
+
+    repo = new_repo(tmp_path / "repo", README="x", **{".gitignore": "runs/\n"})
+    lost, restarted, alive, landed = (campaign.Run(method, 8192, seed, 2000) for method in ("vq", "simvq") for seed in (0, 1))
+    runs = repo / "runs" / "campaign" / "image" / "runs"
+
+    def progress(run, step, cpu):
+        (runs / run.run_subdir).mkdir(parents=True, exist_ok=True)
+        sessions = [{"start_step": 0, "end_step": step, "cpu_seconds": cpu}]
+        (runs / run.run_subdir / "progress.json").write_text(json.dumps({"global_step": step, "sessions": sessions}))
+
+    for run, step, cpu in ((lost, 1500, 900.0), (restarted, 1000, 600.0), (alive, 500, 300.0), (landed, 1900, 1000.0)):
+        progress(run, step, cpu)
+    changed = campaign.record_in_flight("image", repo)
+    assert changed == ["docs/image/in_flight.csv"]
+    assert {(e["run"], e["cpu_seconds"], e["steps"]) for e in read_results(repo / changed[0])} == {
+        (landed.slug, "1000", "1900"), (lost.slug, "900", "1500"), (restarted.slug, "600", "1000"), (alive.slug, "300", "500")}
+    assert campaign.record_in_flight("image", repo) == []  # unchanged: nothing to commit
+    # the next session's machine: the lost run's directory is gone, another restarted from scratch,
+    # one resumed and landed (its ledger line counts its earlier sessions)
+    import shutil
+
+    shutil.rmtree(runs / lost.run_subdir)
+    progress(restarted, 100, 60.0)
+    append_result(repo / "docs" / "results.csv", {"variant": "main", "method": "simvq", "codebook_size": 8192, "seed": 1, "max_steps": 2000},
+                  fields=get_recipe("image").result_columns)
+    assert campaign.reconcile_in_flight("image", repo) == ["docs/image/in_flight.csv", "docs/image/spend.csv"]
+    ledger = read_results(repo / "docs" / "image" / "spend.csv")
+    assert {(e["run"], e["cpu_seconds"]) for e in ledger} == {("lost-" + lost.slug, "900"), ("lost-" + restarted.slug, "600")}
+    assert [e["run"] for e in read_results(repo / "docs" / "image" / "in_flight.csv")] == [alive.slug]
+    assert campaign.reconcile_in_flight("image", repo) == []  # settled once
+    from simvq.experiments.results_file import spend_text
+
+    assert "2 runs lost in flight" in spend_text(repo / "docs" / "image" / "spend.csv")

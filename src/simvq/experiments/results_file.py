@@ -22,7 +22,12 @@ def read_results(path: str | Path) -> list[dict]:
 
 def append_result(path: str | Path, row: dict, *, fields: list[str]) -> None:
     """Append one row; the file is rewritten through a temp file so a kill never leaves half a row."""
-    rows = read_results(path) + [{name: row.get(name, "") for name in fields}]
+    write_results(path, read_results(path) + [row], fields=fields)
+
+
+def write_results(path: str | Path, rows: list[dict], *, fields: list[str]) -> None:
+    """``rows`` (each with ``fields``, blank where missing) as the whole CSV file, atomically."""
+    rows = [{name: row.get(name, "") for name in fields} for row in rows]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -32,6 +37,7 @@ def append_result(path: str | Path, row: dict, *, fields: list[str]) -> None:
 
 LEDGER = "spend.csv"  # a campaign's spend ledger: one line per landed run (run, cpu_seconds, wall_seconds, finished)
 REFERENCE = "reference-"  # a ledger line's prefix for a reference measurement, not a run (e.g. an untrained quantizer's usage)
+LOST = "lost-"  # a ledger line's prefix for a run's CPU lost in flight (a new machine): spent, with no row
 
 
 def spend_text(ledger: str | Path) -> str | None:
@@ -41,11 +47,17 @@ def spend_text(ledger: str | Path) -> str | None:
         return None
     hours = sum(float(e["cpu_seconds"]) for e in entries) / 3600
     references = sum(e["run"].startswith(REFERENCE) for e in entries)
-    runs = [e["run"] for e in entries if not e["run"].startswith(REFERENCE)]
+    lost = [float(e["cpu_seconds"]) for e in entries if e["run"].startswith(LOST)]
+    runs = [e["run"] for e in entries if not e["run"].startswith((REFERENCE, LOST))]
     repeats = len(runs) - len(set(runs))  # a run measured again (after a correction): its first try's CPU stays spent
-    over = f"{len(runs)} landed run{'s' * (len(runs) != 1)}" + (f" and {references} reference measurement{'s' * (references > 1)}" if references else "")
+    parts = [f"{len(runs)} landed run{'s' * (len(runs) != 1)}"] + [f"{references} reference measurement{'s' * (references > 1)}"] * bool(references)
+    parts += [f"{len(lost)} run{'s' * (len(lost) > 1)} lost in flight"] * bool(lost)
+    over = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
     again = (f" {repeats} of the runs {'are first tries' if repeats > 1 else 'is the first try'} of a run measured again, "
              f"{'their rows' if repeats > 1 else 'its row'} replaced; that CPU stays counted." if repeats else "")
+    again += (f" The {'runs' if len(lost) > 1 else 'run'} lost in flight (a session's machine changed before "
+              f"{'they' if len(lost) > 1 else 'it'} landed) spent {sum(lost) / 3600:.2f} CPU-hours with no row; "
+              f"that CPU stays counted (the ledger's `{LOST}` lines)." if lost else "")
     return (f"Spent: {hours:.2f} CPU-hours recorded over {over} "
             f"(`{Path(ledger).as_posix()}`: each run's CPU seconds, training and evaluation; the protocol states any spend before the ledger).{again}")
 
