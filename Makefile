@@ -4,13 +4,21 @@ PIP := $(PYTHON) -m pip
 # root in CI and on the dev machines; other users go through sudo
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_PACKAGES := dataset-fashion-mnist espeak-ng
+# for the tests only: headless Chromium loads the speech listening page and checks every player
+TEST_APT_PACKAGES := chromium
 
-.PHONY: system-deps install lint typecheck test test-fast demo bench clean
+.PHONY: system-deps test-deps install lint typecheck test test-fast demo bench clean
 
 system-deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		echo "installing Debian packages: $(APT_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+test-deps:
+	@if ! dpkg -s $(TEST_APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "installing Debian packages for the tests: $(TEST_APT_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(TEST_APT_PACKAGES); \
 	fi
 
 install: system-deps
@@ -26,12 +34,12 @@ install: system-deps
 lint: install
 	$(PYTHON) -m ruff check src tests benchmarks
 
-test: install
+test: install test-deps
 	$(PYTHON) -m ruff check src tests benchmarks
 	$(PYTHON) -m mypy --config-file pyproject.toml
 	$(PYTHON) -m pytest -q
 
-test-fast: install
+test-fast: install test-deps
 	$(PYTHON) -m pytest -q -m "not slow"
 
 # mypy on the core (quantizers, search, models, metrics); configuration: [tool.mypy] in pyproject.toml

@@ -56,3 +56,16 @@ def test_headless_chromium_loads_every_player_and_reports_a_missing_file(table, 
     (tmp_path / "elsewhere" / "fsq" / "samples" / "00_reconstruction.wav").unlink()
     outcome = check_listening_page(page)
     assert outcome["players"]["elsewhere/fsq/samples/00_reconstruction.wav"] == "error" and outcome["summary"] == "4 ok, 1 failed"
+
+
+def test_the_page_plays_the_committed_kept_copy_even_where_the_run_directory_exists(tmp_path):
+    """A page built on the machine that trained the codec must still play in a fresh checkout, which
+    has the campaign's kept copies (docs/speech/runs/<slug>/) but not the ignored run directories."""
+    run_dir = tmp_path / "runs" / "campaign" / "audio" / "runs" / "main" / "vq-K4096-seed0-steps3000"
+    codec(tmp_path, "vq", 0, utterances=[0], run_dir=run_dir)
+    kept = tmp_path / "runs" / "main-vq-K4096-seed0-steps3000" / "samples"
+    kept.mkdir(parents=True)
+    for name in ("00_original.wav", "00_reconstruction.wav"):
+        (kept / name).write_bytes((run_dir / "samples" / name).read_bytes())
+    text = write_listening_page(tmp_path / "results.csv").read_text()
+    assert 'src="runs/main-vq-K4096-seed0-steps3000/samples/00_reconstruction.wav"' in text and "campaign" not in text

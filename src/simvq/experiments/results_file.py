@@ -85,6 +85,7 @@ def kept_folder(folder: str | Path, *, variant: Callable[[dict], str], budget: s
 
 
 def run_file(row: dict, name: str, kept: Callable[[dict], Path] | None = None) -> Path | None:
-    """``<run_dir>/<name>`` when it exists, else ``kept(row)/<name>`` (a campaign's kept copy), else None."""
-    candidates = ([Path(row["run_dir"]) / name] if row.get("run_dir") else []) + ([kept(row) / name] if kept else [])
+    """``kept(row)/<name>`` (a campaign's kept copy, committed: a page built from it is the same on
+    every machine) when it exists, else ``<run_dir>/<name>``, else None."""
+    candidates = ([kept(row) / name] if kept else []) + ([Path(row["run_dir"]) / name] if row.get("run_dir") else [])
     return next((c for c in candidates if c.is_file()), None)
