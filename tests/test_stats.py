@@ -73,3 +73,11 @@ def test_the_difference_of_differences_holds_its_level_under_the_null():
     shifted = sum(contrast([rng.normal(m, s, n) for m, s, n in zip((6.0, 0.0, 0.0, 0.0), spreads, sizes)], [1, -1, -1, 1]).significant
                   for _ in range(400))
     assert shifted / 400 > 0.3  # a real change of the gap is found often even at these seed counts
+
+
+def test_mean_interval_is_the_t_interval_of_the_seeds_mean():
+    from simvq.experiments.stats import mean_interval
+
+    low, high = mean_interval([0.98, 0.99, 1.0])  # mean 0.99, sd 0.01, n 3: half-width t(0.975, 2) = 4.302653 x 0.01 / sqrt(3)
+    assert (low, high) == pytest.approx((0.99 - 0.0248414, 0.99 + 0.0248414), abs=1e-6)
+    assert mean_interval([0.5, 0.5]) == (0.5, 0.5) and mean_interval([0.5]) is None

@@ -73,6 +73,19 @@ def contrast(groups, weights) -> Contrast | None:
     return Contrast(difference, float(difference - half), float(difference + half), float(p), sizes)
 
 
+def mean_interval(values) -> tuple[float, float] | None:
+    """The 95% t-interval of the mean of ``values`` (seeds); None for fewer than two. No spread: the
+    mean itself at both ends."""
+    from scipy import stats
+
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return None
+    mean, error = statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
+    half = float(stats.t.ppf(1 - ALPHA / 2, len(values) - 1)) * error
+    return mean - half, mean + half
+
+
 def holm(pvalues) -> list[float]:
     """Holm's step-down adjustment of a family of p-values (family-wise error rate at the level the
     adjusted values are read against), in the input order: the i-th smallest of m is multiplied by
@@ -109,4 +122,4 @@ def verdict(a, b, *, scale: float = 1.0, digits: int = 2, lower: bool = False, n
     return f"{names[0] if better else names[1]} better: {diff:+.{digits}f} ({ci})"
 
 
-__all__ = ["ALPHA", "Contrast", "Welch", "contrast", "holm", "p_text", "signed", "verdict", "welch"]
+__all__ = ["ALPHA", "Contrast", "Welch", "contrast", "holm", "mean_interval", "p_text", "signed", "verdict", "welch"]

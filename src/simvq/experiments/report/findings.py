@@ -5,14 +5,14 @@ findings say what the CSV holds, failures included."""
 
 from __future__ import annotations
 
-from ..stats import ALPHA, holm, p_text, verdict, welch
+from ..stats import ALPHA, holm, mean_interval, p_text, verdict, welch
 from ..sweep import JOINT_TRAINING
 from .aggregate import Group, Stat, columns_of, comparable_variant, main_groups, method_key, method_order, number, sort_key
 from .tables import MISSING, column_label, count, k_label
 from .windows import counts_nearest_codes, group_change
 
-KEEPS = 0.99  # usage at or above this counts as "keeps ~100% usage"
-COLLAPSED = 0.10  # plain VQ below this fraction of codes counts as collapsed
+KEEPS = 0.99  # usage whose seeds' 95% interval lies at or above this counts as "keeps ~100% usage"
+COLLAPSED = 0.10  # plain VQ whose seeds' 95% interval lies below this fraction of codes counts as collapsed
 FEW_CHECK_TOKENS = 10  # progress checks with fewer tokens a code than this cannot follow a row's usage
 
 
@@ -23,18 +23,31 @@ def pct(s: Stat | None) -> str:
     return f"{100 * s.mean:.1f}%{spread} ({s.n} seed{'s' * (s.n > 1)})"
 
 
+def interval_text(values, scale: float = 100.0, unit: str = "%") -> str:
+    """The seeds' 95% interval of the mean, clipped to what a fraction can be."""
+    low, high = mean_interval(values)
+    return f"95% CI of the mean [{scale * max(low, 0.0):.1f}{unit}, {scale * min(high, 1.0):.1f}{unit}]"
+
+
 def evenness_note(group: Group, reference: dict | None) -> str:
-    """Perplexity / K against the untrained quantizer's at the same K and N: ≥ 99% usage can be a
-    long tail of codes hit a few times each, which perplexity / K shows and usage does not."""
+    """Perplexity / K against the untrained quantizer's at the same K and N, by Welch's test over
+    seeds: ≥ 99% usage can be a long tail of codes hit a few times each, which perplexity / K shows
+    and usage does not."""
     ratio = group.stat("perplexity_per_code")
     if ratio is None:
         return ""
     text = f" Perplexity / K is {ratio.mean:.3f}"
     if reference and reference.get("perplexity_per_code"):
         ref = reference["perplexity_per_code"]
-        side = "less" if ratio.mean < ref.mean else "more"
-        text += (f" against {ref.mean:.3f} ({ref.n} seed{'s' * (ref.n > 1)}) for the untrained quantizer: the trained "
-                 f"tokenizer spreads its tokens {side} evenly than random codes do")
+        text += f" against {ref.mean:.3f} ({ref.n} seed{'s' * (ref.n > 1)}) for the untrained quantizer"
+        test = welch(ratio.values, ref.values)
+        if test is None:
+            text += ": one run, no test"
+        elif test.significant:
+            side = "less" if test.difference < 0 else "more"
+            text += f": the trained tokenizer spreads its tokens {side} evenly than random codes do ({p_text(test.p)}, Welch)"
+        else:
+            text += f": no significant difference ({p_text(test.p)}, Welch)"
     return text + "."
 
 
@@ -42,13 +55,16 @@ def simvq_usage_note(group: Group, column, reference: dict | None) -> str | None
     usage = group.stat("usage")
     if usage is None:
         return None
-    if usage.n == 1:  # one run: its number against the bar, no verdict
+    interval = mean_interval(usage.values)
+    if interval is None:  # one run: its number against the bar, no verdict
         verdict = ("one run, at or above 99%" if usage.mean >= KEEPS else
                    f"one run, {100 * (KEEPS - usage.mean):.1f} percentage points below 99%") + ": no verdict before its seeds land"
-    elif usage.mean >= KEEPS:
-        verdict = "keeps ~100% usage (≥ 99%)"
+    elif interval[0] >= KEEPS:
+        verdict = f"keeps ~100% usage (≥ 99%: {interval_text(usage.values)})"
+    elif interval[1] < KEEPS:
+        verdict = f"does NOT keep ~100% usage: {100 * (KEEPS - usage.mean):.1f} percentage points short of 99% ({interval_text(usage.values)})"
     else:
-        verdict = f"does NOT keep ~100% usage: {100 * (KEEPS - usage.mean):.1f} percentage points short of 99%"
+        verdict = f"no verdict on ≥ 99%: the {interval_text(usage.values)} spans it"
     tokens, ratio = group.stat("tokens"), group.stat("tokens_per_code")
     ref_usage = reference["usage"] if reference else group.stat("usage_reference")
     # without a measured reference at K and N, the row's own: the same N/K on at most 8,192 codes
@@ -92,13 +108,18 @@ def grid_link_note(main: dict[tuple, Group]) -> str | None:
 
 
 def vq_note(main: dict[tuple, Group]) -> str | None:
+    """Plain VQ's usage at every K; collapsed where the seeds' 95% interval lies below 10% of the codes
+    (one run: its number, no verdict)."""
     vq = {c: g.stat("usage") for (m, c), g in main.items() if m == "vq" and g.stat("usage")}
     if not vq:
         return None
     order = [c for c in columns_of(main) if c in vq]
-    collapsed = [c for c in order if vq[c].mean < COLLAPSED]
-    verdict = (f"collapsed (< {100 * COLLAPSED:.0f}% of codes) at {', '.join(map(k_label, collapsed))}" if collapsed
-               else f"does not collapse below {100 * COLLAPSED:.0f}% at any K run")
+    intervals = {c: mean_interval(vq[c].values) for c in order}
+    collapsed = [c for c in order if intervals[c] is not None and intervals[c][1] < COLLAPSED]
+    single = [c for c in order if intervals[c] is None and vq[c].mean < COLLAPSED]
+    verdict = (f"collapsed (the seeds' 95% CI of the mean below {100 * COLLAPSED:.0f}% of codes) at {', '.join(map(k_label, collapsed))}"
+               if collapsed else f"not shown to collapse below {100 * COLLAPSED:.0f}% at any K with seeds")
+    verdict += f"; below {100 * COLLAPSED:.0f}% in one run, no verdict: {', '.join(map(k_label, single))}" if single else ""
     return "Plain VQ usage: " + ", ".join(f"{k_label(c)} {pct(vq[c])}" for c in order) + f" — {verdict}."
 
 

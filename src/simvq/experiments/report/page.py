@@ -64,12 +64,14 @@ def header(rows: list[dict], groups: dict[tuple, Group], results, spend: Path, c
         "",
         f"- Runs: {len(rows)}; seeds per method in the main comparison: {seeds_per_method(main) or MISSING}.",
         f"- Budget: {span((step_cap(r) for r in rows), whole)} steps; {stopping_summary(rows)}.",
-        f"- Devices: {devices}; {hours:.1f} h of training in total.",
+        f"- Devices: {devices}; {hours:.1f} h of training in total (wall clock; the CPU spent is below).",
         *([f"- {spent}"] if (spent := spend_text(spend)) else []),
         f"- {token_summary(main)}",
         "- Cells: mean ± std over seeds (number of seeds). Tests: Welch's t-test of SimVQ's seeds against the "
-        f"method's, two-sided, α = {ALPHA}; a side with one seed is one run and gets no verdict. The table's p-values are "
-        "each comparison's own; the findings also say which PSNR verdicts survive Holm's correction over all of a K's tests."
+        f"method's, two-sided, α = {ALPHA}; a side with one seed is one run and gets no verdict. Each table cell gives the "
+        "comparison's own p and its Holm-adjusted p over all of that K's comparisons on that measure, and its verdict "
+        "reads the adjusted p. With 2–3 seeds a side the tests have little power: \"not significant\" is not \"equal\" "
+        "(the findings give the confidence intervals)."
         + (f" {DAGGER} = an old-protocol run that hit its step cap before its plateau criterion held." if any(g.capped() for g in groups.values()) else ""),
     ]
 

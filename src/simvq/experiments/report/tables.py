@@ -4,7 +4,7 @@ ablations. Cells read ``mean ± std (seeds)``; a single seed says so and carries
 
 from __future__ import annotations
 
-from ..stats import p_text, welch
+from ..stats import ALPHA, holm, p_text, welch
 from .aggregate import Group, Stat, column_key, columns_of, comparable_variant, method_key, method_order, number, ranked_like_with_like, value
 
 MISSING = "–"
@@ -84,10 +84,23 @@ def difference_cell(mine: Stat | None, other: Stat | None, scale: float, digits:
     return f"{text} (one run: no test)" if test is None else say(text, test)
 
 
-def test_cell(simvq: Stat | None, rival: Stat | None, scale: float, digits: int) -> str:
-    """SimVQ − rival with Welch's p-value and which is higher at α = 0.05."""
-    return difference_cell(simvq, rival, scale, digits, lambda text, test: f"{text}, {p_text(test.p)}: " + (
-        ("SimVQ higher" if test.difference > 0 else "rival higher") if test.significant else "no difference"))
+def test_cell(simvq: Stat | None, rival: Stat | None, scale: float, digits: int, adjusted: float | None = None) -> str:
+    """SimVQ − rival with Welch's p-value, its Holm-adjusted value over the K's family of comparisons on
+    this measure, and which is higher where the adjusted p is below α = 0.05."""
+    def say(text: str, test) -> str:
+        p = test.p if adjusted is None else adjusted
+        holm_text = "" if adjusted is None else f", Holm {p_text(adjusted)}"
+        return f"{text}, {p_text(test.p)}{holm_text}: " + (("SimVQ higher" if test.difference > 0 else "rival higher") if p < ALPHA else "not significant")
+
+    return difference_cell(simvq, rival, scale, digits, say)
+
+
+def holm_adjusted(simvq: Group | None, rivals: dict[str, Group], column: str) -> dict[str, float]:
+    """Holm-adjusted p-values of SimVQ against each rival with a test on ``column``: one K's family."""
+    mine = simvq.stat(column) if simvq else None
+    tests = {m: welch(mine.values, stat.values) for m, g in rivals.items() if mine and (stat := g.stat(column))}
+    tests = {m: t for m, t in tests.items() if t is not None}
+    return dict(zip(tests, holm([t.p for t in tests.values()])))
 
 
 def reference_row(label: str, found: dict | None, group_usage: list) -> list[str]:
@@ -108,10 +121,14 @@ def main_table(main: dict[tuple, Group], refs: dict) -> list[str]:
     rows = []
     for column in columns_of(main):
         simvq = main.get(("simvq", column))
-        for method in method_order(m for m, c in main if c == column):
+        methods = method_order(m for m, c in main if c == column)
+        rivals = {m: main[(m, column)] for m in methods if m != "simvq"}
+        adjusted = {c: holm_adjusted(simvq, rivals, c) for c, *_ in TESTED}
+        for method in methods:
             group = main[(method, column)]
             cells = [cell(group, c, s, d) for c, _, s, d, _ in MAIN_COLUMNS]
-            tests = ["" if method == "simvq" else test_cell(simvq and simvq.stat(c), group.stat(c), s, d) for c, _, s, d, _ in TESTED]
+            tests = ["" if method == "simvq" else test_cell(simvq and simvq.stat(c), group.stat(c), s, d, adjusted[c].get(method))
+                     for c, _, s, d, _ in TESTED]
             rows.append([k_label(column), method, str(len(group.rows)), *cells, *tests])
         rows.append(reference_row(k_label(column), refs.get(column), [number(r.get("usage_reference")) for g in
                                                                           (main[(m, c)] for m, c in main if c == column) for r in g.rows]))
