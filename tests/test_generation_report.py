@@ -186,8 +186,9 @@ def test_the_questions_are_answered_at_the_chosen_size_with_the_decoders_share(t
     text, _ = report_section_twice("--generation", "generation-report", one_small, GENERATION_FIELDS, tmp_path / "one_small")
     assert "minus the gap at `prior_small`: -25.0 (a cell with one seed: no test of the change yet)." in text
     assert "`prior_large` -5.0: one run a size, so no trend is read from these means (each size's test" in text  # seed 0 alone
-    assert "domain rFID simvq 10.2 ± 0.4 (2) vs vq 15.2 ± 0.4 (2) (-5.0)" in answers
-    assert "Of the samples' gap of +10.0, the decoders account for -5.0 and the priors for +15.0." in answers
+    assert "domain rFID simvq 10.2 ± 0.4 (2) vs vq 15.2 ± 0.4 (2) → simvq better: -5.0" in answers
+    assert ("Of the samples' gap of +10.0, the decoders account for -5.0 and the priors for +15.0 (differences of means: "
+            "each part's own test is above).") in answers
     excess = answers.split("the samples' excess over their decoder's rFID, ", 1)[1]
     assert excess.startswith("simvq 20.8 ± 1.1 (2) vs vq 5.8 ± 1.1 (2) → vq better: +15.0")
 
@@ -214,3 +215,21 @@ def test_what_the_samples_fid_tracks_is_a_rank_correlation_over_every_prior(tmp_
     assert ("- Domain FID at the default setting (T = 1, no truncation, no guidance) without lfq: with the prior's test bits per image "
             "ρ = +1.00 (p < 0.001, 5 priors); with the tokens' unigram entropy ρ = -1.00 (p < 0.001, 5 priors).") in block
     assert "tuned setting" not in block  # these rows have no tuned samples
+
+
+def test_the_header_says_whether_the_priors_converged(tmp_path):
+    """Priors that ran their whole budget with the validation NLL still falling are trained to their
+    budget, not converged, and the header says so; one the held-out rule stopped is counted apart."""
+    from simvq.experiments.generation_report import convergence_text
+
+    capped = [{"stop_reason": "budget: trained all 3000 steps", "best_step": "3000", "trained_steps": "3000", "val_nll_last20": v}
+              for v in ("-0.041", "-0.013")]
+    early = {"stop_reason": "early stop at step 2400: 3 checks in a row without a gain of more than 0.001 bits/token", "best_step": "1800", "trained_steps": "2400", "val_nll_last20": "0.002"}
+    text = convergence_text([*capped, early])
+    assert text.startswith("Convergence: 1 of 3 priors stopped early on the held-out rule; 2 ran their whole step budget, "
+                           "2 of them with their best validation NLL at the last check, still moving by -0.041 to -0.013 bits per token")
+    assert "not to convergence" in text
+    assert convergence_text([]) is None
+    rows = [{**prior_run("simvq", 1024, 0, fid=10.0, accuracy=0.8), **capped[0]}]
+    section, _ = report_section_twice("--generation", "generation-report", rows, GENERATION_FIELDS, tmp_path)
+    assert "- Convergence: 0 of 1 priors stopped early" in section and "Inception FID: not run. Inception-v3 at 299×299" in section

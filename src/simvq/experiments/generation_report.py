@@ -167,7 +167,7 @@ def header(priors: dict, results) -> list[str]:
         + (", improved precision and recall (Kynkäänniemi et al. 2019, k = 3, against as many test images)"
            if any_value(rows, "domain_precision", "domain_precision_tuned") else "")
         + ". Class accuracy: that classifier on class-conditional samples. "
-        + (f"Inception FID: {', '.join(f'{n:,}' for n in fid)} samples against a fixed test subset as large." if fid else "Inception FID: not run."),
+        + (f"Inception FID: {', '.join(f'{n:,}' for n in fid)} samples against a fixed test subset as large." if fid else INCEPTION_NOT_RUN),
         f"- Floors, real training images in place of samples (as many): {floors_text(rows)}."
         + (" The tokenizer's reconstructions of those training images in place of samples give its rFIDs: what its decoder "
            "alone caps." if any_value(rows, "domain_rfid", "rfid") else ""),
@@ -182,9 +182,37 @@ def header(priors: dict, results) -> list[str]:
         ("- Bits per token are on each tokenizer's own test tokens; their unigram entropy is what a prior that learned "
          "nothing scores, so compare the gap, not bits per token across tokenizers."),
         *([f"- {spent}"] if (spent := spend_text(Path(results).parent / LEDGER)) else []),
+        *([f"- {said}"] if (said := convergence_text(rows)) else []),
         "- Cells: mean ± std over seeds (number of seeds).",
     ]
     return lines
+
+
+# measured here: Inception-v3 at 299x299 on one thread, 0.30 CPU-s an image (simvq.metrics.image.InceptionFeatures)
+INCEPTION_NOT_RUN = ("Inception FID: not run. Inception-v3 at 299×299 costs ~0.30 CPU-seconds an image on one thread here, "
+                     "~1,500 CPU-seconds a 5,000-image set, and a prior needs two (default and tuned): ~0.8 CPU-hours a prior, "
+                     "about twice the campaign's cap over its 34 priors. The domain FID/KID stand in for it, so the first "
+                     "protocol's Inception-FID numbers are not tested again here.")
+
+
+def convergence_text(rows: list[dict]) -> str | None:
+    """Whether the priors converged: how many the held-out rule stopped early, and for those that
+    ran their whole budget, where their best validation NLL fell and how much it still moved over the
+    last 20% of their steps."""
+    stopped = [r for r in rows if r.get("stop_reason") and not str(r["stop_reason"]).startswith("budget")]
+    capped = [r for r in rows if str(r.get("stop_reason") or "").startswith("budget")]
+    if not capped and not stopped:
+        return None
+    text = f"Convergence: {len(stopped)} of {len(stopped) + len(capped)} priors stopped early on the held-out rule"
+    if capped:
+        at_end = sum(number(r.get("best_step")) == number(r.get("trained_steps")) for r in capped)
+        moves = [m for r in capped if (m := number(r.get("val_nll_last20"))) is not None]
+        text += (f"; {len(capped)} ran their whole step budget, {at_end} of them with their best validation NLL at the last check"
+                 + (f", still moving by {min(moves):+.3f} to {max(moves):+.3f} bits per token over their last 20%" if moves else ""))
+        if moves and max(moves) < 0:
+            text += (". These priors are trained to their budget, not to convergence: every comparison here is at equal "
+                     "budget, and a longer budget could move the samples")
+    return text + "."
 
 
 def titled(table: list[str], title: str) -> list[str]:
@@ -299,11 +327,12 @@ def answers(priors: dict) -> list[str]:
         _, ex, ey = paired(priors[chosen], k, minus="domain_rfid")
         if rx and ry and ex and ey:
             lines.append(f"- **{k_label(k)}, the decoders' share** (`{chosen}`): the tokenizers' own reconstructions give domain rFID "
-                         f"simvq {stat_text(rx, 1.0, 1)} vs vq {stat_text(ry, 1.0, 1)} ({signed(rx.mean - ry.mean, 1)}); the samples' excess "
+                         f"simvq {stat_text(rx, 1.0, 1)} vs vq {stat_text(ry, 1.0, 1)} → "
+                         f"{verdict(rx, ry, scale=1.0, digits=1, lower=True, rival_name='vq')}; the samples' excess "
                          f"over their decoder's rFID, simvq {stat_text(ex, 1.0, 1)} vs vq {stat_text(ey, 1.0, 1)} → "
                          f"{verdict(ex, ey, scale=1.0, digits=1, lower=True, rival_name='vq')}. Of the samples' gap of "
                          f"{signed(x.mean - y.mean, 1)}, the decoders account for {signed(rx.mean - ry.mean, 1)} and the priors for "
-                         f"{signed(ex.mean - ey.mean, 1)}.")
+                         f"{signed(ex.mean - ey.mean, 1)} (differences of means: each part's own test is above).")
     if not lines:
         return []
     return ["### The questions, answered from the numbers", "",
