@@ -185,8 +185,15 @@ def test_the_target_section_reads_kept_copies_and_projects_the_best_codecs_curve
     text, figures = report_section_twice("--speech", "speech-report", rows, AUDIO_FIELDS, tmp_path)
     assert "every token of the train + test splits" in text and "on from step 1000 (2 runs)" in text
     target = text.split("### Quality against the target", 1)[1].split("###", 1)[0]
-    assert "is **fsq**: PESQ 1.30 (1)" in target and "**not reached** at this budget" in target
+    assert "is **fsq**'s (whether it is above the others is the tests' word, above): PESQ 1.30 (1)" in target
+    assert "**not reached** at this budget" in target
+    # P.862.2: raw 0 maps to 0.999 + 4 / (1 + e^3.8224) = 1.0846; the means 1.20 and 1.30 sit 0.12 and 0.22 above it
+    assert "sends raw scores of −0.5 and 0 to 1.04 and 1.08, and the codecs' means (1.20–1.30) sit only 0.12–0.22 above" in target
     assert f"PESQ 1.5 at step ~{500 * math.exp(5):,.0f}" in target and "STOI 0.8 not projected" in target  # 74,207: within 100x
+    # the 100 test utterances score 1.30 where the curve's 8 score 1.0 + 0.1 ln 6: the target shifted by that offset
+    offset = 1.0 + 0.1 * math.log(6) - 1.30
+    assert (f"(the test utterances score 1.300 at that step, {abs(offset):.3f} above the curve; shifted by that, at step "
+            f"~{500 * math.exp((0.5 + offset) / 0.1):,.0f})") in target
     assert "simvq seed 0: at step" not in target  # the projection is the best codec's
     assert (figures / "speech_quality_over_steps_K4096.png").is_file() and (figures / "speech_spectrogram_fsq_K4096.png").is_file()
 
