@@ -461,6 +461,21 @@ def reconcile_in_flight(name: str, repo: Path) -> list[str]:
         return [str(path.relative_to(repo)), *sorted(set(changed))]
 
 
+def write_budget(name: str, repo: Path) -> list[str]:
+    """The campaign's cap and its spend before the ledger, beside the ledger, where the report's spend
+    line reads them; its repository path if it changed."""
+    from simvq.experiments.results_file import BUDGET
+    from simvq.utils import read_json, write_json
+
+    campaign = CAMPAIGNS[name]
+    path, budget = ledger_path(campaign, repo).with_name(BUDGET), {"cap": campaign["cap"], "before_ledger": campaign["unrecorded"]}
+    if read_json(path) == budget:
+        return []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, budget)
+    return [str(path.relative_to(repo))]
+
+
 def checkpointed_steps(run_dir: Path) -> int:
     """The step a run's last checkpoint reached (``progress.json``), 0 if it has none."""
     from simvq.utils import read_json
@@ -695,7 +710,7 @@ def write_pages(name: str, repo: Path) -> int:
     new rows' tokens land in their codebooks (``measure_geometry``), for speech also write the
     listening page, loaded once in headless Chromium."""
     keep_missing(name, repo)
-    in_flight = reconcile_in_flight(name, repo) + record_in_flight(name, repo)
+    in_flight = reconcile_in_flight(name, repo) + record_in_flight(name, repo) + write_budget(name, repo)
     if in_flight:
         git_commit(repo, sorted(set(in_flight)), f"{CAMPAIGNS[name]['kind']} campaign: runs in flight recorded, with their CPU so far")
     if name == "image":

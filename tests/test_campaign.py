@@ -3,6 +3,7 @@ run (its row, its small artifacts and its CPU time committed to a repository, no
 
 import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -243,14 +244,18 @@ def test_check_smoke_trains_each_queued_configuration_once_and_names_failures(ca
 
 
 def test_pages_regenerates_each_campaigns_section_and_checks_the_listening_page(campaign, tmp_path, monkeypatch):
-    calls = []
+    calls, committed = [], []
 
     def fake_run(command, cwd, env):
         calls.append((command[1:], cwd, env["MPLBACKEND"]))
         return subprocess.CompletedProcess(command, 3 if "listening" in command[2] else 0)
 
     monkeypatch.setattr(campaign.subprocess, "run", fake_run)
+    monkeypatch.setattr(campaign, "git_commit", lambda repo, paths, message: committed.extend(paths))
     assert campaign.write_pages("image", tmp_path) == 0
+    # the cap and the spend before the ledger, beside it, for the report's one total against the cap
+    assert committed == ["docs/image/budget.json"]
+    assert json.loads((tmp_path / "docs" / "image" / "budget.json").read_text()) == {"cap": 30.0, "before_ledger": 1.3}
     assert calls == [(["-m", "simvq.cli", "report", "--results", "docs/results.csv", "--cached-references", "--spend", "docs/image/spend.csv",
                        "--kept", "docs/image/runs", "--out", "docs/results.md", "--figures", "docs/figures"], tmp_path, "Agg")]
     calls.clear()
@@ -350,3 +355,7 @@ def test_a_run_lost_in_flight_stays_counted_and_one_that_lands_is_not_counted_tw
     from simvq.experiments.results_file import spend_text
 
     assert "2 runs lost in flight" in spend_text(repo / "docs" / "image" / "spend.csv")
+    (repo / "docs" / "image" / "budget.json").write_text('{"cap": 30.0, "before_ledger": 1.3}')
+    # 900 + 600 CPU-seconds lost: 0.42 CPU-hours in the ledger, 1.72 with the spend before it
+    assert spend_text(repo / "docs" / "image" / "spend.csv").endswith(
+        "Against the cap of 30 CPU-hours: 1.72 counted (the ledger's 0.42 + 1.3 spent before it), 28.28 left.")

@@ -224,7 +224,8 @@ def test_the_header_says_whether_the_priors_converged(tmp_path):
 
     capped = [{"stop_reason": "budget: trained all 3000 steps", "best_step": "3000", "trained_steps": "3000", "val_nll_last20": v}
               for v in ("-0.041", "-0.013")]
-    early = {"stop_reason": "early stop at step 2400: 3 checks in a row without a gain of more than 0.001 bits/token", "best_step": "1800", "trained_steps": "2400", "val_nll_last20": "0.002"}
+    early = {"stop_reason": "early stop at step 2400: 3 checks in a row without a gain of more than 0.001 bits/token",
+             "best_step": "1800", "trained_steps": "2400", "val_nll_last20": "0.002"}
     text = convergence_text([*capped, early])
     assert text.startswith("Convergence: 1 of 3 priors stopped early on the held-out rule; 2 ran their whole step budget, "
                            "2 of them with their best validation NLL at the last check, still moving by -0.041 to -0.013 bits per token")

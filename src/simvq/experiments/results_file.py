@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, read_json
 
 
 def read_results(path: str | Path) -> list[dict]:
@@ -36,6 +36,7 @@ def write_results(path: str | Path, rows: list[dict], *, fields: list[str]) -> N
 
 
 LEDGER = "spend.csv"  # a campaign's spend ledger: one line per landed run (run, cpu_seconds, wall_seconds, finished)
+BUDGET = "budget.json"  # beside a ledger: the campaign's cap and the CPU-hours it spent before the ledger existed
 REFERENCE = "reference-"  # a ledger line's prefix for a reference measurement, not a run (e.g. an untrained quantizer's usage)
 LOST = "lost-"  # a ledger line's prefix for a run's CPU lost in flight (a new machine): spent, with no row
 
@@ -58,6 +59,11 @@ def spend_text(ledger: str | Path) -> str | None:
     again += (f" The {'runs' if len(lost) > 1 else 'run'} lost in flight (a session's machine changed before "
               f"{'they' if len(lost) > 1 else 'it'} landed) spent {sum(lost) / 3600:.2f} CPU-hours with no row; "
               f"that CPU stays counted (the ledger's `{LOST}` lines)." if lost else "")
+    budget = read_json(Path(ledger).with_name(BUDGET))
+    if budget:  # one total against the cap, so a reader need not add the parts up
+        counted = hours + float(budget["before_ledger"])
+        again += (f" Against the cap of {float(budget['cap']):g} CPU-hours: {counted:.2f} counted (the ledger's {hours:.2f} + "
+                  f"{float(budget['before_ledger']):g} spent before it), {float(budget['cap']) - counted:.2f} left.")
     return (f"Spent: {hours:.2f} CPU-hours recorded over {over} "
             f"(`{Path(ledger).as_posix()}`: each run's CPU seconds, training and evaluation; the protocol states any spend before the ledger).{again}")
 
