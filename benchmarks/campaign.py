@@ -45,7 +45,7 @@ from pathlib import Path
 # snapshot's code, not with whatever the installed package is edited into meanwhile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from simvq.experiments.results_file import LOST, variant_folder  # noqa: E402
+from simvq.experiments.results_file import LOST, REFERENCE, variant_folder  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ def expected_wall_seconds(campaign: dict, repo: Path, run: Run) -> float:
     in the ledger, else its CPU estimate at the ledger's wall/CPU ratio, else the ledger's slowest run.
     A resumed run's wall seconds cover its last session only, so a run counts at least its CPU seconds."""
     entries = [(float(e["wall_seconds"]), float(e["cpu_seconds"]), e["run"]) for e in ledger_entries(campaign, repo)
-               if e.get("wall_seconds") and not e["run"].startswith(("reference-", LOST))]
+               if e.get("wall_seconds") and not e["run"].startswith((REFERENCE, LOST))]
     same = [max(wall, cpu) for wall, cpu, slug in entries if cell(slug) == cell(run.slug)]
     if same:
         return max(same)
@@ -610,7 +610,6 @@ def measure_references(repo: Path, cells: list[tuple[int, int, int]] | None = No
     costly for ``simvq report`` to compute unasked), into the page's cache, and commit it with each
     reference's CPU seconds in the image ledger. Resumable: a cached seed is not measured again."""
     from simvq.experiments.report import references as refs
-    from simvq.experiments.results_file import REFERENCE
 
     campaign, cache = CAMPAIGNS["image"], repo / refs.DEFAULT_CACHE
     for size, tokens, dim in cells or reference_cells():
