@@ -304,7 +304,7 @@ def write_docs(text: str) -> None:
         head, rest = content.split(DOCS_BEGIN, 1)
         content = head + block + rest.split(DOCS_END, 1)[1]
     else:
-        content = content.rstrip() + "\n\n## Search speed and memory (`benchmarks/search.py`)\n\n" + block + "\n"
+        content = content.rstrip() + "\n\n### Search speed and memory (`benchmarks/search.py`)\n\n" + block + "\n"
     atomic_write_text(path, content)
 
 

@@ -169,7 +169,7 @@ def test_findings_state_the_verdicts(report):
             f"more evenly than random codes do (p = {ratio_p:.3f}, Welch)") in notes
     assert "collapsed (the seeds' 95% CI of the mean below 10% of codes) at K=8,192" in notes
     p = welch_p([20.0, 20.2, 20.4], [19.0, 19.1, 19.2])
-    assert f"higher than vq (+1.10 dB, p = {p:.3f})" in notes
+    assert f"higher than vq (+1.10 dB, p = {p:.3f})" in notes  # the only test at this K: no Holm
     assert "not tested against cvq (+0.10 dB), vq_reset (-0.80 dB) (one run on a side)" in notes
 
 
@@ -328,20 +328,24 @@ def test_a_method_whose_tokens_carry_more_than_one_index_is_tabled_apart_not_ran
         assert "sc_vae" not in section(text, name), name
 
 
-def test_family_note_keeps_only_the_verdicts_holm_keeps():
-    from simvq.experiments.report.findings import family_note
-    from simvq.experiments.stats import Welch
+def test_a_psnr_verdict_holm_does_not_keep_is_listed_as_such(tmp_path):
+    """Three rivals tested at K=1,024: vq's raw p stays below α after Holm's correction, fsq's raw
+    p is below α alone but not over the three tests, vq_ema's is not below α at all."""
+    from simvq.experiments.stats import holm
 
-    def test(p):
-        return Welch(1.0, 0.5, 1.5, p, 3, 3)
-
-    # Holm over (0.004, 0.02, 0.3): 0.012, 0.04, 0.3 -- both raw verdicts survive
-    both = family_note({"vq": test(0.004), "cvq": test(0.02), "fsq": test(0.3)})
-    assert "Over the 3 tests at this K together" in both and "vq (adjusted p = 0.012), cvq (adjusted p = 0.040) stay significant" in both
-    # adding two more tests: 0.02 becomes 0.02 x 4 = 0.08, which no longer clears α
-    some = family_note({"vq": test(0.004), "cvq": test(0.02), "fsq": test(0.3), "lfq": test(0.5), "affine": test(0.6)})
-    assert "vq (adjusted p = 0.020) stays significant; cvq (adjusted p = 0.080) does not" in some
-    assert family_note({"vq": test(0.004)}) == "" and family_note({"vq": test(0.2), "cvq": test(0.3)}) == ""
+    simvq = [20.0, 20.2, 20.4]
+    rivals = {"fsq": [19.5, 19.8, 19.85], "vq_ema": [19.9, 20.3, 20.35]}
+    rows = ROWS + [run(m, 1024, s, 0.99, v) for m, values in rivals.items() for s, v in enumerate(values)]
+    text = write_report(write_csv(tmp_path / "results.csv", rows), tmp_path / "results.md", figures_dir=tmp_path / "figures",
+                        references_file=write_references(tmp_path / "g.json")).read_text()
+    (note,) = [n for n in section(text, "Findings").splitlines() if n.startswith("- PSNR at K=1,024")]
+    raw = [welch_p(simvq, [19.0, 19.1, 19.2]), welch_p(simvq, rivals["fsq"]), welch_p(simvq, rivals["vq_ema"])]
+    adjusted = holm(raw)
+    assert raw[1] < 0.05 <= adjusted[1] and adjusted[0] < 0.05 and raw[2] >= 0.05
+    assert note.startswith("- PSNR at K=1,024 (Welch, α = 0.05, Holm's correction over the 3 tests at this K): SimVQ's 20.20 dB (3 seeds): ")
+    assert f"higher than vq (+1.10 dB, p = {raw[0]:.3f}, Holm p = {adjusted[0]:.3f})" in note
+    assert "significant alone but not after Holm's correction: fsq (+0.48 dB, 95% CI" in note and f"Holm p = {adjusted[1]:.3f})" in note
+    assert "not different from vq_ema (+0.02 dB, 95% CI" in note
 
 
 def test_a_no_difference_verdict_shows_the_interval_the_seeds_leave_open(tmp_path):
@@ -353,7 +357,9 @@ def test_a_no_difference_verdict_shows_the_interval_the_seeds_leave_open(tmp_pat
 
     test = scipy_stats.ttest_ind([20.0, 20.2, 20.4], [19.9, 20.3], equal_var=False)
     interval = test.confidence_interval(0.95)
-    assert f"not different from fsq (+0.10 dB, 95% CI [{interval.low:+.2f}, {interval.high:+.2f}], p = {test.pvalue:.2f})" in section(text, "Findings")
+    # two tests at K=1,024 (vq's and fsq's): fsq's is the larger p, which Holm leaves as it is
+    assert (f"not different from fsq (+0.10 dB, 95% CI [{interval.low:+.2f}, {interval.high:+.2f}], p = {test.pvalue:.2f}, "
+            f"Holm p = {test.pvalue:.2f})") in section(text, "Findings")
 
 
 def test_the_header_states_the_spend_of_the_ledger_it_is_given_or_finds_beside_the_results(tmp_path):

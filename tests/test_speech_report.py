@@ -234,3 +234,23 @@ def test_the_header_states_the_campaigns_spend_from_its_ledger(rows, tmp_path):
     (tmp_path / "spend.csv").write_text("run,cpu_seconds,wall_seconds,finished\na,3600,4000,t\nb,5400,6000,t\n")
     assert spend() == [f"- Spent: 2.50 CPU-hours recorded over 2 landed runs (`{(tmp_path / 'spend.csv').as_posix()}`: each run's CPU "
                        "seconds, training and evaluation; the protocol states any spend before the ledger)."]
+
+
+def test_verdicts_read_holms_adjustment_over_the_ks_rivals_on_each_measure():
+    """Two rivals tested on the mel distance: fsq's raw p is below α, but not once Holm's correction
+    covers both tests, so no side is taken; usage, where both pass, keeps its verdicts."""
+    from scipy.stats import ttest_ind
+
+    from simvq.experiments.comparison import rival_summaries
+    from simvq.experiments.speech_report import QUALITY
+    from simvq.experiments.stats import holm
+
+    mels = {"simvq": [0.670, 0.684], "vq": [0.730, 0.736], "fsq": [0.612, 0.618]}
+    rows = [codec_run(m, 4096, s, usage=0.5, pesq=1.2, mel=v) for m, values in mels.items() for s, v in enumerate(values)]
+    raw = [ttest_ind(mels["simvq"], mels[m], equal_var=False).pvalue for m in ("vq", "fsq")]
+    adjusted = holm(raw)
+    assert raw[1] < 0.05 <= adjusted[1]
+    (fsq,) = [n for n in rival_summaries(group_rows(rows, budget="max_steps"), QUALITY) if "SimVQ − fsq" in n]
+    assert "fsq better" not in fsq and f"mel distance +0.062, p = {raw[1]:.3f}, Holm p = {adjusted[1]:.3f}" in fsq
+    (line,) = [n for n in findings(group_rows(rows, budget="max_steps")) if "mel distance" in n and "vs fsq" in n]
+    assert "→ no significant difference" in line and f"Holm p = {adjusted[1]:.3f}" in line

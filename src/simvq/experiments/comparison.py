@@ -53,10 +53,21 @@ def k_table(groups: dict, k: int, columns: list[Column], *, extra: list[tuple[st
     return [f"**{k_label(k)}**", "", *table_rows(header, rows), ""]
 
 
-def verdict(simvq: Stat, rival: Stat, *, scale: float, digits: int, lower: bool, rival_name: str = "the rival") -> str:
-    """SimVQ against a rival by Welch's t-test over seeds (``simvq.experiments.stats``); a side with
-    one seed is one run, with no test and no verdict."""
-    return stats.verdict(simvq.values, rival.values, scale=scale, digits=digits, lower=lower, names=("simvq", rival_name))
+def verdict(simvq: Stat, rival: Stat, *, scale: float, digits: int, lower: bool, rival_name: str = "the rival",
+            adjusted: float | None = None) -> str:
+    """SimVQ against a rival by Welch's t-test over seeds (``simvq.experiments.stats``), read at
+    ``adjusted`` (a family-corrected p) when given; a side with one seed is one run, with no test and no verdict."""
+    return stats.verdict(simvq.values, rival.values, scale=scale, digits=digits, lower=lower, names=("simvq", rival_name), adjusted=adjusted)
+
+
+def holm_over_rivals(groups: dict, k: int, column: str) -> dict[str, float]:
+    """Holm-adjusted p-values of SimVQ against each rival with a test on ``column`` at ``k``: the
+    family of that K and measure, as the image table's verdicts use (one test: its own p)."""
+    mine = stat(groups[("simvq", k)], column)
+    tests = {rival: stats.welch(mine.values, other.values) for rival in method_order(m for m, size in groups if size == k and m != "simvq")
+             if mine is not None and (other := stat(groups[(rival, k)], column)) is not None}
+    tests = {rival: test for rival, test in tests.items() if test is not None}
+    return dict(zip(tests, stats.holm([test.p for test in tests.values()])))
 
 
 def simvq_verdicts(groups: dict, columns: list[Column]) -> list[str]:
@@ -65,23 +76,27 @@ def simvq_verdicts(groups: dict, columns: list[Column]) -> list[str]:
     for k in sizes(groups):
         if ("simvq", k) not in groups:
             continue
+        families = {column: holm_over_rivals(groups, k, column) for column, *_ in columns}
         for rival in method_order(m for m, size in groups if size == k and m != "simvq"):
             for column, title, scale, digits, lower in columns:
                 a, b = stat(groups[("simvq", k)], column), stat(groups[(rival, k)], column)
                 if a is None or b is None or lower is None:
                     continue
+                adjusted = families[column].get(rival) if len(families[column]) > 1 else None
                 notes.append(f"{k_label(k)}, {title}: simvq {stat_text(a, scale, digits)} vs {rival} "
-                             f"{stat_text(b, scale, digits)} → {verdict(a, b, scale=scale, digits=digits, lower=lower, rival_name=rival)}.")
+                             f"{stat_text(b, scale, digits)} → {verdict(a, b, scale=scale, digits=digits, lower=lower, rival_name=rival, adjusted=adjusted)}.")
     return notes
 
 
 def rival_summaries(groups: dict, columns: list[Column]) -> list[str]:
     """One sentence per K and rival: on which scored columns SimVQ is better, worse or not different
-    (Welch over seeds, the p-values beside), or the differences alone where a side has one run."""
+    (Welch over seeds, read at Holm's adjustment over the K's rivals on that column; both p-values
+    beside), or the differences alone where a side has one run."""
     notes = []
     for k in sizes(groups):
         if ("simvq", k) not in groups:
             continue
+        families = {column: holm_over_rivals(groups, k, column) for column, *_ in columns}
         for rival in method_order(m for m, size in groups if size == k and m != "simvq"):
             said: dict[str, list[str]] = {"better": [], "worse": [], "same": [], "untested": []}
             seeds = None
@@ -95,8 +110,10 @@ def rival_summaries(groups: dict, columns: list[Column]) -> list[str]:
                     said["untested"].append(shown)
                     continue
                 seeds = f"{test.n_a} vs {test.n_b} seeds"
-                side = "same" if not test.significant else "better" if (test.difference < 0) == bool(lower) else "worse"
-                said[side].append(f"{shown}, {stats.p_text(test.p)}")
+                family = families[column]
+                p = family[rival] if len(family) > 1 else test.p  # the verdict reads the K's Holm-adjusted p
+                side = "same" if p >= stats.ALPHA else "better" if (test.difference < 0) == bool(lower) else "worse"
+                said[side].append(f"{shown}, {stats.p_text(test.p)}" + (f", Holm {stats.p_text(p)}" if len(family) > 1 else ""))
             parts = [f"SimVQ better on {'; '.join(said['better'])}" if said["better"] else "",
                      f"{rival} better on {'; '.join(said['worse'])}" if said["worse"] else "",
                      f"no significant difference on {'; '.join(said['same'])}" if said["same"] else "",

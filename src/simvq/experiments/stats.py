@@ -107,16 +107,20 @@ def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
 
 
-def verdict(a, b, *, scale: float = 1.0, digits: int = 2, lower: bool = False, names: tuple[str, str] = ("simvq", "the rival")) -> str:
+def verdict(a, b, *, scale: float = 1.0, digits: int = 2, lower: bool = False, names: tuple[str, str] = ("simvq", "the rival"),
+            adjusted: float | None = None) -> str:
     """``a`` against ``b`` (seed values) in words: which is better at level ALPHA, the difference
-    with its 95% CI and the p-value; "one run" without a test where a side has a single seed."""
+    with its 95% CI and the p-value; "one run" without a test where a side has a single seed. With
+    ``adjusted`` (the p-value corrected for its family of tests, e.g. Holm's), the verdict reads it."""
     test = welch(a, b)
     diff = (statistics.fmean(a) - statistics.fmean(b)) * scale if a and b else math.nan
     shown = signed(diff, digits)
     if test is None:
         return f"{shown} (one run on a side: no test)"
-    ci = f"95% CI [{test.low * scale:+.{digits}f}, {test.high * scale:+.{digits}f}], {p_text(test.p)}, Welch, {test.n_a} vs {test.n_b} seeds"
-    if not test.significant:
+    holm_text = "" if adjusted is None else f", Holm {p_text(adjusted)}"
+    ci = (f"95% CI [{test.low * scale:+.{digits}f}, {test.high * scale:+.{digits}f}], {p_text(test.p)}{holm_text}, Welch, "
+          f"{test.n_a} vs {test.n_b} seeds")
+    if (test.p if adjusted is None else adjusted) >= ALPHA:
         return f"no significant difference ({shown}; {ci})"
     better = (diff < 0) if lower else (diff > 0)
     return f"{names[0] if better else names[1]} better: {diff:+.{digits}f} ({ci})"

@@ -124,47 +124,39 @@ def vq_note(main: dict[tuple, Group]) -> str | None:
 
 
 def psnr_note(main: dict[tuple, Group], column) -> str | None:
-    """SimVQ against every method at one K on PSNR, by Welch's test; single runs are listed apart."""
+    """SimVQ against every method at one K on PSNR, by Welch's test with Holm's correction over the K's
+    tests (family-wise α, as the table's verdicts): a raw verdict the correction does not keep is listed
+    as such; single runs are listed apart."""
     simvq = main.get(("simvq", column))
     psnr = simvq.stat("psnr") if simvq else None
     if psnr is None:
         return None
-    higher, lower, same, untested, tested = [], [], [], [], {}
-    for method in method_order(m for m, c in main if c == column and m != "simvq"):
-        rival = main[(method, column)].stat("psnr")
-        if rival is None:
+    rivals = {m: stat for m in method_order(m for m, c in main if c == column and m != "simvq") if (stat := main[(m, column)].stat("psnr"))}
+    tests = {m: welch(psnr.values, stat.values) for m, stat in rivals.items()}
+    tested = {m: t for m, t in tests.items() if t is not None}
+    adjusted = dict(zip(tested, holm([t.p for t in tested.values()])))
+    higher, lower, lost, same, untested = [], [], [], [], []
+    for method, rival in rivals.items():
+        diff, test = psnr.mean - rival.mean, tests[method]
+        if test is None:
+            untested.append(f"{method} ({diff:+.2f} dB)")
             continue
-        test = welch(psnr.values, rival.values)
-        diff = psnr.mean - rival.mean
-        label = f"{method} ({diff:+.2f} dB{', ' + p_text(test.p) if test else ''})"
-        if test is not None and not test.significant:  # how large a difference the seeds could not rule out
-            label = f"{method} ({diff:+.2f} dB, 95% CI [{test.low:+.2f}, {test.high:+.2f}], {p_text(test.p)})"
-        (untested if test is None else same if not test.significant else higher if diff > 0 else lower).append(label)
-        if test is not None:
-            tested[method] = test
+        holm_text = f", Holm {p_text(adjusted[method])}" if len(tested) > 1 else ""
+        if adjusted[method] < ALPHA:
+            (higher if diff > 0 else lower).append(f"{method} ({diff:+.2f} dB, {p_text(test.p)}{holm_text})")
+        else:  # how large a difference the seeds could not rule out
+            label = f"{method} ({diff:+.2f} dB, 95% CI [{test.low:+.2f}, {test.high:+.2f}], {p_text(test.p)}{holm_text})"
+            (lost if test.significant else same).append(label)
     parts = [f"higher than {', '.join(higher)}" if higher else "", f"lower than {', '.join(lower)}" if lower else "",
+             f"significant alone but not after Holm's correction: {', '.join(lost)}" if lost else "",
              f"not different from {', '.join(same)}" if same else "",
              f"not tested against {', '.join(untested)} (one run on a side)" if untested else ""]
     parts = [p for p in parts if p]
     if not parts:
         return None
-    text = f"PSNR at {k_label(column)} (Welch, α = 0.05): SimVQ's {psnr.mean:.2f} dB ({psnr.n} seed{'s' * (psnr.n > 1)}): " + "; ".join(parts) + "."
-    return text + family_note(tested)
-
-
-def family_note(tested: dict) -> str:
-    """Which of one K's significant verdicts survive Holm's correction for testing SimVQ against every
-    method at once (family-wise error ≤ α), with the adjusted p-values; empty for fewer than two tests."""
-    significant = [m for m, t in tested.items() if t.significant]
-    if len(tested) < 2 or not significant:
-        return ""
-    adjusted = dict(zip(tested, holm([t.p for t in tested.values()])))
-    kept = [f"{m} (adjusted {p_text(adjusted[m])})" for m in significant if adjusted[m] < ALPHA]
-    lost = [f"{m} (adjusted {p_text(adjusted[m])})" for m in significant if adjusted[m] >= ALPHA]
-    said = [f"{', '.join(kept)} {'stays' if len(kept) == 1 else 'stay'} significant" if kept else "",
-            f"{', '.join(lost)} {'does' if len(lost) == 1 else 'do'} not" if lost else ""]
-    return (f" Over the {len(tested)} tests at this K together (Holm's correction, family-wise α = {ALPHA}): "
-            + "; ".join(p for p in said if p) + ".")
+    family = f", Holm's correction over the {len(tested)} tests at this K" if len(tested) > 1 else ""
+    return (f"PSNR at {k_label(column)} (Welch, α = {ALPHA}{family}): SimVQ's {psnr.mean:.2f} dB ({psnr.n} seed{'s' * (psnr.n > 1)}): "
+            + "; ".join(parts) + ".")
 
 
 def joint_training_note(groups: dict[tuple, Group], size: int) -> str | None:

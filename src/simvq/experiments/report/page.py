@@ -71,7 +71,7 @@ def header(rows: list[dict], groups: dict[tuple, Group], results, spend: Path, c
         f"method's, two-sided, α = {ALPHA}; a side with one seed is one run and gets no verdict. Each table cell gives the "
         "comparison's own p and its Holm-adjusted p over all of that K's comparisons on that measure, and its verdict "
         "reads the adjusted p. With 2–3 seeds a side the tests have little power: \"not significant\" is not \"equal\" "
-        "(the findings give the confidence intervals)."
+        "(the findings give the PSNR tests' confidence intervals)."
         + (f" {DAGGER} = an old-protocol run that hit its step cap before its plateau criterion held." if any(g.capped() for g in groups.values()) else ""),
     ]
 
@@ -101,7 +101,7 @@ def render(rows: list[dict], groups: dict[tuple, Group], results, pictures: list
     body = [
         *header(rows, groups, results, spend, command), "",
         "### Main comparison", "",
-        "Every one-index-per-token method at every K. Under each K, an untrained quantizer (Gaussian codes and "
+        "Every one-index-per-token method measured, at each K it has rows for. Under each K, an untrained quantizer (Gaussian codes and "
         "tokens in the same dimension) at the same K and token count, over seeds. The last columns test SimVQ "
         "against the method on that row.", "",
         *main_table(main, refs), "",
