@@ -488,9 +488,23 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# at K=262,144 on the 14x14 grid the nearest search is most of a run; its bf16 screen made the ledger's
+# ~1.7 CPU-hours, and without native bf16 the float32 search measured ~8 CPU-s a step (first 250 steps,
+# an AVX2 EPYC), ~5x: such a run would cost ~6 CPU-hours of the cap and outlast a session
+SCREENED_SIZES = (262144,)
+
+
+def machine_fits(run: Run) -> bool:
+    """Whether this CPU runs ``run`` at the cost the plan counts on: the K=262,144 runs need native bf16."""
+    from simvq.cpu import cpu_has_native_bf16
+
+    return run.size not in SCREENED_SIZES or cpu_has_native_bf16()
+
+
 def ready(repo: Path, run: Run) -> bool:
-    """A prior waits for its tokenizer's row in the image campaign's results."""
-    return not run.prior or run.tokenizer.key in done_keys(repo / CAMPAIGNS["image"]["results"])
+    """A prior waits for its tokenizer's row in the image campaign's results; a run this CPU would
+    make several times dearer (``machine_fits``) waits for a machine that fits it."""
+    return machine_fits(run) and (not run.prior or run.tokenizer.key in done_keys(repo / CAMPAIGNS["image"]["results"]))
 
 
 def tokenizer_csv(repo: Path, run: Run, work: Path, code: Path, env: dict) -> Path:
@@ -543,9 +557,9 @@ def run_stream(name: str, stream: str, repo: Path, *, runs: int | None = None, s
                 print(f"campaign {name} stream {stream}: the cap ({campaign['cap']:g} CPU-hours) does not cover what is left "
                       f"({spent:.2f} spent)", flush=True)
                 return
-            waiting = [r for r in campaign["plan"]() if r.key not in done]
+            waiting = [r for r in campaign["plan"]() if r.key not in done and machine_fits(r)]
             if not waiting:
-                print(f"campaign {name} stream {stream}: nothing left to claim", flush=True)
+                print(f"campaign {name} stream {stream}: nothing left that this machine runs at the planned cost", flush=True)
                 return
             time.sleep(300)  # the rest waits on tokenizers another campaign is still training, or on other streams
             continue
@@ -577,7 +591,8 @@ def show_plan(name: str, repo: Path) -> None:
         spent = sum(float(r.get("train_seconds") or 0) for r in csv.DictReader(handle))
     plan = campaign["plan"]()
     for run in plan:
-        print(f"{'done' if run.key in done else 'todo' if ready(repo, run) else 'wait'}  {run.slug}")
+        state = "done" if run.key in done else "todo" if ready(repo, run) else "wait" if machine_fits(run) else "wait (needs native bf16)"
+        print(f"{state}  {run.slug}")
     entries = ledger_entries(campaign, repo)
     cpu = sum(float(e["cpu_seconds"]) for e in entries) / 3600
     print(f"{sum(r.key in done for r in plan)} of {len(plan)} runs done; {spent / 3600:.1f} h of training recorded in the rows "

@@ -359,3 +359,14 @@ def test_a_run_lost_in_flight_stays_counted_and_one_that_lands_is_not_counted_tw
     # 900 + 600 CPU-seconds lost: 0.42 CPU-hours in the ledger, 1.72 with the spend before it
     assert spend_text(repo / "docs" / "image" / "spend.csv").endswith(
         "Against the cap of 30 CPU-hours: 1.72 counted (the ledger's 0.42 + 1.3 spent before it), 28.28 left.")
+
+
+def test_the_k262144_runs_wait_for_a_cpu_with_native_bf16(campaign, tmp_path, monkeypatch):
+    """Their planned cost is the bf16-screened search's; without native bf16 the plan marks them as
+    waiting for such a machine, and the other runs stay ready."""
+    import simvq.cpu
+
+    large, small = campaign.Run("simvq", 262144, 1, 2000, grid=14), campaign.Run("simvq", 8192, 0, 2000, ablation="no bias")
+    for native in (True, False):
+        monkeypatch.setattr(simvq.cpu, "cpu_has_native_bf16", lambda native=native: native)
+        assert campaign.ready(tmp_path, large) is native and campaign.ready(tmp_path, small)
