@@ -35,6 +35,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -235,7 +236,8 @@ def cell(slug: str) -> str:
 
 def expected_wall_seconds(campaign: dict, repo: Path, run: Run) -> float:
     """How long ``run`` should take on the clock: the slowest landed run of its cell (another seed)
-    in the ledger, else its CPU estimate at the ledger's wall/CPU ratio, else the ledger's slowest run.
+    in the ledger, else its CPU estimate at the ledger's wall/CPU ratio, else twice the median landed run
+    at its K (or in the ledger).
     A resumed run's wall seconds cover its last session only, so a run counts at least its CPU seconds."""
     entries = [(float(e["wall_seconds"]), float(e["cpu_seconds"]), e["run"]) for e in ledger_entries(campaign, repo)
                if e.get("wall_seconds") and not e["run"].startswith((REFERENCE, LOST))]
@@ -245,7 +247,11 @@ def expected_wall_seconds(campaign: dict, repo: Path, run: Run) -> float:
     whole = [(wall, cpu) for wall, cpu, _ in entries if wall >= cpu]  # runs that landed in one session
     ratio = sum(wall for wall, _ in whole) / max(sum(cpu for _, cpu in whole), 1.0) if whole else 1.5
     estimate = campaign.get("estimate", lambda _: 0.0)(run)
-    return estimate * 3600 * ratio if estimate else max((max(wall, cpu) for wall, cpu, _ in entries), default=3600.0)
+    if estimate:
+        return estimate * 3600 * ratio
+    # no seed of its own and no estimate (the costly cells have one): twice the typical run at its K
+    at_k = [max(wall, cpu) for wall, cpu, slug in entries if f"-K{run.size}-" in slug] or [max(wall, cpu) for wall, cpu, _ in entries]
+    return 2 * statistics.median(at_k) if at_k else 3600.0
 
 
 def deadline(clock: str, *, now: float | None = None) -> float:

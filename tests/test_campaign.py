@@ -309,7 +309,9 @@ def test_a_stream_near_its_stop_time_starts_only_runs_expected_to_land_before_it
     ratio = 800 / 510  # the wall over CPU of runs landed in one session; references, lost and resumed runs left out
     assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("simvq", 262144, 1, 2000, grid=14)) == pytest.approx(1.7 * 3600 * ratio)
     assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("cvq", 8192, 1, 2000)) == 700.0  # resumed: its CPU, not its last session
-    assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("vq_lc", 1024, 0, 2000)) == 700.0  # no estimate: the slowest
+    # no seed and no estimate: twice the median run at its K (300, 500, 700: 500), else in the ledger
+    assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("vq_lc", 8192, 0, 2000)) == 1000.0
+    assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("vq_lc", 1024, 0, 2000)) == 1000.0
     noon = time.mktime((2026, 12, 7, 12, 0, 0, 0, 0, -1))
     assert campaign.deadline("13:30", now=noon) == noon + 5400
     assert campaign.deadline("11:00", now=noon) == noon + 23 * 3600  # past today: tomorrow
