@@ -366,3 +366,40 @@ def test_padded_frames_are_masked_in_the_quantizer():
                          ([8000.0, 4320.0], "integer sample counts")):
         with pytest.raises(ValueError, match=rf"lengths must .*{message}"):
             model(wav, lengths=torch.tensor(bad))
+
+
+def test_the_resolution_discriminator_runs_channels_last_with_the_same_values():
+    """Its 2-D convs take the spectrogram channels-last (faster in oneDNN); the logits and feature maps
+    are those of the same stack on the plain layout."""
+    from simvq.models.audio_discriminators import MultiResolutionDiscriminator, _conv_stack, stft_magnitude
+
+    torch.manual_seed(0)
+    wav = harmonic_clip(0.25).repeat(2, 1, 1)
+    for sub in MultiResolutionDiscriminator(channels=4).discriminators:
+        logits, features = sub(wav)
+        plain = stft_magnitude(wav, *sub.resolution).unsqueeze(1).contiguous()
+        expected_logits, expected_features = _conv_stack(sub.convs, sub.out, plain)
+        torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=1e-6)
+        for got, want in zip(features, expected_features):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_frozen_discriminator_passes_gradients_to_its_input_only():
+    """The generator's step builds its loss through the discriminator with the discriminator's weights
+    out of autograd: the input's gradient is the same, no weight gradient is computed, and each weight's
+    requires_grad is as it was afterwards (one already off stays off)."""
+    from simvq.models.audio_discriminators import MultiPeriodDiscriminator, generator_loss
+    from simvq.train.core import frozen
+
+    torch.manual_seed(0)
+    discriminator = MultiPeriodDiscriminator(channels=4, max_channels=16)
+    held = next(discriminator.parameters()).requires_grad_(False)
+    fake = harmonic_clip(0.25).requires_grad_(True)
+    generator_loss(discriminator(fake)[0]).backward()
+    expected, fake.grad = fake.grad.clone(), None
+    discriminator.zero_grad(set_to_none=True)
+    with frozen(discriminator):
+        generator_loss(discriminator(fake)[0]).backward()
+    torch.testing.assert_close(fake.grad, expected, rtol=0, atol=0)
+    assert all(p.grad is None for p in discriminator.parameters())
+    assert not held.requires_grad and all(p.requires_grad for p in discriminator.parameters() if p is not held)

@@ -81,7 +81,9 @@ class ResolutionDiscriminator(nn.Module):
     def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
         n_fft, hop, window = self.resolution
         x = stft_magnitude(wav, n_fft, hop, window).unsqueeze(1)  # (B, 1, freq, frames)
-        return _conv_stack(self.convs, self.out, x)
+        # channels-last: oneDNN's 2-D convs over these few channels run ~35% faster so, forward and
+        # backward (measured on one CPU thread, batch 16 x 1 s); the values are the same convolution's
+        return _conv_stack(self.convs, self.out, x.contiguous(memory_format=torch.channels_last))
 
 
 class MultiPeriodDiscriminator(nn.Module):

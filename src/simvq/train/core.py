@@ -15,6 +15,7 @@ directory that resumes, written through public Lightning APIs only.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -45,6 +46,20 @@ def update_ema(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float)
     ema_buffers, live_buffers = list(ema_model.buffers()), list(model.buffers())
     if ema_buffers:
         torch._foreach_copy_(ema_buffers, live_buffers)
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module | None):
+    """``module``'s parameters out of autograd for the block (each restored after), so a graph built
+    through it (a generator's loss through its discriminator) carries gradients to its inputs only."""
+    params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str = "constant", min_lr_fraction: float = 0.1) -> float:
