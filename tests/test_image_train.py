@@ -119,6 +119,11 @@ def test_interrupted_training_resumes_without_redoing_steps(tmp_path, monkeypatc
     sessions = json.loads((tmp_path / "progress.json").read_text())["sessions"]
     assert sessions[-1] == {**sessions[-1], "start_step": 30, "end_step": 40, "steps_run": 10}
     assert all(0 < s["cpu_seconds"] for s in sessions)  # each session's own CPU time, for a campaign's ledger
+    # each session's precision as trained ("auto" follows the machine), which a results row records
+    from simvq.experiments.results_file import trained_precision
+    from simvq.train.core import resolve_precision
+
+    assert {s["precision"] for s in sessions} == {resolve_precision("auto", "cpu")} == {trained_precision(tmp_path)}
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
     # every step from 1 to 40 was logged once: none lost, none redone
     steps = [step for step, _ in read_log(tmp_path, "train/reconstruction")]

@@ -453,3 +453,17 @@ def test_the_convergence_finding_follows_usage_in_the_training_windows_where_the
     drawn = [p.name for p in figures(aggregate(rows), {}, tmp_path / "figures", found)]
     assert [n for n in drawn if "window" in n] == ["sweep_window_usage_over_steps_K1024.png", "sweep_window_usage_over_steps_K8192.png"]
     assert not any("window" in p.name for p in figures(aggregate(rows), {}, tmp_path / "none"))
+
+
+def test_the_precision_a_row_trained_in_is_read_from_its_sessions_and_counted_in_the_header(tmp_path):
+    import json
+
+    from simvq.experiments.results_file import precision_text, trained_precision
+
+    assert trained_precision(tmp_path) == ""  # no progress.json: not recorded
+    sessions = [{"precision": "bf16-mixed"}, {"cpu_seconds": 3.0}, {"precision": "32-true"}, {"precision": "bf16-mixed"}]
+    (tmp_path / "progress.json").write_text(json.dumps({"global_step": 9, "sessions": sessions}))
+    assert trained_precision(tmp_path) == "bf16-mixed+32-true"  # a run resumed on another machine
+    text = precision_text([{"precision": "32-true"}, {"precision": "32-true"}, {"precision": ""}, {}])
+    assert text.startswith("trained in 32-true (2 runs); precision not recorded for 2 runs (trained before it was: one or the other) "
+                           "(the network's precision follows the machine")

@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .results_file import append_result, device_name, read_results
+from .results_file import append_result, device_name, read_results, trained_precision
 
 DEFAULT_METHODS = ["simvq", "vq", "vq_ema", "fsq", "lfq"]
 
@@ -95,6 +95,7 @@ GENERATION_FIELDS = [
     "eval_seconds",
     "train_seconds",
     "device",
+    "precision",  # the prior's, as trained (trainer.precision "auto" follows the machine)
     "tokenizer_run",
     "run_dir",
 ]
@@ -213,6 +214,7 @@ def run_generation_bench(spec: GenerationSpec, *, progress: bool = True) -> list
             "prior": prior,
             "train_seconds": round(sum(s["seconds"] for s in sessions), 1),
             "device": device_name(),
+            "precision": trained_precision(run_dir),
             "tokenizer_run": tokenizer["run_dir"],
             "run_dir": str(run_dir),
         }

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .comparison import figure_section, group_rows, k_table, run_figures, simvq_verdicts, sizes, verdict, write_section
 from .report import MISSING, Stat, k_label, method_order, number, stat_text, summarize, table_rows
-from .results_file import LEDGER, kept_folder, spend_text
+from .results_file import LEDGER, kept_folder, precision_text, spend_text
 from .stats import contrast, p_text, signed
 
 BEGIN = "<!-- generation-report:begin -->"
@@ -159,7 +159,7 @@ def header(priors: dict, results) -> list[str]:
          + "; ".join(f"`{prior}`: {parameters_text(groups)}" for prior, groups in priors.items()) + ")" if several
          else f"- Priors: {len(rows)}, of equal size") + f"; prior step budget(s): {', '.join(f'{b:,}' for b in budgets) or MISSING}; "
         f"devices: {devices}; {hours:.1f} h of prior training" + (f", {eval_hours:.1f} h of evaluation" if eval_hours else "")
-        + ". Seeds: " + ", ".join(f"{name} {n}" for name, n in sorted(seeds.items())) + ".",
+        + f"; priors {precision_text(rows)}. Seeds: " + ", ".join(f"{name} {n}" for name, n in sorted(seeds.items())) + ".",
         f"- Domain metrics: features of the project's Fashion-MNIST classifier, {numbers(rows, 'domain_fid_samples')} samples "
         "against the whole test split: FID"
         + (", KID (the unbiased MMD² with the cubic polynomial kernel of Binkowski et al. 2018, mean over 100 random subsets of "

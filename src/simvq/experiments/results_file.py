@@ -75,6 +75,29 @@ def device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
 
 
+def trained_precision(run_dir: Path) -> str:
+    """The precision the run's sessions trained in (``progress.json``), joined if they differ; blank
+    for sessions from before it was recorded."""
+    from ..runs.files import PROGRESS_FILE
+
+    sessions = read_json(Path(run_dir) / PROGRESS_FILE, {}).get("sessions", [])
+    return "+".join(dict.fromkeys(s["precision"] for s in sessions if s.get("precision")))
+
+
+def precision_text(rows: list[dict]) -> str:
+    """The precisions the rows trained in, with their counts, in words for a report's header: what
+    ``trainer.precision: auto`` picked on each machine (bf16-mixed with native bf16, else 32-true)."""
+    from collections import Counter
+
+    counts = Counter(row.get("precision") for row in rows if row.get("precision"))
+    unrecorded = sum(not row.get("precision") for row in rows)
+    kinds = ", ".join(f"{name} ({n} run{'s' * (n > 1)})" for name, n in sorted(counts.items()))
+    said = [f"trained in {kinds}"] if counts else []
+    said += [f"precision not recorded for {unrecorded} run{'s' * (unrecorded > 1)} (trained before it was: one or the other)"] if unrecorded else []
+    return ("; ".join(said) + " (the network's precision follows the machine: bf16-mixed on a CPU with native bf16, else 32-true; "
+            "the search and the quantizer losses are float32 on both)")
+
+
 def variant_folder(variant: str) -> str:
     """A variant as run folders spell it (``grid=14x14`` -> ``grid-14x14``, ``train C and W`` ->
     ``train_C_and_W``): ``simvq bench``'s run directories and a campaign's kept copies."""

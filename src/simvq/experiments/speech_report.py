@@ -30,7 +30,7 @@ from pathlib import Path
 from . import results_file
 from .comparison import figure_section, group_rows, k_table, rival_summaries, run_figures, simvq_verdicts, sizes, write_section
 from .report import MISSING, k_label, method_order, number, span, stat_text, summarize, whole
-from .results_file import LEDGER, run_file, spend_text
+from .results_file import LEDGER, precision_text, run_file, spend_text
 from .speech_curve import CURVE_FILE, projected_step
 
 BEGIN = "<!-- speech-report:begin -->"
@@ -146,7 +146,7 @@ def header(groups: dict, results, kept: Kept = None) -> list[str]:
         "",
         f"- Budget: every codec trained for {budgets} steps (the audio recipe has no plateau criterion: each run "
         f"trains to the cap{f'; {len(short)} run(s) stopped short of it' if short else ''}). Runs: {len(rows)}; "
-        f"devices: {devices}; {seconds} s per step; {hours:.1f} h of training in total.",
+        f"devices: {devices}; {seconds} s per step; {hours:.1f} h of training in total; {precision_text(rows)}.",
         f"- Usage: codes used over every token of {counted_splits(rows, kept)} (tokens counted in the table; tokens per code: {ratio})"
         + (f"; methods whose codebook is not K codes: {', '.join(odd)}." if odd else ".") + ceilings,
         "- PESQ (wideband), STOI and log-mel distance compare each test utterance with its reconstruction; "

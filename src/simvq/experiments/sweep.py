@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..runs.registry import AUDIO_RESULT_COLUMNS, DEFAULT_RECIPE, IMAGE_RESULT_COLUMNS, get_recipe, recipe_names
 from ..utils import atomic_write_text, read_json
-from .results_file import append_result, device_name, read_results, variant_folder
+from .results_file import append_result, device_name, read_results, trained_precision, variant_folder
 
 # quantizers whose codes are not one index per token into a K-code book; left out by default
 NOT_COMPARABLE = ("residual", "residual_simvq", "qinco", "sc_vae")
@@ -289,6 +289,7 @@ def run_one(spec: SweepSpec, run: RunSpec, threads: int | None = None) -> tuple[
         "plateau": str(plateau["plateau"]).lower(),
         "seconds_per_step": round(metrics["train_seconds"] / max(1, steps), 4) if "train_seconds" in metrics else "",
         "device": device_name(),
+        "precision": trained_precision(run_dir),
         "run_dir": str(run_dir),
         **{name: metrics[name] for name in recipe.result_columns if name in metrics and name not in ("codebook_size", "steps")},
     }

@@ -142,6 +142,7 @@ IMAGE_RESULT_COLUMNS = [
     "train_seconds",
     "seconds_per_step",
     "device",
+    "precision",  # the autoencoder's, as trained (trainer.precision "auto" follows the machine); sessions' joined
     "run_dir",
 ]
 
@@ -176,6 +177,7 @@ AUDIO_RESULT_COLUMNS = [
     "train_seconds",
     "seconds_per_step",
     "device",
+    "precision",  # the autoencoder's, as trained (trainer.precision "auto" follows the machine); sessions' joined
     "run_dir",
 ]
 

@@ -345,7 +345,7 @@ def fit_tokenizer(config, build_module, *, evaluate: bool = True, progress: bool
     start_step = checkpoint_step(checkpoint_path)
     consistency = RankConsistency()
     record = SessionRecord(run_dir, start_step, facts=lambda trainer: {
-        "world_size": trainer.world_size, "tensors_identical_across_ranks": consistency.compared})
+        "world_size": trainer.world_size, "tensors_identical_across_ranks": consistency.compared, "precision": precision})
     trainer = resumable_trainer(
         config,
         run_dir,

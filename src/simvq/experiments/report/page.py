@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ...utils import atomic_write_text
-from ..results_file import LEDGER, read_results, spend_text
+from ..results_file import LEDGER, precision_text, read_results, spend_text
 from ..stats import ALPHA
 from .aggregate import Group, aggregate, columns_of, main_groups, method_order, number, plateaued, step_cap, value, values_at
 from .figures import figures, load_curves
@@ -64,7 +64,7 @@ def header(rows: list[dict], groups: dict[tuple, Group], results, spend: Path, c
         "",
         f"- Runs: {len(rows)}; seeds per method in the main comparison: {seeds_per_method(main) or MISSING}.",
         f"- Budget: {span((step_cap(r) for r in rows), whole)} steps; {stopping_summary(rows)}.",
-        f"- Devices: {devices}; {hours:.1f} h of training in total (wall clock; the CPU spent is below).",
+        f"- Devices: {devices}; {hours:.1f} h of training in total (wall clock; the CPU spent is below); {precision_text(rows)}.",
         *([f"- {spent}"] if (spent := spend_text(spend)) else []),
         f"- {token_summary(main)}",
         "- Cells: mean ± std over seeds (number of seeds). Tests: Welch's t-test of SimVQ's seeds against the "

@@ -143,7 +143,8 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module = PriorModule(config, codebook_size=meta["codebook_size"], grid=tuple(meta["grid"]), num_classes=meta["num_classes"])
     start_step = core.checkpoint_step(checkpoint_path)
-    record = core.SessionRecord(run_dir, start_step)
+    precision = core.resolve_precision(config.trainer.precision, config.trainer.accelerator)
+    record = core.SessionRecord(run_dir, start_step, facts=lambda trainer: {"precision": precision})
     validation = ValidationNLL(config, *held_out, run_dir) if held_out else None
     trainer = core.resumable_trainer(
         config,
@@ -154,7 +155,7 @@ def train_prior(config: PriorConfig, *, progress: bool | None = None) -> Path:
                    core.PeriodicCheckpoint(checkpoint_path, config.trainer.checkpoint_every, on_save=record)],
         show_progress=show_progress,
         strategy=config.trainer.strategy,
-        precision=core.resolve_precision(config.trainer.precision, config.trainer.accelerator),
+        precision=precision,
         gradient_clip_val=config.optim.grad_clip,
         use_distributed_sampler=False,
     )
