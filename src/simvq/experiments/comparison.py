@@ -64,10 +64,9 @@ def holm_over_rivals(groups: dict, k: int, column: str) -> dict[str, float]:
     """Holm-adjusted p-values of SimVQ against each rival with a test on ``column`` at ``k``: the
     family of that K and measure, as the image table's verdicts use (one test: its own p)."""
     mine = stat(groups[("simvq", k)], column)
-    tests = {rival: stats.welch(mine.values, other.values) for rival in method_order(m for m, size in groups if size == k and m != "simvq")
-             if mine is not None and (other := stat(groups[(rival, k)], column)) is not None}
-    tests = {rival: test for rival, test in tests.items() if test is not None}
-    return dict(zip(tests, stats.holm([test.p for test in tests.values()])))
+    rivals = {rival: other.values for rival in method_order(m for m, size in groups if size == k and m != "simvq")
+              if (other := stat(groups[(rival, k)], column)) is not None}
+    return {rival: p for rival, (_, p) in stats.holm_family(mine.values, rivals).items()} if mine is not None else {}
 
 
 def simvq_verdicts(groups: dict, columns: list[Column]) -> list[str]:

@@ -98,6 +98,13 @@ def holm(pvalues) -> list[float]:
     return adjusted
 
 
+def holm_family(mine, rivals: dict) -> dict[str, tuple[Welch, float]]:
+    """Welch's test of ``mine`` (seed values) against each rival's, and Holm's adjustment over the
+    family of those with a test (a side with one seed has none): ``{rival: (test, adjusted p)}``."""
+    tests = {name: test for name, values in rivals.items() if (test := welch(mine, values)) is not None}
+    return {name: (test, p) for (name, test), p in zip(tests.items(), holm([t.p for t in tests.values()]))}
+
+
 def signed(x: float, digits: int) -> str:
     """A difference with its sign, and none where it rounds to zero (a "-0.00" would claim a side)."""
     return f"{x:+.{digits}f}" if round(x, digits) != 0 else f"{0:.{digits}f}"
@@ -126,4 +133,4 @@ def verdict(a, b, *, scale: float = 1.0, digits: int = 2, lower: bool = False, n
     return f"{names[0] if better else names[1]} better: {diff:+.{digits}f} ({ci})"
 
 
-__all__ = ["ALPHA", "Contrast", "Welch", "contrast", "holm", "mean_interval", "p_text", "signed", "verdict", "welch"]
+__all__ = ["ALPHA", "Contrast", "Welch", "contrast", "holm", "holm_family", "mean_interval", "p_text", "signed", "verdict", "welch"]

@@ -5,7 +5,7 @@ findings say what the CSV holds, failures included."""
 
 from __future__ import annotations
 
-from ..stats import ALPHA, holm, mean_interval, p_text, verdict, welch
+from ..stats import ALPHA, holm_family, mean_interval, p_text, verdict, welch
 from ..sweep import JOINT_TRAINING
 from .aggregate import Group, Stat, columns_of, comparable_variant, main_groups, method_key, method_order, number, sort_key
 from .tables import MISSING, column_label, count, k_label
@@ -132,12 +132,11 @@ def psnr_note(main: dict[tuple, Group], column) -> str | None:
     if psnr is None:
         return None
     rivals = {m: stat for m in method_order(m for m, c in main if c == column and m != "simvq") if (stat := main[(m, column)].stat("psnr"))}
-    tests = {m: welch(psnr.values, stat.values) for m, stat in rivals.items()}
-    tested = {m: t for m, t in tests.items() if t is not None}
-    adjusted = dict(zip(tested, holm([t.p for t in tested.values()])))
+    tested = holm_family(psnr.values, {m: stat.values for m, stat in rivals.items()})
+    adjusted = {m: p for m, (_, p) in tested.items()}
     higher, lower, lost, same, untested = [], [], [], [], []
     for method, rival in rivals.items():
-        diff, test = psnr.mean - rival.mean, tests[method]
+        diff, test = psnr.mean - rival.mean, tested[method][0] if method in tested else None
         if test is None:
             untested.append(f"{method} ({diff:+.2f} dB)")
             continue

@@ -4,7 +4,7 @@ ablations. Cells read ``mean ± std (seeds)``; a single seed says so and carries
 
 from __future__ import annotations
 
-from ..stats import ALPHA, holm, p_text, welch
+from ..stats import ALPHA, holm_family, p_text, welch
 from .aggregate import Group, Stat, column_key, columns_of, comparable_variant, method_key, method_order, number, ranked_like_with_like, value
 
 MISSING = "–"
@@ -98,9 +98,8 @@ def test_cell(simvq: Stat | None, rival: Stat | None, scale: float, digits: int,
 def holm_adjusted(simvq: Group | None, rivals: dict[str, Group], column: str) -> dict[str, float]:
     """Holm-adjusted p-values of SimVQ against each rival with a test on ``column``: one K's family."""
     mine = simvq.stat(column) if simvq else None
-    tests = {m: welch(mine.values, stat.values) for m, g in rivals.items() if mine and (stat := g.stat(column))}
-    tests = {m: t for m, t in tests.items() if t is not None}
-    return dict(zip(tests, holm([t.p for t in tests.values()])))
+    others = {m: stat.values for m, g in rivals.items() if (stat := g.stat(column)) is not None}
+    return {m: p for m, (_, p) in holm_family(mine.values, others).items()} if mine else {}
 
 
 def reference_row(label: str, found: dict | None, group_usage: list) -> list[str]:
