@@ -188,7 +188,7 @@ def read_curve(row: dict, kept: Kept = None) -> list[dict] | None:
         return [{**r, "step": int(r["step"])} for r in csv.DictReader(handle)]
 
 
-TEST_UTTERANCES_TEXT = "test utterances"
+FLOOR_MARGIN = 0.25  # means within this of the P.862.2 floor (raw 0) are said to sit where PESQ separates codecs little
 
 
 def pesq_mos(raw: float) -> float:
@@ -228,7 +228,7 @@ def quality_target(groups: dict, figures_dir: Path, out_dir: Path, kept: Kept = 
              f"- The PESQ scale's floor: the wideband mapping (ITU-T P.862.2) sends raw scores of −0.5 and 0 to "
              f"{pesq_mos(-0.5):.2f} and {pesq_mos(0.0):.2f}, and the codecs' means ({low:.2f}–{high:.2f}) sit "
              + (f"only {low - pesq_mos(0.0):.2f}–{high - pesq_mos(0.0):.2f} above the latter, where PESQ tells codecs apart "
-                "little: STOI and the mel distance carry more of the ranking." if high - pesq_mos(0.0) < 0.25 else
+                "little: STOI and the mel distance carry more of the ranking." if high - pesq_mos(0.0) < FLOOR_MARGIN else
                 f"{low - pesq_mos(0.0):.2f}–{high - pesq_mos(0.0):.2f} above the latter.")]
     curves, rows = {}, {}
     for method in method_order(at_k):
@@ -246,7 +246,7 @@ def quality_target(groups: dict, figures_dir: Path, out_dir: Path, kept: Kept = 
             offset = float(last[metric]) - test if test is not None and last["step"] == number(row.get("max_steps")) else None
             projected = step is not None and step <= PROJECTION_LIMIT * last["step"]
             if projected and offset is not None and abs(offset) >= 0.0005:  # the test voices sit off the curve's few utterances: shift the target
-                where += (f" (the {TEST_UTTERANCES_TEXT} score {test:.3f} at that step, {abs(offset):.3f} {'below' if offset > 0 else 'above'} "
+                where += (f" (the test utterances score {test:.3f} at that step, {abs(offset):.3f} {'below' if offset > 0 else 'above'} "
                           f"the curve; shifted by that, {projection_text(curve, metric, target + offset)})")
             projections.append(f"{metric.upper()} {target:g} {where}")
         lines.append(f"- {name}: at step {last['step']:,} its {last['utterances']} curve utterances score PESQ {float(last['pesq']):.2f}, "
