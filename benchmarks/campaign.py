@@ -405,12 +405,9 @@ def land(repo: Path, campaign: dict, run: Run, stream_results: Path, run_dir: Pa
 def interrupted_cpu_seconds(run_dir: Path) -> float:
     """The training CPU time of a run's earlier, interrupted sessions (``progress.json``), which no
     ledger line holds yet: a killed stream's run resumes here and its whole cost is recorded once."""
-    import json
+    from simvq.runs import read_progress
 
-    progress = run_dir / "progress.json"
-    if not progress.is_file():
-        return 0.0
-    return sum(float(s.get("cpu_seconds") or 0.0) for s in json.loads(progress.read_text()).get("sessions", []))
+    return sum(float(s.get("cpu_seconds") or 0.0) for s in read_progress(run_dir).get("sessions", []))
 
 
 IN_FLIGHT = "in_flight.csv"  # beside the ledger: runs a stopped stream left part-trained (run, cpu_seconds, steps)
@@ -484,9 +481,9 @@ def write_budget(name: str, repo: Path) -> list[str]:
 
 def checkpointed_steps(run_dir: Path) -> int:
     """The step a run's last checkpoint reached (``progress.json``), 0 if it has none."""
-    from simvq.utils import read_json
+    from simvq.runs import read_progress
 
-    return int(read_json(run_dir / "progress.json", {}).get("global_step") or 0)
+    return int(read_progress(run_dir).get("global_step") or 0)
 
 
 def children_cpu_seconds() -> float:
@@ -732,7 +729,7 @@ def write_pages(name: str, repo: Path) -> int:
     keep_missing(name, repo)
     in_flight = reconcile_in_flight(name, repo) + record_in_flight(name, repo) + write_budget(name, repo)
     if in_flight:
-        git_commit(repo, sorted(set(in_flight)), f"{CAMPAIGNS[name]['kind']} campaign: runs in flight recorded, with their CPU so far")
+        git_commit(repo, sorted(set(in_flight)), f"{CAMPAIGNS[name]['kind']} campaign: runs in flight (with their CPU so far) and the budget recorded")
     if name == "image":
         measure_geometry(repo)
     results = CAMPAIGNS[name]["results"]

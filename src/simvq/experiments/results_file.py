@@ -78,9 +78,9 @@ def device_name() -> str:
 def trained_precision(run_dir: Path) -> str:
     """The precision the run's sessions trained in (``progress.json``), joined if they differ; blank
     for sessions from before it was recorded."""
-    from ..runs.files import PROGRESS_FILE
+    from ..runs import read_progress
 
-    sessions = read_json(Path(run_dir) / PROGRESS_FILE, {}).get("sessions", [])
+    sessions = read_progress(run_dir).get("sessions", [])
     return "+".join(dict.fromkeys(s["precision"] for s in sessions if s.get("precision")))
 
 

@@ -196,14 +196,15 @@ def pesq_mos(raw: float) -> float:
     return 0.999 + (4.999 - 0.999) / (1 + math.exp(-1.3669 * raw + 3.8224))
 
 
-def projection_text(curve: list[dict], metric: str, target: float) -> str:
-    """Where a line in log(step) through the curve's second half reaches ``target``, in words."""
+def projection(curve: list[dict], metric: str, target: float) -> tuple[float | None, str]:
+    """Where a line in log(step) through the curve's second half reaches ``target``: the step (None
+    when there is no projection, or it lies beyond ``PROJECTION_LIMIT`` x the steps trained) and in words."""
     step = projected_step(curve, metric, target)
     if step is None:
-        return "not projected (its second half has under 3 points or does not rise)"
+        return None, "not projected (its second half has under 3 points or does not rise)"
     if step > PROJECTION_LIMIT * curve[-1]["step"]:
-        return f"not within {PROJECTION_LIMIT}x the steps trained (the second half of the curve is nearly flat)"
-    return f"at step ~{step:,.0f}"
+        return None, f"not within {PROJECTION_LIMIT}x the steps trained (the second half of the curve is nearly flat)"
+    return step, f"at step ~{step:,.0f}"
 
 
 def quality_target(groups: dict, figures_dir: Path, out_dir: Path, kept: Kept = None) -> list[str]:
@@ -241,13 +242,12 @@ def quality_target(groups: dict, figures_dir: Path, out_dir: Path, kept: Kept = 
         last, row = curve[-1], rows[name]
         projections = []
         for metric, target in TARGETS.items():
-            where, step = projection_text(curve, metric, target), projected_step(curve, metric, target)
+            step, where = projection(curve, metric, target)
             test = number(row.get(metric))
             offset = float(last[metric]) - test if test is not None and last["step"] == number(row.get("max_steps")) else None
-            projected = step is not None and step <= PROJECTION_LIMIT * last["step"]
-            if projected and offset is not None and abs(offset) >= 0.0005:  # the test voices sit off the curve's few utterances: shift the target
+            if step is not None and offset is not None and abs(offset) >= 0.0005:  # the test voices sit off the curve's few utterances: shift the target
                 where += (f" (the test utterances score {test:.3f} at that step, {abs(offset):.3f} {'below' if offset > 0 else 'above'} "
-                          f"the curve; shifted by that, {projection_text(curve, metric, target + offset)})")
+                          f"the curve; shifted by that, {projection(curve, metric, target + offset)[1]})")
             projections.append(f"{metric.upper()} {target:g} {where}")
         lines.append(f"- {name}: at step {last['step']:,} its {last['utterances']} curve utterances score PESQ {float(last['pesq']):.2f}, "
                      f"STOI {float(last['stoi']):.3f}; a line in log(step) through the curve's second half projects " + "; ".join(projections)

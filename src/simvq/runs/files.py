@@ -12,7 +12,6 @@ holds a run, ``clear_run`` deletes one (``--overwrite``), ``check_metrics`` guar
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -62,12 +61,17 @@ def resolve_run(path: str | os.PathLike) -> tuple[Path, Path]:
     return path, run_dir
 
 
+def read_progress(run_dir: str | os.PathLike) -> dict:
+    """The run's ``progress.json`` (``global_step`` and one entry per training session), or {} before
+    its first checkpoint."""
+    return read_json(Path(run_dir) / PROGRESS_FILE, {})
+
+
 def training_facts(run_dir: Path) -> dict:
     """``global_step`` and ``train_seconds`` (over every session) from the run's ``progress.json``."""
-    progress_file = Path(run_dir) / PROGRESS_FILE
-    if not progress_file.is_file():
+    progress = read_progress(run_dir)
+    if not progress:
         return {}
-    progress = json.loads(progress_file.read_text())
     return {"global_step": progress["global_step"], "train_seconds": sum(s["seconds"] for s in progress["sessions"])}
 
 
