@@ -84,6 +84,9 @@ def test_generation_queue_puts_prior_size_first_and_three_seeds_at_the_chosen_si
             for size in (1024, 8192):
                 assert len([r for r in plan if (r.prior, r.method, r.size) == (prior, method, size)]) >= 2
     assert all((r.prior, r.size) in campaign.PRIOR_CPU_HOURS for r in plan)  # every prior has a measured cost
+    # the seed-1 priors off the chosen size: K=1,024's complete its test of the change before K=8,192's start
+    off_size = [r.size for r in plan if r.seed == 1 and r.prior != campaign.CHOSEN_PRIOR]
+    assert len(off_size) == 8 and off_size == sorted(off_size)
     generation = campaign.CAMPAIGNS["generation"]
     large = next(r for r in plan if r.prior == "prior_large" and r.size == 8192)
     assert not campaign.affordable(generation, large, 15.0 - 0.5) and campaign.affordable(generation, plan[-1], 15.0 - 0.5)
