@@ -28,6 +28,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..runs.files import training_facts
 from .results_file import append_result, device_name, read_results, trained_precision
 
 DEFAULT_METHODS = ["simvq", "vq", "vq_ema", "fsq", "lfq"]
@@ -204,7 +205,6 @@ def run_generation_bench(spec: GenerationSpec, *, progress: bool = True) -> list
         config.tokenizer, config.out_dir = tokenizer["run_dir"], str(run_dir)
         train_prior(config, progress=progress)
         metrics = evaluate_prior_run(run_dir, samples=spec.samples, fid_samples=spec.fid_samples, sweep=spec.sweep(), progress=progress)
-        sessions = json.loads((run_dir / "progress.json").read_text())["sessions"]
         row = {
             **{name: metrics[name] for name in GENERATION_FIELDS if name in metrics},
             "method": method,
@@ -212,7 +212,7 @@ def run_generation_bench(spec: GenerationSpec, *, progress: bool = True) -> list
             "seed": seed,
             "steps": spec.budget,
             "prior": prior,
-            "train_seconds": round(sum(s["seconds"] for s in sessions), 1),
+            "train_seconds": round(training_facts(run_dir)["train_seconds"], 1),
             "device": device_name(),
             "precision": trained_precision(run_dir),
             "tokenizer_run": tokenizer["run_dir"],

@@ -72,7 +72,10 @@ def training_facts(run_dir: Path) -> dict:
     progress = read_progress(run_dir)
     if not progress:
         return {}
-    return {"global_step": progress["global_step"], "train_seconds": sum(s["seconds"] for s in progress["sessions"])}
+    sessions = progress.get("sessions") or []
+    # a prior's training writes no global_step: its sessions' last end step stands for it
+    step = progress.get("global_step", max((s["end_step"] for s in sessions if s.get("end_step") is not None), default=None))
+    return {"global_step": step, "train_seconds": sum(s["seconds"] for s in sessions)}
 
 
 def read_metrics(directory: str | os.PathLike) -> dict | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ...runs.files import training_facts
 from ...runs.prior import load_prior
 from ...utils import write_json
 from ..plots import save_image_grid
@@ -208,12 +209,8 @@ def training_record(run_dir: Path, prior) -> dict:
     training stopped, and how much the validation NLL still moved over the last 20% of the steps
     (``val_nll_last20``: the last check minus the check nearest 80% of the way; negative: still falling)."""
     record: dict = {"prior_parameters": sum(p.numel() for p in prior.parameters())}
-    progress_file = run_dir / "progress.json"
-    if progress_file.is_file():
-        progress = json.loads(progress_file.read_text())
-        steps = [s["end_step"] for s in progress.get("sessions") or [] if s.get("end_step") is not None]
-        if progress.get("global_step") is not None or steps:
-            record["trained_steps"] = progress.get("global_step", max(steps, default=0))
+    if (step := training_facts(run_dir).get("global_step")) is not None:
+        record["trained_steps"] = step
     validation_file = run_dir / VALIDATION_FILE
     if validation_file.is_file():
         validation = json.loads(validation_file.read_text())
