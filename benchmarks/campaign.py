@@ -106,8 +106,9 @@ OTHERS = ["vq_ema", "vq_reset", "vq_lc", "cvq", "fsq", "lfq", "sqvae", "affine",
 GENERATION_METHODS = ("vq_ema", "fsq", "lfq")  # beside simvq and vq, at the chosen prior size; lfq last
 
 
-# the ablations at K=8,192, one seed: (variant, methods) as `simvq bench ablations` runs them
-ABLATION_RUNS = [("train C and W", ["simvq"]), ("no bias", ["simvq"]), ("C scale x0.1", ["simvq"]), ("C scale x10", ["simvq"]),
+# the ablations at K=8,192, one seed: (variant, methods) as `simvq bench ablations` runs them. float32
+# first among those left: the ablations a CPU without native bf16 trains in float32 compare with it
+ABLATION_RUNS = [("float32", ["simvq", "vq"]), ("train C and W", ["simvq"]), ("no bias", ["simvq"]), ("C scale x0.1", ["simvq"]), ("C scale x10", ["simvq"]),
                  ("init=uniform", ["simvq"]), ("init=orthogonal", ["simvq"]), ("dim=8", ["simvq", "vq"]), ("dim=32", ["simvq", "vq"]),
                  ("dim=128", ["simvq", "vq"]), ("rotation trick", ["simvq", "vq"]), ("official recipe", ["simvq", "vq"])]
 
@@ -269,6 +270,14 @@ def affordable(campaign: dict, run: Run, spent: float) -> bool:
     while something is left)."""
     left = campaign["cap"] - spent
     return left > 0 and campaign.get("estimate", lambda _: 0.0)(run) <= left
+
+
+def held_for_waiting(campaign: dict, plan: list[Run], done: set, run: Run | None = None) -> float:
+    """The CPU-hours of the cap held back for the runs ahead of ``run`` in the queue (all of it without
+    one) that this machine does not run (``machine_fits``): the queue's order is the issue's priority,
+    so a run behind them spends only what they leave (the K=262,144 seeds come before the ablations)."""
+    ahead = plan if run is None else plan[: plan.index(run)]
+    return sum(campaign.get("estimate", lambda _: 0.0)(r) for r in ahead if r.key not in done and not machine_fits(r))
 
 
 def row_key(row: dict) -> tuple:
@@ -548,18 +557,22 @@ def run_stream(name: str, stream: str, repo: Path, *, runs: int | None = None, s
     landed = 0
     while runs is None or landed < runs:
         done = done_keys(repo / campaign["results"])
-        todo = [run for run in campaign["plan"]() if run.key not in done and ready(repo, run)]
+        plan = campaign["plan"]()
+        todo = [run for run in plan if run.key not in done and ready(repo, run)]
         spent = spent_cpu_hours(campaign, repo)
         fits = [r for r in todo if stop_by is None or time.time() + expected_wall_seconds(campaign, repo, r) <= stop_by]
-        run = next((r for r in fits if affordable(campaign, r, spent) and claim(work / "claims", r)), None)
+        run = next((r for r in fits if affordable(campaign, r, spent + held_for_waiting(campaign, plan, done, r))
+                    and claim(work / "claims", r)), None)
         if run is None and todo and not fits:
             print(f"campaign {name} stream {stream}: no run left is expected to land before {time.strftime('%H:%M', time.localtime(stop_by))}",
                   flush=True)
             return
         if run is None:
-            if todo and not any(affordable(campaign, r, spent) for r in todo):
+            if todo and not any(affordable(campaign, r, spent + held_for_waiting(campaign, plan, done, r)) for r in todo):
+                held = held_for_waiting(campaign, plan, done, todo[-1])
                 print(f"campaign {name} stream {stream}: the cap ({campaign['cap']:g} CPU-hours) does not cover what is left "
-                      f"({spent:.2f} spent)", flush=True)
+                      f"({spent:.2f} spent" + (f", {held:.2f} held for runs waiting for a machine that fits them)" if held else ")"),
+                      flush=True)
                 return
             waiting = [r for r in campaign["plan"]() if r.key not in done and machine_fits(r)]
             if not waiting:
@@ -601,8 +614,10 @@ def show_plan(name: str, repo: Path) -> None:
     cpu = sum(float(e["cpu_seconds"]) for e in entries) / 3600
     print(f"{sum(r.key in done for r in plan)} of {len(plan)} runs done; {spent / 3600:.1f} h of training recorded in the rows "
           f"(wall clock); {cpu:.2f} CPU-hours in the ledger ({ledger_path(campaign, repo).relative_to(repo)}: {len(entries)} entries, training + evaluation)")
+    held = held_for_waiting(campaign, plan, done)
     print(f"cap {campaign['cap']:g} CPU-hours: {cpu + campaign['unrecorded']:.2f} counted against it "
-          f"(the ledger + {campaign['unrecorded']:g} spent before it)")
+          f"(the ledger + {campaign['unrecorded']:g} spent before it)"
+          + (f"; {held:.2f} held for the runs waiting for a machine that fits them, which the runs queued behind them leave" if held else ""))
 
 
 def counted_images_and_dim() -> tuple[int, int]:

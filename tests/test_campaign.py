@@ -30,7 +30,7 @@ def campaign():
 
 def test_image_queue_runs_simvq_and_vq_seeds_first_then_every_method_at_8192(campaign):
     plan = campaign.image_plan()
-    assert len(plan) == len({run.key for run in plan}) == 69 + 16 + 1 + 4 + 2
+    assert len(plan) == len({run.key for run in plan}) == 69 + 16 + 1 + 4 + 2 + 2  # + the float32 baselines
     assert {(r.method, r.size, r.seed) for r in plan[:18]} == {(m, k, s) for m in ("simvq", "vq") for k in (1024, 8192, 65536) for s in (0, 1, 2)}
     assert all(r.size == 8192 for r in plan[18:38]) and {r.seed for r in plan[18:38]} == {0, 1}
     # then the K=1,024 tokenizers the generation campaign's priors wait on, once each
@@ -41,14 +41,14 @@ def test_image_queue_runs_simvq_and_vq_seeds_first_then_every_method_at_8192(cam
     assert [(r.method, r.size, r.seed, r.grid) for r in plan[41:49]] == [
         ("simvq", 262144, 0, 14), ("vq", 262144, 0, 14), ("simvq", 65536, 0, 14), ("vq", 65536, 0, 14),
         *[(m, 262144, s, 14) for s in (1, 2) for m in ("simvq", "vq")]]
-    ablations = plan[49:65]
+    ablations = plan[49:67]
     assert all(r.ablation and r.size == 8192 and r.bench_args()[-2] == "--variants" and r.bench_kind("image") == "ablations" for r in ablations)
     from simvq.experiments.sweep import ABLATIONS, ABLATIONS_FOR_VQ, JOINT_TRAINING
 
     assert {r.ablation for r in ablations} == set(ABLATIONS) - {"lr x0.1", "lr x10"}
     assert all(r.method == "simvq" or r.ablation in ABLATIONS_FOR_VQ for r in ablations)
     # then C trained with W (the reviewers' question) to three seeds, so its verdict is a test
-    assert [(r.ablation, r.method, r.seed) for r in plan[65:67]] == [(JOINT_TRAINING, "simvq", 1), (JOINT_TRAINING, "simvq", 2)]
+    assert [(r.ablation, r.method, r.seed) for r in plan[67:69]] == [(JOINT_TRAINING, "simvq", 1), (JOINT_TRAINING, "simvq", 2)]
     assert [(r.method, r.size) for r in plan if r.grid and r not in plan[41:49]] == [("vq_lc", 262144)]
     for method in ("simvq", "vq"):  # the issue's >= 3 seeds at every K, K=262,144 included
         for size in (1024, 8192, 65536, 262144):
@@ -375,3 +375,26 @@ def test_the_k262144_runs_wait_for_a_cpu_with_native_bf16(campaign, tmp_path, mo
     for native in (True, False):
         monkeypatch.setattr(simvq.cpu, "cpu_has_native_bf16", lambda native=native: native)
         assert campaign.ready(tmp_path, large) is native and campaign.ready(tmp_path, small)
+
+
+def test_the_runs_behind_those_waiting_for_a_machine_spend_only_what_they_leave(campaign, monkeypatch):
+    """The queue's order is the issue's priority: on a CPU without native bf16 the K=262,144 runs
+    (1.7 CPU-hours each planned; seed 0 counts here, as nothing has landed) keep their share of the cap, which the ablations queued behind them
+    cannot spend; on a CPU with native bf16 nothing is held."""
+    import simvq.cpu
+
+    image, plan = campaign.CAMPAIGNS["image"], campaign.image_plan()
+    waiting = [r for r in plan if r.size == 262144]
+    ablation = next(r for r in plan if r.ablation == "no bias")
+    first = plan[0]
+    monkeypatch.setattr(simvq.cpu, "cpu_has_native_bf16", lambda: False)
+    before_ablation = [r for r in waiting if plan.index(r) < plan.index(ablation)]
+    assert len(before_ablation) == 6 and campaign.held_for_waiting(image, plan, set(), ablation) == pytest.approx(6 * 1.7)
+    assert campaign.held_for_waiting(image, plan, set(), first) == 0.0  # nothing is ahead of the queue's head
+    assert campaign.held_for_waiting(image, plan, {waiting[0].key}, ablation) == pytest.approx(5 * 1.7)  # landed: no longer held
+    assert campaign.held_for_waiting(image, plan, set()) == pytest.approx(len(waiting) * 1.7)
+    spent = 30.0 - 8.0  # 8 CPU-hours left: enough for an ablation alone, not beside 10.2 held
+    held = campaign.held_for_waiting(image, plan, set(), ablation)
+    assert campaign.affordable(image, ablation, spent) and not campaign.affordable(image, ablation, spent + held)
+    monkeypatch.setattr(simvq.cpu, "cpu_has_native_bf16", lambda: True)
+    assert campaign.held_for_waiting(image, plan, set(), ablation) == 0.0

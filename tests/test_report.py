@@ -467,3 +467,16 @@ def test_the_precision_a_row_trained_in_is_read_from_its_sessions_and_counted_in
     text = precision_text([{"precision": "32-true"}, {"precision": "32-true"}, {"precision": ""}, {}])
     assert text.startswith("trained in 32-true (2 runs); precision not recorded for 2 runs (trained before it was: one or the other) "
                            "(the network's precision follows the machine")
+
+
+def test_ablation_rows_say_the_precision_each_seed_trained_in(tmp_path):
+    joint = [{**run("simvq", 1024, s, 0.97, 20.9, variant="train C and W"), "precision": p} for s, p in ((0, ""), (1, "32-true"))]
+    float32 = {**run("simvq", 1024, 0, 0.99, 20.1, variant="float32"), "precision": "32-true"}
+    results = write_csv(tmp_path / "results.csv", ROWS + joint + [float32], fields=[*FIELDS, "precision"])
+    text = write_report(results, tmp_path / "results.md", figures_dir=tmp_path / "figures",
+                        references_file=write_references(tmp_path / "g.json")).read_text()
+    rows = {line.split(" | ")[0][2:]: line for line in section(text, "Ablations").splitlines()
+            if line.startswith("| ") and " | simvq | 1,024 | " in line}
+    assert rows["main (baseline)"].startswith("| main (baseline) | simvq | 1,024 | 3 | – | 99.5")  # before the record
+    assert rows["train C and W"].startswith("| train C and W | simvq | 1,024 | 2 | –, 32-true | ")  # seeds differ: each
+    assert rows["float32"].startswith("| float32 | simvq | 1,024 | 1 | 32-true | 99.0 (1)")

@@ -56,8 +56,11 @@ ABLATIONS: dict[str, list[str]] = {
     "rotation trick": ["quantizer.options.rotation_trick=true"],
     # the official SimVQ/VQGAN training choices on the same tokenizer (configs/bench/fmnist.yaml's header)
     "official recipe": ["model.num_res_blocks=1", "optim.betas=[0.5,0.9]", "optim.ema_decay=0.999", "loss.reconstruction_range=[-1, 1]"],
+    # the network in float32 on any machine ("auto" trains it in bf16-mixed where bf16 is native): the
+    # baseline beside ablations that a machine without native bf16 trained in float32
+    "float32": ["trainer.precision=32-true"],
 }
-ABLATIONS_FOR_VQ = ("dim=8", "dim=32", "dim=128", "lr x0.1", "lr x10", "rotation trick", "official recipe")
+ABLATIONS_FOR_VQ = ("dim=8", "dim=32", "dim=128", "lr x0.1", "lr x10", "rotation trick", "official recipe", "float32")
 
 
 @dataclass

@@ -187,6 +187,13 @@ ABLATION_COLUMNS = [("usage", 100.0, 1), ("perplexity_per_code", 1.0, 3), ("psnr
 ABLATION_DELTAS = [("usage", 100.0, 1), ("perplexity_per_code", 1.0, 3), ("psnr", 1.0, 2)]
 
 
+def precisions(group: Group) -> str:
+    """The precision a group's seeds trained in, or each seed's in seed order where they differ, e.g.
+    "–, 32-true" (– not recorded)."""
+    each = [row.get("precision") or "–" for row in sorted(group.rows, key=lambda r: number(r.get("seed")) or 0)]
+    return each[0] if len(set(each)) == 1 else ", ".join(each)
+
+
 def ablation_table(groups: dict[tuple, Group]) -> list[str]:
     ablated = {(method, k) for (variant, method, k) in groups if variant != "main" and not is_stages(variant)
                and not variant.startswith("grid=")}
@@ -199,15 +206,17 @@ def ablation_table(groups: dict[tuple, Group]) -> list[str]:
                           and (m, size) == (method, k))
         for variant, group in ([("main (baseline)", baseline)] if baseline else []) + [(v, groups[(v, method, k)]) for v in variants]:
             is_base = group is baseline
-            rows.append([variant, method, f"{k:,}", str(len(group.rows)), *(cell(group, c, s, d) for c, s, d in ABLATION_COLUMNS),
+            rows.append([variant, method, f"{k:,}", str(len(group.rows)), precisions(group), *(cell(group, c, s, d) for c, s, d in ABLATION_COLUMNS),
                          *("" if is_base else delta_cell(group, baseline, c, s, d) for c, s, d in ABLATION_DELTAS)])
-    header = ["variant", "method", "K", "seeds", "usage %", "perplexity / K", "PSNR", "SSIM", "Δ PSNR, last 20% (dB)",
+    header = ["variant", "method", "K", "seeds", "precision", "usage %", "perplexity / K", "PSNR", "SSIM", "Δ PSNR, last 20% (dB)",
               "Δ usage, last 20% (points)", "Δ usage (points)", "Δ perplexity / K", "Δ PSNR (dB)"]
     return [
         "Each ablation is listed under its baseline: the main run of the same method and K. Δ is the "
         "ablation minus the baseline, with Welch's p-value over seeds; one seed on a side: no test. The last-20% "
         "columns say how much the row still moved at the end of its budget; the untrained reference at each K "
-        "is under the main table.",
+        "is under the main table. Precision is the network's in training, per seed (– where the row predates its "
+        "record); an ablation trained in another precision than its baseline differs in that too, which the "
+        "float32 row, the baseline's recipe in float32, measures.",
         "", *table_rows(header, rows), "",
     ]
 
