@@ -187,8 +187,8 @@ def test_the_questions_are_answered_at_the_chosen_size_with_the_decoders_share(t
     assert "minus the gap at `prior_small`: -25.0 (a cell with one seed: no test of the change yet)." in text
     assert "`prior_large` -5.0: one run a size, so no trend is read from these means (each size's test" in text  # seed 0 alone
     assert "domain rFID simvq 10.2 ± 0.4 (2) vs vq 15.2 ± 0.4 (2) → simvq better: -5.0" in answers
-    assert ("Of the samples' gap of +10.0, the decoders account for -5.0 and the priors for +15.0 (differences of means: "
-            "each part's own test is above).") in answers
+    assert ("The samples' gap of +10.0 is the rFID gap (-5.0) plus the gap in excess (+15.0): an identity of differences of "
+            "means, not a split of causes") in answers
     excess = answers.split("the samples' excess over their decoder's rFID, ", 1)[1]
     assert excess.startswith("simvq 20.8 ± 1.1 (2) vs vq 5.8 ± 1.1 (2) → vq better: +15.0")
 

@@ -330,15 +330,17 @@ def answers(priors: dict) -> list[str]:
                          f"simvq {stat_text(rx, 1.0, 1)} vs vq {stat_text(ry, 1.0, 1)} → "
                          f"{verdict(rx, ry, scale=1.0, digits=1, lower=True, rival_name='vq')}; the samples' excess "
                          f"over their decoder's rFID, simvq {stat_text(ex, 1.0, 1)} vs vq {stat_text(ey, 1.0, 1)} → "
-                         f"{verdict(ex, ey, scale=1.0, digits=1, lower=True, rival_name='vq')}. Of the samples' gap of "
-                         f"{signed(x.mean - y.mean, 1)}, the decoders account for {signed(rx.mean - ry.mean, 1)} and the priors for "
-                         f"{signed(ex.mean - ey.mean, 1)} (differences of means: each part's own test is above).")
+                         f"{verdict(ex, ey, scale=1.0, digits=1, lower=True, rival_name='vq')}. The samples' gap of "
+                         f"{signed(x.mean - y.mean, 1)} is the rFID gap ({signed(rx.mean - ry.mean, 1)}) plus the gap in excess "
+                         f"({signed(ex.mean - ey.mean, 1)}): an identity of differences of means, not a split of causes (FID does "
+                         f"not add over the two stages; each part's own test is above).")
     if not lines:
         return []
     return ["### The questions, answered from the numbers", "",
-            "Lower domain FID is better; a negative SimVQ − VQ favours SimVQ's tokens. The samples' excess over their "
-            "decoder's rFID can be negative: guidance and a lower temperature trade recall for precision, which can "
-            "score better than reconstructions of real images do.", "", *lines, ""]
+            "Lower domain FID is better; a negative SimVQ − VQ favours SimVQ's tokens. \"No significant difference\" "
+            "is not \"the same\": the 95% CI beside it is the range of gaps these seeds leave open. The samples' excess "
+            "over their decoder's rFID can be negative: guidance and a lower temperature trade recall for precision, "
+            "which can score better than reconstructions of real images do.", "", *lines, ""]
 
 
 TRACKED = [("nll_bits_per_image", "the prior's test bits per image"), ("test_entropy_bits", "the tokens' unigram entropy")]
