@@ -480,3 +480,13 @@ def test_ablation_rows_say_the_precision_each_seed_trained_in(tmp_path):
     assert rows["main (baseline)"].startswith("| main (baseline) | simvq | 1,024 | 3 | – | 99.5")  # before the record
     assert rows["train C and W"].startswith("| train C and W | simvq | 1,024 | 2 | –, 32-true | ")  # seeds differ: each
     assert rows["float32"].startswith("| float32 | simvq | 1,024 | 1 | 32-true | 99.0 (1)")
+
+
+def test_a_codebook_of_another_size_than_k_is_named_in_the_header(tmp_path):
+    fsq = {**run("fsq", 1024, 0, 0.95, 20.0), "codes": 1000}  # FSQ's levels 8 x 5 x 5 x 5
+    plain = write_report(write_csv(tmp_path / "plain.csv", ROWS), tmp_path / "plain.md", figures_dir=tmp_path / "f1",
+                         references_file=write_references(tmp_path / "g1.json")).read_text()
+    assert "not K codes" not in plain
+    text = write_report(write_csv(tmp_path / "results.csv", ROWS + [fsq]), tmp_path / "results.md", figures_dir=tmp_path / "f2",
+                        references_file=write_references(tmp_path / "g2.json")).read_text()
+    assert "- Codebooks that are not K codes (their usage and perplexity are over their own codes): fsq K=1,024: 1,000 codes." in text

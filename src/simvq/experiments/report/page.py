@@ -67,6 +67,8 @@ def header(rows: list[dict], groups: dict[tuple, Group], results, spend: Path, c
         f"- Devices: {devices}; {hours:.1f} h of training in total (wall clock; the CPU spent is below); {precision_text(rows)}.",
         *([f"- {spent}"] if (spent := spend_text(spend)) else []),
         f"- {token_summary(main)}",
+        *([f"- Codebooks that are not K codes (their usage and perplexity are over their own codes): {odd}."]
+          if (odd := odd_codebooks(rows)) else []),
         "- Cells: mean ± std over seeds (number of seeds). Tests: Welch's t-test of SimVQ's seeds against the "
         f"method's, two-sided, α = {ALPHA}; a side with one seed is one run and gets no verdict. Each table cell gives the "
         "comparison's own p and its Holm-adjusted p over all of that K's comparisons on that measure, and its verdict "
@@ -74,6 +76,14 @@ def header(rows: list[dict], groups: dict[tuple, Group], results, spend: Path, c
         "(the findings give the PSNR tests' confidence intervals)."
         + (f" {DAGGER} = an old-protocol run that hit its step cap before its plateau criterion held." if any(g.capped() for g in groups.values()) else ""),
     ]
+
+
+def odd_codebooks(rows: list[dict]) -> str:
+    """The method and K of the rows whose quantizer holds another number of codes than K (fsq's levels
+    multiply to 1,000 at K=1,024), in words; empty when none does."""
+    odd = {(r["method"], int(k), int(codes)) for r in rows if (k := number(r.get("codebook_size"))) and (codes := number(r.get("codes")))
+           and codes != k}
+    return "; ".join(f"{method} {k_label(k)}: {codes:,} codes" for method, k, codes in sorted(odd))
 
 
 def run_dim(row: dict) -> int:
