@@ -108,9 +108,9 @@ GENERATION_METHODS = ("vq_ema", "fsq", "lfq")  # beside simvq and vq, at the cho
 
 # the ablations at K=8,192, one seed: (variant, methods) as `simvq bench ablations` runs them. float32
 # first among those left: the ablations a CPU without native bf16 trains in float32 compare with it
-ABLATION_RUNS = [("float32", ["simvq", "vq"]), ("train C and W", ["simvq"]), ("no bias", ["simvq"]), ("C scale x0.1", ["simvq"]), ("C scale x10", ["simvq"]),
-                 ("init=uniform", ["simvq"]), ("init=orthogonal", ["simvq"]), ("dim=8", ["simvq", "vq"]), ("dim=32", ["simvq", "vq"]),
-                 ("dim=128", ["simvq", "vq"]), ("rotation trick", ["simvq", "vq"]), ("official recipe", ["simvq", "vq"])]
+ABLATION_RUNS = [("float32", ["simvq", "vq"]), ("train C and W", ["simvq"]), ("no bias", ["simvq"]), ("C scale x0.1", ["simvq"]),
+                 ("C scale x10", ["simvq"]), ("init=uniform", ["simvq"]), ("init=orthogonal", ["simvq"]), ("dim=8", ["simvq", "vq"]),
+                 ("dim=32", ["simvq", "vq"]), ("dim=128", ["simvq", "vq"]), ("rotation trick", ["simvq", "vq"]), ("official recipe", ["simvq", "vq"])]
 
 
 # Cells whose full (tokens x K) posterior makes one run cost a large part of the cap, from the
@@ -569,7 +569,7 @@ def run_stream(name: str, stream: str, repo: Path, *, runs: int | None = None, s
             return
         if run is None:
             if todo and not any(affordable(campaign, r, spent + held_for_waiting(campaign, plan, done, r)) for r in todo):
-                held = held_for_waiting(campaign, plan, done, todo[-1])
+                held = held_for_waiting(campaign, plan, done)
                 print(f"campaign {name} stream {stream}: the cap ({campaign['cap']:g} CPU-hours) does not cover what is left "
                       f"({spent:.2f} spent" + (f", {held:.2f} held for runs waiting for a machine that fits them)" if held else ")"),
                       flush=True)
