@@ -73,7 +73,8 @@ def training_facts(run_dir: Path) -> dict:
     if not progress:
         return {}
     sessions = progress.get("sessions") or []
-    # a prior's training writes no global_step: its sessions' last end step stands for it
+    # SessionRecord always writes global_step; a file without it (hand-made, or cut to its sessions) falls back
+    # on the sessions' last end step, as the prior's training record always read it
     step = progress.get("global_step", max((s["end_step"] for s in sessions if s.get("end_step") is not None), default=None))
     return {"global_step": step, "train_seconds": sum(s["seconds"] for s in sessions)}
 
