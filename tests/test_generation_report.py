@@ -234,3 +234,24 @@ def test_the_header_says_whether_the_priors_converged(tmp_path):
     rows = [{**prior_run("simvq", 1024, 0, fid=10.0, accuracy=0.8), **capped[0]}]
     section, _ = report_section_twice("--generation", "generation-report", rows, GENERATION_FIELDS, tmp_path)
     assert "- Convergence: 0 of 1 priors stopped early" in section and "Inception FID: not run. Inception-v3 at 299×299" in section
+
+
+def test_the_side_still_falling_faster_at_the_cap_is_named_by_a_test():
+    from simvq.experiments.generation_report import still_falling
+    from simvq.experiments.stats import welch
+
+    def side(changes):
+        return {str(seed): {"val_nll_last20": change} for seed, change in enumerate(changes)}
+
+    simvq, vq = [-0.041, -0.045, -0.038], [-0.017, -0.015, -0.019]
+    line = still_falling({("simvq", 8192): side(simvq), ("vq", 8192): side(vq)}, 8192, "prior")
+    p = welch(simvq, vq).p
+    assert line.startswith("- **K=8,192, still improving at the cap** (`prior`): the held-out NLL's change over the last 20% "
+                           "of the budget, simvq -0.041 ± 0.004 (3) vs vq -0.017 ± 0.002 (3) bits per token → simvq's priors "
+                           "were still falling faster (-0.024; 95% CI [")
+    assert f"p = {p:.3f}, Welch, 3 vs 3 seeds): the equal budget left them further from converged" in line
+    same = still_falling({("simvq", 8192): side(simvq), ("vq", 8192): side([-0.040, -0.044, -0.039])}, 8192, "prior")
+    assert "→ no significant difference (" in same
+    one = still_falling({("simvq", 8192): side(simvq), ("vq", 8192): side([-0.02])}, 8192, "prior")
+    assert one.endswith("(-0.021; one run on a side: no test).")
+    assert still_falling({("simvq", 8192): side(simvq)}, 8192, "prior") is None

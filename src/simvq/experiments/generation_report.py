@@ -25,7 +25,7 @@ from pathlib import Path
 from .comparison import figure_section, group_rows, k_table, run_figures, simvq_verdicts, sizes, verdict, write_section
 from .report import MISSING, Stat, k_label, method_order, number, stat_text, summarize, table_rows
 from .results_file import LEDGER, kept_folder, precision_text, spend_text
-from .stats import contrast, p_text, signed
+from .stats import ALPHA, contrast, p_text, signed, welch
 
 BEGIN = "<!-- generation-report:begin -->"
 END = "<!-- generation-report:end -->"
@@ -293,6 +293,26 @@ def size_change(found: dict) -> str:
             f"Welch-Satterthwaite, {seeds} seeds).")
 
 
+def still_falling(groups: dict, k: int, prior: str) -> str | None:
+    """Whether SimVQ's or VQ's priors were further from converged at the step cap: their held-out NLL's
+    change over the last 20% of the budget, by Welch's test. An equal budget is not an equal distance
+    from convergence, and the side still falling faster is the one a longer budget would move more."""
+    _, x, y = paired(groups, k, columns=("val_nll_last20",))
+    if x is None or y is None:
+        return None
+    said = (f"- **{k_label(k)}, still improving at the cap** (`{prior}`): the held-out NLL's change over the last 20% "
+            f"of the budget, simvq {stat_text(x, 1.0, 3)} vs vq {stat_text(y, 1.0, 3)} bits per token")
+    test = welch(x.values, y.values)
+    if test is None:
+        return f"{said} ({signed(x.mean - y.mean, 3)}; one run on a side: no test)."
+    ci = f"{signed(x.mean - y.mean, 3)}; 95% CI [{test.low:+.3f}, {test.high:+.3f}], {p_text(test.p)}, Welch, {test.n_a} vs {test.n_b} seeds"
+    if test.p >= ALPHA:
+        return f"{said} → no significant difference ({ci})."
+    faster = "simvq" if x.mean < y.mean else "vq"
+    return (f"{said} → {faster}'s priors were still falling faster ({ci}): the equal budget left them further from "
+            f"converged, so a longer budget would move them more than the others'.")
+
+
 def answers(priors: dict) -> list[str]:
     """The campaign's three questions, per K, in words computed from the numbers: SimVQ against VQ at
     the chosen prior size, how that gap moves with the prior's size, and how much of it the decoders
@@ -323,6 +343,8 @@ def answers(priors: dict) -> list[str]:
             lines.append(f"- **{k_label(k)}, over prior sizes** ({shared}): SimVQ − VQ, " + ", ".join(f"`{p}` {signed(g, 1)}" for p, g in gaps)
                          + f": {trend} (each size's test, over all its seeds, is in the table above). "
                          + size_change(found))
+        if (still := still_falling(priors[chosen], k, chosen)) is not None:
+            lines.append(still)
         _, rx, ry = paired(priors[chosen], k, columns=("domain_rfid",))
         _, ex, ey = paired(priors[chosen], k, minus="domain_rfid")
         if rx and ry and ex and ey:
