@@ -254,3 +254,27 @@ def test_verdicts_read_holms_adjustment_over_the_ks_rivals_on_each_measure():
     assert "fsq better" not in fsq and f"mel distance +0.062, p = {raw[1]:.3f}, Holm p = {adjusted[1]:.3f}" in fsq
     (line,) = [n for n in findings(group_rows(rows, budget="max_steps")) if "mel distance" in n and "vs fsq" in n]
     assert "→ no significant difference" in line and f"Holm p = {adjusted[1]:.3f}" in line
+
+
+def test_a_precision_every_recipe_fixed_is_read_from_the_kept_configs(tmp_path):
+    """Rows that predate the precision column still trained in what their recipe fixed; "auto" or a
+    missing config says nothing."""
+    import json
+
+    from simvq.experiments.results_file import precision_text
+    from simvq.experiments.speech_report import fixed_precision
+
+    def row(name, precision):
+        folder = tmp_path / name
+        folder.mkdir()
+        if precision is not None:
+            (folder / "config.json").write_text(json.dumps({"trainer": {"precision": precision}}))
+        return {"run_dir": str(folder)}
+
+    fixed = [row("a", "32"), row("b", "32")]
+    assert fixed_precision(fixed) == "32"
+    assert precision_text(fixed, fixed="32").startswith("every run trained in precision 32, which its recipe fixes")
+    assert fixed_precision([*fixed, row("c", "auto")]) is None
+    assert fixed_precision([*fixed, row("d", "bf16-mixed")]) is None
+    assert fixed_precision([*fixed, row("e", None)]) is None
+    assert "precision not recorded for 1 run" in precision_text([{"precision": ""}])

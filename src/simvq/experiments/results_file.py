@@ -84,10 +84,15 @@ def trained_precision(run_dir: Path) -> str:
     return "+".join(dict.fromkeys(s["precision"] for s in sessions if s.get("precision")))
 
 
-def precision_text(rows: list[dict]) -> str:
+def precision_text(rows: list[dict], *, fixed: str | None = None) -> str:
     """The precisions the rows trained in, with their counts, in words for a report's header: what
-    ``trainer.precision: auto`` picked on each machine (bf16-mixed with native bf16, else 32-true)."""
+    ``trainer.precision: auto`` picked on each machine (bf16-mixed with native bf16, else 32-true), or
+    ``fixed``, the one precision every row's recipe set."""
     from collections import Counter
+
+    if fixed is not None:
+        return (f"every run trained in precision {fixed}, which its recipe fixes (`trainer.precision`) whatever the machine; "
+                "the search and the quantizer losses are float32")
 
     counts = Counter(row.get("precision") for row in rows if row.get("precision"))
     unrecorded = sum(not row.get("precision") for row in rows)

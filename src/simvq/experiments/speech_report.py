@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import results_file
 from .comparison import figure_section, group_rows, k_table, rival_summaries, run_figures, simvq_verdicts, sizes, write_section
-from .report import MISSING, k_label, method_order, number, span, stat_text, summarize, whole
+from .report import MISSING, k_label, method_order, number, odd_codebooks, span, stat_text, summarize, whole
 from .results_file import LEDGER, precision_text, run_file, spend_text
 from .speech_curve import CURVE_FILE, projected_step
 
@@ -89,6 +89,13 @@ def _run_file(row: dict, name: str, kept: Kept = None) -> dict:
     return json.loads(path.read_text()) if path is not None else {}
 
 
+def fixed_precision(rows: list[dict], kept: Kept = None) -> str | None:
+    """The network's precision when every row's recipe (its ``config.json``) fixed one and it is the same
+    (the audio recipe's ``trainer.precision: 32``), else None ("auto" follows the machine)."""
+    chosen = {_run_file(row, "config.json", kept).get("trainer", {}).get("precision") for row in rows}
+    return str(chosen.pop()) if len(chosen) == 1 and None not in chosen and "auto" not in chosen else None
+
+
 def protocol(rows: list[dict], kept: Kept = None) -> list[str]:
     """Header lines on how the rows' codecs were trained and measured, from their ``config.json`` and
     ``metrics.json`` (a run without the file is left out of the count)."""
@@ -130,8 +137,7 @@ def header(groups: dict, results, kept: Kept = None) -> list[str]:
     ceiling = span((number(r.get("dnsmos_ovrl_reference")) for r in rows), lambda v: f"{v:.2f}")
     ratio = ", ".join(f"{span(number(r.get('tokens_per_code')) for r in rows if number(r.get('codebook_size')) == k)} at {k_label(k)}"
                       for k in sizes(groups))
-    odd = sorted({f"{r['method']} {k_label(int(size))}: {int(codes):,} codes" for r in rows
-                  if (codes := number(r.get("codes"))) is not None and codes != (size := number(r.get("codebook_size")))})
+    odd = odd_codebooks(rows)
     capped = []  # fewer test tokens than codes (a capped evaluation at large K): usage has a ceiling below 100%
     for k in sizes(groups):
         at_k = [r for r in rows if number(r.get("codebook_size")) == k and number(r.get("tokens_per_code")) is not None]
@@ -146,9 +152,10 @@ def header(groups: dict, results, kept: Kept = None) -> list[str]:
         "",
         f"- Budget: every codec trained for {budgets} steps (the audio recipe has no plateau criterion: each run "
         f"trains to the cap{f'; {len(short)} run(s) stopped short of it' if short else ''}). Runs: {len(rows)}; "
-        f"devices: {devices}; {seconds} s per step; {hours:.1f} h of training in total; {precision_text(rows)}.",
+        f"devices: {devices}; {seconds} s per step; {hours:.1f} h of training in total; "
+        f"{precision_text(rows, fixed=fixed_precision(rows, kept))}.",
         f"- Usage: codes used over every token of {counted_splits(rows, kept)} (tokens counted in the table; tokens per code: {ratio})"
-        + (f"; methods whose codebook is not K codes: {', '.join(odd)}." if odd else ".") + ceilings,
+        + (f"; methods whose codebook is not K codes: {odd}." if odd else ".") + ceilings,
         "- PESQ (wideband), STOI and log-mel distance compare each test utterance with its reconstruction; "
         + (f"DNSMOS OVRL scores the reconstruction alone (the test utterances themselves: {ceiling})."
            if any(number(r.get("dnsmos_ovrl")) is not None for r in rows) else "DNSMOS: not measured (eval.dnsmos off, or speechmos/onnxruntime absent)."),

@@ -16,7 +16,7 @@ from .figures import figures, load_curves
 from .findings import findings
 from .geometry import DEFAULT_GEOMETRY, geometry_figure, geometry_section, load_geometry
 from .references import DEFAULT_CACHE, references
-from .tables import DAGGER, MISSING, ablation_table, k_label, main_table, residual_table, richer_codes_table, span, whole
+from .tables import DAGGER, MISSING, ablation_table, k_label, main_table, odd_codebooks, residual_table, richer_codes_table, span, whole
 from .windows import image_kept, read_windows
 
 BEGIN = "<!-- sweep-report:begin -->"
@@ -76,14 +76,6 @@ def header(rows: list[dict], groups: dict[tuple, Group], results, spend: Path, c
         "(the findings give the PSNR tests' confidence intervals)."
         + (f" {DAGGER} = an old-protocol run that hit its step cap before its plateau criterion held." if any(g.capped() for g in groups.values()) else ""),
     ]
-
-
-def odd_codebooks(rows: list[dict]) -> str:
-    """The method and K of the rows whose quantizer holds another number of codes than K (fsq's levels
-    multiply to 1,000 at K=1,024), in words; empty when none does."""
-    odd = {(r["method"], int(k), int(codes)) for r in rows if (k := number(r.get("codebook_size"))) and (codes := number(r.get("codes")))
-           and codes != k}
-    return "; ".join(f"{method} {k_label(k)}: {codes:,} codes" for method, k, codes in sorted(odd))
 
 
 def run_dim(row: dict) -> int:

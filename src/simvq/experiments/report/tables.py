@@ -68,6 +68,14 @@ def k_label(column) -> str:
     return f"K={column:,}"
 
 
+def odd_codebooks(rows: list[dict]) -> str:
+    """The method and K of the rows whose quantizer holds another number of codes than K (FSQ's levels
+    multiply to 1,000 at K=1,024, 4,375 at 4,096), in words; empty when none does."""
+    odd = {(r["method"], int(k), int(codes)) for r in rows if (k := number(r.get("codebook_size"))) and (codes := number(r.get("codes")))
+           and codes != k}
+    return "; ".join(f"{method} {k_label(k)}: {codes:,} codes" for method, k, codes in sorted(odd))
+
+
 def column_label(variant: str, k: int) -> str:
     """A variant's runs at K in words: the finer grid's own column (``K=262,144 (14x14 tokens)``),
     any other variant at plain ``K=8,192``."""
@@ -221,5 +229,5 @@ def ablation_table(groups: dict[tuple, Group]) -> list[str]:
     ]
 
 
-__all__ = ["DAGGER", "MISSING", "ablation_table", "cell", "count", "fmt", "k_label", "main_table", "residual_table",
+__all__ = ["DAGGER", "MISSING", "ablation_table", "cell", "count", "fmt", "k_label", "main_table", "odd_codebooks", "residual_table",
            "richer_codes_table", "span", "stat_text", "table_rows", "value", "whole"]
