@@ -272,12 +272,21 @@ def affordable(campaign: dict, run: Run, spent: float) -> bool:
     return left > 0 and campaign.get("estimate", lambda _: 0.0)(run) <= left
 
 
-def held_for_waiting(campaign: dict, plan: list[Run], done: set, run: Run | None = None) -> float:
+def held_for_waiting(campaign: dict, plan: list[Run], done: set, run: Run | None = None, *, startable: set | None = None) -> float:
     """The CPU-hours of the cap held back for the runs ahead of ``run`` in the queue (all of it without
-    one) that this machine does not run (``machine_fits``): the queue's order is the issue's priority,
-    so a run behind them spends only what they leave (the K=262,144 seeds come before the ablations)."""
+    one) that cannot start now: those this machine does not run (``machine_fits``), or, given
+    ``startable`` (the keys a stream can start before its stop time), every run not in it. The queue's
+    order is the issue's priority, so a run behind them spends only what they leave: the K=262,144 seeds
+    come before the ablations, and a prior skipped for the clock keeps its share from cheaper ones behind it."""
     ahead = plan if run is None else plan[: plan.index(run)]
-    return sum(campaign.get("estimate", lambda _: 0.0)(r) for r in ahead if r.key not in done and not machine_fits(r))
+    waits = [r for r in ahead if r.key not in done and (not machine_fits(r) if startable is None else r.key not in startable)]
+    return sum(campaign.get("estimate", lambda _: 0.0)(r) for r in waits)
+
+
+def covered(campaign: dict, plan: list[Run], done: set, spent: float, run: Run, startable: set) -> bool:
+    """Whether what is left of the cap, after ``spent`` and what the runs ahead that cannot start now
+    hold (``held_for_waiting``), covers ``run``."""
+    return affordable(campaign, run, spent + held_for_waiting(campaign, plan, done, run, startable=startable))
 
 
 def row_key(row: dict) -> tuple:
@@ -561,17 +570,17 @@ def run_stream(name: str, stream: str, repo: Path, *, runs: int | None = None, s
         todo = [run for run in plan if run.key not in done and ready(repo, run)]
         spent = spent_cpu_hours(campaign, repo)
         fits = [r for r in todo if stop_by is None or time.time() + expected_wall_seconds(campaign, repo, r) <= stop_by]
-        run = next((r for r in fits if affordable(campaign, r, spent + held_for_waiting(campaign, plan, done, r))
-                    and claim(work / "claims", r)), None)
+        startable = {r.key for r in fits}
+        run = next((r for r in fits if covered(campaign, plan, done, spent, r, startable) and claim(work / "claims", r)), None)
         if run is None and todo and not fits:
             print(f"campaign {name} stream {stream}: no run left is expected to land before {time.strftime('%H:%M', time.localtime(stop_by))}",
                   flush=True)
             return
         if run is None:
-            if todo and not any(affordable(campaign, r, spent + held_for_waiting(campaign, plan, done, r)) for r in todo):
-                held = held_for_waiting(campaign, plan, done)
+            if todo and not any(covered(campaign, plan, done, spent, r, startable) for r in fits):
+                held = held_for_waiting(campaign, plan, done, startable=startable)
                 print(f"campaign {name} stream {stream}: the cap ({campaign['cap']:g} CPU-hours) does not cover what is left "
-                      f"({spent:.2f} spent" + (f", {held:.2f} held for runs waiting for a machine that fits them)" if held else ")"),
+                      f"({spent:.2f} spent" + (f", {held:.2f} held for the runs ahead in the queue that cannot start now)" if held else ")"),
                       flush=True)
                 return
             waiting = [r for r in campaign["plan"]() if r.key not in done and machine_fits(r)]

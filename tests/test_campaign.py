@@ -398,3 +398,19 @@ def test_the_runs_behind_those_waiting_for_a_machine_spend_only_what_they_leave(
     assert campaign.affordable(image, ablation, spent) and not campaign.affordable(image, ablation, spent + held)
     monkeypatch.setattr(simvq.cpu, "cpu_has_native_bf16", lambda: True)
     assert campaign.held_for_waiting(image, plan, set(), ablation) == 0.0
+
+
+def test_a_stream_short_of_time_does_not_spend_the_cap_of_the_runs_it_skips(campaign):
+    """Near its stop time a stream may start a cheaper run further down the queue, but not with the cap
+    the runs it skipped need: with 1.4 CPU-hours left and five priors ahead of lfq's that will not land
+    before the stop (3.12 CPU-hours planned), lfq's prior waits."""
+    generation, plan = campaign.CAMPAIGNS["generation"], campaign.generation_plan()
+    skipped = [r for r in plan if r.seed == 1 and r.prior != campaign.CHOSEN_PRIOR][3:]  # the large K=1,024 vq prior on
+    lfq = next(r for r in plan if r.method == "lfq")  # the first of lfq's two
+    done = {r.key for r in plan if r not in skipped and r.method != "lfq"}
+    spent = 15.0 - 1.4
+    assert campaign.affordable(generation, lfq, spent)  # alone it fits what is left
+    assert campaign.held_for_waiting(generation, plan, done, lfq, startable={lfq.key}) == pytest.approx(
+        sum(campaign.PRIOR_CPU_HOURS[(r.prior, r.size)] for r in skipped))
+    assert not campaign.covered(generation, plan, done, spent, lfq, {lfq.key})
+    assert campaign.covered(generation, plan, done, spent, skipped[0], {r.key for r in skipped})  # the queue's next one is
