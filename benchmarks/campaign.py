@@ -176,6 +176,10 @@ def generation_plan() -> list[Run]:
 SPEECH_KEEP = [f"samples/{i:02d}_{part}" for i in range(4) for part in ("original.wav", "reconstruction.wav", "spectrogram.png")]
 SPEECH_KEEP += ["logs/csv/version_0/metrics.csv", "quality_curve.csv", "config.json", "metrics.json", "usage_history.json"]
 SPEECH_BUDGET = 3000  # configs/bench/speech_codec.yaml: discriminators from step 1,000, cosine to the last step
+# measured CPU-hours of a whole codec run (docs/speech/spend.csv): 3,900-5,000 CPU-s at K=4,096 on the
+# machines with native bf16, 7,100 on an AVX2 one; at K=65,536 the search adds little (800 tokens a step).
+# Without it a stream would plan a K=65,536 run at twice the median run and never start it in a session
+SPEECH_CPU_HOURS = 1.4
 
 
 def speech_plan() -> list[Run]:
@@ -206,6 +210,7 @@ CAMPAIGNS = {
                        keep=["validation.json", "validation_nll.png", "samples.png", "samples_tuned.png", "gen_metrics.json"]),
     # the corpus is built once, in the repository (not in each snapshot)
     "speech": dict(plan=speech_plan, kind="audio", results="docs/speech/results.csv", artifacts="docs/speech", cap=15.0, unrecorded=0.35,
+                   estimate=lambda run: SPEECH_CPU_HOURS,
                    overrides=lambda repo: [f"data.root={repo / 'data' / 'speech'}"], keep=SPEECH_KEEP, after=speech_quality_curve),
 }
 

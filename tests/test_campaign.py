@@ -102,6 +102,16 @@ def test_speech_queue_is_the_issue_table(campaign):
     assert [r.seed for r in plan[:4]] == [0] * 4
 
 
+def test_a_speech_run_with_no_landed_seed_is_planned_at_its_measured_cost(campaign, tmp_path):
+    """The K=65,536 codecs have no landed seed: planned at the measured cost of a codec run, a session
+    with 2.5 hours before its stop time starts one (at twice a typical run it never would)."""
+    speech = campaign.CAMPAIGNS["speech"]
+    large = next(r for r in campaign.speech_plan() if r.size == 65536)
+    assert speech["estimate"](large) == campaign.SPEECH_CPU_HOURS
+    assert campaign.expected_wall_seconds(speech, tmp_path, large) < 2.5 * 3600  # an empty ledger: 1.5 wall per CPU second
+    assert campaign.affordable(speech, large, 15.0 - 2.0) and not campaign.affordable(speech, large, 15.0 - 1.0)
+
+
 @pytest.mark.parametrize("kind", ["image", "generation", "audio"])
 def test_every_results_row_keys_as_its_run(campaign, tmp_path, kind):
     run = {"image": campaign.Run("vq", 8192, 1, 2000, grid=14), "generation": campaign.Run("vq", 8192, 1, 4000, prior="prior_small"),
