@@ -56,8 +56,8 @@ def spend_text(ledger: str | Path) -> str | None:
     over = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
     again = (f" {repeats} of the runs {'are first tries' if repeats > 1 else 'is the first try'} of a run measured again, "
              f"{'their rows' if repeats > 1 else 'its row'} replaced; that CPU stays counted." if repeats else "")
-    again += (f" The {'runs' if len(lost) > 1 else 'run'} lost in flight (stopped before "
-              f"{'they' if len(lost) > 1 else 'it'} landed: a session's machine changed, or a stream was stopped) spent {sum(lost) / 3600:.2f} CPU-hours with no row; "
+    again += (f" The {'runs' if len(lost) > 1 else 'run'} lost in flight (stopped before {'they' if len(lost) > 1 else 'it'} "
+              f"landed: a session's machine changed, or a stream was stopped) spent {sum(lost) / 3600:.2f} CPU-hours with no row; "
               f"that CPU stays counted (the ledger's `{LOST}` lines)." if lost else "")
     budget = read_json(Path(ledger).with_name(BUDGET))
     if budget:  # one total against the cap, so a reader need not add the parts up
