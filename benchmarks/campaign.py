@@ -253,7 +253,7 @@ def expected_wall_seconds(campaign: dict, repo: Path, run: Run) -> float:
         return max(same)
     whole = [(wall, cpu) for wall, cpu, _ in entries if wall >= cpu]  # runs that landed in one session
     ratio = sum(wall for wall, _ in whole) / max(sum(cpu for _, cpu in whole), 1.0) if whole else 1.5
-    estimate = campaign.get("estimate", lambda _: 0.0)(run)
+    estimate = estimated_hours(campaign, run)
     if estimate:
         return estimate * 3600 * ratio
     # no seed of its own and no estimate (the costly cells have one): twice the typical run at its K
@@ -270,11 +270,16 @@ def deadline(clock: str, *, now: float | None = None) -> float:
     return target if target > now else target + 86400
 
 
+def estimated_hours(campaign: dict, run: Run) -> float:
+    """The CPU-hours the campaign plans for ``run`` (0 where it keeps no estimate: a run costing < 1)."""
+    return campaign.get("estimate", lambda _: 0.0)(run)
+
+
 def affordable(campaign: dict, run: Run, spent: float) -> bool:
     """Whether what is left of the cap after ``spent`` CPU-hours covers ``run``'s estimate (any run
     while something is left)."""
     left = campaign["cap"] - spent
-    return left > 0 and campaign.get("estimate", lambda _: 0.0)(run) <= left
+    return left > 0 and estimated_hours(campaign, run) <= left
 
 
 def held_for_waiting(campaign: dict, plan: list[Run], done: set, run: Run | None = None, *, startable: set | None = None) -> float:
@@ -285,7 +290,7 @@ def held_for_waiting(campaign: dict, plan: list[Run], done: set, run: Run | None
     come before the ablations, and a prior skipped for the clock keeps its share from cheaper ones behind it."""
     ahead = plan if run is None else plan[: plan.index(run)]
     waits = [r for r in ahead if r.key not in done and (not machine_fits(r) if startable is None else r.key not in startable)]
-    return sum(campaign.get("estimate", lambda _: 0.0)(r) for r in waits)
+    return sum(estimated_hours(campaign, r) for r in waits)
 
 
 def covered(campaign: dict, plan: list[Run], done: set, spent: float, run: Run, startable: set) -> bool:
@@ -588,7 +593,7 @@ def run_stream(name: str, stream: str, repo: Path, *, runs: int | None = None, s
                       f"({spent:.2f} spent" + (f", {held:.2f} held for the runs ahead in the queue that cannot start now)" if held else ")"),
                       flush=True)
                 return
-            waiting = [r for r in campaign["plan"]() if r.key not in done and machine_fits(r)]
+            waiting = [r for r in plan if r.key not in done and machine_fits(r)]
             if not waiting:
                 print(f"campaign {name} stream {stream}: nothing left that this machine runs at the planned cost", flush=True)
                 return

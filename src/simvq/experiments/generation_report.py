@@ -25,7 +25,7 @@ from pathlib import Path
 from .comparison import figure_section, group_rows, k_table, run_figures, simvq_verdicts, sizes, verdict, write_section
 from .report import MISSING, Stat, k_label, method_order, number, stat_text, summarize, table_rows
 from .results_file import LEDGER, kept_folder, precision_text, spend_text
-from .stats import ALPHA, contrast, p_text, signed, welch
+from .stats import ALPHA, contrast, p_text, signed, welch, welch_text
 
 BEGIN = "<!-- generation-report:begin -->"
 END = "<!-- generation-report:end -->"
@@ -305,7 +305,7 @@ def still_falling(groups: dict, k: int, prior: str) -> str | None:
     test = welch(x.values, y.values)
     if test is None:
         return f"{said} ({signed(x.mean - y.mean, 3)}; one run on a side: no test)."
-    ci = f"{signed(x.mean - y.mean, 3)}; 95% CI [{test.low:+.3f}, {test.high:+.3f}], {p_text(test.p)}, Welch, {test.n_a} vs {test.n_b} seeds"
+    ci = f"{signed(x.mean - y.mean, 3)}; {welch_text(test, digits=3)}"
     if test.p >= ALPHA:
         return f"{said} → no significant difference ({ci})."
     faster = "simvq" if x.mean < y.mean else "vq"

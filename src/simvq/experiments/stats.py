@@ -114,6 +114,14 @@ def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
 
 
+def welch_text(test: Welch, *, scale: float = 1.0, digits: int = 2, adjusted: float | None = None) -> str:
+    """A Welch test in words: its 95% CI of the difference, its p (and the family-adjusted one when
+    given) and the seeds on each side."""
+    holm_text = "" if adjusted is None else f", Holm {p_text(adjusted)}"
+    return (f"95% CI [{test.low * scale:+.{digits}f}, {test.high * scale:+.{digits}f}], {p_text(test.p)}{holm_text}, Welch, "
+            f"{test.n_a} vs {test.n_b} seeds")
+
+
 def verdict(a, b, *, scale: float = 1.0, digits: int = 2, lower: bool = False, names: tuple[str, str] = ("simvq", "the rival"),
             adjusted: float | None = None) -> str:
     """``a`` against ``b`` (seed values) in words: which is better at level ALPHA, the difference
@@ -124,13 +132,11 @@ def verdict(a, b, *, scale: float = 1.0, digits: int = 2, lower: bool = False, n
     shown = signed(diff, digits)
     if test is None:
         return f"{shown} (one run on a side: no test)"
-    holm_text = "" if adjusted is None else f", Holm {p_text(adjusted)}"
-    ci = (f"95% CI [{test.low * scale:+.{digits}f}, {test.high * scale:+.{digits}f}], {p_text(test.p)}{holm_text}, Welch, "
-          f"{test.n_a} vs {test.n_b} seeds")
+    ci = welch_text(test, scale=scale, digits=digits, adjusted=adjusted)
     if (test.p if adjusted is None else adjusted) >= ALPHA:
         return f"no significant difference ({shown}; {ci})"
     better = (diff < 0) if lower else (diff > 0)
     return f"{names[0] if better else names[1]} better: {diff:+.{digits}f} ({ci})"
 
 
-__all__ = ["ALPHA", "Contrast", "Welch", "contrast", "holm", "holm_family", "mean_interval", "p_text", "signed", "verdict", "welch"]
+__all__ = ["ALPHA", "Contrast", "Welch", "contrast", "holm", "holm_family", "mean_interval", "p_text", "signed", "verdict", "welch", "welch_text"]
