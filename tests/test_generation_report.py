@@ -184,7 +184,7 @@ def test_the_questions_are_answered_at_the_chosen_size_with_the_decoders_share(t
     one_small = [r for r in rows if not (r["prior"] == "prior_small" and r["seed"] == 1)]
     (tmp_path / "one_small").mkdir()
     text, _ = report_section_twice("--generation", "generation-report", one_small, GENERATION_FIELDS, tmp_path / "one_small")
-    assert "minus the gap at `prior_small`: -25.0 (a cell with one seed: no test of the change yet)." in text
+    assert "minus the gap at `prior_small`: -25.0 (a cell with one seed: no test of the change)." in text
     assert "`prior_large` -5.0: one run a size, so no trend is read from these means (each size's test" in text  # seed 0 alone
     assert "domain rFID simvq 10.2 ± 0.4 (2) vs vq 15.2 ± 0.4 (2) → simvq better: -5.0" in answers
     assert ("The samples' gap of +10.0 is the rFID gap (-5.0) plus the gap in excess (+15.0): an identity of differences of "

@@ -286,7 +286,7 @@ def size_change(found: dict) -> str:
     test = contrast([xl.values, yl.values, xs.values, ys.values], [1.0, -1.0, -1.0, 1.0])
     said = f"The gap at `{large}` minus the gap at `{small}`: {signed((xl.mean - yl.mean) - (xs.mean - ys.mean), 1)}"
     if test is None:
-        return said + " (a cell with one seed: no test of the change yet)."
+        return said + " (a cell with one seed: no test of the change)."
     seeds = " + ".join(str(n) for n in test.sizes)
     outcome = "the gap changes with the prior's size" if test.significant else "no significant change with the prior's size"
     return (f"{said} → {outcome} (95% CI [{test.low:+.1f}, {test.high:+.1f}], {p_text(test.p)}; a difference of differences, "
