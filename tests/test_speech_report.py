@@ -96,7 +96,8 @@ def test_a_capped_evaluation_with_fewer_tokens_than_codes_states_the_usage_ceili
     lines = header(group_rows(rows, budget="max_steps"), "x.csv")
     usage = next(line for line in lines if line.startswith("- Usage"))
     assert "(the test utterances themselves: 3.50)" in next(line for line in lines if line.startswith("- PESQ"))  # not the usage ceiling
-    assert usage.endswith("Fewer test tokens than codes cap usage at tokens / codes: 30.5% at K=65,536 (an untrained quantizer on Gaussian data: 18.0%).")
+    assert usage.endswith("at the same K and token count uses 18.0% at K=65,536 of its codes. "
+                          "Fewer test tokens than codes cap usage at tokens / codes: 30.5% at K=65,536.")
 
 
 def test_the_usage_line_names_the_splits_the_runs_counted(rows):
@@ -278,3 +279,14 @@ def test_a_precision_every_recipe_fixed_is_read_from_the_kept_configs(tmp_path):
     assert fixed_precision([*fixed, row("d", "bf16-mixed")]) is None
     assert fixed_precision([*fixed, row("e", None)]) is None
     assert "precision not recorded for 1 run" in precision_text([{"precision": ""}])
+
+
+def test_the_usage_line_states_the_untrained_reference_at_each_k(rows):
+    """Usage at few tokens a code has a ceiling far below 100% for any quantizer: the line gives an
+    untrained quantizer's usage at each K's own token count, a span where the runs' counts differ."""
+    from simvq.experiments.speech_report import header
+
+    for row in rows:
+        row["usage_reference"] = 0.967 if row["codebook_size"] == 4096 else 0.70 + 0.01 * row["seed"] + (0.02 if row["method"] == "vq" else 0)
+    usage = next(line for line in header(group_rows(rows, budget="max_steps"), "x.csv") if line.startswith("- Usage"))
+    assert usage.endswith("at the same K and token count uses 96.7% at K=4,096, 70.0–72.0% at K=65,536 of its codes.")
