@@ -299,6 +299,13 @@ def covered(campaign: dict, plan: list[Run], done: set, spent: float, run: Run, 
     return affordable(campaign, run, spent + held_for_waiting(campaign, plan, done, run, startable=startable))
 
 
+def runs_left_covered(campaign: dict, plan: list[Run], done: set, spent: float) -> list[Run]:
+    """The runs left in the queue that what is left of the cap covers, beside what the runs ahead of
+    each that this machine does not run hold: none means the cap is spent for this plan."""
+    return [r for r in plan if r.key not in done and machine_fits(r)
+            and affordable(campaign, r, spent + held_for_waiting(campaign, plan, done, r))]
+
+
 def row_key(row: dict) -> tuple:
     """A results row's key, as ``Run.key`` spells it."""
     if "prior" in row:  # a generation row
@@ -633,10 +640,15 @@ def show_plan(name: str, repo: Path) -> None:
     cpu = sum(float(e["cpu_seconds"]) for e in entries) / 3600
     print(f"{sum(r.key in done for r in plan)} of {len(plan)} runs done; {spent / 3600:.1f} h of training recorded in the rows "
           f"(wall clock); {cpu:.2f} CPU-hours in the ledger ({ledger_path(campaign, repo).relative_to(repo)}: {len(entries)} entries, training + evaluation)")
-    held = held_for_waiting(campaign, plan, done)
-    print(f"cap {campaign['cap']:g} CPU-hours: {cpu + campaign['unrecorded']:.2f} counted against it "
+    held, counted = held_for_waiting(campaign, plan, done), cpu + campaign["unrecorded"]
+    print(f"cap {campaign['cap']:g} CPU-hours: {counted:.2f} counted against it "
           f"(the ledger + {campaign['unrecorded']:g} spent before it)"
           + (f"; {held:.2f} held for the runs waiting for a machine that fits them, which the runs queued behind them leave" if held else ""))
+    left = [r for r in plan if r.key not in done]
+    if left and not runs_left_covered(campaign, plan, done, counted):
+        cheapest = min(estimated_hours(campaign, r) for r in left)
+        print(f"the cap is spent for this plan: what is left of it ({campaign['cap'] - counted - held:.2f} CPU-hours) covers none of "
+              f"the {len(left)} runs left (the cheapest planned at {cheapest:.2f})")
 
 
 def counted_images_and_dim() -> tuple[int, int]:

@@ -424,3 +424,25 @@ def test_a_stream_short_of_time_does_not_spend_the_cap_of_the_runs_it_skips(camp
         sum(campaign.PRIOR_CPU_HOURS[(r.prior, r.size)] for r in skipped))
     assert not campaign.covered(generation, plan, done, spent, lfq, {lfq.key})
     assert campaign.covered(generation, plan, done, spent, skipped[0], {r.key for r in skipped})  # the queue's next one is
+
+
+def test_plan_says_when_the_cap_is_spent_for_what_is_left(campaign, tmp_path, capsys):
+    """A campaign whose last runs each cost more than what is left of its cap is over for this plan:
+    ``plan`` says so (how much is left, the cheapest run's estimate); while one run still fits, not."""
+    speech, plan = campaign.CAMPAIGNS["speech"], campaign.speech_plan()
+    done = {r.key for r in plan[:-2]}
+    assert campaign.runs_left_covered(speech, plan, done, 15.0 - 1.5) == plan[-2:]
+    assert campaign.runs_left_covered(speech, plan, done, 15.0 - 1.0) == []
+    results = tmp_path / speech["results"]
+    results.parent.mkdir(parents=True)
+    for run in plan[:-2]:
+        append_result(results, {"method": run.method, "codebook_size": run.size, "seed": run.seed, "max_steps": run.budget},
+                      fields=get_recipe("audio").result_columns)
+    ledger = campaign.ledger_path(speech, tmp_path)
+    ledger.write_text(f"run,cpu_seconds,wall_seconds,finished\nx,{(14.0 - speech['unrecorded']) * 3600},0,now\n")
+    campaign.show_plan("speech", tmp_path)
+    spent = "the cap is spent for this plan: what is left of it (1.00 CPU-hours) covers none of the 2 runs left (the cheapest planned at 1.40)"
+    assert spent in capsys.readouterr().out
+    ledger.write_text(f"run,cpu_seconds,wall_seconds,finished\nx,{(13.0 - speech['unrecorded']) * 3600},0,now\n")
+    campaign.show_plan("speech", tmp_path)
+    assert "the cap is spent" not in capsys.readouterr().out
