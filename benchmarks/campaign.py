@@ -647,8 +647,8 @@ def show_plan(name: str, repo: Path) -> None:
     left = [r for r in plan if r.key not in done]
     if left and not runs_left_covered(campaign, plan, done, counted):
         cheapest = min(estimated_hours(campaign, r) for r in left)
-        print(f"the cap is spent for this plan: what is left of it ({campaign['cap'] - counted - held:.2f} CPU-hours) covers none of "
-              f"the {len(left)} runs left (the cheapest planned at {cheapest:.2f})")
+        print(f"the cap is spent for this plan: what is left of it ({campaign['cap'] - counted - held:.2f} CPU-hours) covers no run "
+              f"left ({len(left)} in the queue; the cheapest planned at {cheapest:.2f})")
 
 
 def counted_images_and_dim() -> tuple[int, int]:

@@ -441,7 +441,7 @@ def test_plan_says_when_the_cap_is_spent_for_what_is_left(campaign, tmp_path, ca
     ledger = campaign.ledger_path(speech, tmp_path)
     ledger.write_text(f"run,cpu_seconds,wall_seconds,finished\nx,{(14.0 - speech['unrecorded']) * 3600},0,now\n")
     campaign.show_plan("speech", tmp_path)
-    spent = "the cap is spent for this plan: what is left of it (1.00 CPU-hours) covers none of the 2 runs left (the cheapest planned at 1.40)"
+    spent = "the cap is spent for this plan: what is left of it (1.00 CPU-hours) covers no run left (2 in the queue; the cheapest planned at 1.40)"
     assert spent in capsys.readouterr().out
     ledger.write_text(f"run,cpu_seconds,wall_seconds,finished\nx,{(13.0 - speech['unrecorded']) * 3600},0,now\n")
     campaign.show_plan("speech", tmp_path)
