@@ -293,17 +293,16 @@ def held_for_waiting(campaign: dict, plan: list[Run], done: set, run: Run | None
     return sum(estimated_hours(campaign, r) for r in waits)
 
 
-def covered(campaign: dict, plan: list[Run], done: set, spent: float, run: Run, startable: set) -> bool:
+def covered(campaign: dict, plan: list[Run], done: set, spent: float, run: Run, startable: set | None = None) -> bool:
     """Whether what is left of the cap, after ``spent`` and what the runs ahead that cannot start now
-    hold (``held_for_waiting``), covers ``run``."""
+    hold (``held_for_waiting``; without ``startable``, those this machine does not run), covers ``run``."""
     return affordable(campaign, run, spent + held_for_waiting(campaign, plan, done, run, startable=startable))
 
 
 def runs_left_covered(campaign: dict, plan: list[Run], done: set, spent: float) -> list[Run]:
     """The runs left in the queue that what is left of the cap covers, beside what the runs ahead of
     each that this machine does not run hold: none means the cap is spent for this plan."""
-    return [r for r in plan if r.key not in done and machine_fits(r)
-            and affordable(campaign, r, spent + held_for_waiting(campaign, plan, done, r))]
+    return [r for r in plan if r.key not in done and machine_fits(r) and covered(campaign, plan, done, spent, r)]
 
 
 def row_key(row: dict) -> tuple:
