@@ -645,8 +645,14 @@ def show_plan(name: str, repo: Path) -> None:
           + (f"; {held:.2f} held for the runs waiting for a machine that fits them, which the runs queued behind them leave" if held else ""))
     left = [r for r in plan if r.key not in done]
     if left and not runs_left_covered(campaign, plan, done, counted):
+        waiting = [r for r in left if not machine_fits(r)]
+        if waiting and counted < campaign["cap"]:  # not spent: held for runs a machine that fits them can still make
+            print(f"nothing left is for this machine: of the {campaign['cap'] - counted:.2f} CPU-hours left, {held:.2f} are held for "
+                  f"the {len(waiting)} run(s) waiting for a machine that fits them, and the {len(left) - len(waiting)} queued behind "
+                  f"them get only what that leaves")
+            return
         cheapest = min(estimated_hours(campaign, r) for r in left)
-        print(f"the cap is spent for this plan: what is left of it ({campaign['cap'] - counted - held:.2f} CPU-hours) covers no run "
+        print(f"the cap is spent for this plan: what is left of it ({max(campaign['cap'] - counted, 0):.2f} CPU-hours) covers no run "
               f"left ({len(left)} in the queue; the cheapest planned at {cheapest:.2f})")
 
 

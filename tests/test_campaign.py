@@ -410,6 +410,33 @@ def test_the_runs_behind_those_waiting_for_a_machine_spend_only_what_they_leave(
     assert campaign.held_for_waiting(image, plan, set(), ablation) == 0.0
 
 
+def test_plan_says_the_cap_is_held_not_spent_when_only_runs_for_another_machine_fit(campaign, tmp_path, monkeypatch, capsys):
+    """On a CPU without native bf16, once the runs it can make are done or behind the K=262,144 runs'
+    hold, ``plan`` says the rest is held for a machine that fits them, with the hours left and held,
+    rather than calling the cap spent; where the ledger reaches the cap it is spent."""
+    import simvq.cpu
+
+    monkeypatch.setattr(simvq.cpu, "cpu_has_native_bf16", lambda: False)
+    image, plan = campaign.CAMPAIGNS["image"], campaign.image_plan()
+    waiting = [r for r in plan if r.size == 262144]
+    behind = plan[plan.index(waiting[-1]) + 1:]  # residual table, sc_vae, the costly cells
+    results = tmp_path / image["results"]
+    results.parent.mkdir(parents=True)
+    for run in plan:
+        if run not in waiting and run not in behind:
+            append_result(results, {"variant": run.variant, "method": run.method, "codebook_size": run.size, "seed": run.seed,
+                                    "max_steps": run.budget}, fields=get_recipe("image").result_columns)
+    ledger = campaign.ledger_path(image, tmp_path)
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    for counted, line in ((22.0, f"nothing left is for this machine: of the 8.00 CPU-hours left, {len(waiting) * 1.7:.2f} are held for the "
+                                 f"{len(waiting)} run(s) waiting for a machine that fits them, and the {len(behind)} queued behind them "
+                                 "get only what that leaves"),
+                          (30.5, "the cap is spent for this plan: what is left of it (0.00 CPU-hours) covers no run left")):
+        ledger.write_text(f"run,cpu_seconds,wall_seconds,finished\nx,{(counted - image['unrecorded']) * 3600},0,now\n")
+        campaign.show_plan("image", tmp_path)
+        assert line in capsys.readouterr().out
+
+
 def test_a_stream_short_of_time_does_not_spend_the_cap_of_the_runs_it_skips(campaign):
     """Near its stop time a stream may start a cheaper run further down the queue, but not with the cap
     the runs it skipped need: with 1.4 CPU-hours left and five priors ahead of lfq's that will not land
