@@ -39,6 +39,15 @@ LEDGER = "spend.csv"  # a campaign's spend ledger: one line per landed run (run,
 BUDGET = "budget.json"  # beside a ledger: the campaign's cap and the CPU-hours it spent before the ledger existed
 REFERENCE = "reference-"  # a ledger line's prefix for a reference measurement, not a run (e.g. an untrained quantizer's usage)
 LOST = "lost-"  # a ledger line's prefix for a run's CPU lost in flight (a new machine): spent, with no row
+IN_FLIGHT = "in_flight.csv"  # beside a ledger: runs a stopped stream left part-trained, not landed (run, cpu_seconds, steps)
+
+
+def in_flight_cpu_hours(ledger: str | Path, *, landed: set[str] = frozenset()) -> float:
+    """The checkpointed CPU-hours of the part-trained runs listed beside ``ledger`` (none landed in
+    ``landed``, their slugs): spent already, and charged to the ledger when each lands or is lost."""
+    path = Path(ledger).with_name(IN_FLIGHT)
+    entries = read_results(path) if path.is_file() else []
+    return sum(float(e["cpu_seconds"]) for e in entries if e["run"] not in landed) / 3600
 
 
 def spend_text(ledger: str | Path) -> str | None:
@@ -61,9 +70,12 @@ def spend_text(ledger: str | Path) -> str | None:
               f"that CPU stays counted (the ledger's `{LOST}` lines)." if lost else "")
     budget = read_json(Path(ledger).with_name(BUDGET))
     if budget:  # one total against the cap, so a reader need not add the parts up
-        counted = hours + float(budget["before_ledger"])
+        flying = in_flight_cpu_hours(ledger)
+        counted = hours + float(budget["before_ledger"]) + flying
         again += (f" Against the cap of {float(budget['cap']):g} CPU-hours: {counted:.2f} counted (the ledger's {hours:.2f} + "
-                  f"{float(budget['before_ledger']):g} spent before it), {float(budget['cap']) - counted:.2f} left.")
+                  f"{float(budget['before_ledger']):g} spent before it"
+                  + (f" + {flying:.2f} in runs left part-trained, `{IN_FLIGHT}` beside the ledger" if flying else "")
+                  + f"), {float(budget['cap']) - counted:.2f} left.")
     return (f"Spent: {hours:.2f} CPU-hours recorded over {over} "
             f"(`{Path(ledger).as_posix()}`: each run's CPU seconds, training and evaluation; the protocol states any spend before the ledger).{again}")
 
