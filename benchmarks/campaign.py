@@ -121,10 +121,11 @@ ABLATION_RUNS = [("float32", ["simvq", "vq"]), ("train C and W", ["simvq"]), ("n
 # estimated CPU-hours of the runs that need one before a stream starts them (the rest cost < 1)
 ESTIMATED_CPU_HOURS = {("sqvae", 65536): 4.5, ("hqa", 65536): 4.5, ("sc_vae", 1024): 1.2, ("simvq", 262144): 1.7,
                        ("vq", 262144): 1.7, ("vq_lc", 262144): 1.7,
-                       # the other K=65,536 cells, from vq_ema/vq_reset/vq_lc there on the AVX2 machine (1,670-2,714
-                       # CPU-s) and vq_wae's ~3.3x a plain run at 1,024: with no estimate a run starts on any
-                       # remainder of the cap, and these could spend into what the runs ahead hold
-                       **{(m, 65536): 0.75 for m in ("cvq", "fsq", "lfq", "affine")}, ("vq_wae", 65536): 2.5}
+                       # the other K=65,536 cells, from vq_ema/vq_lc/vq_reset there on the AVX2 machine (1,978-3,458
+                       # CPU-s in the ledger, the dearest beside another stream) and vq_wae's ~3.3x a plain run at
+                       # 1,024: with no estimate a run starts on any remainder of the cap, and could spend into
+                       # what the runs ahead of it hold
+                       **{(m, 65536): 1.0 for m in ("cvq", "fsq", "lfq", "affine")}, ("vq_wae", 65536): 3.3}
 COSTLY = [cell for cell, hours in ESTIMATED_CPU_HOURS.items() if hours >= 4.0]  # queued last
 
 

@@ -397,17 +397,17 @@ def test_a_stream_counts_the_runs_other_live_streams_are_making(campaign, tmp_pa
     cvq, fsq = (next(r for r in plan if (r.method, r.size) == (m, 65536)) for m in ("cvq", "fsq"))
     claims = tmp_path / "claims"
     assert campaign.claim(claims, cvq)
-    assert campaign.claimed_hours(image, claims, plan, set()) == pytest.approx(0.75)
+    assert campaign.claimed_hours(image, claims, plan, set()) == pytest.approx(1.0)
     assert campaign.claimed_hours(image, claims, plan, {cvq.key}) == 0.0  # landed: in the ledger instead
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     (claims / fsq.slug).write_text(dead)
-    assert campaign.claimed_hours(image, claims, plan, set()) == pytest.approx(0.75)
+    assert campaign.claimed_hours(image, claims, plan, set()) == pytest.approx(1.0)  # the dead stream's claim is not counted
     import simvq.cpu
 
     monkeypatch.setattr(simvq.cpu, "cpu_has_native_bf16", lambda: False)
     seeds = [r for r in plan if (r.method, r.size) == ("simvq", 262144) and r.seed]
     done = {r.key for r in plan[: plan.index(cvq)] if r not in seeds}  # simvq's K=262,144 seeds 1-2 wait ahead: 3.4 held
-    spent = 30.0 - 3.4 - 1.0  # 1.0 left beside the hold: fsq's 0.75 fits alone, not beside cvq's in flight
+    spent = 30.0 - 3.4 - 1.5  # 1.5 left beside the hold: fsq's 1.0 fits alone, not beside cvq's in flight
     assert campaign.covered(image, plan, done, spent, fsq)
     assert not campaign.covered(image, plan, done, spent + campaign.claimed_hours(image, claims, plan, done), fsq)
 
