@@ -509,6 +509,31 @@ def drop_in_flight(repo: Path, campaign: dict, run: Run) -> list[str]:
     return [str(path.relative_to(repo))]
 
 
+def mixes_precision(run_dir: Path) -> bool:
+    """Whether resuming a part-trained run on this machine would train one row in two precisions:
+    its earlier sessions trained in another precision than its recipe resolves to here (``auto``:
+    bf16-mixed only with native bf16), or in one not recorded (sessions from before it was)."""
+    from simvq.runs import read_progress
+    from simvq.train.core import resolve_precision
+    from simvq.utils import read_json
+
+    sessions = read_progress(run_dir).get("sessions", [])
+    trainer = read_json(run_dir / "config.json", {}).get("trainer", {})
+    here = resolve_precision(trainer.get("precision", "auto"), trainer.get("accelerator", "auto"))
+    return any(session.get("precision") != here for session in sessions)
+
+
+def restart_if_mixed(repo: Path, campaign: dict, run: Run, run_dir: Path) -> list[str]:
+    """Start ``run`` afresh where resuming it would mix precisions (``mixes_precision``): its seeds
+    then compare in one precision. Its checkpointed CPU stays counted, charged as lost. Returns the
+    repository paths that changed."""
+    if not run_dir.is_dir() or not mixes_precision(run_dir):
+        return []
+    cpu = interrupted_cpu_seconds(run_dir)
+    shutil.rmtree(run_dir)
+    return [record_spend(repo, campaign, LOST + run.slug, cpu, 0.0), *drop_in_flight(repo, campaign, run)]
+
+
 def reconcile_in_flight(name: str, repo: Path) -> list[str]:
     """Settle the runs ``record_in_flight`` wrote: one that landed since is dropped (its ledger line
     counts its earlier sessions); one this machine lost (its run directory gone, or restarted below the
@@ -649,6 +674,10 @@ def run_stream(name: str, stream: str, repo: Path, *, runs: int | None = None, s
             time.sleep(300)  # the rest waits on tokenizers another campaign is still training, or on other streams
             continue
         run_dir = work / "runs" / run.run_subdir
+        restarted = restart_if_mixed(repo, campaign, run, run_dir)
+        if restarted:
+            git_commit(repo, restarted, f"{campaign['kind']} campaign: {run.slug} restarted, its earlier sessions trained in another precision "
+                                        "(their CPU charged as lost)")
         started, cpu, earlier = time.time(), children_cpu_seconds(), interrupted_cpu_seconds(run_dir)
         print(f"[{time.strftime('%H:%M:%S')}] stream {stream}: {run.slug}", flush=True)
         extra = ["--tokenizers", str(tokenizer_csv(repo, run, work, code, env))] if run.prior else []

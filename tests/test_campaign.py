@@ -509,3 +509,37 @@ def test_plan_says_when_the_cap_is_spent_for_what_is_left(campaign, tmp_path, ca
     ledger.write_text(f"run,cpu_seconds,wall_seconds,finished\nx,{(13.0 - speech['unrecorded']) * 3600},0,now\n")
     campaign.show_plan("speech", tmp_path)
     assert "the cap is spent" not in capsys.readouterr().out
+
+
+def test_a_run_begun_in_another_precision_restarts_rather_than_mixing_two(campaign, tmp_path, monkeypatch):
+    """A part-trained run resumes only where its recipe resolves to the precision its sessions trained
+    in; otherwise (or where a session's precision was not recorded) it starts afresh, so its row is one
+    precision, and its checkpointed CPU is charged as lost."""
+    import simvq.train.core
+
+    repo = new_repo(tmp_path / "repo", README="x", **{".gitignore": "runs/\n"})
+    image, run = campaign.CAMPAIGNS["image"], campaign.Run("simvq", 262144, 1, 2000, grid=14)
+    run_dir = repo / "runs" / "campaign" / "image" / "runs" / run.run_subdir
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"trainer": {"precision": "auto", "accelerator": "auto"}}))
+
+    def sessions(*precisions):
+        entries = [{"start_step": 0, "end_step": 251, "cpu_seconds": 1900.0, **({"precision": p} if p else {})} for p in precisions]
+        (run_dir / "progress.json").write_text(json.dumps({"global_step": 251, "sessions": entries}))
+
+    monkeypatch.setattr(simvq.train.core, "cpu_has_native_bf16", lambda: True)
+    sessions("bf16-mixed")
+    assert not campaign.mixes_precision(run_dir)
+    sessions("32-true")
+    assert campaign.mixes_precision(run_dir)
+    monkeypatch.setattr(simvq.train.core, "cpu_has_native_bf16", lambda: False)
+    assert not campaign.mixes_precision(run_dir) and campaign.restart_if_mixed(repo, image, run, run_dir) == []
+    sessions(None)  # from before the precision was recorded
+    assert campaign.mixes_precision(run_dir)
+    (repo / "docs" / "image").mkdir(parents=True)
+    (repo / "docs" / "image" / "in_flight.csv").write_text(f"run,cpu_seconds,steps\n{run.slug},1900,251\n")
+    assert campaign.restart_if_mixed(repo, image, run, run_dir) == ["docs/image/spend.csv", "docs/image/in_flight.csv"]
+    assert not run_dir.exists()
+    assert [(e["run"], e["cpu_seconds"]) for e in read_results(repo / "docs" / "image" / "spend.csv")] == [("lost-" + run.slug, "1900")]
+    assert read_results(repo / "docs" / "image" / "in_flight.csv") == []
+    assert campaign.restart_if_mixed(repo, image, run, run_dir) == []  # nothing left to restart
