@@ -46,7 +46,7 @@ from pathlib import Path
 # snapshot's code, not with whatever the installed package is edited into meanwhile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from simvq.experiments.results_file import IN_FLIGHT, LOST, REFERENCE, in_flight_cpu_hours, variant_folder  # noqa: E402
+from simvq.experiments.results_file import IN_FLIGHT, LOST, PROBE, REFERENCE, in_flight_cpu_hours, variant_folder  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,8 @@ ABLATION_RUNS = [("float32", ["simvq", "vq"]), ("train C and W", ["simvq"]), ("n
 # at K=65,536 (2.2 and 2.0 at 8,192), so ~4.5 CPU-hours a run quiet; sc_vae's 30 unrolled ISTA
 # steps 52 s a step at K=8,192 (3.4 at 1,024) and a 3.43M-token count of ~7 h: that cell is not run.
 # estimated CPU-hours of the runs that need one before a stream starts them (the rest cost < 1)
-ESTIMATED_CPU_HOURS = {("sqvae", 65536): 4.5, ("hqa", 65536): 4.5, ("sc_vae", 1024): 1.2, ("simvq", 262144): 1.7,
+# simvq at K=262,144: seed 0's measured 1.82 (6,538 CPU-s, bf16 screen), not the 1.7 first planned
+ESTIMATED_CPU_HOURS = {("sqvae", 65536): 4.5, ("hqa", 65536): 4.5, ("sc_vae", 1024): 1.2, ("simvq", 262144): 1.85,
                        ("vq", 262144): 1.7, ("vq_lc", 262144): 1.7,
                        # the other K=65,536 cells, from vq_ema/vq_lc/vq_reset there on the AVX2 machine (1,978-3,458
                        # CPU-s in the ledger, the dearest beside another stream) and vq_wae's ~3.3x a plain run at
@@ -127,6 +128,13 @@ ESTIMATED_CPU_HOURS = {("sqvae", 65536): 4.5, ("hqa", 65536): 4.5, ("sc_vae", 10
                        # what the runs ahead of it hold
                        **{(m, 65536): 1.0 for m in ("cvq", "fsq", "lfq", "affine")}, ("vq_wae", 65536): 3.3}
 COSTLY = [cell for cell, hours in ESTIMATED_CPU_HOURS.items() if hours >= 4.0]  # queued last
+# the residual table's runs (4 stages), from a 60-step probe of each at 4 x 1,024 on the AVX2 machine,
+# two side by side (the ledger's probe- line): residual and residual_simvq 0.37 CPU-s a step and ~130 s
+# of evaluation; qinco 1.85 a step (its codebook network runs for every code of every stage), and its
+# evaluation had not ended after 7 CPU-minutes when the probe was stopped, so ~1.15 CPU-hours at least;
+# at 4 x 8,192 scaled by the one-index runs' K=8,192 / 1,024 cost there (~1.3x; qinco's network by K: 8x)
+STAGED_CPU_HOURS = {("residual", 1024): 0.27, ("residual_simvq", 1024): 0.27, ("qinco", 1024): 1.4,
+                    ("residual", 8192): 0.35, ("residual_simvq", 8192): 0.35, ("qinco", 8192): 10.0}
 
 
 def image_plan() -> list[Run]:
@@ -214,7 +222,8 @@ CAMPAIGNS = {
     # follows usage at K where the progress checks count too few tokens a code
     # unrecorded: the 14 rows before the ledger, at the ledger's own CPU cost of the same configurations
     "image": dict(plan=image_plan, kind="image", results="docs/results.csv", artifacts="docs/image", cap=30.0, unrecorded=1.3,
-                  estimate=lambda run: ESTIMATED_CPU_HOURS.get((run.method, run.size), 0.0), keep=["usage_history.json"]),
+                  estimate=lambda run: (STAGED_CPU_HOURS if run.stages else ESTIMATED_CPU_HOURS).get((run.method, run.size), 0.0),
+                  keep=["usage_history.json"]),
     "generation": dict(plan=generation_plan, kind="generation", results="docs/generation/generation.csv", artifacts="docs/generation",
                        cap=15.0, unrecorded=0.35, estimate=lambda run: PRIOR_CPU_HOURS.get((run.prior, run.size), 0.0),
                        keep=["validation.json", "validation_nll.png", "samples.png", "samples_tuned.png", "gen_metrics.json"]),
@@ -262,7 +271,7 @@ def expected_wall_seconds(campaign: dict, repo: Path, run: Run) -> float:
     at its K (or in the ledger).
     A resumed run's wall seconds cover its last session only, so a run counts at least its CPU seconds."""
     entries = [(float(e["wall_seconds"]), float(e["cpu_seconds"]), e["run"]) for e in ledger_entries(campaign, repo)
-               if e.get("wall_seconds") and not e["run"].startswith((REFERENCE, LOST))]
+               if e.get("wall_seconds") and not e["run"].startswith((REFERENCE, LOST, PROBE))]
     same = [max(wall, cpu) for wall, cpu, slug in entries if cell(slug) == cell(run.slug)]
     if same:
         return max(same)
@@ -297,21 +306,35 @@ def affordable(campaign: dict, run: Run, spent: float) -> bool:
     return left > 0 and estimated_hours(campaign, run) <= left
 
 
-def held_for_waiting(campaign: dict, plan: list[Run], done: set, run: Run | None = None, *, startable: set | None = None) -> float:
-    """The CPU-hours of the cap held back for the runs ahead of ``run`` in the queue (all of it without
-    one) that cannot start now: those this machine does not run (``machine_fits``), or, given
-    ``startable`` (the keys a stream can start before its stop time), every run not in it. The queue's
-    order is the issue's priority, so a run behind them spends only what they leave: the K=262,144 seeds
-    come before the ablations, and a prior skipped for the clock keeps its share from cheaper ones behind it."""
+def holding_runs(campaign: dict, plan: list[Run], done: set, run: Run | None = None, *, startable: set | None = None,
+                 spent: float | None = None) -> list[Run]:
+    """The runs ahead of ``run`` in the queue (all of it without one) that cannot start now and hold
+    their share of the cap: those this machine does not run (``machine_fits``), or, given ``startable``
+    (the keys a stream can start before its stop time), every run not in it. Given ``spent``, only those
+    the cap still covers after it and the holds ahead of them: a run it can no longer cover holds nothing."""
     ahead = plan if run is None else plan[: plan.index(run)]
     waits = [r for r in ahead if r.key not in done and (not machine_fits(r) if startable is None else r.key not in startable)]
-    return sum(estimated_hours(campaign, r) for r in waits)
+    if spent is None:
+        return waits
+    holding: list[Run] = []
+    for r in waits:
+        if affordable(campaign, r, spent + sum(estimated_hours(campaign, h) for h in holding)):
+            holding.append(r)
+    return holding
+
+
+def held_for_waiting(campaign: dict, plan: list[Run], done: set, run: Run | None = None, *, startable: set | None = None,
+                     spent: float | None = None) -> float:
+    """The CPU-hours of the cap held back for ``holding_runs``. The queue's order is the issue's
+    priority, so a run behind them spends only what they leave: the K=262,144 seeds come before the
+    ablations, and a prior skipped for the clock keeps its share from cheaper ones behind it."""
+    return sum(estimated_hours(campaign, r) for r in holding_runs(campaign, plan, done, run, startable=startable, spent=spent))
 
 
 def covered(campaign: dict, plan: list[Run], done: set, spent: float, run: Run, startable: set | None = None) -> bool:
     """Whether what is left of the cap, after ``spent`` and what the runs ahead that cannot start now
     hold (``held_for_waiting``; without ``startable``, those this machine does not run), covers ``run``."""
-    return affordable(campaign, run, spent + held_for_waiting(campaign, plan, done, run, startable=startable))
+    return affordable(campaign, run, spent + held_for_waiting(campaign, plan, done, run, startable=startable, spent=spent))
 
 
 def runs_left_covered(campaign: dict, plan: list[Run], done: set, spent: float) -> list[Run]:
@@ -662,7 +685,7 @@ def run_stream(name: str, stream: str, repo: Path, *, runs: int | None = None, s
             return
         if run is None:
             if todo and not any(covered(campaign, plan, done, spent, r, startable) for r in fits):
-                held = held_for_waiting(campaign, plan, done, startable=startable)
+                held = held_for_waiting(campaign, plan, done, startable=startable, spent=spent)
                 print(f"campaign {name} stream {stream}: the cap ({campaign['cap']:g} CPU-hours) does not cover what is left "
                       f"({spent:.2f} spent" + (f", {held:.2f} held for the runs ahead in the queue that cannot start now)" if held else ")"),
                       flush=True)
@@ -711,7 +734,9 @@ def show_plan(name: str, repo: Path) -> None:
     cpu = sum(float(e["cpu_seconds"]) for e in entries) / 3600
     print(f"{sum(r.key in done for r in plan)} of {len(plan)} runs done; {spent / 3600:.1f} h of training recorded in the rows "
           f"(wall clock); {cpu:.2f} CPU-hours in the ledger ({ledger_path(campaign, repo).relative_to(repo)}: {len(entries)} entries, training + evaluation)")
-    held, counted = held_for_waiting(campaign, plan, done), spent_cpu_hours(campaign, repo)
+    counted = spent_cpu_hours(campaign, repo)
+    holding = holding_runs(campaign, plan, done, spent=counted)
+    held = sum(estimated_hours(campaign, r) for r in holding)
     flying = counted - cpu - campaign["unrecorded"]
     print(f"cap {campaign['cap']:g} CPU-hours: {counted:.2f} counted against it "
           f"(the ledger + {campaign['unrecorded']:g} spent before it" + (f" + {flying:.2f} in runs left part-trained, {IN_FLIGHT})" if flying > 0.005 else ")")
@@ -719,10 +744,12 @@ def show_plan(name: str, repo: Path) -> None:
     left = [r for r in plan if r.key not in done]
     if left and not runs_left_covered(campaign, plan, done, counted):
         waiting = [r for r in left if not machine_fits(r)]
-        if waiting and counted < campaign["cap"]:  # not spent: held for runs a machine that fits them can still make
+        if holding and counted < campaign["cap"]:  # not spent: held for runs a machine that fits them can still make
+            beyond = len(waiting) - len(holding)
             print(f"nothing left is for this machine: of the {campaign['cap'] - counted:.2f} CPU-hours left, {held:.2f} are held for "
-                  f"the {len(waiting)} run(s) waiting for a machine that fits them, and the {len(left) - len(waiting)} queued behind "
-                  f"them get only what that leaves")
+                  f"the {len(holding)} run(s) waiting for a machine that fits them"
+                  + (f" ({beyond} more wait there, which the cap no longer covers)" if beyond else "")
+                  + f", and the {len(left) - len(waiting)} queued for this machine get only what that leaves")
             return
         cheapest = min(estimated_hours(campaign, r) for r in left)
         print(f"the cap is spent for this plan: what is left of it ({max(campaign['cap'] - counted, 0):.2f} CPU-hours) covers no run "

@@ -324,7 +324,8 @@ def test_a_stream_near_its_stop_time_starts_only_runs_expected_to_land_before_it
         "reference-K16-N800-seed0,10,9000,t\nlost-main-vq-K8192-seed2-steps2000,100,0,t\n")
     assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("vq", 8192, 2, 2000)) == 500.0
     ratio = 800 / 510  # the wall over CPU of runs landed in one session; references, lost and resumed runs left out
-    assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("simvq", 262144, 1, 2000, grid=14)) == pytest.approx(1.7 * 3600 * ratio)
+    large = campaign.Run("simvq", 262144, 1, 2000, grid=14)
+    assert campaign.expected_wall_seconds(image, tmp_path, large) == pytest.approx(campaign.estimated_hours(image, large) * 3600 * ratio)
     assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("cvq", 8192, 1, 2000)) == 700.0  # resumed: its CPU, not its last session
     # no seed and no estimate: twice the median run at its K (300, 500, 700: 500), else in the ledger
     assert campaign.expected_wall_seconds(image, tmp_path, campaign.Run("vq_lc", 8192, 0, 2000)) == 1000.0
@@ -388,6 +389,10 @@ def test_a_run_lost_in_flight_stays_counted_and_one_that_lands_is_not_counted_tw
     assert campaign.spent_cpu_hours(image, repo) == pytest.approx(1500 / 3600 + 1.3)  # not counted twice before it is dropped
     assert campaign.drop_in_flight(repo, image, alive) == ["docs/image/in_flight.csv"]
     assert read_results(repo / "docs" / "image" / "in_flight.csv") == [] and campaign.drop_in_flight(repo, image, alive) == []
+    # a cost probe's CPU counts against the cap too, named as such, not as a landed run
+    campaign.record_spend(repo, image, "probe-stages-4-K1024-steps60", 360.0, 300.0)
+    text = spend_text(repo / "docs" / "image" / "spend.csv")
+    assert "2 runs lost in flight and 1 cost probe" in text and "1.82 counted" in text
 
 
 def test_a_stream_counts_the_runs_other_live_streams_are_making(campaign, tmp_path, monkeypatch):
@@ -425,7 +430,7 @@ def test_the_k262144_runs_wait_for_a_cpu_with_native_bf16(campaign, tmp_path, mo
 
 def test_the_runs_behind_those_waiting_for_a_machine_spend_only_what_they_leave(campaign, monkeypatch):
     """The queue's order is the issue's priority: on a CPU without native bf16 the K=262,144 runs
-    (1.7 CPU-hours each planned; seed 0 counts here, as nothing has landed) keep their share of the cap, which the ablations queued behind them
+    (1.7-1.85 CPU-hours each planned; seed 0 counts here, as nothing has landed) keep their share of the cap, which the ablations queued behind them
     cannot spend; on a CPU with native bf16 nothing is held."""
     import simvq.cpu
 
@@ -435,13 +440,22 @@ def test_the_runs_behind_those_waiting_for_a_machine_spend_only_what_they_leave(
     first = plan[0]
     monkeypatch.setattr(simvq.cpu, "cpu_has_native_bf16", lambda: False)
     before_ablation = [r for r in waiting if plan.index(r) < plan.index(ablation)]
-    assert len(before_ablation) == 4 and campaign.held_for_waiting(image, plan, set(), ablation) == pytest.approx(4 * 1.7)
+    def hours(runs):
+        return sum(campaign.estimated_hours(image, r) for r in runs)
+
+    assert len(before_ablation) == 4 and campaign.held_for_waiting(image, plan, set(), ablation) == pytest.approx(hours(before_ablation))
     assert campaign.held_for_waiting(image, plan, set(), first) == 0.0  # nothing is ahead of the queue's head
-    assert campaign.held_for_waiting(image, plan, {waiting[0].key}, ablation) == pytest.approx(3 * 1.7)  # landed: no longer held
-    assert campaign.held_for_waiting(image, plan, set()) == pytest.approx(len(waiting) * 1.7)
-    spent = 30.0 - 6.0  # 6 CPU-hours left: enough for an ablation alone, not beside 6.8 held
+    assert campaign.held_for_waiting(image, plan, {waiting[0].key}, ablation) == pytest.approx(hours(before_ablation[1:]))  # landed: not held
+    assert campaign.held_for_waiting(image, plan, set()) == pytest.approx(hours(waiting))
+    spent = 30.0 - 6.0  # 6 CPU-hours left: enough for an ablation alone, not beside the 7.25 held
     held = campaign.held_for_waiting(image, plan, set(), ablation)
     assert campaign.affordable(image, ablation, spent) and not campaign.affordable(image, ablation, spent + held)
+    # a waiting run the cap can no longer cover holds nothing: with 4.0 left the first two hold 3.55, and
+    # the 0.45 beyond goes to the runs behind; with 0.5 left none holds
+    assert [r.key for r in campaign.holding_runs(image, plan, set(), ablation, spent=26.0)] == [r.key for r in before_ablation[:2]]
+    assert campaign.held_for_waiting(image, plan, set(), ablation, spent=26.0) == pytest.approx(hours(before_ablation[:2]))
+    assert campaign.covered(image, plan, set(), 26.0, ablation) and campaign.covered(image, plan, set(), 29.5, ablation)
+    assert not campaign.covered(image, plan, set(), 30.0, ablation)
     monkeypatch.setattr(simvq.cpu, "cpu_has_native_bf16", lambda: True)
     assert campaign.held_for_waiting(image, plan, set(), ablation) == 0.0
 
@@ -464,9 +478,12 @@ def test_plan_says_the_cap_is_held_not_spent_when_only_runs_for_another_machine_
                                     "max_steps": run.budget}, fields=get_recipe("image").result_columns)
     ledger = campaign.ledger_path(image, tmp_path)
     ledger.parent.mkdir(parents=True, exist_ok=True)
-    for counted, line in ((22.0, f"nothing left is for this machine: of the 8.00 CPU-hours left, {len(waiting) * 1.7:.2f} are held for the "
-                                 f"{len(waiting)} run(s) waiting for a machine that fits them, and the {len(behind)} queued behind them "
-                                 "get only what that leaves"),
+    # 5.60 left: the first three waiting runs hold 5.4, the rest the cap no longer covers, and the 0.2
+    # beyond the hold covers none of the runs behind (the cheapest planned at 0.27)
+    held = sum(campaign.estimated_hours(image, r) for r in waiting[:3])
+    for counted, line in ((24.4, f"nothing left is for this machine: of the 5.60 CPU-hours left, {held:.2f} are held for the "
+                                 f"3 run(s) waiting for a machine that fits them ({len(waiting) - 3} more wait there, which the cap no "
+                                 f"longer covers), and the {len(behind)} queued for this machine get only what that leaves"),
                           (30.5, "the cap is spent for this plan: what is left of it (0.00 CPU-hours) covers no run left")):
         ledger.write_text(f"run,cpu_seconds,wall_seconds,finished\nx,{(counted - image['unrecorded']) * 3600},0,now\n")
         campaign.show_plan("image", tmp_path)

@@ -39,6 +39,7 @@ LEDGER = "spend.csv"  # a campaign's spend ledger: one line per landed run (run,
 BUDGET = "budget.json"  # beside a ledger: the campaign's cap and the CPU-hours it spent before the ledger existed
 REFERENCE = "reference-"  # a ledger line's prefix for a reference measurement, not a run (e.g. an untrained quantizer's usage)
 LOST = "lost-"  # a ledger line's prefix for a run's CPU lost in flight (a new machine): spent, with no row
+PROBE = "probe-"  # a ledger line's prefix for a short timing run that plans a campaign's costs: spent, with no row
 IN_FLIGHT = "in_flight.csv"  # beside a ledger: runs a stopped stream left part-trained, not landed (run, cpu_seconds, steps)
 
 
@@ -58,10 +59,12 @@ def spend_text(ledger: str | Path) -> str | None:
     hours = sum(float(e["cpu_seconds"]) for e in entries) / 3600
     references = sum(e["run"].startswith(REFERENCE) for e in entries)
     lost = [float(e["cpu_seconds"]) for e in entries if e["run"].startswith(LOST)]
-    runs = [e["run"] for e in entries if not e["run"].startswith((REFERENCE, LOST))]
+    probes = sum(e["run"].startswith(PROBE) for e in entries)
+    runs = [e["run"] for e in entries if not e["run"].startswith((REFERENCE, LOST, PROBE))]
     repeats = len(runs) - len(set(runs))  # a run measured again (after a correction): its first try's CPU stays spent
     parts = [f"{len(runs)} landed run{'s' * (len(runs) != 1)}"] + [f"{references} reference measurement{'s' * (references > 1)}"] * bool(references)
     parts += [f"{len(lost)} run{'s' * (len(lost) > 1)} lost in flight"] * bool(lost)
+    parts += [f"{probes} cost probe{'s' * (probes > 1)} (short timing runs that set a plan's estimates)"] * bool(probes)
     over = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
     again = (f" {repeats} of the runs {'are first tries' if repeats > 1 else 'is the first try'} of a run measured again, "
              f"{'their rows' if repeats > 1 else 'its row'} replaced; that CPU stays counted." if repeats else "")
