@@ -500,7 +500,6 @@ def interrupted_cpu_seconds(run_dir: Path) -> float:
     return sum(float(s.get("cpu_seconds") or 0.0) for s in read_progress(run_dir).get("sessions", []))
 
 
-
 def record_in_flight(name: str, repo: Path) -> list[str]:
     """Write the campaign's part-trained runs (not landed, with a ``progress.json``) and the training
     CPU their last checkpoints record: the next session may run on a new machine, which loses them,
