@@ -156,7 +156,7 @@ def image_plan() -> list[Run]:
     # vq's seeds at K=262,144 come after the other methods at 65,536: where a CPU without native bf16
     # ran the queue the cap no longer covers all four seeds there (``Where the budget stands``), and
     # simvq's decide the open question (seed 0 used 78.6% of the codes, below the untrained 91.1%),
-    # while vq's collapse (1.2%) is ~77 points from it and 0.1 apart over its seeds at 65,536
+    # while vq's collapse (1.2%) is ~77 points from it, and its seeds at 65,536 span 0.16 points
     runs += [Run("vq", 262144, s, BUDGET, grid=14) for s in (1, 2)]
     runs += [Run("vq_lc", 262144, 0, BUDGET, grid=14)]
     runs += [Run(m, k, 0, BUDGET, stages=4) for k in (1024, 8192) for m in ("residual", "residual_simvq", "qinco")]
