@@ -46,7 +46,7 @@ from pathlib import Path
 # snapshot's code, not with whatever the installed package is edited into meanwhile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from simvq.experiments.results_file import IN_FLIGHT, LOST, PROBE, REFERENCE, in_flight_cpu_hours, variant_folder  # noqa: E402
+from simvq.experiments.results_file import IN_FLIGHT, IN_FLIGHT_FIELDS, LOST, PROBE, REFERENCE, in_flight_cpu_hours, variant_folder  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -260,6 +260,11 @@ def spent_cpu_hours(campaign: dict, repo: Path) -> float:
             + in_flight_cpu_hours(ledger, landed=landed))
 
 
+def in_flight_path(campaign: dict, repo: Path) -> Path:
+    """Beside the ledger: the runs a stopped stream left part-trained, with their checkpointed CPU."""
+    return ledger_path(campaign, repo).with_name(IN_FLIGHT)
+
+
 def cell(slug: str) -> str:
     """A run's slug without its seed: the runs whose cost predicts one another's."""
     return re.sub(r"-seed\d+-", "-", slug)
@@ -316,10 +321,11 @@ def holding_runs(campaign: dict, plan: list[Run], done: set, run: Run | None = N
     waits = [r for r in ahead if r.key not in done and (not machine_fits(r) if startable is None else r.key not in startable)]
     if spent is None:
         return waits
-    holding: list[Run] = []
+    holding, held = [], 0.0
     for r in waits:
-        if affordable(campaign, r, spent + sum(estimated_hours(campaign, h) for h in holding)):
+        if affordable(campaign, r, spent + held):
             holding.append(r)
+            held += estimated_hours(campaign, r)
     return holding
 
 
@@ -511,10 +517,10 @@ def record_in_flight(name: str, repo: Path) -> list[str]:
     done, runs = done_keys(repo / campaign["results"]), repo / "runs" / "campaign" / campaign["kind"] / "runs"
     rows = [dict(run=run.slug, cpu_seconds=f"{interrupted_cpu_seconds(runs / run.run_subdir):.0f}", steps=str(steps))
             for run in campaign["plan"]() if run.key not in done and (steps := checkpointed_steps(runs / run.run_subdir))]
-    path = ledger_path(campaign, repo).with_name(IN_FLIGHT)
+    path = in_flight_path(campaign, repo)
     if rows == read_results(path) or not (rows or path.is_file()):
         return []
-    write_results(path, rows, fields=["run", "cpu_seconds", "steps"])
+    write_results(path, rows, fields=IN_FLIGHT_FIELDS)
     return [str(path.relative_to(repo))]
 
 
@@ -522,12 +528,12 @@ def drop_in_flight(repo: Path, campaign: dict, run: Run) -> list[str]:
     """Remove a landed run from ``in_flight.csv``; the file's repository path if it changed."""
     from simvq.experiments.results_file import read_results, write_results
 
-    path = ledger_path(campaign, repo).with_name(IN_FLIGHT)
+    path = in_flight_path(campaign, repo)
     entries = read_results(path) if path.is_file() else []
     kept = [e for e in entries if e["run"] != run.slug]
     if kept == entries:
         return []
-    write_results(path, kept, fields=["run", "cpu_seconds", "steps"])
+    write_results(path, kept, fields=IN_FLIGHT_FIELDS)
     return [str(path.relative_to(repo))]
 
 
@@ -566,7 +572,7 @@ def reconcile_in_flight(name: str, repo: Path) -> list[str]:
     from simvq.experiments.results_file import read_results, write_results
 
     campaign = CAMPAIGNS[name]
-    path = ledger_path(campaign, repo).with_name(IN_FLIGHT)
+    path = in_flight_path(campaign, repo)
     if not path.is_file():
         return []
     work = repo / "runs" / "campaign" / campaign["kind"]
@@ -585,7 +591,7 @@ def reconcile_in_flight(name: str, repo: Path) -> list[str]:
             kept.append(entry)
         if kept == entries:
             return []
-        write_results(path, kept, fields=["run", "cpu_seconds", "steps"])
+        write_results(path, kept, fields=IN_FLIGHT_FIELDS)
         return [str(path.relative_to(repo)), *sorted(set(changed))]
 
 

@@ -40,7 +40,8 @@ BUDGET = "budget.json"  # beside a ledger: the campaign's cap and the CPU-hours 
 REFERENCE = "reference-"  # a ledger line's prefix for a reference measurement, not a run (e.g. an untrained quantizer's usage)
 LOST = "lost-"  # a ledger line's prefix for a run's CPU lost in flight (a new machine): spent, with no row
 PROBE = "probe-"  # a ledger line's prefix for a short timing run that plans a campaign's costs: spent, with no row
-IN_FLIGHT = "in_flight.csv"  # beside a ledger: runs a stopped stream left part-trained, not landed (run, cpu_seconds, steps)
+IN_FLIGHT = "in_flight.csv"  # beside a ledger: runs a stopped stream left part-trained, not landed
+IN_FLIGHT_FIELDS = ["run", "cpu_seconds", "steps"]
 
 
 def in_flight_cpu_hours(ledger: str | Path, *, landed: set[str] = frozenset()) -> float:
